@@ -1,0 +1,85 @@
+"""The small interface every inference backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.results.schema import MemorySource
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """One request as the engine served it."""
+
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    megabytes: float
+    source: MemorySource
+
+
+class Backend(ABC):
+    """Load a model once, then generate for lists of prompts. Used as a context manager so the
+    engine and its device memory are released even when generation fails."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights and tokenizer onto the device (timed, outside the energy window)."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """A Hugging Face tokenizer for the loaded model (used for synthetic prompts)."""
+
+    @abstractmethod
+    def generate(self, prompts: list[str]) -> list[RequestOutput]:
+        """Serve all prompts with the configured batch size and decoding; one output each."""
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (window edges must be exact)."""
+
+    @abstractmethod
+    def device_description(self) -> str:
+        """Human-readable device, e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+
+    @abstractmethod
+    def reset_peak_memory(self) -> None:
+        """Start peak-memory tracking afresh (called just before the measured window)."""
+
+    @abstractmethod
+    def peak_memory(self) -> PeakMemory | None:
+        """Peak memory since the last reset, or None where it cannot be read."""
+
+    @abstractmethod
+    def library_versions(self) -> dict[str, str]:
+        """Versions of the engine libraries, for the environment record."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the model and its device memory."""
+
+    def __enter__(self) -> Backend:
+        self.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""One experiment: what to run, on which backend, with which energy-relevant settings.
+
+These models are the contract between the host and the worker (they travel inside exp.json),
+the source of `lem config list`, and the identity of an experiment (its id hashes them).
+They validate data and nothing else: no I/O, no imports of inference engines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromptSource(_Strict):
+    """Where prompts come from. Built-in set, a JSONL file, or synthetic text of a set length."""
+
+    source: Literal["builtin", "jsonl", "synthetic"] = Field(
+        "builtin",
+        description="builtin: the project's own prompt set; jsonl: a file of "
+        '{"prompt": ...} lines; synthetic: random text of exactly `input_tokens` tokens.',
+    )
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="JSONL file (source: jsonl), as written; relative to the campaign file.",
+    )
+    input_tokens: int | None = Field(
+        None, ge=1, le=1_000_000, description="Tokens per synthetic prompt (source: synthetic)."
+    )
+
+    @model_validator(mode="after")
+    def _fields_match_source(self) -> PromptSource:
+        if self.source == "jsonl" and self.path is None:
+            raise ValueError("source 'jsonl' needs `path` (a file of {\"prompt\": ...} lines)")
+        if self.source != "jsonl" and self.path is not None:
+            raise ValueError(f"`path` is only used with source 'jsonl', not '{self.source}'")
+        if self.source == "synthetic" and self.input_tokens is None:
+            raise ValueError("source 'synthetic' needs `input_tokens` (tokens per prompt)")
+        if self.source != "synthetic" and self.input_tokens is not None:
+            raise ValueError(
+                f"`input_tokens` is only used with source 'synthetic', not '{self.source}'"
+            )
+        return self
+
+
+class DecodingConfig(_Strict):
+    """Decoding settings. Greedy by default so that runs are repeatable."""
+
+    strategy: Literal["greedy", "sampling"] = Field(
+        "greedy", description="greedy: argmax each step; sampling: temperature/top-p/top-k."
+    )
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 disables it.")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0 disables it.")
+    ignore_eos: bool = Field(
+        True,
+        description="Generate exactly max_output_tokens per request, so energy per token "
+        "compares across configurations (an early EOS would shorten some runs).",
+    )
+
+    @model_validator(mode="after")
+    def _sampling_params_need_sampling(self) -> DecodingConfig:
+        if self.strategy == "greedy":
+            changed = [
+                name
+                for name, default in (
+                    ("temperature", 1.0),
+                    ("top_p", 1.0),
+                    ("top_k", 0),
+                )
+                if getattr(self, name) != default
+            ]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} only apply with strategy 'sampling' "
+                    "(greedy decoding ignores them)"
+                )
+        return self
+
+
+class PyTorchConfig(_Strict):
+    """Settings only the PyTorch/transformers backend understands."""
+
+    attn_implementation: Literal["eager", "sdpa"] = Field(
+        "sdpa", description="Attention kernel passed to from_pretrained."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: the first CUDA device when present, else the CPU."
+    )
+    padding_side: Literal["left"] = Field(
+        "left", description="Decoder-only models must be left-padded for batched generation."
+    )
+
+
+class ExperimentConfig(_Strict):
+    """Everything that defines one measured configuration."""
+
+    model: str = Field(
+        "builtin:tiny-llama",
+        min_length=1,
+        description="Hugging Face id, local directory, or builtin:tiny-llama.",
+    )
+    backend: Literal["pytorch"] = Field("pytorch", description="Inference engine.")
+    prompts: PromptSource = Field(default_factory=PromptSource, description="Prompt source.")
+    n_prompts: int = Field(16, ge=1, le=1_000_000, description="Requests in the measured window.")
+    max_input_tokens: int = Field(
+        256, ge=1, le=1_000_000, description="Prompts are truncated to this many tokens."
+    )
+    max_output_tokens: int = Field(
+        64, ge=1, le=1_000_000, description="New tokens generated per request."
+    )
+    precision: Precision = Field("fp32", description="Weights and activation dtype.")
+    batch_size: int = Field(
+        1, ge=1, le=100_000, description="Requests per batch; moves energy per token by >10x."
+    )
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for torch, numpy and sampling.")
+    warmup_runs: int = Field(
+        3, ge=0, le=1000, description="Full-length warm-up batches before the measured window."
+    )
+    pytorch: PyTorchConfig | None = Field(
+        None, description="PyTorch backend settings (backend: pytorch)."
+    )
+    passthrough_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments handed unchanged to the backend's model loader.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_own_section(cls, data: Any) -> Any:
+        """Give the chosen backend its section, so `pytorch: {}` and no section hash alike."""
+        if isinstance(data, dict):
+            backend = data.get("backend", "pytorch")
+            if backend in BACKEND_SECTIONS and data.get(backend) is None:
+                data = {**data, backend: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _no_foreign_section(self) -> ExperimentConfig:
+        for section in BACKEND_SECTIONS:
+            if section != self.backend and getattr(self, section) is not None:
+                raise ValueError(
+                    f"section `{section}:` is set but backend is '{self.backend}'; "
+                    f"use `{self.backend}:` or change the backend"
+                )
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The effective config as canonical JSON-able data: what the experiment id hashes."""
+        return self.model_dump(mode="json")
+
+    def experiment_id(self) -> str:
+        """Stable id: same effective config -> same id, on every run and machine."""
+        return f"{self.backend}-{config_hash(self.identity())[:12]}"
+
+
+BACKEND_SECTIONS: tuple[str, ...] = ("pytorch",)
+"""Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
+
+
+def config_hash(data: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace): stable across runs and machines."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,31 @@
+"""One exception tree for the whole tool.
+
+Lower-layer errors (pydantic, yaml, OSError, subprocess, torch) are translated at each boundary
+with ``raise ... from e`` so the CLI can print one clear message and pick the exit code.
+"""
+
+from __future__ import annotations
+
+
+class LemError(Exception):
+    """Base of every error the tool raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(LemError):
+    """Bad user input: a campaign/experiment file, a CLI value, a prompt file. Exit code 2."""
+
+    exit_code = 2
+
+
+class DispatchError(LemError):
+    """The orchestrator could not start, track or collect an experiment."""
+
+
+class BackendError(LemError):
+    """An inference engine failed to load or generate."""
+
+
+class MeasurementError(LemError):
+    """A measurement could not be taken or is not trustworthy."""

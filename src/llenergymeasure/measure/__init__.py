@@ -1,0 +1,1 @@
+"""Measurement: energy sources and the facts recorded around the measured window."""

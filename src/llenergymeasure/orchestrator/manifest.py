@@ -1,0 +1,94 @@
+"""manifest.json: the campaign's state, one entry per experiment and cycle.
+
+It is rewritten atomically on every change, so a crash at any moment leaves either the old or
+the new state. The result file stays the ground truth: an entry that is not `done` but whose
+result.json is complete is recovered as done instead of being run again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.errors import ConfigError
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = "1"
+
+Status = Literal["pending", "running", "done", "failed"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ManifestEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    experiment_id: str
+    cycle: int
+    backend: str
+    label: dict[str, Any] = Field(default_factory=dict)
+    runner: str
+    status: Status = "pending"
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exp_path: str = Field(description="exp.json, relative to the campaign directory.")
+    result_path: str | None = Field(None, description="result.json once done, relative.")
+    error: str | None = Field(None, description="One-line cause of the last failure.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.experiment_id}/cycle-{self.cycle}"
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    manifest_version: str = MANIFEST_VERSION
+    campaign_id: str
+    campaign_name: str
+    config_hash: str
+    schema_fingerprint: str
+    created_at: datetime
+    updated_at: datetime
+    total_cycles: int
+    timeout_s: float = Field(description="Per-experiment limit from the campaign file.")
+    entries: list[ManifestEntry]
+
+    def pending(self) -> list[ManifestEntry]:
+        """What `lem resume` runs: everything not done (a `running` entry means a crash)."""
+        return [e for e in self.entries if e.status != "done"]
+
+    def counts(self) -> dict[str, int]:
+        out = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+        for e in self.entries:
+            out[e.status] += 1
+        return out
+
+
+class ManifestStore:
+    """Owns the manifest file of one campaign directory."""
+
+    def __init__(self, campaign_dir: Path) -> None:
+        self.campaign_dir = campaign_dir
+        self.path = campaign_dir / MANIFEST_FILE
+
+    def load(self) -> Manifest:
+        try:
+            return Manifest.model_validate_json(self.path.read_bytes())
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"{self.campaign_dir} is not a campaign directory (no {MANIFEST_FILE})"
+            ) from e
+        except (OSError, ValidationError) as e:
+            raise ConfigError(f"{self.path} is unreadable or not a manifest: {e}") from e
+
+    def save(self, manifest: Manifest) -> None:
+        manifest.updated_at = utcnow()
+        write_text_atomic(self.path, manifest.model_dump_json(indent=1))

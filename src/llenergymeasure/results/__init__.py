@@ -1,0 +1,1 @@
+"""Result schema (the contract), collation into tables, and reports."""

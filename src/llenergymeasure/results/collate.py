@@ -1,0 +1,60 @@
+"""results.csv / results.parquet: one flat row per experiment and cycle, failed ones included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from llenergymeasure.flatten import flatten
+from llenergymeasure.results.schema import ExperimentResult
+
+if TYPE_CHECKING:
+    from llenergymeasure.orchestrator.manifest import Manifest
+
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+
+
+def result_row(result: ExperimentResult) -> dict[str, Any]:
+    """Flatten a result: nested keys joined with '.', lists dropped, warnings joined."""
+    data = result.model_dump(mode="json", exclude={"request_latencies_s", "warnings"})
+    row = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
+    row["warnings"] = "; ".join(result.warnings)
+    return row
+
+
+def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
+    """Rebuild both tables from the manifest and each entry's result.json (the ground truth)."""
+    rows: list[dict[str, Any]] = []
+    for entry in manifest.entries:
+        row: dict[str, Any] = {
+            "experiment_id": entry.experiment_id,
+            "cycle": entry.cycle,
+            "status": entry.status,
+            "attempts": entry.attempts,
+            "runner": entry.runner,
+            "error": entry.error,
+        }
+        if entry.status == "done" and entry.result_path:
+            try:
+                result = ExperimentResult.model_validate_json(
+                    (campaign_dir / entry.result_path).read_bytes()
+                )
+            except (OSError, ValidationError):
+                row["status"], row["error"] = "failed", "result.json missing or unreadable"
+            else:
+                row |= {k: v for k, v in result_row(result).items() if k not in row}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    _replace(campaign_dir / RESULTS_CSV, lambda p: frame.to_csv(p, index=False))
+    _replace(campaign_dir / RESULTS_PARQUET, lambda p: frame.to_parquet(p, index=False))
+    return frame
+
+
+def _replace(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""`lem-worker exp.json`: runs one experiment cycle and writes result.json or error.json."""

@@ -1,0 +1,115 @@
+"""Entry point `lem-worker exp.json` (also `python -m llenergymeasure.worker exp.json`).
+
+Exit codes: 0 result.json written; 1 the experiment failed (error.json written); 2 the spec
+itself is unusable. Import-safe: inference engines that spawn processes re-import this module.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.errors import BackendError, ConfigError, LemError, MeasurementError
+from llenergymeasure.results.schema import ErrorCategory, ErrorRecord, schema_fingerprint
+
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
+log = logging.getLogger("lem.worker")
+
+
+def load_spec(path: Path) -> ExperimentSpec:
+    try:
+        spec = ExperimentSpec.model_validate_json(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read experiment spec {path}: {e}") from e
+    except ValidationError as e:
+        raise ConfigError(f"{path} is not a valid experiment spec: {e}") from e
+    if spec.schema_fingerprint != schema_fingerprint():
+        raise ConfigError(
+            f"{path} was written by a host with schema fingerprint {spec.schema_fingerprint}, "
+            f"this worker has {schema_fingerprint()}: install the same llenergymeasure version "
+            "on both sides (or rebuild the image)"
+        )
+    return spec
+
+
+def error_record(exc: BaseException, spec: ExperimentSpec | None) -> ErrorRecord:
+    categories: dict[type[LemError], ErrorCategory] = {
+        ConfigError: "config",
+        BackendError: "backend",
+        MeasurementError: "measurement",
+    }
+    return ErrorRecord(
+        experiment_id=spec.experiment_id if spec else None,
+        cycle=spec.cycle if spec else None,
+        attempt=spec.attempt if spec else None,
+        category=next((c for t, c in categories.items() if isinstance(exc, t)), "crash"),
+        error_type=type(exc).__name__,
+        message=str(exc) or type(exc).__name__,
+        traceback="".join(traceback.format_exception(exc)),
+        at=datetime.now(timezone.utc),
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: if the orchestrator is SIGKILLed, take this worker down too (no orphans)."""
+    parent = os.environ.get("LEM_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in {"-h", "--help"}:
+        print("usage: lem-worker EXP_JSON", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    _die_with_parent()
+    path = Path(args[0])
+    spec: ExperimentSpec | None = None
+    try:
+        spec = load_spec(path)
+        out_dir = Path(spec.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from llenergymeasure.worker.run import run_experiment
+
+        result = run_experiment(spec)
+        write_text_atomic(out_dir / RESULT_FILE, result.model_dump_json(indent=2))
+        log.info("wrote %s", out_dir / RESULT_FILE)
+        return 0
+    except BaseException as exc:
+        out_dir = Path(spec.output_dir) if spec else path.parent
+        record = error_record(exc, spec)
+        try:
+            write_text_atomic(out_dir / ERROR_FILE, record.model_dump_json(indent=2))
+        except OSError:
+            log.exception("could not write %s", out_dir / ERROR_FILE)
+        log.error("experiment failed: %s: %s", record.error_type, record.message)
+        if not isinstance(exc, LemError):
+            log.error("%s", record.traceback)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        return 2 if spec is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
