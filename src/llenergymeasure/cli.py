@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -179,7 +178,8 @@ def _print_outcome(summary: RunSummary, verbose: bool) -> None:
     counts = summary.manifest.counts()
     out.print(
         f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending. "
-        f"Results: {summary.campaign_dir / RESULTS_CSV}"
+        f"Results: {summary.campaign_dir / RESULTS_CSV}",
+        soft_wrap=True,
     )
     if summary.recovered:
         out.print(f"{len(summary.recovered)} finished before a crash and were recovered.")
@@ -188,7 +188,7 @@ def _print_outcome(summary: RunSummary, verbose: bool) -> None:
         if verbose:
             out.print(f"  log: {summary.campaign_dir / Path(entry.exp_path).parent / 'worker.log'}")
     if summary.failed or summary.interrupted:
-        out.print(f"To run what is not done: lem resume {summary.campaign_dir}")
+        out.print(f"To run what is not done: lem resume {summary.campaign_dir}", soft_wrap=True)
 
 
 def _json_summary(summary: RunSummary) -> dict[str, object]:
@@ -247,10 +247,14 @@ def main() -> None:
     except LemError as e:
         err.print(f"[red]error[/]: {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
-    except click.ClickException as e:  # usage errors: click's own message, exit code 2
-        e.show()
+    except typer.TyperException as e:  # usage errors (typer vendors click): exit code 2
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            err.print(f"error: {escape(e.format_message())}", highlight=False)
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

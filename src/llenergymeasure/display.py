@@ -77,42 +77,33 @@ class ConsoleEvents(Events):
 
 
 def summary_table(summary: RunSummary, results: list[ExperimentResult]) -> Table:
-    """Per experiment: cycles done, throughput, latency, memory, energy per token."""
+    """Per experiment (means over its done cycles): throughput, latency, memory, energy."""
     by_id: dict[str, list[ExperimentResult]] = {}
     for result in results:
         by_id.setdefault(result.experiment_id, []).append(result)
     table = Table(title=f"Campaign {summary.manifest.campaign_id}")
-    for column in (
-        "experiment",
-        "settings",
-        "cycles done",
-        "tokens/s",
-        "latency p50 (s)",
-        "peak memory (MB)",
-        "energy (J/token)",
-    ):
-        table.add_column(
-            column, justify="left" if column in {"experiment", "settings"} else "right"
-        )
+    table.add_column("experiment")
+    for column in ("cycles done", "tokens/s", "p50 latency s", "peak MB", "J/token"):
+        table.add_column(column, justify="right")
     seen: set[str] = set()
     for entry in summary.manifest.entries:
         if entry.experiment_id in seen:
             continue
         seen.add(entry.experiment_id)
         runs = by_id.get(entry.experiment_id, [])
-        label = ", ".join(f"{k}={v}" for k, v in entry.label.items()) or "-"
+        label = ", ".join(f"{k}={v}" for k, v in entry.label.items()) or entry.experiment_id
         if not runs:
-            table.add_row(entry.experiment_id, label, "0", "-", "-", "-", "-")
+            table.add_row(escape(label), "0", "-", "-", "-", "-")
             continue
         energies = [r.energy.energy_raw_per_output_token_j for r in runs]
         known = [e for e in energies if e is not None]
+        peaks = [r.peak_memory_mb for r in runs if r.peak_memory_mb is not None]
         table.add_row(
-            entry.experiment_id,
-            label,
-            str(len(runs)),
+            escape(label),
+            f"{len(runs)}/{summary.manifest.total_cycles}",
             f"{_mean([r.output_tokens_per_s for r in runs]):.1f}",
             f"{_mean([r.latency.p50_s for r in runs]):.3f}",
-            f"{_mean([r.peak_memory_mb or 0.0 for r in runs]):.0f}",
+            f"{_mean(peaks):.0f}" if peaks else "n/a",
             f"{_mean(known):.4g}" if known else "n/a",
         )
     return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +39,11 @@ class PyTorchBackend(Backend):
         return torch.device("cuda", torch.cuda.current_device())
 
     def load(self) -> None:
+        # Seeds python, numpy and torch (all devices): sampling runs repeat exactly.
+        transformers.set_seed(self.config.seed)
         path = resolve_model(self.config.model)
+        if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+            raise BackendError(f"model directory {path} does not exist")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
             model = AutoModelForCausalLM.from_pretrained(

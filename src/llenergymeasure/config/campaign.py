@@ -14,7 +14,7 @@ class CampaignConfig(BaseModel):
     merged first and validated as ExperimentConfig per expanded experiment (see grid.py), so a
     base that is only valid together with a grid value is allowed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(
         pattern=CAMPAIGN_NAME_PATTERN,

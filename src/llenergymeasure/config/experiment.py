@@ -17,7 +17,8 @@ Precision = Literal["fp32", "fp16", "bf16"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `batch_size: true` or `"4"` is a mistake to report, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PromptSource(_Strict):
@@ -34,7 +35,11 @@ class PromptSource(_Strict):
         description="JSONL file (source: jsonl), as written; relative to the campaign file.",
     )
     input_tokens: int | None = Field(
-        None, ge=1, le=1_000_000, description="Tokens per synthetic prompt (source: synthetic)."
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Tokens of prompt text per synthetic prompt (source: synthetic); the "
+        "tokenizer may add special tokens such as BOS, which results count as input.",
     )
 
     @model_validator(mode="after")
@@ -82,8 +87,8 @@ class DecodingConfig(_Strict):
             ]
             if changed:
                 raise ValueError(
-                    f"{', '.join(changed)} only apply with strategy 'sampling' "
-                    "(greedy decoding ignores them)"
+                    f"greedy decoding ignores {', '.join(changed)}; "
+                    "set `strategy: sampling` to use them, or remove them"
                 )
         return self
 

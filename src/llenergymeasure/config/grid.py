@@ -81,7 +81,9 @@ def load_campaign(path: Path) -> Campaign:
 def load_experiment(path: Path) -> Campaign:
     """An experiment file (ExperimentConfig keys at the top level) as a campaign of one."""
     doc = read_yaml(path, what="experiment file")
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem)[:64]
+    ok = set("._-")  # the campaign name pattern is ASCII-only
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in ok else "-" for c in path.stem)
+    name = name[:64]
     config = CampaignConfig(name=name.lstrip("._-") or "run", base=doc.data)
     experiments, notices = expand(config, doc, base_prefix=())
     return Campaign(

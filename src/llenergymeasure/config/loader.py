@@ -29,21 +29,26 @@ class YamlDocument:
     node: yaml.Node | None
 
     def line_of(self, key_path: Sequence[PathPart]) -> int | None:
-        """1-based line of the deepest node found along key_path, or None."""
+        """1-based line of the deepest node found along key_path, or None. A mapping entry's
+        line is its key's: a block value (`grid:` then indented lines) starts a line later."""
         node = self.node
         line = node.start_mark.line + 1 if node is not None else None
         for part in key_path:
+            at: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
-                node = next(
-                    (v for k, v in node.value if getattr(k, "value", None) == str(part)), None
+                pair = next(
+                    ((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)),
+                    None,
                 )
+                at, node = pair if pair is not None else (None, None)
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 node = node.value[part] if 0 <= part < len(node.value) else None
+                at = node
             else:
                 node = None
-            if node is None:
+            if node is None or at is None:
                 break
-            line = node.start_mark.line + 1
+            line = at.start_mark.line + 1
         return line
 
     def where(self, key_path: Sequence[PathPart]) -> str:
@@ -80,6 +85,8 @@ def read_yaml(path: Path, *, what: str = "file") -> YamlDocument:
         raise ConfigError(f"{path}{at}: YAML syntax error: {e.problem or e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: YAML error: {e}") from e
+    if node is not None:
+        _reject_duplicate_keys(node, path)
     if data is None:
         raise ConfigError(f"{path} is empty; expected a YAML mapping of settings")
     if not isinstance(data, dict):
@@ -88,6 +95,34 @@ def read_yaml(path: Path, *, what: str = "file") -> YamlDocument:
             f"got {type(data).__name__}"
         )
     return YamlDocument(path=path, data=data, node=node)
+
+
+def _reject_duplicate_keys(root: yaml.Node, path: Path) -> None:
+    """YAML keeps the last of two equal keys; a dropped grid dimension must not pass silently."""
+    stack: list[tuple[yaml.Node, tuple[PathPart, ...]]] = [(root, ())]
+    seen: set[int] = set()
+    while stack:
+        node, at = stack.pop()
+        if id(node) in seen:  # aliases share nodes
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(getattr(key, "value", ""))
+                if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                    stack.append((value, at))
+                    continue
+                line = key.start_mark.line + 1
+                if name in first_line:
+                    raise ConfigError(
+                        f"{path}, line {line}, at {format_path((*at, name))}: duplicate key "
+                        f"'{name}' (first set on line {first_line[name]}); keep only one"
+                    )
+                first_line[name] = line
+                stack.append((value, (*at, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*at, i)) for i, item in enumerate(node.value))
 
 
 Locator = Callable[[tuple[PathPart, ...]], Sequence[PathPart]]

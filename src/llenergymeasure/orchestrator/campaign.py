@@ -195,8 +195,10 @@ def _run_entry(
         (out_dir / stale).unlink(missing_ok=True)
     entry.attempts += 1
     spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
-    if spec.attempt != entry.attempts:
-        spec = spec.model_copy(update={"attempt": entry.attempts})
+    # output_dir follows the campaign directory: it may have moved since exp.json was written.
+    current = {"attempt": entry.attempts, "output_dir": str(out_dir.resolve())}
+    if any(getattr(spec, key) != value for key, value in current.items()):
+        spec = spec.model_copy(update=current)
         write_text_atomic(exp_path, spec.model_dump_json(indent=2))
     entry.status, entry.runner = "running", runner.name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
@@ -232,7 +234,8 @@ def _run_entry(
 def _recover(campaign_dir: Path, entry: ManifestEntry) -> bool:
     """An entry not marked done whose result.json is complete finished before a crash."""
     result_path = Path(entry.exp_path).parent / RESULT_FILE
-    if _read_result(campaign_dir / result_path) is None:
+    result = _read_result(campaign_dir / result_path)
+    if result is None or (result.experiment_id, result.cycle) != (entry.experiment_id, entry.cycle):
         return False
     entry.status, entry.result_path, entry.error = "done", str(result_path), None
     entry.finished_at = entry.finished_at or utcnow()

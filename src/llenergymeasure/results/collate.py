@@ -48,7 +48,8 @@ def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
             else:
                 row |= {k: v for k, v in result_row(result).items() if k not in row}
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    # Nullable dtypes: a failed row's gaps must not turn integer columns into floats.
+    frame = pd.DataFrame(rows).convert_dtypes()
     _replace(campaign_dir / RESULTS_CSV, lambda p: frame.to_csv(p, index=False))
     _replace(campaign_dir / RESULTS_PARQUET, lambda p: frame.to_parquet(p, index=False))
     return frame

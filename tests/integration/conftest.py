@@ -1,0 +1,17 @@
+"""Integration tests: real tiny-model inference through the real `lem` CLI and `lem-worker`s."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lem_cli import wait_until_no_process_mentions
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_behind(tmp_path: Path) -> Iterator[None]:
+    """Every test: no process may still be running on files under this test's directory."""
+    yield
+    alive = wait_until_no_process_mentions(tmp_path, within_s=10.0)
+    assert not alive, f"processes left running on {tmp_path}: {alive}"

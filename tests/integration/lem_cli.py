@@ -1,0 +1,114 @@
+"""Helpers for integration tests: the real `lem` CLI in a subprocess, real `lem-worker`s.
+
+Nothing here fakes or patches the code under test; these helpers only start processes, read
+the files they leave behind and look at /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.orchestrator.manifest import Manifest
+
+CLI_TIMEOUT_S = 300
+
+
+def lem_env() -> dict[str, str]:
+    """The environment the CLI runs in: offline, and wide enough that rich does not wrap
+    paths in the messages the tests read."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+
+
+def lem_cmd(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "llenergymeasure.cli", *map(str, args)]
+
+
+def run_lem(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `lem ARGS` to completion; output is captured as text."""
+    return subprocess.run(
+        lem_cmd(*args),
+        cwd=cwd,
+        env=lem_env(),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assertion message: everything the command said."""
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def only_campaign_dir(root: Path) -> Path:
+    """The single campaign directory a run created under root."""
+    dirs = [p for p in root.iterdir() if (p / "manifest.json").is_file()]
+    assert len(dirs) == 1, f"expected one campaign under {root}, found {dirs}"
+    return dirs[0]
+
+
+def load_manifest(campaign_dir: Path) -> Manifest:
+    return Manifest.model_validate_json((campaign_dir / "manifest.json").read_bytes())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def processes_mentioning(text: str | Path) -> list[int]:
+    """Pids of live processes (other than this one) whose command line contains text.
+
+    Zombies have an empty cmdline, so a killed but unreaped process does not count."""
+    needle = str(text).encode()
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in cmdline:
+            pids.append(int(proc_dir.name))
+    return pids
+
+
+def workers_under(path: str | Path) -> list[int]:
+    """Pids of live `llenergymeasure.worker` processes running an exp.json under path."""
+    return [pid for pid in processes_mentioning(path) if b"llenergymeasure.worker" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def wait_until_no_process_mentions(text: str | Path, within_s: float = 10.0) -> list[int]:
+    """Poll until no process mentions text; returns what is still alive at the deadline."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = processes_mentioning(text)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)

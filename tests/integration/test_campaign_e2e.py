@@ -1,0 +1,254 @@
+"""End to end on the CPU: `lem campaign` / `lem run` -> real `lem-worker`s -> real tiny-model
+inference -> manifest, result.json, results.csv / results.parquet."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from lem_cli import explain, load_manifest, only_campaign_dir, read_json, run_lem, write
+
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.orchestrator.manifest import Manifest
+from llenergymeasure.results.schema import EnergyFigures, ExperimentResult
+
+pytestmark = pytest.mark.integration
+
+N_PROMPTS = 3
+MAX_OUTPUT_TOKENS = 5
+GRID_CAMPAIGN = f"""\
+name: grid-e2e
+cycles: 2
+base:
+  model: builtin:tiny-llama
+  backend: pytorch
+  n_prompts: {N_PROMPTS}
+  max_output_tokens: {MAX_OUTPUT_TOKENS}
+  warmup_runs: 1
+grid:
+  batch_size: [1, 2]
+  precision: [fp32, bf16]
+"""
+
+
+class GridRun:
+    def __init__(self, proc: subprocess.CompletedProcess[str], campaign_dir: Path) -> None:
+        self.proc = proc
+        self.dir = campaign_dir
+        self.manifest: Manifest = load_manifest(campaign_dir)
+
+    def result(self, index: int) -> ExperimentResult:
+        entry = self.manifest.entries[index]
+        assert entry.result_path is not None
+        return ExperimentResult.model_validate_json((self.dir / entry.result_path).read_bytes())
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> GridRun:
+    """One real 2x2 grid x 2 cycles campaign, shared by the tests of this module."""
+    work = tmp_path_factory.mktemp("grid")
+    campaign_file = write(work / "grid.yaml", GRID_CAMPAIGN)
+    proc = run_lem("campaign", campaign_file, "-o", work / "out", cwd=work)
+    assert proc.returncode == 0, explain(proc)
+    return GridRun(proc, only_campaign_dir(work / "out"))
+
+
+def test_grid_manifest_every_entry_done_once(grid: GridRun) -> None:
+    entries = grid.manifest.entries
+    assert len(entries) == 8
+    assert all(e.status == "done" for e in entries), [(e.key, e.status) for e in entries]
+    assert all(e.attempts == 1 for e in entries)
+    assert all(e.error is None for e in entries)
+    assert all(e.runner == "local" for e in entries)
+    assert grid.manifest.total_cycles == 2
+    ids = {e.experiment_id for e in entries}
+    assert len(ids) == 4
+    assert sorted((e.experiment_id, e.cycle) for e in entries) == sorted(
+        (i, c) for i in ids for c in (1, 2)
+    )
+    labels = {(e.label["batch_size"], e.label["precision"]) for e in entries}
+    assert labels == {(1, "fp32"), (1, "bf16"), (2, "fp32"), (2, "bf16")}
+    # a cycle repeats the whole set: all of cycle 1 ends before cycle 2 starts
+    cycle1_end = max(e.finished_at for e in entries if e.cycle == 1 and e.finished_at)
+    cycle2_start = min(e.started_at for e in entries if e.cycle == 2 and e.started_at)
+    assert cycle1_end <= cycle2_start
+    assert "8 done, 0 failed" in grid.proc.stdout, explain(grid.proc)
+
+
+def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
+    for index, entry in enumerate(grid.manifest.entries):
+        assert entry.result_path == str(Path(entry.exp_path).parent / "result.json")
+        result = grid.result(index)
+        assert result.experiment_id == entry.experiment_id
+        assert result.cycle == entry.cycle
+        assert result.campaign_id == grid.manifest.campaign_id
+        assert result.attempt == 1
+        assert result.config.batch_size == entry.label["batch_size"]
+        assert result.config.precision == entry.label["precision"]
+        assert result.config.decoding.ignore_eos is True
+        assert result.n_requests == N_PROMPTS
+        assert len(result.request_latencies_s) == N_PROMPTS
+        assert result.output_tokens == N_PROMPTS * MAX_OUTPUT_TOKENS
+        assert result.input_tokens > 0
+        assert result.measured_duration_s > 0
+        assert result.output_tokens_per_s > 0
+        assert result.output_tokens_per_s == pytest.approx(
+            result.output_tokens / result.measured_duration_s
+        )
+        assert result.total_tokens_per_s > result.output_tokens_per_s
+        assert result.requests_per_s > 0
+        assert 0 < result.latency.p50_s <= result.latency.max_s
+        assert result.warmup_runs == 1
+        assert result.environment.device == "cpu"
+        assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
+        # no energy source on a CPU: every energy figure null (never 0), and said so
+        assert result.energy == EnergyFigures()
+        assert all(v is None for v in result.energy.model_dump().values())
+        assert any("no energy source" in w for w in result.warnings), result.warnings
+
+
+def test_grid_worker_got_campaign_context(grid: GridRun) -> None:
+    for entry in grid.manifest.entries:
+        exp_path = grid.dir / entry.exp_path
+        spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
+        assert spec.campaign_id == grid.manifest.campaign_id
+        assert spec.campaign_name == "grid-e2e"
+        assert spec.experiment_id == entry.experiment_id
+        assert spec.cycle == entry.cycle
+        assert spec.total_cycles == 2
+        assert spec.attempt == 1
+        assert Path(spec.output_dir) == exp_path.parent
+        log = (exp_path.parent / "worker.log").read_text()
+        assert "measured window" in log
+        assert not (exp_path.parent / "error.json").exists()
+    assert (grid.dir / "campaign.yaml").read_text() == GRID_CAMPAIGN
+
+
+@pytest.mark.parametrize("name", ["results.csv", "results.parquet"])
+def test_grid_tables_have_one_flat_row_per_cycle(grid: GridRun, name: str) -> None:
+    path = grid.dir / name
+    frame = pd.read_csv(path) if name.endswith(".csv") else pd.read_parquet(path)
+    assert len(frame) == 8
+    for column in (
+        "experiment_id",
+        "cycle",
+        "status",
+        "attempts",
+        "config.batch_size",
+        "config.precision",
+        "output_tokens_per_s",
+        "latency.p50_s",
+        "energy.energy_raw_j",
+        "warnings",
+    ):
+        assert column in frame.columns, column
+    assert "request_latencies_s" not in frame.columns
+    assert not any(isinstance(v, (list, dict)) for v in frame.to_numpy().ravel())
+    assert set(frame["status"]) == {"done"}
+    assert (frame["output_tokens_per_s"] > 0).all()
+    assert frame["energy.energy_raw_j"].isna().all()
+    by_key = {(r["experiment_id"], int(r["cycle"])): r for r in frame.to_dict("records")}
+    assert len(by_key) == 8
+    for index, entry in enumerate(grid.manifest.entries):
+        row = by_key[(entry.experiment_id, entry.cycle)]
+        result = grid.result(index)
+        assert row["config.batch_size"] == result.config.batch_size
+        assert row["config.precision"] == result.config.precision
+        assert row["output_tokens"] == result.output_tokens
+        assert row["output_tokens_per_s"] == pytest.approx(result.output_tokens_per_s)
+
+
+def test_run_single_experiment_file(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        "model: builtin:tiny-llama\n"
+        "n_prompts: 2\n"
+        "max_output_tokens: 4\n"
+        "warmup_runs: 0\n"
+        "batch_size: 2\n",
+    )
+    proc = run_lem("run", experiment, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    manifest = load_manifest(campaign_dir)
+    assert [(e.status, e.attempts, e.cycle) for e in manifest.entries] == [("done", 1, 1)]
+    assert manifest.campaign_name == "experiment"
+    results = list(campaign_dir.glob("*/cycle-*/result.json"))
+    assert len(results) == 1
+    result = ExperimentResult.model_validate_json(results[0].read_bytes())
+    assert result.config.batch_size == 2
+    assert result.n_requests == 2
+    assert result.output_tokens == 2 * 4
+    assert result.warmup_runs == 0
+    assert len(pd.read_csv(campaign_dir / "results.csv")) == 1
+
+
+JSONL_PROMPTS = [
+    "Explain in one sentence why the sky is blue.",
+    "List three uses of a paperclip.",
+    "Write a short poem about energy measurement on graphics processors.",
+]
+
+
+def _tokenizer() -> Any:
+    import transformers
+
+    from llenergymeasure.models import resolve_model
+
+    return transformers.AutoTokenizer.from_pretrained(resolve_model("builtin:tiny-llama"))
+
+
+def test_synthetic_and_relative_jsonl_prompt_sources(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"  # the campaign file lives here; the CLI runs in tmp_path
+    write(conf / "prompts.jsonl", "".join(f'{{"prompt": "{p}"}}\n' for p in JSONL_PROMPTS))
+    campaign_file = write(
+        conf / "sources.yaml",
+        f"""\
+name: sources
+base:
+  n_prompts: {len(JSONL_PROMPTS)}
+  max_output_tokens: 4
+  warmup_runs: 0
+  batch_size: 1
+experiments:
+  - prompts: {{source: synthetic, input_tokens: 16}}
+  - prompts: {{source: jsonl, path: prompts.jsonl}}
+""",
+    )
+    proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    manifest = load_manifest(campaign_dir)
+    assert [e.status for e in manifest.entries] == ["done", "done"]
+    results = {
+        r.config.prompts.source: r
+        for r in (
+            ExperimentResult.model_validate_json((campaign_dir / str(e.result_path)).read_bytes())
+            for e in manifest.entries
+        )
+    }
+    tokenizer = _tokenizer()
+    # what the engine adds to every request (<s> for the tiny llama)
+    special = len(tokenizer("x")["input_ids"]) - len(
+        tokenizer("x", add_special_tokens=False)["input_ids"]
+    )
+    assert special == 1
+
+    synthetic = results["synthetic"]
+    assert synthetic.config.prompts.input_tokens == 16
+    assert synthetic.n_requests == len(JSONL_PROMPTS)
+    # every synthetic prompt is exactly 16 tokens of text; the engine prepends its BOS
+    assert synthetic.input_tokens == synthetic.n_requests * (16 + special)
+    assert synthetic.output_tokens == synthetic.n_requests * 4
+
+    jsonl = results["jsonl"]
+    assert jsonl.config.prompts.path == "prompts.jsonl"
+    assert jsonl.n_requests == len(JSONL_PROMPTS)
+    assert jsonl.input_tokens == sum(len(tokenizer(p)["input_ids"]) for p in JSONL_PROMPTS)
+    assert jsonl.output_tokens == len(JSONL_PROMPTS) * 4
+    (jsonl_entry,) = [e for e in manifest.entries if e.label["prompts.source"] == "jsonl"]
+    spec = read_json(campaign_dir / jsonl_entry.exp_path)
+    assert spec["base_dir"] == str(conf.resolve())

@@ -1,0 +1,345 @@
+"""`lem resume` with real processes: the orchestrator is SIGKILLed mid-campaign, its worker dies
+with it, and resume finishes the campaign running every experiment exactly once to `done`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from lem_cli import (
+    explain,
+    lem_cmd,
+    lem_env,
+    load_manifest,
+    only_campaign_dir,
+    process_env,
+    run_lem,
+    wait_until_no_process_mentions,
+    workers_under,
+    write,
+)
+from pydantic import ValidationError
+
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
+from llenergymeasure.results.schema import ExperimentResult
+
+pytestmark = pytest.mark.integration
+
+SMALL_BASE = """\
+base:
+  model: builtin:tiny-llama
+  n_prompts: 2
+  max_output_tokens: 4
+  warmup_runs: 0
+"""
+
+# Four experiments of a few seconds each (most of it the worker importing torch).
+KILL_CAMPAIGN = """\
+name: killed
+base:
+  model: builtin:tiny-llama
+  n_prompts: 2
+  max_output_tokens: 32
+  warmup_runs: 0
+grid:
+  seed: [1, 2, 3, 4]
+"""
+
+
+def _snapshot(campaign_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under the campaign: mtime and content."""
+    return {
+        str(p.relative_to(campaign_dir)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(campaign_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _entry_files(campaign_dir: Path, entry: ManifestEntry) -> dict[str, tuple[int, bytes]]:
+    exp_dir = campaign_dir / Path(entry.exp_path).parent
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(exp_dir.iterdir())}
+
+
+def _keys(rows: list[str]) -> set[tuple[str, int]]:
+    """Dry-run rows 'pytorch-abc cycle 1 (seed=2)' -> {('pytorch-abc', 1)}."""
+    keys = set()
+    for row in rows:
+        experiment_id, _, rest = row.partition(" cycle ")
+        keys.add((experiment_id, int(rest.split()[0])))
+    return keys
+
+
+def _not_done(manifest: Manifest) -> set[tuple[str, int]]:
+    return {(e.experiment_id, e.cycle) for e in manifest.entries if e.status != "done"}
+
+
+def _wait_for_running_worker(
+    orchestrator: subprocess.Popen[bytes], out_root: Path, within_s: float = 180.0
+) -> tuple[Path, Manifest, ManifestEntry, int]:
+    """Poll until one entry is done and the next one's worker process is alive."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert orchestrator.poll() is None, "the campaign ended before it could be killed"
+        for manifest_path in out_root.glob("*/manifest.json"):
+            try:
+                manifest = Manifest.model_validate_json(manifest_path.read_bytes())
+            except (OSError, ValidationError):
+                continue
+            done = [e for e in manifest.entries if e.status == "done"]
+            running = [e for e in manifest.entries if e.status == "running"]
+            if done and running:
+                exp_path = manifest_path.parent / running[0].exp_path
+                workers = workers_under(exp_path)
+                if workers:
+                    return manifest_path.parent, manifest, running[0], workers[0]
+        time.sleep(0.05)
+    raise AssertionError("never saw a done entry and a running worker at the same time")
+
+
+def test_sigkilled_campaign_resumes_each_experiment_exactly_once(tmp_path: Path) -> None:
+    campaign_file = write(tmp_path / "killed.yaml", KILL_CAMPAIGN)
+    out_root = tmp_path / "out"
+    with (tmp_path / "orchestrator.out").open("wb") as log:
+        orchestrator = subprocess.Popen(
+            lem_cmd("campaign", campaign_file, "-o", out_root),
+            cwd=tmp_path,
+            env=lem_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            campaign_dir, seen, interrupted, worker_pid = _wait_for_running_worker(
+                orchestrator, out_root
+            )
+            # The campaign context reaches the worker through its environment.
+            env = process_env(worker_pid)
+            assert env["LEM_CAMPAIGN_ID"] == seen.campaign_id == campaign_dir.name
+            assert env["LEM_EXPERIMENT_ID"] == interrupted.experiment_id
+            assert env["LEM_CYCLE"] == "1"
+            assert env["LEM_TOTAL_CYCLES"] == "1"
+            assert env["LEM_PARENT_PID"] == str(orchestrator.pid)
+            assert env["HF_HUB_OFFLINE"] == "1"
+
+            os.kill(orchestrator.pid, signal.SIGKILL)  # the orchestrator only, not its group
+            assert orchestrator.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if orchestrator.poll() is None:
+                orchestrator.kill()
+                orchestrator.wait()
+
+    # PR_SET_PDEATHSIG: the worker dies with its orchestrator, at once. An orphan would run on
+    # for seconds (still alive here) or finish and leave its result.json (checked below).
+    assert wait_until_no_process_mentions(campaign_dir, within_s=5.0) == []
+
+    after_kill = load_manifest(campaign_dir)
+    by_key = {e.key: e for e in after_kill.entries}
+    assert by_key[interrupted.key].status == "running"  # nobody was left to update it
+    interrupted_dir = campaign_dir / Path(interrupted.exp_path).parent
+    assert not (interrupted_dir / "result.json").exists()
+    assert "measured window" not in (interrupted_dir / "worker.log").read_text()
+    done_before = [e for e in after_kill.entries if e.status == "done"]
+    assert done_before
+    assert all(e.attempts == 1 for e in done_before)
+    done_files = {e.key: _entry_files(campaign_dir, e) for e in done_before}
+    to_finish = _not_done(after_kill)
+    assert len(to_finish) == 4 - len(done_before)
+
+    # --dry-run lists exactly what is not done and changes nothing.
+    before_dry_run = _snapshot(campaign_dir)
+    proc = run_lem("resume", campaign_dir, "--dry-run", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    listed = json.loads(proc.stdout)["experiments"]
+    assert len(listed) == len(to_finish)
+    assert _keys(listed) == to_finish
+    assert _snapshot(campaign_dir) == before_dry_run
+
+    proc = run_lem("resume", campaign_dir, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert str(campaign_dir) in proc.stderr, explain(proc)
+
+    final = load_manifest(campaign_dir)
+    assert [e.key for e in final.entries] == [e.key for e in after_kill.entries]
+    assert all(e.status == "done" for e in final.entries), [
+        (e.key, e.status) for e in final.entries
+    ]
+    final_by_key = {e.key: e for e in final.entries}
+    # finished work is not redone: same files, same bytes, same mtimes, one attempt
+    for entry in done_before:
+        assert final_by_key[entry.key].attempts == 1
+        assert _entry_files(campaign_dir, entry) == done_files[entry.key]
+    # the killed experiment ran once more, to completion
+    rerun = final_by_key[interrupted.key]
+    assert rerun.attempts == 2
+    assert sorted(p.name for p in interrupted_dir.glob("*.json")) == ["exp.json", "result.json"]
+    assert not list(interrupted_dir.glob(".*.tmp"))
+    result = ExperimentResult.model_validate_json((interrupted_dir / "result.json").read_bytes())
+    assert result.attempt == 2
+    assert result.output_tokens == 2 * 32
+    spec = ExperimentSpec.model_validate_json((interrupted_dir / "exp.json").read_bytes())
+    assert spec.attempt == 2
+    # the ones that never started ran exactly once
+    for key in to_finish - {(interrupted.experiment_id, interrupted.cycle)}:
+        entry = final_by_key[f"{key[0]}/cycle-{key[1]}"]
+        assert entry.attempts == 1
+        assert (
+            ExperimentResult.model_validate_json(
+                (campaign_dir / str(entry.result_path)).read_bytes()
+            ).attempt
+            == 1
+        )
+
+    frame = pd.read_csv(campaign_dir / "results.csv")
+    assert len(frame) == 4
+    assert sorted(zip(frame["experiment_id"], frame["cycle"], strict=True)) == sorted(
+        (e.experiment_id, e.cycle) for e in final.entries
+    )
+    assert set(frame["status"]) == {"done"}
+    attempts = dict(zip(frame["experiment_id"], frame["attempts"], strict=True))
+    assert attempts == {e.experiment_id: e.attempts for e in final.entries}
+
+
+def test_ctrl_c_stops_the_worker_and_leaves_a_resumable_campaign(tmp_path: Path) -> None:
+    """SIGINT to the orchestrator (what Ctrl+C sends it): its worker is killed, the running
+    entry goes back to pending, the tables are written and the exit code is 130."""
+    campaign_file = write(tmp_path / "interrupted.yaml", KILL_CAMPAIGN)
+    out_root = tmp_path / "out"
+    with (tmp_path / "orchestrator.out").open("wb") as log:
+        orchestrator = subprocess.Popen(
+            lem_cmd("campaign", campaign_file, "-o", out_root),
+            cwd=tmp_path,
+            env=lem_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not workers_under(out_root):
+                assert orchestrator.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            orchestrator.send_signal(signal.SIGINT)
+            assert orchestrator.wait(timeout=60) == 130
+        finally:
+            if orchestrator.poll() is None:
+                orchestrator.kill()
+                orchestrator.wait()
+    output = (tmp_path / "orchestrator.out").read_text()
+    # the worker is gone by the time the orchestrator has exited
+    assert workers_under(out_root) == [], output
+    campaign_dir = only_campaign_dir(out_root)
+    manifest = load_manifest(campaign_dir)
+    first = manifest.entries[0]
+    assert (first.status, first.attempts) == ("pending", 1), output
+    assert first.error == "interrupted by the user"
+    assert all(e.status == "pending" for e in manifest.entries)
+    assert not (campaign_dir / Path(first.exp_path).parent / "result.json").exists()
+    frame = pd.read_csv(campaign_dir / "results.csv")
+    assert list(frame["status"]) == ["pending"] * 4
+    assert f"lem resume {campaign_dir}" in output
+
+
+def test_finished_campaign_and_crash_after_result_write(tmp_path: Path) -> None:
+    campaign_file = write(tmp_path / "done.yaml", "name: finished\n" + SMALL_BASE)
+    proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    (entry,) = load_manifest(campaign_dir).entries
+    assert (entry.status, entry.attempts) == ("done", 1)
+    files = _entry_files(campaign_dir, entry)
+
+    # Resuming a finished campaign: nothing to do, nothing touched.
+    before = _snapshot(campaign_dir)
+    proc = run_lem("resume", campaign_dir, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert "nothing to resume" in proc.stderr, explain(proc)
+    assert _snapshot(campaign_dir) == before
+
+    # A crash after the worker wrote result.json but before the manifest said `done`: the
+    # manifest still holds the `running` state saved before the worker started.
+    manifest_path = campaign_dir / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    data["entries"][0] |= {"status": "running", "result_path": None, "finished_at": None}
+    manifest_path.write_text(json.dumps(data, indent=1))
+
+    proc = run_lem("resume", campaign_dir, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert "recovered" in proc.stdout, explain(proc)
+    (recovered,) = load_manifest(campaign_dir).entries
+    assert recovered.status == "done"
+    assert recovered.attempts == 1  # not run again
+    assert recovered.result_path == entry.result_path
+    assert recovered.finished_at is not None
+    # result.json, exp.json and worker.log untouched: no worker started
+    assert _entry_files(campaign_dir, entry) == files
+    frame = pd.read_csv(campaign_dir / "results.csv")
+    assert list(frame["status"]) == ["done"]
+    assert frame["output_tokens"][0] == 2 * 4
+
+
+def test_resume_a_moved_campaign_directory(tmp_path: Path) -> None:
+    """Results land in the campaign directory where it is now, not where it was created."""
+    campaign_file = write(tmp_path / "moved.yaml", "name: moved\n" + SMALL_BASE)
+    proc = run_lem(
+        "campaign", campaign_file, "-o", tmp_path / "first", "--timeout", "0.5", cwd=tmp_path
+    )
+    assert proc.returncode == 1, explain(proc)
+    created = only_campaign_dir(tmp_path / "first")
+    moved = tmp_path / "second" / created.name
+    moved.parent.mkdir()
+    created.rename(moved)
+
+    proc = run_lem("resume", moved, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    (entry,) = load_manifest(moved).entries
+    assert (entry.status, entry.attempts) == ("done", 2)
+    exp_dir = moved / Path(entry.exp_path).parent
+    assert ExperimentResult.model_validate_json((exp_dir / "result.json").read_bytes()).attempt == 2
+    assert ExperimentSpec.model_validate_json((exp_dir / "exp.json").read_bytes()).output_dir == (
+        str(exp_dir)
+    )
+    assert not created.exists()  # nothing was written to the old location
+
+
+def test_resume_without_argument_picks_newest_unfinished(tmp_path: Path) -> None:
+    """With no argument `lem resume` looks in ./results for the newest unfinished campaign."""
+    dirs = {}
+    for name, seed in (("older", 1), ("newer", 2)):
+        campaign_file = write(
+            tmp_path / f"{name}.yaml", f"name: {name}\n{SMALL_BASE}  seed: {seed}\n"
+        )
+        # --timeout makes this attempt fail; the campaign's own limit (used on resume) is 1 h
+        proc = run_lem("campaign", campaign_file, "--timeout", "0.5", cwd=tmp_path)
+        assert proc.returncode == 1, explain(proc)
+        (dirs[name],) = (tmp_path / "results").glob(f"{name}_*")
+    older_manifest = (dirs["older"] / "manifest.json").read_bytes()
+    newer_ids = {e.experiment_id for e in load_manifest(dirs["newer"]).entries}
+    older_ids = {e.experiment_id for e in load_manifest(dirs["older"]).entries}
+    assert newer_ids.isdisjoint(older_ids)
+
+    proc = run_lem("resume", "--dry-run", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert {k[0] for k in _keys(json.loads(proc.stdout)["experiments"])} == newer_ids
+
+    proc = run_lem("resume", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert f"Resuming results/{dirs['newer'].name}" in proc.stderr, explain(proc)
+    newer = load_manifest(dirs["newer"])
+    assert [(e.status, e.attempts) for e in newer.entries] == [("done", 2)]
+    assert (dirs["older"] / "manifest.json").read_bytes() == older_manifest
+
+    # next time, the older one is the newest unfinished
+    proc = run_lem("resume", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert f"Resuming results/{dirs['older'].name}" in proc.stderr, explain(proc)
+    older = load_manifest(dirs["older"])
+    assert [(e.status, e.attempts) for e in older.entries] == [("done", 2)]
+
+    proc = run_lem("resume", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    assert "Nothing to resume" in proc.stderr, explain(proc)

@@ -1,0 +1,79 @@
+"""Shared helpers for unit tests: writing campaign files and hand-made worker results."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.results.schema import (
+    EnergyFigures,
+    Environment,
+    ExperimentResult,
+    LatencyStats,
+)
+
+WriteYaml = Callable[..., Path]
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path) -> WriteYaml:
+    """write_yaml(text, name="campaign.yaml") -> path; text is dedented."""
+
+    def write(text: str, name: str = "campaign.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
+    """A complete, valid result for spec, with round numbers that are easy to check."""
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    data: dict[str, object] = {
+        "experiment_id": spec.experiment_id,
+        "campaign_id": spec.campaign_id,
+        "cycle": spec.cycle,
+        "attempt": spec.attempt,
+        "config": spec.config,
+        "started_at": started,
+        "finished_at": started + timedelta(seconds=12),
+        "environment": Environment(
+            hostname_sha256="0123456789abcdef",
+            python_version="3.11.9",
+            platform="Linux-test",
+            cpu_count=8,
+            device="cpu",
+            in_container=False,
+            library_versions={"torch": "2.0"},
+        ),
+        "model_load_s": 1.5,
+        "warmup_runs": spec.config.warmup_runs,
+        "warmup_s": 0.5,
+        "measured_duration_s": 4.0,
+        "n_requests": 4,
+        "input_tokens": 40,
+        "output_tokens": 80,
+        "output_tokens_per_s": 20.0,
+        "total_tokens_per_s": 30.0,
+        "requests_per_s": 1.0,
+        "latency": LatencyStats(mean_s=1.0, p50_s=1.0, p90_s=1.5, p99_s=1.9, max_s=2.0),
+        "request_latencies_s": [0.5, 1.0, 1.0, 2.0],
+        "peak_memory_mb": 123.0,
+        "peak_memory_source": "process_peak_rss",
+        "energy": EnergyFigures(),
+        "warnings": ["no energy source", "short window"],
+    }
+    data.update(overrides)
+    return ExperimentResult.model_validate(data)
+
+
+@pytest.fixture
+def result_for() -> Callable[..., ExperimentResult]:
+    """result_for(spec, **overrides) -> a valid ExperimentResult (see make_result)."""
+    return make_result

@@ -1,0 +1,549 @@
+"""Campaign directory layout, the run loop with in-test runners, recovery, and collation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config import load_campaign
+from llenergymeasure.config.grid import Campaign
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.orchestrator import campaign as campaign_module
+from llenergymeasure.orchestrator.campaign import (
+    ERROR_FILE,
+    EXP_FILE,
+    RESULT_FILE,
+    Events,
+    create_campaign,
+    run_campaign_dir,
+)
+from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.runners import Job, Outcome
+from llenergymeasure.results.collate import RESULTS_CSV, RESULTS_PARQUET, collate
+from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
+
+WriteYaml = Callable[..., Path]
+ResultFor = Callable[..., ExperimentResult]
+
+CAMPAIGN_YAML = """\
+name: layout
+cycles: 2
+timeout_s: 42
+base:
+  n_prompts: 4
+  max_output_tokens: 4
+grid:
+  batch_size: [1, 2]
+  precision: [fp32, bf16]
+"""
+
+
+@pytest.fixture
+def loaded(write_yaml: WriteYaml) -> Campaign:
+    return load_campaign(write_yaml(CAMPAIGN_YAML))
+
+
+def read_spec(path: Path) -> ExperimentSpec:
+    return ExperimentSpec.model_validate_json(path.read_bytes())
+
+
+# ------------------------------------------------------------------------------------ layout
+
+
+def test_create_campaign_layout(tmp_path: Path, loaded: Campaign) -> None:
+    out = tmp_path / "out"
+    directory = create_campaign(loaded, output_root=out)
+
+    assert directory.parent == out.resolve()
+    assert directory.is_absolute()
+    name, _, stamp = directory.name.partition("_")
+    assert name == "layout"
+    assert datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").year >= 2025
+    assert (directory / "campaign.yaml").read_bytes() == loaded.source.read_bytes()
+
+    ids = [e.experiment_id for e in loaded.experiments]
+    assert len(ids) == 4
+    expected_dirs = {directory / i / f"cycle-{c}" for i in ids for c in (1, 2)}
+    exp_files = set(directory.glob(f"*/cycle-*/{EXP_FILE}"))
+    assert {p.parent for p in exp_files} == expected_dirs
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["campaign.yaml", MANIFEST_FILE, *ids]
+    )
+
+
+def test_exp_json_is_a_complete_spec(tmp_path: Path, loaded: Campaign) -> None:
+    directory = create_campaign(loaded, output_root=tmp_path)
+    by_id = {e.experiment_id: e for e in loaded.experiments}
+    for path in directory.glob(f"*/cycle-*/{EXP_FILE}"):
+        spec = read_spec(path)
+        exp = by_id[spec.experiment_id]
+        assert spec.config == exp.config
+        assert spec.config.experiment_id() == spec.experiment_id
+        assert spec.schema_fingerprint == schema_fingerprint()
+        assert spec.campaign_id == directory.name
+        assert spec.campaign_name == "layout"
+        assert spec.cycle == int(path.parent.name.removeprefix("cycle-"))
+        assert spec.total_cycles == 2
+        assert spec.attempt == 1
+        assert Path(spec.output_dir) == path.parent
+        assert Path(spec.base_dir) == loaded.base_dir
+        assert Path(spec.output_dir).is_absolute()
+
+
+def test_manifest_entries_pending_and_cycle_major(tmp_path: Path, loaded: Campaign) -> None:
+    directory = create_campaign(loaded, output_root=tmp_path)
+    m = ManifestStore(directory).load()
+    ids = [e.experiment_id for e in loaded.experiments]
+    assert [(e.experiment_id, e.cycle) for e in m.entries] == [(i, c) for c in (1, 2) for i in ids]
+    assert all(e.status == "pending" for e in m.entries)
+    assert all(e.attempts == 0 for e in m.entries)
+    assert all(e.runner == "local" and e.backend == "pytorch" for e in m.entries)
+    assert [e.label for e in m.entries[:4]] == [e.label for e in loaded.experiments]
+    for e in m.entries:
+        assert e.exp_path == f"{e.experiment_id}/cycle-{e.cycle}/{EXP_FILE}"
+        assert (directory / e.exp_path).is_file()
+    assert m.campaign_id == directory.name
+    assert m.campaign_name == "layout"
+    assert m.total_cycles == 2
+    assert m.timeout_s == 42
+    assert m.schema_fingerprint == schema_fingerprint()
+    assert m.pending() == m.entries
+
+
+def test_config_hash_is_stable_across_creations(tmp_path: Path, loaded: Campaign) -> None:
+    a = ManifestStore(create_campaign(loaded, output_root=tmp_path / "a")).load()
+    b = ManifestStore(create_campaign(loaded, output_root=tmp_path / "b")).load()
+    assert a.config_hash == b.config_hash
+    assert len(a.config_hash) == 64
+
+
+@pytest.mark.timeout(60)  # a broken suffix loop would spin forever
+def test_same_second_creations_get_distinct_directories(
+    tmp_path: Path, loaded: Campaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> FrozenClock:
+            return cls(2025, 6, 7, 8, 9, 10, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(campaign_module, "datetime", FrozenClock)
+    dirs = [create_campaign(loaded, output_root=tmp_path) for _ in range(3)]
+    assert [d.name for d in dirs] == [
+        "layout_20250607T080910Z",
+        "layout_20250607T080910Z-2",
+        "layout_20250607T080910Z-3",
+    ]
+    for d in dirs:
+        m = ManifestStore(d).load()
+        assert m.campaign_id == d.name
+        assert read_spec(d / m.entries[0].exp_path).campaign_id == d.name
+
+
+def test_back_to_back_creations_are_distinct(tmp_path: Path, loaded: Campaign) -> None:
+    first = create_campaign(loaded, output_root=tmp_path)
+    second = create_campaign(loaded, output_root=tmp_path)
+    assert first != second
+    assert (first / MANIFEST_FILE).is_file()
+    assert (second / MANIFEST_FILE).is_file()
+
+
+def test_too_many_builtin_prompts_fails_before_writing(
+    tmp_path: Path, write_yaml: WriteYaml
+) -> None:
+    loaded = load_campaign(write_yaml("name: big\ngrid:\n  n_prompts: [8, 65]\n"))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as info:
+        create_campaign(loaded, output_root=out)
+    message = str(info.value)
+    assert "n_prompts is 65" in message
+    assert "built-in set (64 prompts)" in message
+    assert not out.exists()
+
+
+def test_jsonl_prompt_file_checked_before_writing(tmp_path: Path, write_yaml: WriteYaml) -> None:
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
+    path = write_yaml("name: j\nbase:\n  n_prompts: 3\n  prompts: {source: jsonl, path: p.jsonl}\n")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"p\.jsonl \(2 prompts\)"):
+        create_campaign(load_campaign(path), output_root=out)
+    assert not out.exists()
+
+
+def test_output_root_defaults_to_campaign_output_dir(
+    tmp_path: Path, write_yaml: WriteYaml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load_campaign(write_yaml("name: od\noutput_dir: my-results\n"))
+    directory = create_campaign(loaded)
+    assert directory.parent == (tmp_path / "my-results").resolve()
+
+
+# ------------------------------------------------------------------------- runners in tests
+
+
+class NeverRunner:
+    """A runner for campaigns where nothing should run."""
+
+    name = "never"
+
+    def __init__(self) -> None:
+        self.entered = self.exited = False
+
+    def __enter__(self) -> NeverRunner:
+        self.entered = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.exited = True
+
+    def run(self, job: Job) -> Outcome:
+        pytest.fail(f"runner was asked to run {job.exp_path}")
+
+
+class FakeWorkerRunner(NeverRunner):
+    """Plays the worker: writes result.json (or error.json) next to exp.json, as a worker does."""
+
+    name = "fake"
+
+    def __init__(self, result_for: ResultFor, fail: set[int] | None = None) -> None:
+        super().__init__()
+        self.result_for = result_for
+        self.fail = fail or set()
+        self.jobs: list[Job] = []
+
+    def run(self, job: Job) -> Outcome:
+        self.jobs.append(job)
+        spec = read_spec(job.exp_path)
+        job.log_path.write_text("loading\nworking\n", encoding="utf-8")
+        if len(self.jobs) in self.fail:
+            record = ErrorRecord(
+                experiment_id=spec.experiment_id,
+                cycle=spec.cycle,
+                attempt=spec.attempt,
+                category="backend",
+                error_type="BackendError",
+                message="out of memory",
+                traceback="Traceback ...",
+                at=datetime.now(timezone.utc),
+            )
+            write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
+            return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+        result = self.result_for(spec)
+        write_text_atomic(job.output_dir / RESULT_FILE, result.model_dump_json())
+        return Outcome(returncode=0, timed_out=False, wall_s=0.1)
+
+
+class RecordingEvents(Events):
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def campaign_started(self, manifest: Any, to_run: list[ManifestEntry]) -> None:
+        self.log.append(f"campaign:{len(to_run)}")
+
+    def experiment_started(self, entry: ManifestEntry) -> None:
+        assert entry.status == "running"
+        self.log.append(f"start:{entry.key}")
+
+    def experiment_finished(self, entry: ManifestEntry, result: ExperimentResult | None) -> None:
+        self.log.append(f"end:{entry.key}:{entry.status}:{result is not None}")
+
+
+def small_campaign(tmp_path: Path, write_yaml: WriteYaml, cycles: int = 1) -> Path:
+    yaml = f"name: small\ncycles: {cycles}\ntimeout_s: 30\ngrid:\n  batch_size: [1, 2]\n"
+    return create_campaign(load_campaign(write_yaml(yaml)), output_root=tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------- recovery
+
+
+def test_running_entry_with_valid_result_is_recovered_without_running(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    store = ManifestStore(directory)
+    m = store.load()
+    for e in m.entries:
+        spec = read_spec(directory / e.exp_path)
+        write_text_atomic(
+            (directory / e.exp_path).parent / RESULT_FILE,
+            result_for(spec).model_dump_json(),
+        )
+    m.entries[0].status = "running"  # the orchestrator died after the worker finished
+    m.entries[0].attempts = 1
+    store.save(m)
+
+    runner = NeverRunner()
+    events = RecordingEvents()
+    summary = run_campaign_dir(directory, runner=runner, events=events)
+
+    assert summary.ran == []
+    assert [e.key for e in summary.recovered] == [e.key for e in m.entries]
+    assert summary.failed == []
+    assert not summary.interrupted
+    assert runner.entered and runner.exited
+    assert events.log == ["campaign:0"]
+    saved = store.load()
+    assert [e.status for e in saved.entries] == ["done", "done"]
+    for e in saved.entries:
+        assert e.result_path == f"{e.experiment_id}/cycle-{e.cycle}/{RESULT_FILE}"
+        assert e.finished_at is not None
+        assert e.error is None
+    assert saved.entries[0].attempts == 1
+    assert (directory / RESULTS_CSV).is_file()
+
+
+def test_incomplete_result_is_not_recovered_and_the_entry_runs(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    store = ManifestStore(directory)
+    m = store.load()
+    first, second = m.entries
+    spec = read_spec(directory / first.exp_path)
+    good = result_for(spec).model_dump_json()
+    write_text_atomic((directory / first.exp_path).parent / RESULT_FILE, good)
+    write_text_atomic((directory / second.exp_path).parent / RESULT_FILE, good[: len(good) // 2])
+    second.status = "running"
+    store.save(m)
+
+    runner = FakeWorkerRunner(result_for)
+    summary = run_campaign_dir(directory, runner=runner)
+    assert [e.key for e in summary.recovered] == [first.key]
+    assert [e.key for e in summary.ran] == [second.key]
+    assert [j.exp_path for j in runner.jobs] == [directory / second.exp_path]
+    assert [e.status for e in store.load().entries] == ["done", "done"]
+
+
+def test_done_entries_are_left_alone(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    runner = FakeWorkerRunner(result_for)
+    run_campaign_dir(directory, runner=runner)
+    assert len(runner.jobs) == 2
+    before = (directory / MANIFEST_FILE).read_text(encoding="utf-8")
+    summary = run_campaign_dir(directory, runner=NeverRunner())
+    assert summary.ran == summary.recovered == []
+    after = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert [e["status"] for e in after["entries"]] == ["done", "done"]
+    assert after["entries"] == json.loads(before)["entries"]
+
+
+def test_other_schema_fingerprint_is_refused(tmp_path: Path, write_yaml: WriteYaml) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    store = ManifestStore(directory)
+    m = store.load()
+    m.schema_fingerprint = "ffffffffffffffff"
+    store.save(m)
+    with pytest.raises(ConfigError) as info:
+        run_campaign_dir(directory, runner=NeverRunner())
+    assert "ffffffffffffffff" in str(info.value)
+    assert schema_fingerprint() in str(info.value)
+
+
+# --------------------------------------------------------------------------- the run loop
+
+
+def test_run_loop_with_a_fake_worker(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml, cycles=2)
+    runner = FakeWorkerRunner(result_for, fail={2})
+    events = RecordingEvents()
+    summary = run_campaign_dir(directory, runner=runner, events=events)
+
+    m = ManifestStore(directory).load()
+    keys = [e.key for e in m.entries]
+    assert [j.exp_path for j in runner.jobs] == [directory / e.exp_path for e in m.entries]
+    assert [e.status for e in m.entries] == ["done", "failed", "done", "done"]
+    assert all(e.runner == "fake" for e in m.entries)
+    assert all(e.attempts == 1 for e in m.entries)
+    assert m.entries[1].error == "BackendError: out of memory"
+    assert m.entries[1].result_path is None
+    assert [e.key for e in summary.failed] == [keys[1]]
+    assert [e.key for e in summary.ran] == keys
+    assert events.log[0] == "campaign:4"
+    assert events.log[1:5] == [
+        f"start:{keys[0]}",
+        f"end:{keys[0]}:done:True",
+        f"start:{keys[1]}",
+        f"end:{keys[1]}:failed:False",
+    ]
+
+    job = runner.jobs[0]
+    assert job.timeout_s == 30
+    assert job.output_dir == (directory / m.entries[0].exp_path).parent
+    assert job.log_path == job.output_dir / "worker.log"
+    assert job.env == {
+        "LEM_CAMPAIGN_ID": directory.name,
+        "LEM_CYCLE": "1",
+        "LEM_TOTAL_CYCLES": "2",
+        "LEM_EXPERIMENT_ID": m.entries[0].experiment_id,
+    }
+    assert runner.jobs[2].env["LEM_CYCLE"] == "2"
+
+
+def test_retry_increments_attempt_and_rewrites_spec(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    run_campaign_dir(directory, runner=FakeWorkerRunner(result_for, fail={1}))
+    m = ManifestStore(directory).load()
+    failed = m.entries[0]
+    assert failed.status == "failed"
+    assert (directory / failed.exp_path).parent.joinpath(ERROR_FILE).is_file()
+
+    retry = FakeWorkerRunner(result_for)
+    summary = run_campaign_dir(directory, runner=retry)
+    assert [e.key for e in summary.ran] == [failed.key]
+    m = ManifestStore(directory).load()
+    assert m.entries[0].status == "done"
+    assert m.entries[0].attempts == 2
+    assert m.entries[0].error is None
+    assert read_spec(directory / failed.exp_path).attempt == 2
+    # the stale error.json of the failed attempt is gone
+    assert not (directory / failed.exp_path).parent.joinpath(ERROR_FILE).exists()
+
+
+def test_timeout_override_and_timed_out_outcome(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    class TimingOut(FakeWorkerRunner):
+        def run(self, job: Job) -> Outcome:
+            self.jobs.append(job)
+            job.log_path.write_text("step 1\nstep 2\n", encoding="utf-8")
+            return Outcome(returncode=None, timed_out=True, wall_s=job.timeout_s)
+
+    directory = small_campaign(tmp_path, write_yaml)
+    runner = TimingOut(result_for)
+    summary = run_campaign_dir(directory, runner=runner, timeout_s=0.5)
+    assert [j.timeout_s for j in runner.jobs] == [0.5, 0.5]
+    (first, _) = summary.failed
+    assert first.error is not None
+    assert first.error.startswith("timed out after 0.5 s; worker killed.")
+    assert "step 1 | step 2" in first.error
+
+
+def test_exit_without_result_reports_signal_and_log(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    class Killed(FakeWorkerRunner):
+        def run(self, job: Job) -> Outcome:
+            self.jobs.append(job)
+            return Outcome(returncode=-9, timed_out=False, wall_s=0.1)
+
+    directory = small_campaign(tmp_path, write_yaml)
+    summary = run_campaign_dir(directory, runner=Killed(result_for))
+    errors = [e.error or "" for e in summary.failed]
+    assert len(errors) == 2
+    assert all("was killed by SIGKILL without writing a result" in e for e in errors)
+    assert all("(no worker log)" in e for e in errors)
+
+
+def test_result_with_nonzero_exit_is_a_failure(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    class ResultThenCrash(FakeWorkerRunner):
+        def run(self, job: Job) -> Outcome:
+            super().run(job)
+            return Outcome(returncode=3, timed_out=False, wall_s=0.1)
+
+    directory = small_campaign(tmp_path, write_yaml)
+    summary = run_campaign_dir(directory, runner=ResultThenCrash(result_for))
+    assert len(summary.failed) == 2
+    assert "exited with code 3" in (summary.failed[0].error or "")
+
+
+# ------------------------------------------------------------------------------- collation
+
+
+def test_collate_one_row_per_entry_with_failures(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml, cycles=2)
+    store = ManifestStore(directory)
+    m = store.load()
+    done, failed, _pending, broken = m.entries
+    spec = read_spec(directory / done.exp_path)
+    result = result_for(spec)
+    write_text_atomic(
+        directory / done.exp_path.replace(EXP_FILE, RESULT_FILE), result.model_dump_json()
+    )
+    done.status, done.attempts = "done", 1
+    done.result_path = done.exp_path.replace(EXP_FILE, RESULT_FILE)
+    failed.status, failed.attempts, failed.error = "failed", 2, "BackendError: out of memory"
+    broken.status, broken.attempts = "done", 1
+    broken.result_path = broken.exp_path.replace(EXP_FILE, RESULT_FILE)  # never written
+    store.save(m)
+
+    frame = collate(directory, m)
+
+    assert len(frame) == 4
+    assert list(frame.columns[:6]) == [
+        "experiment_id",
+        "cycle",
+        "status",
+        "attempts",
+        "runner",
+        "error",
+    ]
+    assert list(frame["experiment_id"]) == [e.experiment_id for e in m.entries]
+    assert list(frame["cycle"]) == [1, 1, 2, 2]
+    assert list(frame["status"]) == ["done", "failed", "pending", "failed"]
+    assert list(frame["attempts"]) == [1, 2, 0, 1]
+    assert frame.loc[1, "error"] == "BackendError: out of memory"
+    assert frame.loc[3, "error"] == "result.json missing or unreadable"
+    assert pd.isna(frame.loc[0, "error"])
+
+    row = frame.loc[0]
+    assert row["config.batch_size"] == 1
+    assert row["config.pytorch.attn_implementation"] == "sdpa"
+    assert row["latency.p50_s"] == 1.0
+    assert row["output_tokens_per_s"] == 20.0
+    assert row["environment.device"] == "cpu"
+    assert row["environment.library_versions.torch"] == "2.0"
+    assert row["warnings"] == "no energy source; short window"
+    assert pd.isna(row["energy.energy_raw_j"])
+    assert "request_latencies_s" not in frame.columns
+    # rows without a result have no measurements
+    assert pd.isna(frame.loc[1, "output_tokens_per_s"])
+    assert pd.isna(frame.loc[2, "config.batch_size"])
+
+    csv = pd.read_csv(directory / RESULTS_CSV)
+    parquet = pd.read_parquet(directory / RESULTS_PARQUET)
+    for table in (csv, parquet):
+        assert list(table.columns) == list(frame.columns)
+        assert list(table["status"]) == ["done", "failed", "pending", "failed"]
+    assert not list(directory.glob(".*.tmp"))
+
+
+def test_collate_of_fresh_campaign_lists_every_entry_pending(
+    tmp_path: Path, write_yaml: WriteYaml
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml, cycles=3)
+    m = ManifestStore(directory).load()
+    frame = collate(directory, m)
+    assert len(frame) == 6
+    assert set(frame["status"]) == {"pending"}
+    assert list(frame.columns) == [
+        "experiment_id",
+        "cycle",
+        "status",
+        "attempts",
+        "runner",
+        "error",
+    ]

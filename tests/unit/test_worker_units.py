@@ -1,0 +1,208 @@
+"""Worker arithmetic (energy figures, latency statistics) and the spec gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure.backends.base import RequestOutput
+from llenergymeasure.config import ExperimentConfig
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.measure.energy import EnergyReading
+from llenergymeasure.results.schema import EnergyFigures, ErrorRecord, schema_fingerprint
+from llenergymeasure.worker.__main__ import ERROR_FILE, load_spec, main
+from llenergymeasure.worker.run import energy_figures, latency_stats
+
+
+def outputs(*tokens_and_latency: tuple[int, float]) -> list[RequestOutput]:
+    return [
+        RequestOutput(input_tokens=5, output_tokens=t, latency_s=s) for t, s in tokens_and_latency
+    ]
+
+
+# ---------------------------------------------------------------------------- energy figures
+
+
+def test_energy_figures_raw_adjusted_per_token_per_request() -> None:
+    reading = EnergyReading(energy_j=100.0, method="nvml_counter", baseline_power_w=5.0)
+    figures = energy_figures(reading, 4.0, outputs((10, 1.0), (30, 2.0)))
+    assert figures.energy_method == "nvml_counter"
+    assert figures.energy_raw_j == 100.0
+    assert figures.baseline_power_w == 5.0
+    assert figures.energy_adjusted_j == pytest.approx(80.0)  # 100 - 5 W * 4 s
+    assert figures.energy_raw_per_output_token_j == pytest.approx(2.5)  # 100 / 40 tokens
+    assert figures.energy_adjusted_per_output_token_j == pytest.approx(2.0)  # 80 / 40
+    assert figures.energy_raw_per_request_j == pytest.approx(50.0)  # 100 / 2 requests
+    assert figures.energy_adjusted_per_request_j == pytest.approx(40.0)  # 80 / 2
+
+
+def test_energy_figures_without_baseline_leave_adjusted_null() -> None:
+    reading = EnergyReading(energy_j=12.0, method="integrated_power")
+    figures = energy_figures(reading, 3.0, outputs((4, 0.1), (4, 0.1), (4, 0.1)))
+    assert figures.energy_raw_j == 12.0
+    assert figures.baseline_power_w is None
+    assert figures.energy_adjusted_j is None
+    assert figures.energy_adjusted_per_output_token_j is None
+    assert figures.energy_adjusted_per_request_j is None
+    assert figures.energy_raw_per_output_token_j == pytest.approx(1.0)
+    assert figures.energy_raw_per_request_j == pytest.approx(4.0)
+
+
+def test_energy_figures_zero_baseline_equals_raw() -> None:
+    reading = EnergyReading(energy_j=7.5, method="m", baseline_power_w=0.0)
+    figures = energy_figures(reading, 10.0, outputs((3, 1.0)))
+    assert figures.energy_adjusted_j == 7.5
+    assert figures.energy_adjusted_per_output_token_j == pytest.approx(2.5)
+
+
+def test_energy_figures_no_reading_is_all_null() -> None:
+    figures = energy_figures(None, 4.0, outputs((10, 1.0)))
+    assert figures == EnergyFigures()
+    assert all(value is None for value in figures.model_dump().values())
+
+
+def test_energy_figures_zero_tokens_gives_null_per_token_not_a_division_error() -> None:
+    reading = EnergyReading(energy_j=10.0, method="m", baseline_power_w=1.0)
+    figures = energy_figures(reading, 2.0, outputs((0, 1.0), (0, 1.0)))
+    assert figures.energy_raw_per_output_token_j is None
+    assert figures.energy_adjusted_per_output_token_j is None
+    assert figures.energy_raw_per_request_j == pytest.approx(5.0)
+    assert figures.energy_adjusted_per_request_j == pytest.approx(4.0)
+
+
+def test_energy_figures_no_requests_gives_null_per_request() -> None:
+    reading = EnergyReading(energy_j=10.0, method="m")
+    figures = energy_figures(reading, 2.0, [])
+    assert figures.energy_raw_j == 10.0
+    assert figures.energy_raw_per_request_j is None
+    assert figures.energy_raw_per_output_token_j is None
+
+
+# --------------------------------------------------------------------------- latency stats
+
+
+def test_latency_stats_percentiles() -> None:
+    stats = latency_stats(outputs((1, 1.0), (1, 2.0), (1, 3.0), (1, 4.0)))
+    assert stats.mean_s == pytest.approx(2.5)
+    assert stats.p50_s == pytest.approx(2.5)
+    assert stats.p90_s == pytest.approx(3.7)  # linear interpolation between 3.0 and 4.0
+    assert stats.p99_s == pytest.approx(3.97)
+    assert stats.max_s == 4.0
+
+
+def test_latency_stats_ignore_input_order() -> None:
+    a = latency_stats(outputs((1, 0.3), (1, 0.1), (1, 0.2)))
+    b = latency_stats(outputs((1, 0.1), (1, 0.2), (1, 0.3)))
+    assert a == b
+    assert a.p50_s == pytest.approx(0.2)
+
+
+def test_latency_stats_single_request() -> None:
+    stats = latency_stats(outputs((8, 0.75)))
+    assert stats.model_dump() == {
+        "mean_s": 0.75,
+        "p50_s": 0.75,
+        "p90_s": 0.75,
+        "p99_s": 0.75,
+        "max_s": 0.75,
+    }
+
+
+def test_latency_stats_are_plain_floats() -> None:
+    stats = latency_stats(outputs((1, 1.0), (1, 2.0)))
+    assert all(type(v) is float for v in stats.model_dump().values())
+    assert json.loads(stats.model_dump_json())["max_s"] == 2.0
+
+
+def test_latency_stats_ordering_invariant() -> None:
+    lat = [0.05 * i for i in range(1, 101)]
+    stats = latency_stats(outputs(*((1, s) for s in lat)))
+    assert min(lat) <= stats.p50_s <= stats.p90_s <= stats.p99_s <= stats.max_s == max(lat)
+
+
+# ----------------------------------------------------------------------------- spec loading
+
+
+def spec_json(tmp_path: Path, **overrides: object) -> Path:
+    spec = ExperimentSpec(
+        schema_fingerprint=schema_fingerprint(),
+        experiment_id=ExperimentConfig().experiment_id(),
+        campaign_id="c_1",
+        campaign_name="c",
+        cycle=1,
+        total_cycles=1,
+        attempt=1,
+        output_dir=str(tmp_path / "out"),
+        base_dir=str(tmp_path),
+        config=ExperimentConfig(),
+    )
+    path = tmp_path / "exp.json"
+    path.write_text(spec.model_copy(update=overrides).model_dump_json(), encoding="utf-8")
+    return path
+
+
+def test_load_spec_accepts_matching_fingerprint(tmp_path: Path) -> None:
+    spec = load_spec(spec_json(tmp_path))
+    assert spec.schema_fingerprint == schema_fingerprint()
+    assert spec.config == ExperimentConfig()
+
+
+def test_load_spec_rejects_other_fingerprint(tmp_path: Path) -> None:
+    path = spec_json(tmp_path, schema_fingerprint="deadbeefdeadbeef")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "deadbeefdeadbeef" in message
+    assert schema_fingerprint() in message
+    assert str(path) in message
+
+
+def test_load_spec_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read experiment spec"):
+        load_spec(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"experiment_id": "x"}'])
+def test_load_spec_invalid_content(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "exp.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not a valid experiment spec"):
+        load_spec(path)
+
+
+def test_load_spec_rejects_invalid_config_inside(tmp_path: Path) -> None:
+    path = spec_json(tmp_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["config"]["batch_size"] = 0
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_spec(path)
+
+
+def test_schema_fingerprint_is_stable_hex() -> None:
+    assert schema_fingerprint() == schema_fingerprint()
+    assert len(schema_fingerprint()) == 16
+    int(schema_fingerprint(), 16)
+
+
+def test_worker_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["a.json", "b.json"]) == 2
+    assert "usage: lem-worker EXP_JSON" in capsys.readouterr().err
+
+
+def test_worker_main_refuses_foreign_spec_and_writes_error_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEM_PARENT_PID", raising=False)
+    path = spec_json(tmp_path, schema_fingerprint="0000000000000000")
+    assert main([str(path)]) == 2
+    record = ErrorRecord.model_validate_json((tmp_path / ERROR_FILE).read_bytes())
+    assert record.category == "config"
+    assert record.error_type == "ConfigError"
+    assert "0000000000000000" in record.message
+    assert record.experiment_id is None  # the spec was never accepted
+    assert not (tmp_path / "out").exists()
