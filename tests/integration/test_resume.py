@@ -300,9 +300,9 @@ def test_resume_a_moved_campaign_directory(tmp_path: Path) -> None:
     assert (entry.status, entry.attempts) == ("done", 2)
     exp_dir = moved / Path(entry.exp_path).parent
     assert ExperimentResult.model_validate_json((exp_dir / "result.json").read_bytes()).attempt == 2
-    assert ExperimentSpec.model_validate_json((exp_dir / "exp.json").read_bytes()).output_dir == (
-        str(exp_dir)
-    )
+    spec = ExperimentSpec.model_validate_json((exp_dir / "exp.json").read_bytes())
+    assert spec.output_dir == str(exp_dir)
+    assert spec.cache_dir == str(moved.resolve() / ".cache")  # the cache moved too
     assert not created.exists()  # nothing was written to the old location
 
 

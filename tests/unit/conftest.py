@@ -15,6 +15,7 @@ from llenergymeasure.results.schema import (
     Environment,
     ExperimentResult,
     LatencyStats,
+    MeasurementFlags,
 )
 
 WriteYaml = Callable[..., Path]
@@ -48,6 +49,8 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
             python_version="3.11.9",
             platform="Linux-test",
             cpu_count=8,
+            cpu_model="Test CPU",
+            cpu_governor=None,
             device="cpu",
             in_container=False,
             library_versions={"torch": "2.0"},
@@ -56,6 +59,8 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
         "warmup_runs": spec.config.warmup_runs,
         "warmup_s": 0.5,
         "measured_duration_s": 4.0,
+        "window_start_unix_s": 1735787047.0,
+        "window_end_unix_s": 1735787051.0,
         "n_requests": 4,
         "input_tokens": 40,
         "output_tokens": 80,
@@ -67,7 +72,8 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
         "peak_memory_mb": 123.0,
         "peak_memory_source": "process_peak_rss",
         "energy": EnergyFigures(),
-        "warnings": ["no energy source", "short window"],
+        "flags": MeasurementFlags(short_window=True),
+        "measurement_warnings": ["no energy source", "short window"],
     }
     data.update(overrides)
     return ExperimentResult.model_validate(data)

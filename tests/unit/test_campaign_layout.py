@@ -97,6 +97,7 @@ def test_exp_json_is_a_complete_spec(tmp_path: Path, loaded: Campaign) -> None:
         assert Path(spec.output_dir) == path.parent
         assert Path(spec.base_dir) == loaded.base_dir
         assert Path(spec.output_dir).is_absolute()
+        assert Path(spec.cache_dir) == directory / ".cache"  # one cache for the campaign
 
 
 def test_manifest_entries_pending_and_cycle_major(tmp_path: Path, loaded: Campaign) -> None:
@@ -516,7 +517,8 @@ def test_collate_one_row_per_entry_with_failures(
     assert row["output_tokens_per_s"] == 20.0
     assert row["environment.device"] == "cpu"
     assert row["environment.library_versions.torch"] == "2.0"
-    assert row["warnings"] == "no energy source; short window"
+    assert row["measurement_warnings"] == "no energy source; short window"
+    assert "warnings" not in frame.columns
     assert pd.isna(row["energy.energy_raw_j"])
     assert "request_latencies_s" not in frame.columns
     # rows without a result have no measurements

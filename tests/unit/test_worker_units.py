@@ -1,4 +1,5 @@
-"""Worker arithmetic (energy figures, latency statistics) and the spec gate."""
+"""Worker arithmetic (latency statistics) and the spec gate. Energy figures are tested through
+the measurement session in test_measure_session.py."""
 
 from __future__ import annotations
 
@@ -11,74 +12,15 @@ from llenergymeasure.backends.base import RequestOutput
 from llenergymeasure.config import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.measure.energy import EnergyReading
-from llenergymeasure.results.schema import EnergyFigures, ErrorRecord, schema_fingerprint
+from llenergymeasure.results.schema import ErrorRecord, schema_fingerprint
 from llenergymeasure.worker.__main__ import ERROR_FILE, load_spec, main
-from llenergymeasure.worker.run import energy_figures, latency_stats
+from llenergymeasure.worker.run import latency_stats
 
 
 def outputs(*tokens_and_latency: tuple[int, float]) -> list[RequestOutput]:
     return [
         RequestOutput(input_tokens=5, output_tokens=t, latency_s=s) for t, s in tokens_and_latency
     ]
-
-
-# ---------------------------------------------------------------------------- energy figures
-
-
-def test_energy_figures_raw_adjusted_per_token_per_request() -> None:
-    reading = EnergyReading(energy_j=100.0, method="nvml_counter", baseline_power_w=5.0)
-    figures = energy_figures(reading, 4.0, outputs((10, 1.0), (30, 2.0)))
-    assert figures.energy_method == "nvml_counter"
-    assert figures.energy_raw_j == 100.0
-    assert figures.baseline_power_w == 5.0
-    assert figures.energy_adjusted_j == pytest.approx(80.0)  # 100 - 5 W * 4 s
-    assert figures.energy_raw_per_output_token_j == pytest.approx(2.5)  # 100 / 40 tokens
-    assert figures.energy_adjusted_per_output_token_j == pytest.approx(2.0)  # 80 / 40
-    assert figures.energy_raw_per_request_j == pytest.approx(50.0)  # 100 / 2 requests
-    assert figures.energy_adjusted_per_request_j == pytest.approx(40.0)  # 80 / 2
-
-
-def test_energy_figures_without_baseline_leave_adjusted_null() -> None:
-    reading = EnergyReading(energy_j=12.0, method="integrated_power")
-    figures = energy_figures(reading, 3.0, outputs((4, 0.1), (4, 0.1), (4, 0.1)))
-    assert figures.energy_raw_j == 12.0
-    assert figures.baseline_power_w is None
-    assert figures.energy_adjusted_j is None
-    assert figures.energy_adjusted_per_output_token_j is None
-    assert figures.energy_adjusted_per_request_j is None
-    assert figures.energy_raw_per_output_token_j == pytest.approx(1.0)
-    assert figures.energy_raw_per_request_j == pytest.approx(4.0)
-
-
-def test_energy_figures_zero_baseline_equals_raw() -> None:
-    reading = EnergyReading(energy_j=7.5, method="m", baseline_power_w=0.0)
-    figures = energy_figures(reading, 10.0, outputs((3, 1.0)))
-    assert figures.energy_adjusted_j == 7.5
-    assert figures.energy_adjusted_per_output_token_j == pytest.approx(2.5)
-
-
-def test_energy_figures_no_reading_is_all_null() -> None:
-    figures = energy_figures(None, 4.0, outputs((10, 1.0)))
-    assert figures == EnergyFigures()
-    assert all(value is None for value in figures.model_dump().values())
-
-
-def test_energy_figures_zero_tokens_gives_null_per_token_not_a_division_error() -> None:
-    reading = EnergyReading(energy_j=10.0, method="m", baseline_power_w=1.0)
-    figures = energy_figures(reading, 2.0, outputs((0, 1.0), (0, 1.0)))
-    assert figures.energy_raw_per_output_token_j is None
-    assert figures.energy_adjusted_per_output_token_j is None
-    assert figures.energy_raw_per_request_j == pytest.approx(5.0)
-    assert figures.energy_adjusted_per_request_j == pytest.approx(4.0)
-
-
-def test_energy_figures_no_requests_gives_null_per_request() -> None:
-    reading = EnergyReading(energy_j=10.0, method="m")
-    figures = energy_figures(reading, 2.0, [])
-    assert figures.energy_raw_j == 10.0
-    assert figures.energy_raw_per_request_j is None
-    assert figures.energy_raw_per_output_token_j is None
 
 
 # --------------------------------------------------------------------------- latency stats
@@ -137,6 +79,7 @@ def spec_json(tmp_path: Path, **overrides: object) -> Path:
         attempt=1,
         output_dir=str(tmp_path / "out"),
         base_dir=str(tmp_path),
+        cache_dir=str(tmp_path / ".cache"),
         config=ExperimentConfig(),
     )
     path = tmp_path / "exp.json"

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.measure.flops import ModelShape
 from llenergymeasure.results.schema import MemorySource
 
 
@@ -51,6 +52,15 @@ class Backend(ABC):
     @abstractmethod
     def synchronize(self) -> None:
         """Wait until queued device work has finished (window edges must be exact)."""
+
+    @abstractmethod
+    def gpu_uuids(self) -> list[str] | None:
+        """NVML UUIDs of the GPUs in use: [] on CPU, None when the engine cannot say (then
+        the GPUs visible to the process are measured)."""
+
+    @abstractmethod
+    def model_shape(self) -> ModelShape | None:
+        """Parameter and layer counts for the FLOPs estimate; None if unknown."""
 
     @abstractmethod
     def device_description(self) -> str:

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from llenergymeasure.backends.base import Backend, PeakMemory, RequestOutput
 from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
 from llenergymeasure.errors import BackendError
+from llenergymeasure.measure.flops import ModelShape
 from llenergymeasure.models import resolve_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -124,6 +125,32 @@ class PyTorchBackend(Backend):
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def gpu_uuids(self) -> list[str] | None:
+        if self.device.type != "cuda":
+            return []
+        uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
+        if uuid is None:
+            return None
+        text = str(uuid)
+        return [text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"]
+
+    def model_shape(self) -> ModelShape | None:
+        model = self.model
+        cfg = model.config
+        layers = getattr(cfg, "num_hidden_layers", None)
+        heads = getattr(cfg, "num_attention_heads", None)
+        head_dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // heads if heads and getattr(cfg, "hidden_size", None) else None
+        )
+        if not (layers and heads and head_dim):
+            return None
+        total = int(model.num_parameters())
+        embeddings = int(model.get_input_embeddings().weight.numel())
+        if not getattr(cfg, "tie_word_embeddings", False):
+            output = model.get_output_embeddings()
+            embeddings += int(output.weight.numel()) if output is not None else 0
+        return ModelShape(total, total - embeddings, int(layers), int(heads) * int(head_dim))
 
     def device_description(self) -> str:
         if self.device.type == "cuda":

@@ -93,6 +93,35 @@ class DecodingConfig(_Strict):
         return self
 
 
+class BaselineConfig(_Strict):
+    """Idle GPU power, subtracted from the window's energy to give energy_adjusted_j."""
+
+    enabled: bool = Field(True, description="Measure (or reuse) the idle baseline.")
+    duration_s: float = Field(5.0, ge=0.5, le=600, description="Idle window to average over.")
+    ttl_s: float = Field(
+        3600.0, ge=0, le=7 * 24 * 3600, description="Reuse a GPU's baseline within a campaign."
+    )
+
+
+class MeasurementConfig(_Strict):
+    """How energy and the time series are measured."""
+
+    sampler_hz: float = Field(
+        10.0,
+        ge=0,
+        le=50,
+        description="Power/temperature/clock sampling rate, 1-50 Hz; 0 turns the sampler off "
+        "(then no time series and no fallback when the energy counter is unsupported).",
+    )
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Idle baseline.")
+
+    @model_validator(mode="after")
+    def _rate_in_range(self) -> MeasurementConfig:
+        if 0 < self.sampler_hz < 1:
+            raise ValueError("sampler_hz must be 0 (off) or between 1 and 50 Hz")
+        return self
+
+
 class PyTorchConfig(_Strict):
     """Settings only the PyTorch/transformers backend understands."""
 
@@ -132,6 +161,9 @@ class ExperimentConfig(_Strict):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for torch, numpy and sampling.")
     warmup_runs: int = Field(
         3, ge=0, le=1000, description="Full-length warm-up batches before the measured window."
+    )
+    measurement: MeasurementConfig = Field(
+        default_factory=MeasurementConfig, description="Energy and time-series measurement."
     )
     pytorch: PyTorchConfig | None = Field(
         None, description="PyTorch backend settings (backend: pytorch)."

@@ -21,4 +21,5 @@ class ExperimentSpec(BaseModel):
     attempt: int = Field(ge=1)
     output_dir: str = Field(description="Absolute directory for result.json / error.json.")
     base_dir: str = Field(description="Directory of the campaign file; relative paths start here.")
+    cache_dir: str = Field(description="Campaign-wide cache shared by workers (idle baseline).")
     config: ExperimentConfig

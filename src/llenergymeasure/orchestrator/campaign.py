@@ -37,6 +37,7 @@ EXP_FILE = "exp.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 LOG_FILE = "worker.log"
+CACHE_DIR = ".cache"
 LOG_TAIL_LINES = 15
 
 
@@ -102,6 +103,7 @@ def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path
                 attempt=1,
                 output_dir=str(campaign_dir / rel_dir),
                 base_dir=str(campaign.base_dir),
+                cache_dir=str(campaign_dir / CACHE_DIR),
                 config=exp.config,
             )
             write_text_atomic(campaign_dir / rel_dir / EXP_FILE, spec.model_dump_json(indent=2))
@@ -196,7 +198,11 @@ def _run_entry(
     entry.attempts += 1
     spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
     # output_dir follows the campaign directory: it may have moved since exp.json was written.
-    current = {"attempt": entry.attempts, "output_dir": str(out_dir.resolve())}
+    current = {
+        "attempt": entry.attempts,
+        "output_dir": str(out_dir.resolve()),
+        "cache_dir": str(campaign_dir.resolve() / CACHE_DIR),
+    }
     if any(getattr(spec, key) != value for key, value in current.items()):
         spec = spec.model_copy(update=current)
         write_text_atomic(exp_path, spec.model_dump_json(indent=2))

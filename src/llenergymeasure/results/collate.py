@@ -20,9 +20,9 @@ RESULTS_PARQUET = "results.parquet"
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
     """Flatten a result: nested keys joined with '.', lists dropped, warnings joined."""
-    data = result.model_dump(mode="json", exclude={"request_latencies_s", "warnings"})
+    data = result.model_dump(mode="json", exclude={"request_latencies_s", "measurement_warnings"})
     row = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
-    row["warnings"] = "; ".join(result.warnings)
+    row["measurement_warnings"] = "; ".join(result.measurement_warnings)
     return row
 
 

@@ -1,7 +1,7 @@
 """The result contract: what a worker writes and everything downstream reads.
 
 Units are in the field names. Energy fields are null (never 0) when no energy source could
-measure them, and the reason is in `warnings`.
+measure them, and the reason is in `measurement_warnings`.
 """
 
 from __future__ import annotations
@@ -36,21 +36,89 @@ class LatencyStats(_Result):
     max_s: float
 
 
+class GpuEnergyRecord(_Result):
+    """One GPU's share of the window energy."""
+
+    uuid: str
+    energy_j: float | None
+    method: str | None
+    window_s: float = Field(
+        description="From the start tick to the window's end (to the end tick where the tail "
+        "after the window could not be removed)."
+    )
+    edge_synced: bool = Field(description="Both window edges were aligned to a counter tick.")
+    edge_uncertainty_s: float | None = Field(
+        None, description="Sum over both edges of the read interval the tick fell in."
+    )
+    baseline_power_w: float | None = None
+
+
 class EnergyFigures(_Result):
-    """Energy over the measured window. All null when no energy source was available."""
+    """Energy over the measured window, summed over the GPUs in use. All null when no energy
+    source was available: null means 'not measured', never zero."""
 
     energy_method: str | None = Field(
-        None, description="How energy was obtained (e.g. the NVML counter); null if it was not."
+        None, description="nvml_energy_counter, or the power-integration fallback; null if none."
     )
     energy_raw_j: float | None = None
-    baseline_power_w: float | None = None
+    energy_window_s: float | None = Field(
+        None, description="Longest per-GPU window the energy covers (see per_gpu.window_s)."
+    )
+    baseline_power_w: float | None = Field(None, description="Idle power, summed over GPUs.")
+    baseline_state: str | None = Field(None, description="GPU state the baseline was taken in.")
+    baseline_method: str | None = None
+    baseline_source: Literal["measured", "cache"] | None = None
+    baseline_age_s: float | None = None
     energy_adjusted_j: float | None = Field(
-        None, description="energy_raw_j - baseline_power_w * measured_duration_s"
+        None,
+        description="Sum over GPUs of energy_j - baseline_power_w * window_s (one GPU: "
+        "energy_raw_j - baseline_power_w * energy_window_s).",
     )
     energy_raw_per_output_token_j: float | None = None
     energy_adjusted_per_output_token_j: float | None = None
     energy_raw_per_request_j: float | None = None
     energy_adjusted_per_request_j: float | None = None
+    per_gpu: list[GpuEnergyRecord] = Field(default_factory=list)
+    cpu_package_energy_j: float | None = Field(
+        None, description="CPU package energy from RAPL over the window; never added to GPU energy."
+    )
+
+
+class MeasurementFlags(_Result):
+    """Booleans a reader filters on; each true flag also has a line in measurement_warnings."""
+
+    throttled: bool | None = Field(None, description="Any clock slowdown during the window.")
+    thermal_throttled: bool | None = None
+    power_capped: bool | None = None
+    max_temperature_c: float | None = None
+    short_window: bool | None = Field(
+        None, description="Measured window under 10 s: energy noisy, biased low (null: no energy)."
+    )
+    energy_counter_unsupported: bool | None = None
+    baseline_stale: bool | None = None
+    mig_enabled: bool | None = None
+    persistence_mode_off: bool | None = None
+    other_gpu_processes: bool | None = None
+
+
+class GpuInfo(_Result):
+    """One GPU at the start of the experiment."""
+
+    index: int | None
+    uuid: str
+    name: str
+    pci_bus_id: str | None
+    memory_total_mb: float | None
+    power_limit_w: float | None
+    default_power_limit_w: float | None
+    persistence_mode: bool | None
+    mig_enabled: bool | None
+    ecc_enabled: bool | None
+    sm_clock_mhz: int | None
+    memory_clock_mhz: int | None
+    max_sm_clock_mhz: int | None
+    temperature_c: int | None
+    compute_processes: int = Field(description="Processes using the GPU before this one.")
 
 
 class Environment(_Result):
@@ -60,8 +128,14 @@ class Environment(_Result):
     python_version: str
     platform: str
     cpu_count: int | None
+    cpu_model: str | None
+    cpu_governor: str | None
     device: str = Field(description="e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'.")
     in_container: bool
+    gpus: list[GpuInfo] = Field(default_factory=list, description="GPUs in use.")
+    gpu_count: int = 0
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
     library_versions: dict[str, str]
 
 
@@ -81,6 +155,8 @@ class ExperimentResult(_Result):
     warmup_runs: int
     warmup_s: float
     measured_duration_s: float = Field(description="Wall time of the measured window.")
+    window_start_unix_s: float = Field(description="Window start, for aligning external logs.")
+    window_end_unix_s: float
     n_requests: int
     input_tokens: int
     output_tokens: int
@@ -92,7 +168,17 @@ class ExperimentResult(_Result):
     peak_memory_mb: float | None
     peak_memory_source: MemorySource | None
     energy: EnergyFigures
-    warnings: list[str] = Field(default_factory=list)
+    flags: MeasurementFlags
+    model_parameters: int | None = None
+    flops_estimate: float | None = Field(
+        None, description="Forward-pass FLOPs of the window (reference only, see measure/flops)."
+    )
+    achieved_tflops: float | None = Field(None, description="flops_estimate / window / 1e12.")
+    sampler_hz: float | None = Field(None, description="Time-series rate; null if off.")
+    timeseries_file: str | None = Field(
+        None, description="Sidecar Parquet of sampled power etc., relative to this file."
+    )
+    measurement_warnings: list[str] = Field(default_factory=list)
 
 
 class ErrorRecord(_Result):

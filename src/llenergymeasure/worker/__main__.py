@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _die_with_parent()
+    # CUDA then numbers GPUs as NVML does, so CUDA_VISIBLE_DEVICES indices mean the same GPU.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     path = Path(args[0])
     spec: ExperimentSpec | None = None
     try:

@@ -1,7 +1,8 @@
-"""The measured window for one experiment cycle (see shared ARCHITECTURE, 'The measured window').
+"""The measured window for one experiment cycle.
 
-Order matters: load (timed, outside the window) -> warm-up -> synchronise -> energy start ->
-serve every prompt -> synchronise -> energy stop. Nothing else runs inside the window.
+Order matters: pre-flight -> load (timed, outside the window) -> idle baseline -> sampler on ->
+warm-up -> synchronise -> energy start (at a counter tick) -> serve every prompt ->
+synchronise -> energy stop (at a tick). Nothing else runs inside the window.
 """
 
 from __future__ import annotations
@@ -17,54 +18,56 @@ from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import RequestOutput
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import select_prompts
-from llenergymeasure.measure.energy import NO_ENERGY_WARNING, EnergyReading, find_energy_source
 from llenergymeasure.measure.environment import snapshot
-from llenergymeasure.results.schema import EnergyFigures, ExperimentResult, LatencyStats
+from llenergymeasure.measure.flops import total_flops
+from llenergymeasure.measure.session import MeasurementSession
+from llenergymeasure.results.schema import ExperimentResult, LatencyStats
 
 log = logging.getLogger("lem.worker")
+TIMESERIES_FILE = "timeseries.parquet"
 
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
-    warnings: list[str] = []
     started_at = datetime.now(timezone.utc)
     backend_cls = get_backend(config.backend)
+    out_dir = Path(spec.output_dir)
 
-    t0 = time.perf_counter()
-    with backend_cls(config) as backend:
-        model_load_s = time.perf_counter() - t0
-        log.info(
-            "model %s loaded in %.2f s on %s",
-            config.model,
-            model_load_s,
-            backend.device_description(),
-        )
-        prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
-
+    with MeasurementSession(config.measurement, Path(spec.cache_dir)) as session:
         t0 = time.perf_counter()
-        for run in range(config.warmup_runs):
-            backend.generate(prompts[: config.batch_size])
-            log.info("warm-up run %d/%d done", run + 1, config.warmup_runs)
-        warmup_s = time.perf_counter() - t0
+        with backend_cls(config) as backend:
+            model_load_s = time.perf_counter() - t0
+            device = backend.device_description()
+            log.info("model %s loaded in %.2f s on %s", config.model, model_load_s, device)
+            prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
+            session.attach(backend.gpu_uuids())
 
-        device = backend.device_description()
-        source = find_energy_source(device)
-        if source is None:
-            warnings.append(NO_ENERGY_WARNING)
-        backend.reset_peak_memory()
-        backend.synchronize()
-        if source is not None:
-            source.start()
-        t_start = time.perf_counter()
-        outputs = backend.generate(prompts)
-        backend.synchronize()
-        duration_s = time.perf_counter() - t_start
-        reading = source.stop() if source is not None else None
-        log.info("measured window: %d requests in %.3f s", len(outputs), duration_s)
+            with session.sampling():
+                t0 = time.perf_counter()
+                for run in range(config.warmup_runs):
+                    backend.generate(prompts[: config.batch_size])
+                    log.info("warm-up run %d/%d done", run + 1, config.warmup_runs)
+                warmup_s = time.perf_counter() - t0
 
-        peak = backend.peak_memory()
-        environment = snapshot(device, backend.library_versions())
+                backend.reset_peak_memory()
+                backend.synchronize()
+                with session.window() as window:
+                    outputs = backend.generate(prompts)
+                    backend.synchronize()
+            duration_s = window.duration_s
+            log.info("measured window: %d requests in %.3f s", len(outputs), duration_s)
 
+            peak = backend.peak_memory()
+            shape = backend.model_shape()
+            environment = snapshot(device, backend.library_versions(), session.gpus, session.driver)
+        output_tokens = sum(o.output_tokens for o in outputs)
+        report = session.report(output_tokens, len(outputs))
+        has_series = session.write_timeseries(out_dir / TIMESERIES_FILE)
+
+    input_tokens = sum(o.input_tokens for o in outputs)
+    flops = (
+        total_flops(shape, [(o.input_tokens, o.output_tokens) for o in outputs]) if shape else None
+    )
     return ExperimentResult(
         experiment_id=spec.experiment_id,
         campaign_id=spec.campaign_id,
@@ -78,18 +81,26 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         warmup_runs=config.warmup_runs,
         warmup_s=warmup_s,
         measured_duration_s=duration_s,
+        window_start_unix_s=window.start_unix_s,
+        window_end_unix_s=window.end_unix_s,
         n_requests=len(outputs),
-        input_tokens=sum(o.input_tokens for o in outputs),
-        output_tokens=sum(o.output_tokens for o in outputs),
-        output_tokens_per_s=sum(o.output_tokens for o in outputs) / duration_s,
-        total_tokens_per_s=sum(o.input_tokens + o.output_tokens for o in outputs) / duration_s,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        output_tokens_per_s=output_tokens / duration_s,
+        total_tokens_per_s=(input_tokens + output_tokens) / duration_s,
         requests_per_s=len(outputs) / duration_s,
         latency=latency_stats(outputs),
         request_latencies_s=[o.latency_s for o in outputs],
         peak_memory_mb=peak.megabytes if peak else None,
         peak_memory_source=peak.source if peak else None,
-        energy=energy_figures(reading, duration_s, outputs),
-        warnings=warnings,
+        energy=report.energy,
+        flags=report.flags,
+        model_parameters=shape.total_params if shape else None,
+        flops_estimate=flops,
+        achieved_tflops=flops / duration_s / 1e12 if flops is not None else None,
+        sampler_hz=config.measurement.sampler_hz if has_series else None,
+        timeseries_file=TIMESERIES_FILE if has_series else None,
+        measurement_warnings=report.warnings,
     )
 
 
@@ -103,31 +114,3 @@ def latency_stats(outputs: list[RequestOutput]) -> LatencyStats:
         p99_s=float(p99),
         max_s=float(latencies.max()),
     )
-
-
-def energy_figures(
-    reading: EnergyReading | None, duration_s: float, outputs: list[RequestOutput]
-) -> EnergyFigures:
-    """Raw and baseline-adjusted energy, and per output token / per request."""
-    if reading is None:
-        return EnergyFigures()
-    tokens = sum(o.output_tokens for o in outputs)
-    adjusted = (
-        reading.energy_j - reading.baseline_power_w * duration_s
-        if reading.baseline_power_w is not None
-        else None
-    )
-    return EnergyFigures(
-        energy_method=reading.method,
-        energy_raw_j=reading.energy_j,
-        baseline_power_w=reading.baseline_power_w,
-        energy_adjusted_j=adjusted,
-        energy_raw_per_output_token_j=_per(reading.energy_j, tokens),
-        energy_adjusted_per_output_token_j=_per(adjusted, tokens),
-        energy_raw_per_request_j=_per(reading.energy_j, len(outputs)),
-        energy_adjusted_per_request_j=_per(adjusted, len(outputs)),
-    )
-
-
-def _per(energy_j: float | None, count: int) -> float | None:
-    return energy_j / count if energy_j is not None and count else None

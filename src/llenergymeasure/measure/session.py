@@ -1,0 +1,355 @@
+"""Everything measured around one experiment, in the order the measured window needs it.
+
+    with MeasurementSession(config, cache_dir) as session:   # NVML up, pre-flight checks
+        ...load the model...
+        session.attach(gpu_uuids)                            # GPU facts, idle baseline
+        with session.sampling():                             # time series from here on
+            ...warm-up...
+            with session.window() as window:                 # synced energy edges
+                ...serve every prompt, synchronise...
+        report = session.report(output_tokens, n_requests)
+
+Where there is no NVIDIA GPU every step still runs and the energy figures come out null with a
+warning: a result is never lost for want of a measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from llenergymeasure.config.experiment import MeasurementConfig
+from llenergymeasure.errors import MeasurementError
+from llenergymeasure.measure import energy as energy_mod
+from llenergymeasure.measure.baseline import Baseline, BaselineCache, measure_baseline
+from llenergymeasure.measure.environment import driver_versions, gpu_info, preflight_warnings
+from llenergymeasure.measure.nvml import (
+    POWER_BITS,
+    SLOWDOWN_BITS,
+    THERMAL_BITS,
+    GpuReader,
+    NvmlGpu,
+    nvml_session,
+    visible_gpu_uuids,
+)
+from llenergymeasure.measure.rapl import RaplReader
+from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.results.schema import (
+    EnergyFigures,
+    GpuEnergyRecord,
+    GpuInfo,
+    MeasurementFlags,
+)
+
+SHORT_WINDOW_S = 10.0
+
+
+@dataclass
+class Window:
+    """The measured window's edges on the session clock (and on the wall clock)."""
+
+    start_s: float = 0.0
+    end_s: float = 0.0
+    start_unix_s: float = 0.0
+    end_unix_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Report:
+    energy: EnergyFigures
+    flags: MeasurementFlags
+    warnings: list[str]
+
+
+@dataclass
+class _Baselines:
+    values: dict[str, Baseline] = field(default_factory=dict)
+    source: Literal["measured", "cache"] | None = None
+    age_s: float | None = None
+    stale: bool = False
+
+
+class MeasurementSession:
+    """Owns NVML, the sampler and the energy edges for one experiment."""
+
+    def __init__(
+        self,
+        config: MeasurementConfig,
+        cache_dir: Path,
+        *,
+        readers: list[GpuReader] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rapl: RaplReader | None = None,
+    ) -> None:
+        """readers: inject GPU readings (tests); by default they come from NVML in attach().
+        clock, wall_clock and sleep go together: a test's fake clock needs its own sleep."""
+        self.config, self.clock, self.wall_clock = config, clock, wall_clock
+        self.sleep = sleep
+        self.cache = BaselineCache(cache_dir, config.baseline.ttl_s)
+        self.readers: list[GpuReader] = list(readers or [])
+        self._injected = readers is not None
+        self.rapl = rapl if rapl is not None else RaplReader()
+        self.warnings: list[str] = []
+        self.gpus: list[GpuInfo] = []
+        self.driver: tuple[str | None, str | None] = (None, None)
+        self.sampler: Sampler | None = None
+        self.window_edges = Window()
+        self._stack = contextlib.ExitStack()
+        self._pynvml: Any = None
+        self._processes_before: dict[str, int] = {}
+        self._baselines = _Baselines()
+        self._start_reads: dict[str, energy_mod.CounterRead] = {}
+        self._end_reads: dict[str, energy_mod.CounterRead] = {}
+        self._cpu_energy_j: float | None = None
+
+    def __enter__(self) -> MeasurementSession:
+        if not self._injected:
+            try:
+                self._pynvml = self._stack.enter_context(nvml_session())
+            except MeasurementError:
+                self._pynvml = None
+            else:
+                self._count_processes_before_load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def _count_processes_before_load(self) -> None:
+        """Before this process makes a CUDA context, every compute process is someone else's."""
+        pynvml = self._pynvml
+        for uuid in visible_gpu_uuids(pynvml):
+            with contextlib.suppress(pynvml.NVMLError):
+                handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                self._processes_before[uuid] = len(procs)
+
+    def attach(self, gpu_uuids: list[str] | None) -> None:
+        """Bind to the GPUs the backend uses (None: unknown, use the visible ones; []: none),
+        record their state and take the idle baseline. Call after load, before warm-up."""
+        if not self._injected and self._pynvml is not None and gpu_uuids != []:
+            uuids = gpu_uuids if gpu_uuids else visible_gpu_uuids(self._pynvml)
+            self.readers = [NvmlGpu(self._pynvml, uuid) for uuid in uuids]
+            self.gpus = [
+                gpu_info(self._pynvml, u).model_copy(
+                    update={"compute_processes": self._processes_before.get(u, 0)}
+                )
+                for u in uuids
+            ]
+            self.driver = driver_versions(self._pynvml)
+            self.warnings.extend(preflight_warnings(self.gpus))
+        if self.readers and self.config.baseline.enabled:
+            self._baselines = self._take_baselines()
+
+    def _take_baselines(self) -> _Baselines:
+        now = self.wall_clock()
+        cached = {r.uuid: self.cache.get(r.uuid) for r in self.readers}
+        fresh = {u: b for u, b in cached.items() if b is not None and self.cache.is_fresh(b, now)}
+        if len(fresh) == len(self.readers):
+            age = max(now - b.measured_at_unix_s for b in fresh.values())
+            return _Baselines(fresh, "cache", age)
+        busy = {g.uuid for g in self.gpus if g.compute_processes}
+        measured = measure_baseline(
+            self.readers,
+            self.config.baseline.duration_s,
+            self.clock,
+            sleep=self.sleep,
+            wall_clock=self.wall_clock,
+        )
+        out = _Baselines(source="measured", age_s=0.0)
+        for reader in self.readers:
+            value, old = measured.get(reader.uuid), cached.get(reader.uuid)
+            if value is not None and reader.uuid not in busy:
+                self.cache.put(value)
+                out.values[reader.uuid] = value
+            elif old is not None:
+                out.values[reader.uuid], out.stale, out.source = old, True, "cache"
+                out.age_s = max(out.age_s or 0.0, now - old.measured_at_unix_s)
+                self.warnings.append(
+                    f"{reader.uuid}: idle baseline could not be re-measured (GPU busy or "
+                    f"unreadable); using one {now - old.measured_at_unix_s:.0f} s old"
+                )
+            elif value is not None:
+                out.values[reader.uuid] = value
+                self.warnings.append(
+                    f"{reader.uuid}: idle baseline measured while other processes used the "
+                    "GPU; it overstates idle power"
+                )
+        if len(out.values) < len(self.readers):
+            self.warnings.append("idle baseline unavailable for some GPUs; adjusted energy is null")
+        return out
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Run the sampler (phase 'warmup' until the window opens) around warm-up + window."""
+        hz = self.config.sampler_hz
+        if not self.readers or hz == 0:
+            yield
+            return
+        with Sampler(self.readers, hz, self.clock) as sampler:
+            self.sampler = sampler
+            yield
+        self.warnings.extend(sampler.warnings())
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[Window]:
+        """The measured window: energy read at counter ticks on both edges (the caller has
+        synchronised the device before entering and synchronises before leaving)."""
+        self._start_reads = energy_mod.read_synced(self.readers, self.clock)
+        if self.rapl.available:
+            self.rapl.start()
+        if self.sampler is not None:
+            self.sampler.phase = "measured"
+        self.window_edges.start_s = self.clock()
+        self.window_edges.start_unix_s = self.wall_clock()
+        yield self.window_edges
+        self.window_edges.end_s = self.clock()
+        self.window_edges.end_unix_s = self.wall_clock()
+        if self.sampler is not None:
+            self.sampler.phase = "cooldown"
+        if self.rapl.available:
+            self._cpu_energy_j = self.rapl.stop_j()
+        self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+
+    def write_timeseries(self, path: Path) -> bool:
+        if self.sampler is None or not self.sampler.rows:
+            return False
+        self.sampler.write_parquet(path, self.window_edges.start_s)
+        return True
+
+    def report(self, output_tokens: int, n_requests: int) -> Report:
+        """Energy figures, validity flags and warnings for the finished window."""
+        warnings = list(self.warnings)
+        flags = self._flags(warnings)
+        if not self.readers:
+            warnings.append(energy_mod.NO_ENERGY_WARNING)
+            return Report(EnergyFigures(cpu_package_energy_j=self._cpu_energy_j), flags, warnings)
+        edges = self.window_edges
+        per_gpu = []
+        for reader in self.readers:
+            record = energy_mod.window_energy(
+                reader.uuid,
+                self._start_reads.get(reader.uuid),
+                self._end_reads.get(reader.uuid),
+                edges.start_s,
+                edges.end_s,
+                self.sampler.series(reader.uuid, "power_instant_w") if self.sampler else [],
+                self.sampler.series(reader.uuid, "power_avg_w") if self.sampler else [],
+                warnings,
+            )
+            baseline = self._baselines.values.get(reader.uuid)
+            per_gpu.append(
+                GpuEnergyRecord(
+                    uuid=record.uuid,
+                    energy_j=record.energy_j,
+                    method=record.method,
+                    window_s=record.window_s,
+                    edge_synced=record.edge_synced,
+                    edge_uncertainty_s=record.edge_uncertainty_s,
+                    baseline_power_w=baseline.power_w if baseline else None,
+                )
+            )
+        flags.energy_counter_unsupported = not all(
+            r.uuid in self._start_reads for r in self.readers
+        )
+        return Report(self._totals(per_gpu, output_tokens, n_requests), flags, warnings)
+
+    def _totals(
+        self, per_gpu: list[GpuEnergyRecord], output_tokens: int, n_requests: int
+    ) -> EnergyFigures:
+        known = [g for g in per_gpu if g.energy_j is not None]
+        if len(known) < len(per_gpu):
+            return EnergyFigures(per_gpu=per_gpu, cpu_package_energy_j=self._cpu_energy_j)
+        raw = sum(g.energy_j or 0.0 for g in known)
+        methods = {g.method for g in known}
+        have_baseline = all(g.baseline_power_w is not None for g in per_gpu)
+        adjusted = (
+            sum((g.energy_j or 0.0) - (g.baseline_power_w or 0.0) * g.window_s for g in per_gpu)
+            if have_baseline
+            else None
+        )
+        first = next(iter(self._baselines.values.values()), None)
+        return EnergyFigures(
+            energy_method=methods.pop() if len(methods) == 1 else "mixed",
+            energy_raw_j=raw,
+            energy_window_s=max(g.window_s for g in per_gpu),
+            baseline_power_w=(
+                sum(g.baseline_power_w or 0.0 for g in per_gpu) if have_baseline else None
+            ),
+            baseline_state=first.state if first and have_baseline else None,
+            baseline_method=first.method if first and have_baseline else None,
+            baseline_source=self._baselines.source if have_baseline else None,
+            baseline_age_s=self._baselines.age_s if have_baseline else None,
+            energy_adjusted_j=adjusted,
+            energy_raw_per_output_token_j=_per(raw, output_tokens),
+            energy_adjusted_per_output_token_j=_per(adjusted, output_tokens),
+            energy_raw_per_request_j=_per(raw, n_requests),
+            energy_adjusted_per_request_j=_per(adjusted, n_requests),
+            per_gpu=per_gpu,
+            cpu_package_energy_j=self._cpu_energy_j,
+        )
+
+    def _flags(self, warnings: list[str]) -> MeasurementFlags:
+        duration = self.window_edges.duration_s
+        short = duration < SHORT_WINDOW_S if self.readers else None
+        if short:
+            warnings.append(
+                f"measured window is {duration:.2f} s, under {SHORT_WINDOW_S:.0f} s: energy over "
+                "short windows is noisy and biased low; raise n_prompts or max_output_tokens"
+            )
+        flags = MeasurementFlags(
+            short_window=short,
+            baseline_stale=self._baselines.stale if self.readers else None,
+            mig_enabled=any(g.mig_enabled for g in self.gpus) if self.gpus else None,
+            persistence_mode_off=(
+                any(g.persistence_mode is False for g in self.gpus) if self.gpus else None
+            ),
+            other_gpu_processes=any(g.compute_processes for g in self.gpus) if self.gpus else None,
+        )
+        rows = [r for r in (self.sampler.rows if self.sampler else []) if r.phase == "measured"]
+        reasons = [r.sample.throttle_reasons for r in rows if r.sample.throttle_reasons is not None]
+        temps = [r.sample.temperature_c for r in rows if r.sample.temperature_c is not None]
+        if reasons:
+            seen = 0
+            for value in reasons:
+                seen |= value
+            flags.throttled = bool(seen & SLOWDOWN_BITS)
+            flags.thermal_throttled = bool(seen & THERMAL_BITS)
+            flags.power_capped = bool(seen & POWER_BITS)
+            if flags.throttled:
+                kinds = [
+                    name
+                    for name, on in (
+                        ("thermal", flags.thermal_throttled),
+                        ("power cap", flags.power_capped),
+                        ("hardware slowdown", not (flags.thermal_throttled or flags.power_capped)),
+                    )
+                    if on
+                ]
+                warnings.append(
+                    f"GPU clocks were throttled during the window ({', '.join(kinds)}): "
+                    "energy and throughput are not those of an unthrottled card"
+                )
+        if temps:
+            flags.max_temperature_c = max(temps)
+        return flags
+
+
+def _per(energy_j: float | None, count: int) -> float | None:
+    return energy_j / count if energy_j is not None and count else None
