@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(BIN)/lem campaign campaigns/demo.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests tools docs
-	$(BIN)/ruff format --check src tests tools docs
+	$(BIN)/ruff check src tests tools docs benchmarks
+	$(BIN)/ruff format --check src tests tools docs benchmarks
 	$(BIN)/mypy
 
 unit: $(STAMP)

@@ -35,6 +35,8 @@ from llenergymeasure.measure.energy import integrate_power, read_synced, window_
 from llenergymeasure.measure.nvml import NvmlGpu, visible_gpu_uuids
 from llenergymeasure.measure.sampler import Sampler
 
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
 
 class Monitor:
     """Independent power log: instant and average power fields, as fast as NVML answers."""
@@ -183,37 +185,6 @@ def part_a(gpu: NvmlGpu, handle: Any, reps: int, target_s: float) -> dict[str, A
     }
 
 
-def make_llama_1b(path: Path) -> int:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llenergymeasure.models import resolve_model
-
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(path)
-    tiny = Path(resolve_model("builtin:tiny-llama"))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        (path / name).write_bytes((tiny / name).read_bytes())
-    n = model.num_parameters()
-    del model
-    torch.cuda.empty_cache()
-    return int(n)
-
-
 def part_b(handle: Any, out: Path, work: Path, cycles: int) -> dict[str, Any]:
     # Build the model in a child process: this process must hold no CUDA context, or the
     # worker's pre-flight rightly reports another process on the GPU.
@@ -336,11 +307,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lem-validation"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
     parser.add_argument("--parts", default="AB", help="which parts to run: A, B or AB")
-    parser.add_argument("--make-model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.make_model:
-        print(make_llama_1b(args.make_model))
-        return
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     pynvml.nvmlInit()
