@@ -59,13 +59,19 @@ def plain_loop(backend: PyTorchBackend, prompts: list[str]) -> int:
     return int(tokens)
 
 
+BUSY: dict[str, list[float]] = {}
+
+
 @contextlib.contextmanager
 def sampler_at(gpu: NvmlGpu, hz: float) -> Iterator[None]:
+    """Run the sampler at hz around the block; record the share of time it spent in reads."""
     if hz == 0:
         yield
         return
-    with Sampler([gpu], hz):
+    t0 = time.perf_counter()
+    with Sampler([gpu], hz) as sampler:
         yield
+    BUSY.setdefault(f"{hz:g}", []).append(sum(sampler.busy_s.values()) / (time.perf_counter() - t0))
 
 
 def main() -> None:
@@ -140,9 +146,11 @@ def main() -> None:
         },
     }
     summary["backend_vs_plain_loop"] = ref / statistics.median(results["plain_transformers_loop"])
+    summary["sampler_busy_fraction_median"] = {hz: statistics.median(v) for hz, v in BUSY.items()}
     (args.out / "gpu_overhead.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: round(v["ratio_to_sampler_off"], 4) for k, v in summary["arms"].items()}))
     print("backend / plain loop:", round(summary["backend_vs_plain_loop"], 4))
+    print("sampler busy fraction:", summary["sampler_busy_fraction_median"])
 
 
 if __name__ == "__main__":

@@ -458,6 +458,10 @@ def test_sampled_fallback_energy_and_timeseries(tmp_path: Path) -> None:
     assert len(measured) >= 3
     assert measured.between(-0.01, w.duration_s + 0.01).all()
     assert gpu.energy_calls == 2  # asked at each edge, found unsupported, never polled
+    # The sampler's own time in reads is a small, positive share of the window.
+    busy = session.sampler_busy_fraction()
+    assert busy is not None
+    assert 0 < busy < 0.5
 
 
 def test_sampler_failure_still_gives_a_report_with_a_warning(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ class Sampler:
         self.phase = "warmup"
         self.rows: list[SampleRow] = []
         self.errors: list[str] = []
+        self.busy_s: dict[str, float] = {}
+        """Seconds the thread spent reading NVML, per phase: its share of the host's time."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lem-sampler", daemon=True)
         self.stopped_cleanly = True
@@ -48,6 +50,7 @@ class Sampler:
     def _loop(self) -> None:
         next_t = self.clock()
         while not self._stop.is_set():
+            started, phase = self.clock(), self.phase
             for index, reader in enumerate(self.readers):
                 try:
                     sample = reader.sample()
@@ -56,6 +59,7 @@ class Sampler:
                         self.errors.append(f"{type(e).__name__}: {e}")
                     continue
                 self.rows.append(SampleRow(index, reader.uuid, self.clock(), self.phase, sample))
+            self.busy_s[phase] = self.busy_s.get(phase, 0.0) + self.clock() - started
             next_t += self.period_s
             self._stop.wait(max(0.0, next_t - self.clock()))
 

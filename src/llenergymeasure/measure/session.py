@@ -227,6 +227,11 @@ class MeasurementSession:
             self._cpu_energy_j = self.rapl.stop_j()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
 
+    def sampler_busy_fraction(self) -> float | None:
+        if self.sampler is None or self.window_edges.duration_s <= 0:
+            return None
+        return self.sampler.busy_s.get("measured", 0.0) / self.window_edges.duration_s
+
     def write_timeseries(self, path: Path) -> bool:
         if self.sampler is None or not self.sampler.rows:
             return False

@@ -175,6 +175,11 @@ class ExperimentResult(_Result):
     )
     achieved_tflops: float | None = Field(None, description="flops_estimate / window / 1e12.")
     sampler_hz: float | None = Field(None, description="Time-series rate; null if off.")
+    sampler_busy_fraction: float | None = Field(
+        None,
+        description="Share of the window the sampler thread spent in NVML reads: an upper "
+        "bound on the host time it took from the workload.",
+    )
     timeseries_file: str | None = Field(
         None, description="Sidecar Parquet of sampled power etc., relative to this file."
     )

@@ -99,6 +99,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         flops_estimate=flops,
         achieved_tflops=flops / duration_s / 1e12 if flops is not None else None,
         sampler_hz=config.measurement.sampler_hz if has_series else None,
+        sampler_busy_fraction=session.sampler_busy_fraction(),
         timeseries_file=TIMESERIES_FILE if has_series else None,
         measurement_warnings=report.warnings,
     )
