@@ -211,7 +211,7 @@ base:
   batch_size: 32
   max_input_tokens: 128
   max_output_tokens: 128
-  warmup_runs: 2
+  warmup: {{runs: 2}}
 grid:
   measurement.sampler_hz: [0, 10]
 """,

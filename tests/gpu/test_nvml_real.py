@@ -108,7 +108,8 @@ def test_session_energy_matches_instant_power_integration(
 def test_end_to_end_campaign_on_gpu_reports_energy(tmp_path: Path) -> None:
     campaign = tmp_path / "gpu.yaml"
     campaign.write_text(
-        "name: gpu-smoke\nbase:\n  n_prompts: 8\n  max_output_tokens: 32\n  warmup_runs: 1\n"
+        "name: gpu-smoke\ncycles: 1\nbase:\n  n_prompts: 8\n  max_output_tokens: 32\n"
+        "  warmup: {runs: 1}\n"
         "  measurement: {baseline: {duration_s: 1.0}}\ngrid:\n  batch_size: [1, 8]\n",
         encoding="utf-8",
     )

@@ -27,7 +27,7 @@ base:
   backend: pytorch
   n_prompts: {N_PROMPTS}
   max_output_tokens: {MAX_OUTPUT_TOKENS}
-  warmup_runs: 1
+  warmup: {{runs: 1}}
 grid:
   batch_size: [1, 2]
   precision: [fp32, bf16]
@@ -101,7 +101,10 @@ def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
         assert result.total_tokens_per_s > result.output_tokens_per_s
         assert result.requests_per_s > 0
         assert 0 < result.latency.p50_s <= result.latency.max_s
-        assert result.warmup_runs == 1
+        assert result.warmup.runs == 1
+        assert result.warmup.converged is None
+        assert len(result.warmup.latencies_s) == 1
+        assert result.warmup_s >= result.warmup.latencies_s[0] > 0
         assert result.environment.device == "cpu"
         assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
         # no GPU energy source on a CPU: every GPU energy figure null (never 0), and said so
@@ -180,7 +183,7 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
         "model: builtin:tiny-llama\n"
         "n_prompts: 2\n"
         "max_output_tokens: 4\n"
-        "warmup_runs: 0\n"
+        "warmup: {runs: 0}\n"
         "batch_size: 2\n",
     )
     proc = run_lem("run", experiment, "-o", tmp_path / "out", cwd=tmp_path)
@@ -195,7 +198,8 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
     assert result.config.batch_size == 2
     assert result.n_requests == 2
     assert result.output_tokens == 2 * 4
-    assert result.warmup_runs == 0
+    assert result.warmup.runs == 0
+    assert result.warmup.latencies_s == []
     assert len(pd.read_csv(campaign_dir / "results.csv")) == 1
 
 
@@ -224,7 +228,7 @@ name: sources
 base:
   n_prompts: {len(JSONL_PROMPTS)}
   max_output_tokens: 4
-  warmup_runs: 0
+  warmup: {{runs: 0}}
   batch_size: 1
 experiments:
   - prompts: {{source: synthetic, input_tokens: 16}}

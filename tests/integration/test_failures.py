@@ -25,7 +25,7 @@ base:
   model: builtin:tiny-llama
   n_prompts: 2
   max_output_tokens: 4
-  warmup_runs: 0
+  warmup: {runs: 0}
 """
 
 

@@ -37,7 +37,7 @@ base:
   model: builtin:tiny-llama
   n_prompts: 2
   max_output_tokens: 4
-  warmup_runs: 0
+  warmup: {runs: 0}
 """
 
 # Four experiments of a few seconds each (most of it the worker importing torch).
@@ -47,7 +47,7 @@ base:
   model: builtin:tiny-llama
   n_prompts: 2
   max_output_tokens: 32
-  warmup_runs: 0
+  warmup: {runs: 0}
 grid:
   seed: [1, 2, 3, 4]
 """

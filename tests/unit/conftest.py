@@ -16,6 +16,7 @@ from llenergymeasure.results.schema import (
     ExperimentResult,
     LatencyStats,
     MeasurementFlags,
+    WarmupRecord,
 )
 
 WriteYaml = Callable[..., Path]
@@ -56,7 +57,12 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
             library_versions={"torch": "2.0"},
         ),
         "model_load_s": 1.5,
-        "warmup_runs": spec.config.warmup_runs,
+        "warmup": WarmupRecord(
+            runs=spec.config.warmup.runs,
+            converged=None,
+            final_cv=None,
+            latencies_s=[0.1] * spec.config.warmup.runs,
+        ),
         "warmup_s": 0.5,
         "measured_duration_s": 4.0,
         "window_start_unix_s": 1735787047.0,

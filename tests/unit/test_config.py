@@ -16,6 +16,7 @@ from llenergymeasure.config import (
     PyTorchConfig,
     config_hash,
 )
+from llenergymeasure.config.experiment import WarmupConfig
 
 # ------------------------------------------------------------------------------------ defaults
 
@@ -31,7 +32,8 @@ def test_experiment_defaults() -> None:
     assert c.precision == "fp32"
     assert c.batch_size == 1
     assert c.seed == 42
-    assert c.warmup_runs == 3
+    assert c.warmup == WarmupConfig(runs=3, until_cv=None)
+    assert (c.warmup.max_runs, c.warmup.window) == (20, 5)
     assert c.passthrough_kwargs == {}
     # the chosen backend's section is filled in, with its own defaults
     assert c.pytorch == PyTorchConfig()
@@ -116,8 +118,12 @@ def test_nested_extra_key_forbidden_through_experiment() -> None:
         ("batch_size", 100_001),
         ("seed", -1),
         ("seed", 2**32),
-        ("warmup_runs", -1),
-        ("warmup_runs", 1001),
+        ("warmup", {"runs": -1}),
+        ("warmup", {"runs": 1001}),
+        ("warmup", {"until_cv": 0}),
+        ("warmup", {"until_cv": 1.0}),
+        ("warmup", {"until_cv": 0.05, "window": 1}),
+        ("warmup", {"until_cv": 0.05, "max_runs": 0}),
         ("precision", "fp8"),
         ("precision", "FP16"),
         ("backend", "vllm"),
@@ -141,8 +147,6 @@ def test_experiment_rejects_out_of_range(field: str, value: Any) -> None:
         ("batch_size", 100_000),
         ("seed", 0),
         ("seed", 2**32 - 1),
-        ("warmup_runs", 0),
-        ("warmup_runs", 1000),
         ("precision", "bf16"),
         ("precision", "fp16"),
     ],
@@ -287,7 +291,7 @@ def test_filling_the_section_does_not_mutate_the_input() -> None:
 
 # Computed once from the code as written; a change here means every stored experiment id (and
 # every resumable campaign) changes too. Update deliberately, never to make the test pass.
-DEFAULT_ID = "pytorch-97424085fb62"
+DEFAULT_ID = "pytorch-a1732aa34e96"
 FIXED_CONFIG: dict[str, Any] = {
     "model": "m",
     "batch_size": 8,
@@ -297,7 +301,7 @@ FIXED_CONFIG: dict[str, Any] = {
     "seed": 7,
     "pytorch": {"attn_implementation": "eager"},
 }
-FIXED_ID = "pytorch-31397311f0ed"
+FIXED_ID = "pytorch-c6d8caef22a5"
 
 
 def test_experiment_id_is_pinned() -> None:
@@ -340,7 +344,8 @@ VARIATIONS: list[tuple[str, dict[str, Any]]] = [
     ("precision", {"precision": "fp16"}),
     ("batch_size", {"batch_size": 2}),
     ("seed", {"seed": 43}),
-    ("warmup_runs", {"warmup_runs": 0}),
+    ("warmup.runs", {"warmup": {"runs": 0}}),
+    ("warmup.until_cv", {"warmup": {"until_cv": 0.05}}),
     ("prompts", {"prompts": {"source": "synthetic", "input_tokens": 32}}),
     ("decoding.strategy", {"decoding": {"strategy": "sampling"}}),
     ("decoding.ignore_eos", {"decoding": {"ignore_eos": False}}),

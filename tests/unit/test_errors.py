@@ -140,8 +140,8 @@ def test_out_of_range_in_grid_flow_list(write_yaml: WriteYaml) -> None:
 
 
 def test_out_of_range_in_base(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  warmup_runs: -1\n"))
-    assert "line 3, at base.warmup_runs" in message
+    message = config_error(write_yaml("name: x\nbase:\n  warmup:\n    runs: -1\n"))
+    assert "line 4, at base.warmup.runs" in message
     assert "greater than or equal to 0" in message
 
 

@@ -122,6 +122,46 @@ class MeasurementConfig(_Strict):
         return self
 
 
+class WarmupConfig(_Strict):
+    """Full-length runs before the measured window: a fixed count, optionally continued until
+    run latency settles (caches, clocks and temperature reach a steady state)."""
+
+    runs: int = Field(
+        3, ge=0, le=1000, description="Full-length runs always done (one batch of requests each)."
+    )
+    until_cv: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Continue until the coefficient of variation (std/mean) of the last "
+        "`window` run latencies is below this; null: stop after `runs`.",
+    )
+    max_runs: int = Field(
+        20, ge=1, le=1000, description="Upper bound on runs while waiting for `until_cv`."
+    )
+    window: int = Field(
+        5, ge=2, le=1000, description="Latest runs whose latency CV is compared to `until_cv`."
+    )
+
+    @model_validator(mode="after")
+    def _convergence_settings_fit(self) -> WarmupConfig:
+        if self.until_cv is None:
+            defaults = type(self).model_fields
+            unused = [n for n in ("max_runs", "window") if getattr(self, n) != defaults[n].default]
+            if unused:
+                raise ValueError(
+                    f"{' and '.join(unused)} only apply with `until_cv`; set it or remove them"
+                )
+            return self
+        needed = max(self.runs, self.window)
+        if self.max_runs < needed:
+            raise ValueError(
+                f"max_runs ({self.max_runs}) must be at least runs and window "
+                f"({needed}) when until_cv is set"
+            )
+        return self
+
+
 class PyTorchConfig(_Strict):
     """Settings only the PyTorch/transformers backend understands."""
 
@@ -159,8 +199,8 @@ class ExperimentConfig(_Strict):
     )
     decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for torch, numpy and sampling.")
-    warmup_runs: int = Field(
-        3, ge=0, le=1000, description="Full-length warm-up batches before the measured window."
+    warmup: WarmupConfig = Field(
+        default_factory=WarmupConfig, description="Warm-up before the measured window."
     )
     measurement: MeasurementConfig = Field(
         default_factory=MeasurementConfig, description="Energy and time-series measurement."
@@ -192,6 +232,11 @@ class ExperimentConfig(_Strict):
                     f"use `{self.backend}:` or change the backend"
                 )
         return self
+
+    def gpus_required(self) -> int:
+        """GPUs one run occupies, for the scheduler. A backend setting that spreads the model
+        over devices (e.g. a future vLLM tensor_parallel_size) raises it."""
+        return 1
 
     def identity(self) -> dict[str, Any]:
         """The effective config as canonical JSON-able data: what the experiment id hashes."""

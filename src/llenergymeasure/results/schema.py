@@ -36,6 +36,19 @@ class LatencyStats(_Result):
     max_s: float
 
 
+class WarmupRecord(_Result):
+    """What the warm-up did before the measured window (config.warmup says what was asked)."""
+
+    runs: int
+    converged: bool | None = Field(
+        description="Whether the latency CV fell below warmup.until_cv; null if none was set."
+    )
+    final_cv: float | None = Field(
+        description="Latency CV of the last `window` runs (all runs without until_cv)."
+    )
+    latencies_s: list[float]
+
+
 class GpuEnergyRecord(_Result):
     """One GPU's share of the window energy."""
 
@@ -152,7 +165,7 @@ class ExperimentResult(_Result):
     finished_at: datetime
     environment: Environment
     model_load_s: float = Field(description="Loading weights and tokenizer; outside the window.")
-    warmup_runs: int
+    warmup: WarmupRecord
     warmup_s: float
     measured_duration_s: float = Field(description="Wall time of the measured window.")
     window_start_unix_s: float = Field(description="Window start, for aligning external logs.")

@@ -21,7 +21,8 @@ from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
 from llenergymeasure.measure.session import MeasurementSession
-from llenergymeasure.results.schema import ExperimentResult, LatencyStats
+from llenergymeasure.results.schema import ExperimentResult, LatencyStats, WarmupRecord
+from llenergymeasure.worker.warmup import warm_up
 
 log = logging.getLogger("lem.worker")
 TIMESERIES_FILE = "timeseries.parquet"
@@ -43,11 +44,8 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             session.attach(backend.gpu_uuids())
 
             with session.sampling():
-                t0 = time.perf_counter()
-                for run in range(config.warmup_runs):
-                    backend.generate(prompts[: config.batch_size])
-                    log.info("warm-up run %d/%d done", run + 1, config.warmup_runs)
-                warmup_s = time.perf_counter() - t0
+                batch = prompts[: config.batch_size]
+                warmup = warm_up(lambda: backend.generate(batch), config.warmup)
 
                 backend.reset_peak_memory()
                 backend.synchronize()
@@ -78,8 +76,13 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         finished_at=datetime.now(timezone.utc),
         environment=environment,
         model_load_s=model_load_s,
-        warmup_runs=config.warmup_runs,
-        warmup_s=warmup_s,
+        warmup=WarmupRecord(
+            runs=warmup.runs,
+            converged=warmup.converged,
+            final_cv=warmup.final_cv,
+            latencies_s=warmup.latencies_s,
+        ),
+        warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
         window_start_unix_s=window.start_unix_s,
         window_end_unix_s=window.end_unix_s,
@@ -101,7 +104,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         sampler_hz=config.measurement.sampler_hz if has_series else None,
         sampler_busy_fraction=session.sampler_busy_fraction(),
         timeseries_file=TIMESERIES_FILE if has_series else None,
-        measurement_warnings=report.warnings,
+        measurement_warnings=[*warmup.warnings(config.warmup), *report.warnings],
     )
 
 
