@@ -18,7 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure import __version__
+from llenergymeasure.config.campaign import Order
 from llenergymeasure.config.grid import Campaign, load_campaign, load_experiment
+from llenergymeasure.config.settings import load_settings
 from llenergymeasure.display import ConsoleEvents, describe, summary_table
 from llenergymeasure.errors import LemError
 from llenergymeasure.orchestrator.campaign import (
@@ -27,6 +29,7 @@ from llenergymeasure.orchestrator.campaign import (
     run_campaign_dir,
 )
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
+from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
 from llenergymeasure.results.collate import RESULTS_CSV
 from llenergymeasure.results.schema import ExperimentResult
 
@@ -50,6 +53,25 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would run; ru
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show notices and log paths.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+Gpus = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="GPU indices, e.g. 0,1,2,3: run up to one experiment per GPU at a time, each "
+        "pinned to its own GPU(s).",
+    ),
+]
+Cycles = Annotated[
+    int | None,
+    typer.Option(
+        "--cycles", min=1, max=1000, help="Repeat the experiment set N times (overrides)."
+    ),
+]
+OrderOption = Annotated[
+    Order | None, typer.Option("--order", help="interleaved, shuffled or grouped (overrides).")
+]
+CLI_DEFAULT_CYCLES = 3
+"""Cycles when neither the campaign file nor --cycles says: enough for a spread and a CI."""
 
 
 def _version(value: bool) -> None:
@@ -76,9 +98,14 @@ def campaign(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    gpus: Gpus = None,
+    cycles: Cycles = None,
+    order: OrderOption = None,
 ) -> None:
-    """Expand a campaign file's grid and run every experiment."""
-    _start(load_campaign(file), output_dir, timeout, dry_run, quiet, verbose, json_out)
+    """Expand a campaign file's grid and run every experiment, cycle after cycle."""
+    overrides = {k: v for k, v in {"cycles": cycles, "order": order}.items() if v is not None}
+    loaded = load_campaign(file, overrides=overrides)
+    _start(loaded, output_dir, timeout, dry_run, quiet, verbose, json_out, gpus, CLI_DEFAULT_CYCLES)
 
 
 @app.command()
@@ -90,9 +117,11 @@ def run(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    gpus: Gpus = None,
 ) -> None:
-    """Run a single experiment (a campaign of one)."""
-    _start(load_experiment(file), output_dir, timeout, dry_run, quiet, verbose, json_out)
+    """Run a single experiment once (a campaign of one, one cycle)."""
+    loaded = load_experiment(file)
+    _start(loaded, output_dir, timeout, dry_run, quiet, verbose, json_out, gpus, 1)
 
 
 @app.command()
@@ -109,6 +138,7 @@ def resume(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    gpus: Gpus = None,
 ) -> None:
     """Finish an interrupted campaign: run exactly the experiments that are not done."""
     directory = campaign_dir or _newest_unfinished(results_dir)
@@ -122,9 +152,10 @@ def resume(
             err.print(f"{directory}: every experiment is done; nothing to resume.")
         _print_entries(f"Would run ({len(pending)})", [describe(e) for e in pending], json_out)
         return
+    pinned = parse_gpus(gpus) if gpus is not None else None
     if not quiet:
         err.print(f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run")
-    _execute(directory, timeout, quiet, verbose, json_out)
+    _execute(directory, timeout, quiet, verbose, json_out, pinned)
 
 
 def _start(
@@ -135,32 +166,53 @@ def _start(
     quiet: bool,
     verbose: bool,
     json_out: bool,
+    gpus: str | None,
+    default_cycles: int,
 ) -> None:
+    pinned = parse_gpus(gpus) if gpus is not None else None
     for notice in loaded.notices:
         err.print(f"[yellow]notice[/]: {notice}")
-    cycles = loaded.config.cycles
+    config = loaded.config
+    cycles = config.cycles or default_cycles
     if dry_run:
+        settings = load_settings()
+        execution = resolve_execution(config, settings)
+        pairs = run_order(len(loaded.experiments), cycles, execution.order, execution.order_seed)
         rows = [
-            escape(f"{e.experiment_id} " + ", ".join(f"{k}={v}" for k, v in e.label.items()))
-            for e in loaded.experiments
+            escape(
+                f"{loaded.experiments[i].experiment_id} cycle {c} "
+                + ", ".join(f"{k}={v}" for k, v in loaded.experiments[i].label.items())
+            )
+            for i, c in pairs
         ]
-        _print_entries(f"{len(loaded.experiments)} experiments x {cycles} cycles", rows, json_out)
+        seed = f", order_seed {execution.order_seed}" if execution.order_seed is not None else ""
+        title = (
+            f"{len(loaded.experiments)} experiments x {cycles} cycles, order {execution.order}"
+            f"{seed}; gaps {execution.gaps.between_experiments_s:g} s between experiments, "
+            f"{execution.gaps.between_cycles_s:g} s between cycles"
+        )
+        _print_entries(title, rows, json_out)
         return
-    directory = create_campaign(loaded, output_dir)
+    directory = create_campaign(loaded, output_dir, default_cycles=default_cycles)
     if not quiet:
         err.print(
-            f"Campaign {loaded.config.name}: {len(loaded.experiments)} experiments x "
-            f"{cycles} cycle(s), runner {loaded.config.runner}, in {directory}"
+            f"Campaign {config.name}: {len(loaded.experiments)} experiments x "
+            f"{cycles} cycle(s), runner {config.runner}, in {directory}"
         )
-    _execute(directory, timeout, quiet, verbose, json_out)
+    _execute(directory, timeout, quiet, verbose, json_out, pinned)
 
 
 def _execute(
-    directory: Path, timeout: float | None, quiet: bool, verbose: bool, json_out: bool
+    directory: Path,
+    timeout: float | None,
+    quiet: bool,
+    verbose: bool,
+    json_out: bool,
+    gpus: tuple[int, ...] | None,
 ) -> None:
     verbosity = 0 if quiet or json_out else (2 if verbose else 1)
     with ConsoleEvents(err, verbosity) as events:
-        summary = run_campaign_dir(directory, events=events, timeout_s=timeout)
+        summary = run_campaign_dir(directory, events=events, timeout_s=timeout, gpus=gpus)
     results = _load_results(summary)
     if json_out:
         out.print_json(json.dumps(_json_summary(summary)))

@@ -37,6 +37,8 @@ class ConsoleEvents(Events):
             transient=True,
         )
         self.task: Any = None
+        self.running: dict[str, str] = {}
+        self.last_wait: tuple[str, str] | None = None
 
     def __enter__(self) -> ConsoleEvents:
         self.progress.start()
@@ -57,23 +59,57 @@ class ConsoleEvents(Events):
         )
 
     def experiment_started(self, entry: ManifestEntry) -> None:
-        self.progress.update(self.task, current=f"running {describe(entry)}")
+        self.running[entry.key] = f"{describe(entry)}{_on_gpus(entry)}"
+        self._show_running()
+        if self.verbosity >= 1 and entry.warnings:
+            for warning in entry.warnings:
+                self.console.print(f"[yellow]warning[/] {describe(entry)}: {escape(warning)}")
+
+    def _show_running(self) -> None:
+        running = "; ".join(self.running.values())
+        self.progress.update(self.task, current=f"running {running}" if running else "")
+
+    def waiting(self, entry: ManifestEntry, reason: str, remaining_s: float) -> None:
+        self.progress.update(
+            self.task,
+            current=f"waiting {remaining_s:.0f} s ({escape(reason)}) before {describe(entry)}",
+        )
+        # Without a live display (a log, a pipe) say once per wait what is happening.
+        if (
+            self.verbosity >= 1
+            and not self.console.is_terminal
+            and (self.last_wait != (entry.key, reason))
+        ):
+            self.console.print(
+                f"waiting {remaining_s:.0f} s ({escape(reason)}) before {describe(entry)}"
+            )
+        self.last_wait = (entry.key, reason)
+
+    def notice(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.console.print(f"[yellow]notice[/]: {escape(message)}")
 
     def experiment_finished(self, entry: ManifestEntry, result: ExperimentResult | None) -> None:
         self.progress.advance(self.task)
-        self.progress.update(self.task, current="")
+        self.running.pop(entry.key, None)
+        self._show_running()
         if self.verbosity == 0:
             return
         if result is not None:
             energy = result.energy.energy_raw_per_output_token_j
             energy_text = f"{energy:.4g} J/token" if energy is not None else "energy n/a"
             self.console.print(
-                f"[green]done[/] {describe(entry)}: {result.output_tokens} tokens in "
-                f"{result.measured_duration_s:.2f} s, {result.output_tokens_per_s:.1f} tokens/s, "
+                f"[green]done[/] {describe(entry)}{_on_gpus(entry)}: {result.output_tokens} "
+                f"tokens in {result.measured_duration_s:.2f} s, "
+                f"{result.output_tokens_per_s:.1f} tokens/s, "
                 f"{energy_text}"
             )
         else:
             self.console.print(f"[red]failed[/] {describe(entry)}: {escape(entry.error or '')}")
+
+
+def _on_gpus(entry: ManifestEntry) -> str:
+    return f" on GPU {','.join(map(str, entry.gpus))}" if entry.gpus is not None else ""
 
 
 def summary_table(summary: RunSummary, results: list[ExperimentResult]) -> Table:

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lem_cli import wait_until_no_process_mentions
+from lem_cli import NO_GAPS_SETTINGS, wait_until_no_process_mentions, write
+
+
+@pytest.fixture(autouse=True)
+def _no_gaps_on_a_cpu(tmp_path: Path) -> None:
+    """Tests run the CLI in tmp_path: its user settings drop the cool-down gaps, which only
+    matter for a GPU's temperature (tests that check gaps set them in the campaign file)."""
+    write(tmp_path / ".lem-config.yaml", NO_GAPS_SETTINGS)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from typing import Any
 from llenergymeasure.orchestrator.manifest import Manifest
 
 CLI_TIMEOUT_S = 300
+NO_GAPS_SETTINGS = "gaps:\n  between_experiments_s: 0\n  between_cycles_s: 0\n"
 
 
 def lem_env() -> dict[str, str]:

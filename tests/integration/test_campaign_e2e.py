@@ -3,6 +3,7 @@ inference -> manifest, result.json, results.csv / results.parquet."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,28 @@ import pandas as pd
 import pytest
 from lem_cli import explain, load_manifest, only_campaign_dir, read_json, run_lem, write
 
+from llenergymeasure.config import load_campaign
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.orchestrator.manifest import Manifest
+from llenergymeasure.orchestrator.schedule import run_order
 from llenergymeasure.results.schema import EnergyFigures, ExperimentResult
 
 pytestmark = pytest.mark.integration
 
 N_PROMPTS = 3
 MAX_OUTPUT_TOKENS = 5
+GAP_BETWEEN_EXPERIMENTS_S = 0.4
+GAP_BETWEEN_CYCLES_S = 1.0
+ORDER_SEED = 11
 GRID_CAMPAIGN = f"""\
 name: grid-e2e
 cycles: 2
+order: shuffled
+order_seed: {ORDER_SEED}
+gaps:
+  between_experiments_s: {GAP_BETWEEN_EXPERIMENTS_S}
+  between_cycles_s: {GAP_BETWEEN_CYCLES_S}
+thermal_floor_c: 45
 base:
   model: builtin:tiny-llama
   backend: pytorch
@@ -35,9 +47,12 @@ grid:
 
 
 class GridRun:
-    def __init__(self, proc: subprocess.CompletedProcess[str], campaign_dir: Path) -> None:
+    def __init__(
+        self, proc: subprocess.CompletedProcess[str], campaign_dir: Path, campaign_file: Path
+    ) -> None:
         self.proc = proc
         self.dir = campaign_dir
+        self.campaign_file = campaign_file
         self.manifest: Manifest = load_manifest(campaign_dir)
 
     def result(self, index: int) -> ExperimentResult:
@@ -53,7 +68,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> GridRun:
     campaign_file = write(work / "grid.yaml", GRID_CAMPAIGN)
     proc = run_lem("campaign", campaign_file, "-o", work / "out", cwd=work)
     assert proc.returncode == 0, explain(proc)
-    return GridRun(proc, only_campaign_dir(work / "out"))
+    return GridRun(proc, only_campaign_dir(work / "out"), campaign_file)
 
 
 def test_grid_manifest_every_entry_done_once(grid: GridRun) -> None:
@@ -76,6 +91,39 @@ def test_grid_manifest_every_entry_done_once(grid: GridRun) -> None:
     cycle2_start = min(e.started_at for e in entries if e.cycle == 2 and e.started_at)
     assert cycle1_end <= cycle2_start
     assert "8 done, 0 failed" in grid.proc.stdout, explain(grid.proc)
+
+
+def test_grid_ran_in_the_recorded_shuffled_order_with_gaps(grid: GridRun) -> None:
+    execution = grid.manifest.execution
+    assert (execution.order, execution.order_seed) == ("shuffled", ORDER_SEED)
+    assert execution.gaps.between_experiments_s == GAP_BETWEEN_EXPERIMENTS_S
+    assert execution.gaps.between_cycles_s == GAP_BETWEEN_CYCLES_S
+    # the manifest lists the runs in the order the seed gives, and they ran in that order
+    experiments = [e.experiment_id for e in load_campaign(grid.campaign_file).experiments]
+    expected = [(experiments[i], c) for i, c in run_order(4, 2, "shuffled", ORDER_SEED)]
+    entries = grid.manifest.entries
+    assert [(e.experiment_id, e.cycle) for e in entries] == expected
+    cycle_orders = [[e.experiment_id for e in entries if e.cycle == c] for c in (1, 2)]
+    assert cycle_orders[0] != cycle_orders[1]  # each cycle is shuffled anew (true for seed 11)
+    for before, after in itertools.pairwise(entries):
+        assert before.finished_at is not None and after.started_at is not None
+        gap = GAP_BETWEEN_CYCLES_S if before.cycle != after.cycle else GAP_BETWEEN_EXPERIMENTS_S
+        assert (after.started_at - before.finished_at).total_seconds() >= gap
+    # no live display in a pipe: each wait is announced once, as a line
+    assert "between experiments gap) before" in grid.proc.stderr, explain(grid.proc)
+    assert "between cycles gap) before" in grid.proc.stderr, explain(grid.proc)
+
+
+def test_thermal_floor_without_nvml_is_reported_not_ignored(grid: GridRun) -> None:
+    assert grid.manifest.execution.thermal_floor_c == 45
+    stderr = " ".join(grid.proc.stderr.split())
+    assert "thermal_floor_c is 45 °C but GPU temperature cannot be read" in stderr
+    assert "the floor cannot be checked" in stderr
+    for entry in grid.manifest.entries:
+        assert len(entry.warnings) == 1
+        assert entry.warnings[0].startswith("thermal floor 45 °C not checked: ")
+    table = pd.read_csv(grid.dir / "results.csv")
+    assert table["measurement_warnings"].str.contains("thermal floor 45 °C not checked").all()
 
 
 def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
@@ -225,6 +273,7 @@ def test_synthetic_and_relative_jsonl_prompt_sources(tmp_path: Path) -> None:
         conf / "sources.yaml",
         f"""\
 name: sources
+cycles: 1
 base:
   n_prompts: {len(JSONL_PROMPTS)}
   max_output_tokens: 4

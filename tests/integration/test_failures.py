@@ -33,7 +33,7 @@ def test_failing_experiment_is_isolated(tmp_path: Path) -> None:
     # The failing experiment runs first, so the good one shows that the campaign went on.
     campaign_file = write(
         tmp_path / "mixed.yaml",
-        "name: mixed\n"
+        "name: mixed\ncycles: 1\n"
         + BASE
         + "experiments:\n"
         + "  - {model: /nonexistent/path}\n"
@@ -91,7 +91,8 @@ def test_bad_input_fails_before_anything_runs(tmp_path: Path) -> None:
     write(tmp_path / "two.jsonl", '{"prompt": "one"}\n{"prompt": "two"}\n')
     campaign_file = write(
         tmp_path / "short.yaml",
-        "name: short\nbase:\n  n_prompts: 3\n  prompts: {source: jsonl, path: two.jsonl}\n",
+        "name: short\ncycles: 1\n"
+        "base:\n  n_prompts: 3\n  prompts: {source: jsonl, path: two.jsonl}\n",
     )
     proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", cwd=tmp_path)
     assert proc.returncode == 2, explain(proc)
@@ -104,7 +105,7 @@ def test_bad_input_fails_before_anything_runs(tmp_path: Path) -> None:
 def test_timeout_kills_the_worker(tmp_path: Path, how: str) -> None:
     """Loading torch alone takes longer than 0.5 s, so the worker is killed mid-start."""
     timeout_line = "timeout_s: 0.5\n" if how == "campaign-file" else "timeout_s: 3600\n"
-    campaign_file = write(tmp_path / "slow.yaml", "name: slow\n" + timeout_line + BASE)
+    campaign_file = write(tmp_path / "slow.yaml", "name: slow\ncycles: 1\n" + timeout_line + BASE)
     flag = [] if how == "campaign-file" else ["--timeout", "0.5"]
     proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", *flag, cwd=tmp_path)
     assert proc.returncode == 1, explain(proc)

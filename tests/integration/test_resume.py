@@ -33,6 +33,7 @@ from llenergymeasure.results.schema import ExperimentResult
 pytestmark = pytest.mark.integration
 
 SMALL_BASE = """\
+cycles: 1
 base:
   model: builtin:tiny-llama
   n_prompts: 2
@@ -43,6 +44,7 @@ base:
 # Four experiments of a few seconds each (most of it the worker importing torch).
 KILL_CAMPAIGN = """\
 name: killed
+cycles: 1
 base:
   model: builtin:tiny-llama
   n_prompts: 2

@@ -38,6 +38,7 @@ CAMPAIGN_YAML = """\
 name: layout
 cycles: 2
 timeout_s: 42
+gaps: {between_experiments_s: 0, between_cycles_s: 0}
 base:
   n_prompts: 4
   max_output_tokens: 4
@@ -195,6 +196,7 @@ class NeverRunner:
     """A runner for campaigns where nothing should run."""
 
     name = "never"
+    fresh_container_per_run = False
 
     def __init__(self) -> None:
         self.entered = self.exited = False
@@ -264,7 +266,11 @@ class RecordingEvents(Events):
 
 
 def small_campaign(tmp_path: Path, write_yaml: WriteYaml, cycles: int = 1) -> Path:
-    yaml = f"name: small\ncycles: {cycles}\ntimeout_s: 30\ngrid:\n  batch_size: [1, 2]\n"
+    yaml = (
+        f"name: small\ncycles: {cycles}\ntimeout_s: 30\n"
+        "gaps: {between_experiments_s: 0, between_cycles_s: 0}\n"
+        "grid:\n  batch_size: [1, 2]\n"
+    )
     return create_campaign(load_campaign(write_yaml(yaml)), output_root=tmp_path / "out")
 
 
@@ -548,4 +554,5 @@ def test_collate_of_fresh_campaign_lists_every_entry_pending(
         "attempts",
         "runner",
         "error",
+        "gpus",
     ]

@@ -16,6 +16,7 @@ from llenergymeasure.config import (
     PyTorchConfig,
     config_hash,
 )
+from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.config.experiment import WarmupConfig
 
 # ------------------------------------------------------------------------------------ defaults
@@ -60,7 +61,12 @@ def test_campaign_defaults() -> None:
     assert c.base == {}
     assert c.grid is None
     assert c.experiments is None
-    assert c.cycles == 1
+    assert c.cycles is None  # the caller's default: 3 from the CLI, 1 from the library
+    assert c.order == "interleaved"
+    assert c.order_seed is None
+    assert c.gaps is None  # user settings, then Gaps() defaults
+    assert c.thermal_floor_c is None
+    assert c.statistics == StatisticsConfig()
     assert c.output_dir == "results"
     assert c.runner == "local"
     assert c.timeout_s == 3600.0

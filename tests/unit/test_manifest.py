@@ -11,6 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import CampaignConfig
+from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import (
     MANIFEST_FILE,
@@ -19,6 +21,7 @@ from llenergymeasure.orchestrator.manifest import (
     ManifestEntry,
     ManifestStore,
 )
+from llenergymeasure.orchestrator.schedule import resolve_execution
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -48,6 +51,7 @@ def manifest(entries: list[ManifestEntry]) -> Manifest:
         updated_at=T0,
         total_cycles=2,
         timeout_s=60.0,
+        execution=resolve_execution(CampaignConfig(name="demo"), UserSettings()),
         entries=entries,
     )
 

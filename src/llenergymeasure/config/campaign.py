@@ -6,7 +6,73 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llenergymeasure.config.experiment import parameter_names
+
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+Order = Literal["interleaved", "shuffled", "grouped"]
+DAY_S = 24 * 3600
+
+
+class Gaps(BaseModel):
+    """Idle time before an experiment starts, so the previous one's heat does not bias it.
+    Unset keys in a campaign file come from `.lem-config.yaml`, then from these defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    between_experiments_s: float = Field(
+        5.0, ge=0, le=DAY_S, description="Wait between two consecutive experiments."
+    )
+    between_cycles_s: float = Field(
+        30.0,
+        ge=0,
+        le=DAY_S,
+        description="Wait where a cycle ends (interleaved/shuffled: after each pass over the "
+        "set; grouped: between repeats of one experiment).",
+    )
+    skip_in_fresh_containers: bool = Field(
+        False,
+        description="Wait no gap where the runner starts every experiment in a fresh "
+        "container. Opt-in: a new container does not cool the GPU by itself.",
+    )
+
+    def over(self, defaults: Gaps) -> Gaps:
+        """These gaps where they were set explicitly, `defaults` elsewhere."""
+        return defaults.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+
+class StatisticsConfig(BaseModel):
+    """How results are aggregated across cycles (summary.csv, `lem results`, reports)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    group_by: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Config parameters to group by (e.g. [backend, batch_size]); runs that "
+        "differ only in other parameters are pooled. null: one group per experiment.",
+    )
+    bootstrap_resamples: int = Field(
+        10_000, ge=100, le=1_000_000, description="Resamples of the percentile bootstrap."
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the CIs.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the bootstrap resampling.")
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_parameters(cls, keys: list[str] | None) -> list[str] | None:
+        if keys is None:
+            return keys
+        known = parameter_names()
+        for key in keys:
+            if key not in known:
+                raise ValueError(
+                    f"group_by key '{key}' is not an experiment parameter; known: "
+                    f"{', '.join(sorted(known))}"
+                )
+        if len(set(keys)) != len(keys):
+            raise ValueError("group_by lists a parameter twice")
+        return keys
 
 
 class CampaignConfig(BaseModel):
@@ -31,7 +97,41 @@ class CampaignConfig(BaseModel):
     experiments: list[dict[str, Any]] | None = Field(
         None, description="Explicit experiments, each merged over `base`."
     )
-    cycles: int = Field(1, ge=1, le=1000, description="Repetitions of the whole experiment set.")
+    cycles: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Repetitions of the whole experiment set; unset: 3 from the CLI, "
+        "1 from the library API.",
+    )
+    order: Order = Field(
+        "interleaved",
+        description="interleaved: A B C, A B C; shuffled: each cycle in a new random order "
+        "drawn from order_seed; grouped: A A A, B B B.",
+    )
+    order_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the shuffled order; unset: drawn at random and recorded.",
+    )
+    gaps: Gaps | None = Field(None, description="Cool-down waits; unset keys: user settings.")
+    thermal_floor_c: float | None = Field(
+        None,
+        gt=0,
+        lt=120,
+        description="Before each experiment, wait until its GPUs are at or below this "
+        "temperature (needs NVML on the host).",
+    )
+    thermal_floor_max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        le=DAY_S,
+        description="Longest wait for thermal_floor_c; then the experiment starts with a warning.",
+    )
+    statistics: StatisticsConfig = Field(
+        default_factory=StatisticsConfig, description="Aggregation across cycles."
+    )
     output_dir: str = Field(
         "results", min_length=1, description="Results root; relative to the working directory."
     )
@@ -61,3 +161,27 @@ class CampaignConfig(BaseModel):
         if self.experiments is not None and not self.experiments:
             raise ValueError("`experiments:` is an empty list: add experiments or remove it")
         return self
+
+    @model_validator(mode="after")
+    def _settings_that_need_another(self) -> CampaignConfig:
+        if self.order_seed is not None and self.order != "shuffled":
+            raise ValueError(f"order_seed only applies to `order: shuffled`, not '{self.order}'")
+        default_wait = type(self).model_fields["thermal_floor_max_wait_s"].default
+        if self.thermal_floor_max_wait_s != default_wait and self.thermal_floor_c is None:
+            raise ValueError("thermal_floor_max_wait_s only applies with thermal_floor_c")
+        return self
+
+
+class Execution(BaseModel):
+    """The effective way a campaign runs, after the campaign file, `.lem-config.yaml`, CLI
+    flags and defaults are resolved: recorded in the manifest so results say how they were
+    taken, and so `lem resume` continues the same way."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order: Order
+    order_seed: int | None
+    gaps: Gaps
+    thermal_floor_c: float | None
+    thermal_floor_max_wait_s: float
+    statistics: StatisticsConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -249,6 +249,27 @@ class ExperimentConfig(_Strict):
 
 BACKEND_SECTIONS: tuple[str, ...] = ("pytorch",)
 """Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
+
+
+def parameter_names() -> set[str]:
+    """Every experiment parameter as a dotted name (`batch_size`, `decoding.temperature`,
+    `pytorch.attn_implementation`): what results and summaries can be grouped by."""
+
+    def walk(model: type[BaseModel], prefix: str) -> set[str]:
+        names: set[str] = set()
+        for name, field in model.model_fields.items():
+            nested = [
+                a
+                for a in (field.annotation, *get_args(field.annotation))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
+            if nested:
+                names |= walk(nested[0], f"{prefix}{name}.")
+            elif name != "passthrough_kwargs":
+                names.add(prefix + name)
+        return names
+
+    return walk(ExperimentConfig, "")
 
 
 def config_hash(data: Any) -> str:

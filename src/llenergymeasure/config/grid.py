@@ -12,7 +12,9 @@ Rules (they decide what gets measured, so none of them fails silently):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -61,9 +63,13 @@ class _Dimension:
     values: list[Any]
 
 
-def load_campaign(path: Path) -> Campaign:
-    """Read, validate and expand a campaign file; any problem is a ConfigError."""
+def load_campaign(path: Path, overrides: Mapping[str, Any] | None = None) -> Campaign:
+    """Read, validate and expand a campaign file; any problem is a ConfigError. overrides
+    replace top-level keys of the file (CLI flags, library arguments)."""
     doc = read_yaml(path, what="campaign file")
+    if overrides:
+        check_overrides(overrides)
+        doc = dataclasses.replace(doc, data={**doc.data, **overrides})
     try:
         config = CampaignConfig.model_validate(doc.data)
     except ValidationError as e:
@@ -78,13 +84,27 @@ def load_campaign(path: Path) -> Campaign:
     )
 
 
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Each override on its own must be a valid top-level campaign key and value."""
+    try:
+        CampaignConfig.model_validate({"name": "overrides", **overrides})
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            key = str(err["loc"][0]) if err["loc"] else ""
+            if key in overrides:
+                problems.append(f"{key}={overrides[key]!r}: {err['msg']}")
+        if problems:
+            raise ConfigError("invalid override " + "; ".join(problems)) from e
+
+
 def load_experiment(path: Path) -> Campaign:
     """An experiment file (ExperimentConfig keys at the top level) as a campaign of one."""
     doc = read_yaml(path, what="experiment file")
     ok = set("._-")  # the campaign name pattern is ASCII-only
     name = "".join(c if (c.isascii() and c.isalnum()) or c in ok else "-" for c in path.stem)
     name = name[:64]
-    config = CampaignConfig(name=name.lstrip("._-") or "run", base=doc.data)
+    config = CampaignConfig(name=name.lstrip("._-") or "run", base=doc.data, cycles=1)
     experiments, notices = expand(config, doc, base_prefix=())
     return Campaign(
         config=config,

@@ -9,8 +9,10 @@ Layout of a campaign directory:
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +22,11 @@ from pydantic import ValidationError
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.experiment import config_hash
 from llenergymeasure.config.grid import Campaign
+from llenergymeasure.config.settings import UserSettings, load_settings
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import check_available
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.orchestrator.dispatch import Dispatcher, WaitEvents
 from llenergymeasure.orchestrator.manifest import (
     Manifest,
     ManifestEntry,
@@ -30,6 +34,8 @@ from llenergymeasure.orchestrator.manifest import (
     utcnow,
 )
 from llenergymeasure.orchestrator.runners import Job, Outcome, Runner, get_runner
+from llenergymeasure.orchestrator.schedule import check_gpu_needs, resolve_execution, run_order
+from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
 from llenergymeasure.results.collate import collate
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
 
@@ -54,7 +60,7 @@ class RunSummary:
         return [e for e in self.manifest.entries if e.status == "failed"]
 
 
-class Events:
+class Events(WaitEvents):
     """Progress callbacks; the CLI draws them, the library API stays quiet."""
 
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
@@ -67,8 +73,17 @@ class Events:
         """Called once the entry's final status is saved."""
 
 
-def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path:
-    """Make the campaign directory with every exp.json and a manifest of pending entries."""
+def create_campaign(
+    campaign: Campaign,
+    output_root: Path | None = None,
+    *,
+    default_cycles: int = 1,
+    settings: UserSettings | None = None,
+) -> Path:
+    """Make the campaign directory with every exp.json and a manifest of pending entries, in
+    the order they will run. default_cycles applies where the file sets no `cycles` (the CLI
+    passes 3); settings default to `.lem-config.yaml` in the working directory."""
+    execution = resolve_execution(campaign.config, settings or load_settings())
     for exp in campaign.experiments:
         check_available(exp.config, campaign.base_dir)
     root = Path(output_root or campaign.config.output_dir)
@@ -88,35 +103,36 @@ def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path
     shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
 
     fingerprint = schema_fingerprint()
-    cycles = campaign.config.cycles
+    cycles = campaign.config.cycles or default_cycles
     entries: list[ManifestEntry] = []
-    for cycle in range(1, cycles + 1):
-        for exp in campaign.experiments:
-            rel_dir = Path(exp.experiment_id) / f"cycle-{cycle}"
-            spec = ExperimentSpec(
-                schema_fingerprint=fingerprint,
+    order = run_order(len(campaign.experiments), cycles, execution.order, execution.order_seed)
+    for index, cycle in order:
+        exp = campaign.experiments[index]
+        rel_dir = Path(exp.experiment_id) / f"cycle-{cycle}"
+        spec = ExperimentSpec(
+            schema_fingerprint=fingerprint,
+            experiment_id=exp.experiment_id,
+            campaign_id=campaign_id,
+            campaign_name=campaign.config.name,
+            cycle=cycle,
+            total_cycles=cycles,
+            attempt=1,
+            output_dir=str(campaign_dir / rel_dir),
+            base_dir=str(campaign.base_dir),
+            cache_dir=str(campaign_dir / CACHE_DIR),
+            config=exp.config,
+        )
+        write_text_atomic(campaign_dir / rel_dir / EXP_FILE, spec.model_dump_json(indent=2))
+        entries.append(
+            ManifestEntry(
                 experiment_id=exp.experiment_id,
-                campaign_id=campaign_id,
-                campaign_name=campaign.config.name,
                 cycle=cycle,
-                total_cycles=cycles,
-                attempt=1,
-                output_dir=str(campaign_dir / rel_dir),
-                base_dir=str(campaign.base_dir),
-                cache_dir=str(campaign_dir / CACHE_DIR),
-                config=exp.config,
+                backend=exp.config.backend,
+                label=exp.label,
+                runner=campaign.config.runner,
+                exp_path=str(rel_dir / EXP_FILE),
             )
-            write_text_atomic(campaign_dir / rel_dir / EXP_FILE, spec.model_dump_json(indent=2))
-            entries.append(
-                ManifestEntry(
-                    experiment_id=exp.experiment_id,
-                    cycle=cycle,
-                    backend=exp.config.backend,
-                    label=exp.label,
-                    runner=campaign.config.runner,
-                    exp_path=str(rel_dir / EXP_FILE),
-                )
-            )
+        )
     now = utcnow()
     manifest = Manifest(
         campaign_id=campaign_id,
@@ -132,6 +148,7 @@ def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path
         updated_at=now,
         total_cycles=cycles,
         timeout_s=campaign.config.timeout_s,
+        execution=execution,
         entries=entries,
     )
     ManifestStore(campaign_dir).save(manifest)
@@ -144,8 +161,11 @@ def run_campaign_dir(
     events: Events | None = None,
     runner: Runner | None = None,
     timeout_s: float | None = None,
+    gpus: tuple[int, ...] | None = None,
+    probe: TemperatureProbe = read_gpu_temperatures,
 ) -> RunSummary:
-    """Run every entry of the campaign that is not done; safe to call again after a crash."""
+    """Run every entry of the campaign that is not done; safe to call again after a crash.
+    With gpus, up to one experiment per GPU runs at a time, each pinned to its own GPU(s)."""
     events = events or Events()
     store = ManifestStore(campaign_dir)
     manifest = store.load()
@@ -162,15 +182,48 @@ def run_campaign_dir(
             summary.recovered.append(entry)
         else:
             to_run.append(entry)
+    needs: dict[str, int] = {}
+    if gpus is not None:
+        for entry in to_run:
+            needs[entry.experiment_id] = _read_spec(campaign_dir, entry).config.gpus_required()
+        check_gpu_needs(list(needs.items()), gpus)
     if summary.recovered:
         store.save(manifest)
     events.campaign_started(manifest, to_run)
 
+    def complete(entry: ManifestEntry, job: Job, outcome: Outcome) -> None:
+        _complete_entry(entry, job, outcome, store, manifest)
+        summary.ran.append(entry)
+        events.experiment_finished(entry, _read_result(job.output_dir / RESULT_FILE))
+
     try:
-        with runner or get_runner(to_run[0].runner if to_run else "local") as active:
-            for entry in to_run:
-                _run_entry(campaign_dir, manifest, entry, active, timeout_s, store, events)
-                summary.ran.append(entry)
+        # The runner exits first (stopping what still runs), then the threads are joined.
+        with (
+            ThreadPoolExecutor(max_workers=len(gpus or (None,))) as executor,
+            runner or get_runner(to_run[0].runner if to_run else "local") as active,
+        ):
+
+            def prepare(
+                entry: ManifestEntry, pinned: tuple[int, ...] | None, notes: list[str]
+            ) -> Job:
+                job = _prepare_entry(campaign_dir, manifest, entry, active.name, timeout_s)
+                entry.gpus = list(pinned) if pinned is not None else None
+                entry.warnings = notes
+                store.save(manifest)
+                events.experiment_started(entry)
+                return job if pinned is None else dataclasses.replace(job, gpus=pinned)
+
+            Dispatcher(
+                execution=manifest.execution,
+                runner=active,
+                executor=executor,
+                prepare=prepare,
+                complete=complete,
+                events=events,
+                gpus=gpus,
+                needs=needs,
+                probe=probe,
+            ).run(to_run)
     except KeyboardInterrupt:
         summary.interrupted = True
         for entry in manifest.entries:
@@ -182,21 +235,24 @@ def run_campaign_dir(
     return summary
 
 
-def _run_entry(
+def _read_spec(campaign_dir: Path, entry: ManifestEntry) -> ExperimentSpec:
+    return ExperimentSpec.model_validate_json((campaign_dir / entry.exp_path).read_bytes())
+
+
+def _prepare_entry(
     campaign_dir: Path,
     manifest: Manifest,
     entry: ManifestEntry,
-    runner: Runner,
+    runner_name: str,
     timeout_s: float | None,
-    store: ManifestStore,
-    events: Events,
-) -> None:
+) -> Job:
+    """Mark the entry running for a new attempt (the caller saves) and describe it as a Job."""
     exp_path = campaign_dir / entry.exp_path
     out_dir = exp_path.parent
     for stale in (RESULT_FILE, ERROR_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     entry.attempts += 1
-    spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
+    spec = _read_spec(campaign_dir, entry)
     # output_dir follows the campaign directory: it may have moved since exp.json was written.
     current = {
         "attempt": entry.attempts,
@@ -206,12 +262,9 @@ def _run_entry(
     if any(getattr(spec, key) != value for key, value in current.items()):
         spec = spec.model_copy(update=current)
         write_text_atomic(exp_path, spec.model_dump_json(indent=2))
-    entry.status, entry.runner = "running", runner.name
+    entry.status, entry.runner = "running", runner_name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
-    store.save(manifest)
-    events.experiment_started(entry)
-
-    job = Job(
+    return Job(
         exp_path=exp_path,
         output_dir=out_dir,
         log_path=out_dir / LOG_FILE,
@@ -223,18 +276,20 @@ def _run_entry(
         },
         timeout_s=timeout_s or manifest.timeout_s,
     )
-    outcome = runner.run(job)
-    result = _read_result(out_dir / RESULT_FILE)
+
+
+def _complete_entry(
+    entry: ManifestEntry, job: Job, outcome: Outcome, store: ManifestStore, manifest: Manifest
+) -> None:
+    result = _read_result(job.output_dir / RESULT_FILE)
     entry.finished_at = utcnow()
     if result is not None and outcome.returncode == 0:
         entry.status = "done"
         entry.result_path = str(Path(entry.exp_path).parent / RESULT_FILE)
     else:
         entry.status = "failed"
-        entry.error = _failure_cause(out_dir, outcome, job.timeout_s)
-        result = None
+        entry.error = _failure_cause(job.output_dir, outcome, job.timeout_s)
     store.save(manifest)
-    events.experiment_finished(entry, result)
 
 
 def _recover(campaign_dir: Path, entry: ManifestEntry) -> bool:

@@ -7,6 +7,7 @@ result.json is complete is recovered as done instead of being run again.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -14,10 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import Execution
 from llenergymeasure.errors import ConfigError
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = "1"
+MANIFEST_VERSION = "2"
 
 Status = Literal["pending", "running", "done", "failed"]
 
@@ -41,6 +43,13 @@ class ManifestEntry(BaseModel):
     exp_path: str = Field(description="exp.json, relative to the campaign directory.")
     result_path: str | None = Field(None, description="result.json once done, relative.")
     error: str | None = Field(None, description="One-line cause of the last failure.")
+    gpus: list[int] | None = Field(
+        None, description="GPU indices the last attempt was pinned to; null: not pinned."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="The orchestrator's warnings about the last attempt (e.g. thermal floor).",
+    )
 
     @property
     def key(self) -> str:
@@ -59,6 +68,7 @@ class Manifest(BaseModel):
     updated_at: datetime
     total_cycles: int
     timeout_s: float = Field(description="Per-experiment limit from the campaign file.")
+    execution: Execution = Field(description="Effective order, gaps, thermal floor, statistics.")
     entries: list[ManifestEntry]
 
     def pending(self) -> list[ManifestEntry]:
@@ -81,12 +91,23 @@ class ManifestStore:
 
     def load(self) -> Manifest:
         try:
-            return Manifest.model_validate_json(self.path.read_bytes())
+            text = self.path.read_bytes()
+            data = json.loads(text)
         except FileNotFoundError as e:
             raise ConfigError(
                 f"{self.campaign_dir} is not a campaign directory (no {MANIFEST_FILE})"
             ) from e
-        except (OSError, ValidationError) as e:
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.path} is unreadable or not a manifest: {e}") from e
+        version = data.get("manifest_version") if isinstance(data, dict) else None
+        if version is not None and version != MANIFEST_VERSION:
+            raise ConfigError(
+                f"{self.path} has manifest version {version}; this llenergymeasure reads "
+                f"version {MANIFEST_VERSION}: use the version that created the campaign"
+            )
+        try:
+            return Manifest.model_validate(data)
+        except ValidationError as e:
             raise ConfigError(f"{self.path} is unreadable or not a manifest: {e}") from e
 
     def save(self, manifest: Manifest) -> None:

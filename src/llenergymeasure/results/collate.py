@@ -26,8 +26,9 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
     return row
 
 
-def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
-    """Rebuild both tables from the manifest and each entry's result.json (the ground truth)."""
+def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
+    """One row per manifest entry, in run order, from each entry's result.json (the ground
+    truth); the orchestrator's warnings about an entry join the worker's."""
     rows: list[dict[str, Any]] = []
     for entry in manifest.entries:
         row: dict[str, Any] = {
@@ -37,6 +38,7 @@ def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
             "attempts": entry.attempts,
             "runner": entry.runner,
             "error": entry.error,
+            "gpus": ",".join(map(str, entry.gpus)) if entry.gpus is not None else None,
         }
         if entry.status == "done" and entry.result_path:
             try:
@@ -47,9 +49,16 @@ def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
                 row["status"], row["error"] = "failed", "result.json missing or unreadable"
             else:
                 row |= {k: v for k, v in result_row(result).items() if k not in row}
+                warnings = [*entry.warnings, *result.measurement_warnings]
+                row["measurement_warnings"] = "; ".join(warnings)
         rows.append(row)
     # Nullable dtypes: a failed row's gaps must not turn integer columns into floats.
-    frame = pd.DataFrame(rows).convert_dtypes()
+    return pd.DataFrame(rows).convert_dtypes()
+
+
+def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
+    """Rebuild both tables (results.csv, results.parquet) from the manifest and result files."""
+    frame = results_frame(campaign_dir, manifest)
     _replace(campaign_dir / RESULTS_CSV, lambda p: frame.to_csv(p, index=False))
     _replace(campaign_dir / RESULTS_PARQUET, lambda p: frame.to_parquet(p, index=False))
     return frame

@@ -2,7 +2,9 @@
 
 Every runner takes the same Job and returns the same Outcome; only files cross the boundary
 (exp.json in; result.json or error.json and a log out). A runner is a context manager so that
-whatever it started is gone when the campaign stops, by error or Ctrl+C included.
+whatever it started is gone when the campaign stops, by error or Ctrl+C included: run() is
+called from worker threads (several at once with --gpus), so a Ctrl+C reaches the campaign
+loop, not run(), and __exit__ must stop every job still running.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class Job:
     log_path: Path
     env: dict[str, str]
     timeout_s: float
+    gpus: tuple[int, ...] | None = None
+    """GPU indices (nvidia-smi order) the worker must see and use alone; None: not pinned."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class Outcome:
 
 class Runner(Protocol):
     name: str
+    fresh_container_per_run: bool
+    """Every run starts in a new container (gaps may be skipped there, if the user opts in)."""
 
     def run(self, job: Job) -> Outcome: ...
 

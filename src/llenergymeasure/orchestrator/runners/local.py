@@ -9,21 +9,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import IO
 
+from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import Job, Outcome
 
 
 class WorkerProcess:
-    """A worker process group that is killed on exit unless it already ended."""
+    """A worker process group; kill() ends the whole group (it may hold the worker's children
+    even after the worker itself exited)."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], log: IO[bytes]) -> None:
         self.cmd, self.env, self.log = cmd, env, log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> subprocess.Popen[bytes]:
+    def start(self) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
             self.cmd,
             env=self.env,
@@ -41,18 +44,15 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # The group may still hold children of a worker that itself exited.
-        self.kill()
-
 
 class LocalRunner:
     name = "local"
+    fresh_container_per_run = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[WorkerProcess] = set()
+        self._closed = False
 
     def __enter__(self) -> LocalRunner:
         return self
@@ -63,7 +63,11 @@ class LocalRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        with self._lock:
+            self._closed = True
+            active = list(self._active)
+        for worker in active:
+            worker.kill()
 
     def run(self, job: Job) -> Outcome:
         cmd = [sys.executable, "-m", "llenergymeasure.worker", str(job.exp_path)]
@@ -73,14 +77,29 @@ class LocalRunner:
             "LEM_PARENT_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
+        if job.gpus is not None:
+            # PCI bus order makes CUDA's indices the ones nvidia-smi and NVML use.
+            env |= {
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.gpus)),
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            }
         t0 = time.monotonic()
         with job.log_path.open("ab") as log:
             worker = WorkerProcess(cmd, env, log)
-            with worker as proc:
+            with self._lock:
+                if self._closed:
+                    raise DispatchError("the local runner was closed; no new worker starts")
+                proc = worker.start()
+                self._active.add(worker)
+            try:
                 try:
                     returncode: int | None = proc.wait(timeout=job.timeout_s)
                     timed_out = False
                 except subprocess.TimeoutExpired:
                     worker.kill()
                     returncode, timed_out = None, True
+            finally:
+                with self._lock:
+                    self._active.discard(worker)
+                worker.kill()
         return Outcome(returncode=returncode, timed_out=timed_out, wall_s=time.monotonic() - t0)
