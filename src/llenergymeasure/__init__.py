@@ -1,3 +1,24 @@
-"""LLenergyMeasure: what LLM inference really costs in energy, measured honestly."""
+"""LLenergyMeasure: what LLM inference really costs in energy, measured honestly.
+
+The library API (run_campaign, run_experiment, load_results; see api.py) is imported on first
+use, so that a worker importing this package does not load the orchestrator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["CampaignResults", "load_results", "run_campaign", "run_experiment"]
+
+if TYPE_CHECKING:
+    from llenergymeasure.api import CampaignResults, load_results, run_campaign, run_experiment
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from llenergymeasure import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'llenergymeasure' has no attribute {name!r}")

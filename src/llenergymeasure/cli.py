@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure import __version__
+from llenergymeasure.api import load_results
 from llenergymeasure.config.campaign import Order
 from llenergymeasure.config.grid import Campaign, load_campaign, load_experiment
 from llenergymeasure.config.settings import load_settings
@@ -31,7 +31,6 @@ from llenergymeasure.orchestrator.campaign import (
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
 from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
 from llenergymeasure.results.collate import RESULTS_CSV
-from llenergymeasure.results.schema import ExperimentResult
 
 app = typer.Typer(
     help="LLenergyMeasure: measure the energy, throughput and latency of LLM inference.",
@@ -158,6 +157,62 @@ def resume(
     _execute(directory, timeout, quiet, verbose, json_out, pinned)
 
 
+CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
+
+
+@app.command()
+def results(
+    campaign_dir: CampaignDir,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="Parameters to group by, e.g. backend,batch_size (default: the campaign's "
+            "statistics.group_by, else one group per experiment).",
+        ),
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Print the statistics across cycles: mean and CI per configuration (or group)."""
+    keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
+    loaded = load_results(campaign_dir, group_by=keys)
+    if json_out:
+        records = json.loads(loaded.summary.to_json(orient="records"))
+        data = {
+            "campaign_id": loaded.manifest.campaign_id,
+            "campaign_dir": str(loaded.campaign_dir),
+            "counts": loaded.manifest.counts(),
+            "summary": records,
+        }
+        out.print_json(json.dumps(data))
+        return
+    out.print(summary_table(f"Campaign {loaded.manifest.campaign_id}", loaded.summary))
+    counts = loaded.manifest.counts()
+    out.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending.")
+
+
+@app.command()
+def report(
+    campaign_dir: CampaignDir,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where to write (default: <campaign>/report)."),
+    ] = None,
+    timeseries: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--timeseries",
+            help="Experiment id (or unique prefix) whose power time-series to plot; repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Write report.html (self-contained) and PNG plots for a campaign."""
+    from llenergymeasure.results.report import write_report  # matplotlib: only when asked
+
+    path = write_report(load_results(campaign_dir), output_dir, timeseries)
+    out.print(f"Report: {path} (plots beside it)", soft_wrap=True)
+
+
 def _start(
     loaded: Campaign,
     output_dir: Path | None,
@@ -213,12 +268,12 @@ def _execute(
     verbosity = 0 if quiet or json_out else (2 if verbose else 1)
     with ConsoleEvents(err, verbosity) as events:
         summary = run_campaign_dir(directory, events=events, timeout_s=timeout, gpus=gpus)
-    results = _load_results(summary)
     if json_out:
         out.print_json(json.dumps(_json_summary(summary)))
     else:
-        if not quiet:
-            out.print(summary_table(summary, results))
+        if not quiet and summary.statistics is not None:
+            title = f"Campaign {summary.manifest.campaign_id}"
+            out.print(summary_table(title, summary.statistics))
         _print_outcome(summary, verbose)
     if summary.interrupted:
         raise typer.Exit(130)
@@ -255,18 +310,6 @@ def _json_summary(summary: RunSummary) -> dict[str, object]:
             for e in summary.failed
         ],
     }
-
-
-def _load_results(summary: RunSummary) -> list[ExperimentResult]:
-    results = []
-    for entry in summary.manifest.entries:
-        if entry.status == "done" and entry.result_path:
-            try:
-                path = summary.campaign_dir / entry.result_path
-                results.append(ExperimentResult.model_validate_json(path.read_bytes()))
-            except (OSError, ValidationError):
-                continue
-    return results
 
 
 def _print_entries(title: str, rows: list[str], json_out: bool) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from types import TracebackType
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llenergymeasure.orchestrator.campaign import Events, RunSummary
+from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
+from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT
 from llenergymeasure.results.schema import ExperimentResult
 
 
@@ -39,6 +42,7 @@ class ConsoleEvents(Events):
         self.task: Any = None
         self.running: dict[str, str] = {}
         self.last_wait: tuple[str, str] | None = None
+        self.warned: set[str] = set()
 
     def __enter__(self) -> ConsoleEvents:
         self.progress.start()
@@ -61,8 +65,9 @@ class ConsoleEvents(Events):
     def experiment_started(self, entry: ManifestEntry) -> None:
         self.running[entry.key] = f"{describe(entry)}{_on_gpus(entry)}"
         self._show_running()
-        if self.verbosity >= 1 and entry.warnings:
-            for warning in entry.warnings:
+        for warning in entry.warnings:
+            if self.verbosity >= 1 and warning not in self.warned:  # each text once
+                self.warned.add(warning)
                 self.console.print(f"[yellow]warning[/] {describe(entry)}: {escape(warning)}")
 
     def _show_running(self) -> None:
@@ -70,19 +75,12 @@ class ConsoleEvents(Events):
         self.progress.update(self.task, current=f"running {running}" if running else "")
 
     def waiting(self, entry: ManifestEntry, reason: str, remaining_s: float) -> None:
-        self.progress.update(
-            self.task,
-            current=f"waiting {remaining_s:.0f} s ({escape(reason)}) before {describe(entry)}",
-        )
+        text = f"waiting {math.ceil(remaining_s)} s ({escape(reason)}) before {describe(entry)}"
+        self.progress.update(self.task, current=text)
         # Without a live display (a log, a pipe) say once per wait what is happening.
-        if (
-            self.verbosity >= 1
-            and not self.console.is_terminal
-            and (self.last_wait != (entry.key, reason))
-        ):
-            self.console.print(
-                f"waiting {remaining_s:.0f} s ({escape(reason)}) before {describe(entry)}"
-            )
+        fresh = self.last_wait != (entry.key, reason)
+        if self.verbosity >= 1 and not self.console.is_terminal and fresh:
+            self.console.print(text)
         self.last_wait = (entry.key, reason)
 
     def notice(self, message: str) -> None:
@@ -112,38 +110,51 @@ def _on_gpus(entry: ManifestEntry) -> str:
     return f" on GPU {','.join(map(str, entry.gpus))}" if entry.gpus is not None else ""
 
 
-def summary_table(summary: RunSummary, results: list[ExperimentResult]) -> Table:
-    """Per experiment (means over its done cycles): throughput, latency, memory, energy."""
-    by_id: dict[str, list[ExperimentResult]] = {}
-    for result in results:
-        by_id.setdefault(result.experiment_id, []).append(result)
-    table = Table(title=f"Campaign {summary.manifest.campaign_id}")
-    table.add_column("experiment")
-    for column in ("cycles done", "tokens/s", "p50 latency s", "peak MB", "J/token"):
-        table.add_column(column, justify="right")
-    seen: set[str] = set()
-    for entry in summary.manifest.entries:
-        if entry.experiment_id in seen:
-            continue
-        seen.add(entry.experiment_id)
-        runs = by_id.get(entry.experiment_id, [])
-        label = ", ".join(f"{k}={v}" for k, v in entry.label.items()) or entry.experiment_id
-        if not runs:
-            table.add_row(escape(label), "0", "-", "-", "-", "-")
-            continue
-        energies = [r.energy.energy_raw_per_output_token_j for r in runs]
-        known = [e for e in energies if e is not None]
-        peaks = [r.peak_memory_mb for r in runs if r.peak_memory_mb is not None]
+TABLE_METRICS = {
+    "output_tokens_per_s": "tokens/s",
+    "latency_p50_s": "p50 latency s",
+    "peak_memory_mb": "peak MB",
+    "energy_raw_per_output_token_j": "J/token",
+    "energy_adjusted_per_output_token_j": "J/token adjusted",
+}
+
+
+def summary_table(title: str, statistics: pd.DataFrame) -> Table:
+    """One row per group of summary.csv: the mean and CI of the headline metrics."""
+    table = Table(title=title)
+    labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
+    shown = [c for c in labels if c != "experiment_id"] or labels
+    table.add_column("experiment" if shown == ["experiment_id"] else ", ".join(shown))
+    table.add_column("runs", justify="right")
+    for heading in TABLE_METRICS.values():
+        table.add_column(heading, justify="right")
+    for _, group in statistics.groupby(labels, dropna=False, sort=False):
+        by_metric = {row["metric"]: row for _, row in group.iterrows()}
+        first = group.iloc[0]
         table.add_row(
-            escape(label),
-            f"{len(runs)}/{summary.manifest.total_cycles}",
-            f"{_mean([r.output_tokens_per_s for r in runs]):.1f}",
-            f"{_mean([r.latency.p50_s for r in runs]):.3f}",
-            f"{_mean(peaks):.0f}" if peaks else "n/a",
-            f"{_mean(known):.4g}" if known else "n/a",
+            escape(", ".join(_cell(first[c]) for c in shown)),
+            str(by_metric["output_tokens_per_s"]["n"]),
+            *(_estimate(by_metric[m]) for m in TABLE_METRICS),
         )
+    if len(statistics):
+        confidence = float(statistics["confidence"].iloc[0])
+        table.caption = (
+            f"mean [{confidence:.0%} CI, percentile bootstrap across runs]; "
+            "n/a: not measured (energy needs an NVIDIA GPU)"
+        )
+        if int(statistics["n"].max()) < FEW_RUNS:
+            table.caption += f"\n{FEW_RUNS_CAVEAT}"
     return table
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _estimate(row: pd.Series) -> str:
+    if pd.isna(row["mean"]):
+        return "n/a"
+    text = f"{row['mean']:.3g}"
+    if not pd.isna(row["ci_low"]):
+        text += f" [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
+    return text
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value is pd.NA else str(value)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 from llenergymeasure.results.schema import (
     EnergyFigures,
     Environment,
@@ -89,3 +91,22 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
 def result_for() -> Callable[..., ExperimentResult]:
     """result_for(spec, **overrides) -> a valid ExperimentResult (see make_result)."""
     return make_result
+
+
+OverridesFor = Callable[[ExperimentSpec], dict[str, object]]
+
+
+def finish_campaign(directory: Path, overrides_for: OverridesFor) -> Manifest:
+    """Play the workers of a created campaign: write each entry's result.json (make_result
+    with overrides_for(spec)) and mark the entry done in the manifest."""
+    store = ManifestStore(directory)
+    manifest = store.load()
+    for entry in manifest.entries:
+        exp_path = directory / entry.exp_path
+        spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
+        result = make_result(spec, **overrides_for(spec))
+        write_text_atomic(exp_path.parent / "result.json", result.model_dump_json())
+        entry.status, entry.attempts = "done", 1
+        entry.result_path = str(Path(entry.exp_path).parent / "result.json")
+    store.save(manifest)
+    return manifest

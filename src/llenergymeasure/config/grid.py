@@ -51,7 +51,8 @@ class Campaign:
 
     config: CampaignConfig
     experiments: list[PlannedExperiment]
-    source: Path
+    source: Path | None
+    """The file it was read from; None when given as data (the library API)."""
     base_dir: Path
     notices: list[str] = field(default_factory=list)
 
@@ -67,6 +68,20 @@ def load_campaign(path: Path, overrides: Mapping[str, Any] | None = None) -> Cam
     """Read, validate and expand a campaign file; any problem is a ConfigError. overrides
     replace top-level keys of the file (CLI flags, library arguments)."""
     doc = read_yaml(path, what="campaign file")
+    return _campaign(doc, overrides, source=path, base_dir=path.resolve().parent)
+
+
+def campaign_from_data(
+    data: Mapping[str, Any], base_dir: Path, overrides: Mapping[str, Any] | None = None
+) -> Campaign:
+    """A campaign given as data (the library API), checked exactly like a file."""
+    doc = YamlDocument(path=Path("<campaign argument>"), data=dict(data), node=None)
+    return _campaign(doc, overrides, source=None, base_dir=base_dir)
+
+
+def _campaign(
+    doc: YamlDocument, overrides: Mapping[str, Any] | None, source: Path | None, base_dir: Path
+) -> Campaign:
     if overrides:
         check_overrides(overrides)
         doc = dataclasses.replace(doc, data={**doc.data, **overrides})
@@ -75,13 +90,7 @@ def load_campaign(path: Path, overrides: Mapping[str, Any] | None = None) -> Cam
     except ValidationError as e:
         raise explain_validation_error(e, CampaignConfig, doc) from e
     experiments, notices = expand(config, doc)
-    return Campaign(
-        config=config,
-        experiments=experiments,
-        source=path,
-        base_dir=path.resolve().parent,
-        notices=notices,
-    )
+    return Campaign(config, experiments, source=source, base_dir=base_dir, notices=notices)
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> None:
@@ -98,21 +107,36 @@ def check_overrides(overrides: Mapping[str, Any]) -> None:
             raise ConfigError("invalid override " + "; ".join(problems)) from e
 
 
-def load_experiment(path: Path) -> Campaign:
-    """An experiment file (ExperimentConfig keys at the top level) as a campaign of one."""
+def load_experiment(path: Path, overrides: Mapping[str, Any] | None = None) -> Campaign:
+    """An experiment file (ExperimentConfig keys at the top level) as a campaign of one;
+    overrides replace top-level keys of the file."""
     doc = read_yaml(path, what="experiment file")
     ok = set("._-")  # the campaign name pattern is ASCII-only
     name = "".join(c if (c.isascii() and c.isalnum()) or c in ok else "-" for c in path.stem)
-    name = name[:64]
-    config = CampaignConfig(name=name.lstrip("._-") or "run", base=doc.data, cycles=1)
+    name = name[:64].lstrip("._-") or "run"
+    return _experiment(doc, overrides, name, source=path, base_dir=path.resolve().parent)
+
+
+def experiment_from_data(
+    data: Mapping[str, Any], base_dir: Path, overrides: Mapping[str, Any] | None = None
+) -> Campaign:
+    """One experiment given as data (the library API) as a campaign of one."""
+    doc = YamlDocument(path=Path("<experiment argument>"), data=dict(data), node=None)
+    return _experiment(doc, overrides, "run", source=None, base_dir=base_dir)
+
+
+def _experiment(
+    doc: YamlDocument,
+    overrides: Mapping[str, Any] | None,
+    name: str,
+    source: Path | None,
+    base_dir: Path,
+) -> Campaign:
+    if overrides:
+        doc = dataclasses.replace(doc, data={**doc.data, **overrides})
+    config = CampaignConfig(name=name, base=doc.data, cycles=1)
     experiments, notices = expand(config, doc, base_prefix=())
-    return Campaign(
-        config=config,
-        experiments=experiments,
-        source=path,
-        base_dir=path.resolve().parent,
-        notices=notices,
-    )
+    return Campaign(config, experiments, source=source, base_dir=base_dir, notices=notices)
 
 
 def expand(

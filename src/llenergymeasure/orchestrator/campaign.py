@@ -5,6 +5,7 @@ Layout of a campaign directory:
     manifest.json                 state (see manifest.py)
     <experiment_id>/cycle-<n>/    exp.json, worker.log, result.json | error.json
     results.csv, results.parquet  one row per experiment and cycle
+    summary.csv, summary.parquet  statistics across cycles (results/aggregate.py)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+import yaml
 from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
@@ -36,6 +39,7 @@ from llenergymeasure.orchestrator.manifest import (
 from llenergymeasure.orchestrator.runners import Job, Outcome, Runner, get_runner
 from llenergymeasure.orchestrator.schedule import check_gpu_needs, resolve_execution, run_order
 from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
+from llenergymeasure.results.aggregate import summarize, write_summary
 from llenergymeasure.results.collate import collate
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
 
@@ -54,6 +58,8 @@ class RunSummary:
     ran: list[ManifestEntry] = field(default_factory=list)
     recovered: list[ManifestEntry] = field(default_factory=list)
     interrupted: bool = False
+    statistics: pd.DataFrame | None = None
+    """summary.csv's table, once the campaign stops."""
 
     @property
     def failed(self) -> list[ManifestEntry]:
@@ -100,7 +106,11 @@ def create_campaign(
     except OSError as e:
         raise ConfigError(f"cannot create campaign directory {campaign_dir}: {e}") from e
     campaign_dir = campaign_dir.resolve()
-    shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
+    if campaign.source is not None:
+        shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
+    else:  # given as data: keep what was given, as a file that `lem campaign` could run
+        given = campaign.config.model_dump(mode="json", exclude_unset=True)
+        write_text_atomic(campaign_dir / "campaign.yaml", yaml.safe_dump(given, sort_keys=False))
 
     fingerprint = schema_fingerprint()
     cycles = campaign.config.cycles or default_cycles
@@ -231,7 +241,9 @@ def run_campaign_dir(
                 entry.status, entry.error = "pending", "interrupted by the user"
         store.save(manifest)
     finally:
-        collate(campaign_dir, manifest)
+        runs = collate(campaign_dir, manifest)
+        summary.statistics = summarize(runs, manifest.execution.statistics)
+        write_summary(campaign_dir, summary.statistics)
     return summary
 
 

@@ -14,8 +14,9 @@ from llenergymeasure.results.schema import ExperimentResult
 if TYPE_CHECKING:
     from llenergymeasure.orchestrator.manifest import Manifest
 
-RESULTS_CSV = "results.csv"
-RESULTS_PARQUET = "results.parquet"
+RESULTS_STEM = "results"
+RESULTS_CSV = f"{RESULTS_STEM}.csv"
+RESULTS_PARQUET = f"{RESULTS_STEM}.parquet"
 
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
@@ -59,9 +60,14 @@ def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
 def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
     """Rebuild both tables (results.csv, results.parquet) from the manifest and result files."""
     frame = results_frame(campaign_dir, manifest)
-    _replace(campaign_dir / RESULTS_CSV, lambda p: frame.to_csv(p, index=False))
-    _replace(campaign_dir / RESULTS_PARQUET, lambda p: frame.to_parquet(p, index=False))
+    write_tables(frame, campaign_dir, RESULTS_STEM)
     return frame
+
+
+def write_tables(frame: pd.DataFrame, directory: Path, stem: str) -> None:
+    """<stem>.csv and <stem>.parquet, each swapped in whole (a reader never sees half)."""
+    _replace(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
+    _replace(directory / f"{stem}.parquet", lambda p: frame.to_parquet(p, index=False))
 
 
 def _replace(path: Path, write: Any) -> None:

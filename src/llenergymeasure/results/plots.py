@@ -1,0 +1,258 @@
+"""Report figures (matplotlib, no display needed). Each function returns a Figure.
+
+A metric nobody measured (energy on a CPU) is never drawn as zeros: its panel says
+"no energy measured" instead. Inputs are the per-experiment summary (summary.csv grouped by
+experiment), the per-run table (results.csv) and power time-series (timeseries.parquet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+ENERGY = "energy_raw_per_output_token_j"
+THROUGHPUT = "output_tokens_per_s"
+LATENCY = "latency_p50_s"
+AXIS_LABELS = {
+    ENERGY: "energy per output token (J, raw)",
+    THROUGHPUT: "throughput (output tokens/s)",
+    LATENCY: "p50 request latency (s)",
+}
+NO_ENERGY = "no energy measured"
+NO_ENERGY_DETAIL = "(energy needs an NVIDIA GPU with NVML;\nnull in the results, not zero)"
+
+
+def metric_table(per_experiment: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of one metric, indexed by experiment id."""
+    return per_experiment[per_experiment["metric"] == metric].set_index("experiment_id")
+
+
+def measured(per_experiment: pd.DataFrame, metric: str) -> bool:
+    rows = metric_table(per_experiment, metric)
+    return bool(len(rows)) and int(rows["n"].max()) > 0
+
+
+def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequence[str]) -> Figure:
+    """Energy per token, throughput and latency against one swept parameter, with CI error
+    bars; one line per combination of the other swept parameters."""
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    others = [p for p in swept if p != parameter]
+    values = _ordered(per_experiment[parameter].dropna().unique())
+    numeric = all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+        for v in values
+    )
+    for ax, metric in zip(axes, (ENERGY, THROUGHPUT, LATENCY), strict=True):
+        if metric == ENERGY and not measured(per_experiment, ENERGY):
+            _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
+            ax.set_title(AXIS_LABELS[metric], fontsize=10)
+            continue
+        rows = metric_table(per_experiment, metric).reset_index()
+        groups = rows.groupby(others, dropna=False, sort=False) if others else [((), rows)]
+        for index, (key, group) in enumerate(groups):
+            points = group[group["n"] > 0]
+            if points.empty:
+                continue
+            order = points[parameter].map(values.index)
+            points = points.assign(_order=order).sort_values("_order")
+            x = _positions(list(points[parameter]), values, numeric, index, len(others) > 0)
+            ax.errorbar(
+                x,
+                points["mean"].astype(float),
+                yerr=_error_bars(points),
+                marker="o",
+                capsize=4,
+                label=_series_label(others, key),
+            )
+        ax.set_title(AXIS_LABELS[metric], fontsize=10)
+        ax.set_xlabel(parameter)
+        _x_axis(ax, values, numeric)
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Metrics vs {parameter} (mean and CI across runs)")
+    return fig
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower energy (first) and higher
+    throughput (second), ordered by energy."""
+    front = []
+    for i, (energy, throughput) in enumerate(points):
+        dominated = any(
+            (e <= energy and t >= throughput) and (e < energy or t > throughput)
+            for j, (e, t) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_figure(per_experiment: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Throughput against energy per token, one point per experiment; the Pareto front (no
+    other configuration is both cheaper and faster) is joined and highlighted."""
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    ax.set_title("Throughput vs energy per token (Pareto front marked)")
+    if not measured(per_experiment, ENERGY):
+        _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
+        return fig
+    energy = metric_table(per_experiment, ENERGY)
+    throughput = metric_table(per_experiment, THROUGHPUT)
+    ids = [i for i in energy.index if energy.loc[i, "n"] > 0 and throughput.loc[i, "n"] > 0]
+    points = [(float(energy.loc[i, "mean"]), float(throughput.loc[i, "mean"])) for i in ids]
+    ax.errorbar(
+        [p[0] for p in points],
+        [p[1] for p in points],
+        xerr=_error_bars(energy.loc[ids]),
+        yerr=_error_bars(throughput.loc[ids]),
+        fmt="o",
+        color="tab:gray",
+        capsize=3,
+        label="configuration",
+    )
+    front = pareto_front(points)
+    ax.plot(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        "-o",
+        color="tab:red",
+        markersize=9,
+        zorder=3,
+        label="Pareto front",
+    )
+    for experiment_id, (x, y) in zip(ids, points, strict=True):
+        ax.annotate(
+            labels.get(experiment_id, experiment_id),
+            (x, y),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(AXIS_LABELS[ENERGY])
+    ax.set_ylabel(AXIS_LABELS[THROUGHPUT])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def timeseries_figure(series: dict[str, pd.DataFrame]) -> Figure:
+    """GPU power over each chosen run: warm-up in grey, the measured window in colour."""
+    rows = max(1, len(series))
+    fig = Figure(figsize=(10, 2.4 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
+    fig.suptitle("GPU power during warm-up and the measured window")
+    if not series:
+        _say(axes[0], "no power time-series recorded", "(timeseries.parquet comes with NVML)")
+        return fig
+    for ax, (label, frame) in zip(axes, series.items(), strict=True):
+        for phase, style in (("warmup", {"color": "0.6"}), ("measured", {"color": "tab:blue"})):
+            part = frame[frame["phase"] == phase]
+            if not part.empty:
+                ax.plot(part["t_s"], part["power_w"], label=phase, **style)
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("power (W)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[-1].set_xlabel("seconds from window start")
+    return fig
+
+
+def cycle_spread_figure(runs: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Every run's value per experiment, coloured by cycle: how much cycles disagree."""
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    done = runs[runs["status"] == "done"]
+    ids = list(dict.fromkeys(done["experiment_id"]))
+    columns = {
+        THROUGHPUT: "output_tokens_per_s",
+        ENERGY: "energy.energy_raw_per_output_token_j",
+    }
+    for ax, (metric, column) in zip(axes, columns.items(), strict=True):
+        ax.set_title(AXIS_LABELS[metric] + ", per run", fontsize=10)
+        values = pd.to_numeric(done.get(column, pd.Series(dtype=float)), errors="coerce")
+        if metric == ENERGY and values.isna().all():
+            _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
+            continue
+        for cycle in sorted(done["cycle"].unique()):
+            in_cycle = done["cycle"] == cycle
+            xs = [ids.index(i) for i in done.loc[in_cycle, "experiment_id"]]
+            ax.scatter(xs, values[in_cycle], label=f"cycle {cycle}", s=30, alpha=0.8)
+        for x, experiment_id in enumerate(ids):
+            mean = values[done["experiment_id"] == experiment_id].mean()
+            if not math.isnan(mean):
+                ax.hlines(mean, x - 0.3, x + 0.3, color="black", linewidth=1)
+        ax.set_xticks(
+            range(len(ids)), [labels.get(i, i) for i in ids], rotation=30, ha="right", fontsize=8
+        )
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.suptitle("Per-cycle spread (bar: mean)")
+    return fig
+
+
+def _say(ax: Axes, text: str, detail: str = "") -> None:
+    ax.text(0.5, 0.55, text, ha="center", va="center", fontsize=14, transform=ax.transAxes)
+    if detail:
+        ax.text(
+            0.5,
+            0.35,
+            detail,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.4",
+            transform=ax.transAxes,
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _error_bars(rows: pd.DataFrame) -> np.ndarray:
+    """Asymmetric CI error bars; 0 where there is no CI (a single run)."""
+    mean = rows["mean"].astype(float).to_numpy()
+    low = rows["ci_low"].astype(float).fillna(rows["mean"].astype(float)).to_numpy()
+    high = rows["ci_high"].astype(float).fillna(rows["mean"].astype(float)).to_numpy()
+    return np.vstack([mean - low, high - mean])
+
+
+def _ordered(values: Any) -> list[Any]:
+    items = list(values)
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=str)
+
+
+def _positions(
+    xs: list[Any], values: list[Any], numeric: bool, series: int, offset: bool
+) -> list[float]:
+    if numeric:
+        return [float(x) for x in xs]
+    shift = (series % 5 - 2) * 0.06 if offset else 0.0  # keep overlapping series apart
+    return [values.index(x) + shift for x in xs]
+
+
+def _x_axis(ax: Axes, values: list[Any], numeric: bool) -> None:
+    if not numeric:
+        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xlim(-0.5, len(values) - 0.5)
+        return
+    positive = [float(v) for v in values if float(v) > 0]
+    if len(positive) == len(values) and max(positive) / min(positive) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks([float(v) for v in values], [str(v) for v in values])
+    ax.minorticks_off()
+
+
+def _series_label(names: Sequence[str], key: Any) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True))

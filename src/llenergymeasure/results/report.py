@@ -1,0 +1,285 @@
+"""`lem report`: a self-contained report.html (plots embedded, no network needed to view it)
+plus the same plots as PNG files, for one campaign directory."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from llenergymeasure import __version__
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.results import plots
+from llenergymeasure.results.aggregate import (
+    FEW_RUNS,
+    FEW_RUNS_CAVEAT,
+    summarize,
+    swept_parameters,
+)
+
+if TYPE_CHECKING:
+    from llenergymeasure.api import CampaignResults
+
+REPORT_DIR = "report"
+REPORT_FILE = "report.html"
+TIMESERIES_FILE = "timeseries.parquet"
+TIMESERIES_COLUMNS = ("t_s", "phase", "power_w")
+DEFAULT_TIMESERIES = 6
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str
+    title: str
+    figure: Figure
+
+
+def write_report(
+    loaded: CampaignResults, out_dir: Path | None = None, timeseries: list[str] | None = None
+) -> Path:
+    """Write report.html and one PNG per plot into out_dir (default: <campaign>/report);
+    timeseries picks the experiments whose power time-series are drawn (ids or unique id
+    prefixes; default: the first few that have one). Returns the report.html path."""
+    out = out_dir or loaded.campaign_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    statistics = loaded.manifest.execution.statistics
+    per_experiment = summarize(loaded.runs, statistics.model_copy(update={"group_by": None}))
+    swept = swept_parameters(loaded.runs)
+    labels = _labels(per_experiment, swept)
+    series, notes = _timeseries(loaded, labels, timeseries)
+
+    figures = [
+        Plot(
+            f"metrics_vs_{_slug(p)}",
+            f"Energy per token, throughput and latency vs {p}",
+            plots.parameter_figure(per_experiment, p, swept),
+        )
+        for p in swept
+    ]
+    figures += [
+        Plot(
+            "pareto", "Throughput vs energy per token", plots.pareto_figure(per_experiment, labels)
+        ),
+        Plot("power_timeseries", "Power time-series", plots.timeseries_figure(series)),
+        Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(loaded.runs, labels)),
+    ]
+    images: list[tuple[Plot, str]] = []
+    for plot in figures:
+        buffer = io.BytesIO()
+        plot.figure.savefig(buffer, format="png", dpi=110)
+        png = buffer.getvalue()
+        (out / f"{plot.name}.png").write_bytes(png)
+        images.append((plot, base64.b64encode(png).decode("ascii")))
+
+    page = _page(loaded, per_experiment, swept, images, notes)
+    path = out / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _labels(per_experiment: pd.DataFrame, swept: list[str]) -> dict[str, str]:
+    """experiment id -> 'batch_size=8, precision=bf16' (its swept values), else the id."""
+    labels: dict[str, str] = {}
+    for _, row in per_experiment.drop_duplicates("experiment_id").iterrows():
+        text = ", ".join(f"{p}={row[p]}" for p in swept)
+        labels[str(row["experiment_id"])] = text or str(row["experiment_id"])
+    return labels
+
+
+def _timeseries(
+    loaded: CampaignResults, labels: dict[str, str], chosen: list[str] | None
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Power time-series to draw (label -> frame) and notes on what was not drawn. Per
+    experiment, its first done run that has a timeseries.parquet."""
+    ids = list(dict.fromkeys(e.experiment_id for e in loaded.manifest.entries))
+    wanted = [_resolve(prefix, ids) for prefix in chosen] if chosen is not None else ids
+    notes: list[str] = []
+    found: dict[str, pd.DataFrame] = {}
+    for entry in loaded.manifest.entries:
+        if entry.experiment_id not in wanted or entry.experiment_id in found:
+            continue
+        path = loaded.campaign_dir / Path(entry.exp_path).parent / TIMESERIES_FILE
+        if entry.status != "done" or not path.is_file():
+            continue
+        frame = pd.read_parquet(path)
+        missing = [c for c in TIMESERIES_COLUMNS if c not in frame.columns]
+        if missing:
+            notes.append(f"{path} lacks column(s) {', '.join(missing)}; not drawn")
+            continue
+        label = f"{labels.get(entry.experiment_id, entry.experiment_id)} (cycle {entry.cycle})"
+        found[entry.experiment_id] = frame.assign(_label=label)
+    if chosen is not None:
+        notes += [f"experiment {i} has no power time-series" for i in wanted if i not in found]
+        drawn = [i for i in wanted if i in found]
+    else:
+        drawn = [i for i in ids if i in found][:DEFAULT_TIMESERIES]
+        if len(found) > len(drawn):
+            notes.append(
+                f"power time-series drawn for {len(drawn)} of {len(found)} experiments; "
+                "choose others with `lem report --timeseries EXPERIMENT_ID`"
+            )
+    return {str(found[i]["_label"].iloc[0]): found[i] for i in drawn}, notes
+
+
+def _resolve(prefix: str, ids: list[str]) -> str:
+    matches = [i for i in ids if i.startswith(prefix)]
+    if len(matches) != 1:
+        what = "no experiment" if not matches else f"{len(matches)} experiments"
+        raise ConfigError(f"--timeseries {prefix!r} matches {what}; experiments: {', '.join(ids)}")
+    return matches[0]
+
+
+def _page(
+    loaded: CampaignResults,
+    per_experiment: pd.DataFrame,
+    swept: list[str],
+    images: list[tuple[Plot, str]],
+    notes: list[str],
+) -> str:
+    manifest = loaded.manifest
+    execution = manifest.execution
+    counts = manifest.counts()
+    gaps = execution.gaps
+    seed = f" (order_seed {execution.order_seed})" if execution.order_seed is not None else ""
+    floor = (
+        f"{execution.thermal_floor_c:g} °C (wait up to {execution.thermal_floor_max_wait_s:g} s)"
+        if execution.thermal_floor_c is not None
+        else "none"
+    )
+    devices = sorted({str(r.environment.device) for r in loaded.results}) or ["-"]
+    facts = [
+        ("campaign", manifest.campaign_id),
+        ("created", manifest.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("runs", f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending"),
+        ("cycles", str(manifest.total_cycles)),
+        ("order", f"{execution.order}{seed}"),
+        (
+            "gaps",
+            f"{gaps.between_experiments_s:g} s between experiments, "
+            f"{gaps.between_cycles_s:g} s between cycles",
+        ),
+        ("thermal floor", floor),
+        ("swept parameters", ", ".join(swept) or "none"),
+        ("device", ", ".join(devices)),
+        (
+            "statistics",
+            f"mean and {execution.statistics.confidence:.0%} percentile-bootstrap CI "
+            f"({execution.statistics.bootstrap_resamples} resamples, seed "
+            f"{execution.statistics.seed})",
+        ),
+    ]
+    warnings = _warnings(loaded, per_experiment) + notes
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>LLenergyMeasure report: {_e(manifest.campaign_id)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>LLenergyMeasure report: {_e(manifest.campaign_id)}</h1>",
+        "<table class='facts'>",
+        *(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts),
+        "</table>",
+    ]
+    if warnings:
+        parts += ["<h2>Read this first</h2>", "<ul class='warnings'>"]
+        parts += [f"<li>{_e(w)}</li>" for w in warnings]
+        parts.append("</ul>")
+    group_by = execution.statistics.group_by
+    parts.append(
+        f"<h2>Summary{' by ' + _e(', '.join(group_by)) if group_by else ' per experiment'}</h2>"
+    )
+    parts.append(_table(loaded.summary))
+    for plot, data in images:
+        parts += [
+            f"<h2>{_e(plot.title)}</h2>",
+            f"<img alt='{_e(plot.title)}' src='data:image/png;base64,{data}'>",
+        ]
+    if loaded.failed:
+        parts += ["<h2>Failed runs</h2>", "<ul>"]
+        parts += [f"<li>{_e(e.key)}: {_e(e.error or '')}</li>" for e in loaded.failed]
+        parts.append("</ul>")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts += [f"<footer>llenergymeasure {_e(__version__)}, {stamp}</footer>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _warnings(loaded: CampaignResults, per_experiment: pd.DataFrame) -> list[str]:
+    out = []
+    if not plots.measured(per_experiment, plots.ENERGY):
+        out.append(
+            "No energy was measured in this campaign (no NVIDIA GPU/NVML): every energy figure "
+            "is null and energy plots say so; throughput and latency are real."
+        )
+    unconverged = [r for r in loaded.results if r.warmup.converged is False]
+    if unconverged:
+        out.append(
+            f"{len(unconverged)} run(s) stopped warming up at max_runs without the latency CV "
+            "settling under until_cv: their measured windows may include warm-up effects."
+        )
+    entry_warnings = sorted({w for e in loaded.manifest.entries for w in e.warnings})
+    out += entry_warnings
+    n_max = per_experiment["n"].max() if len(per_experiment) else 0
+    if len(per_experiment) and int(n_max) < FEW_RUNS:
+        out.append(FEW_RUNS_CAVEAT)
+    return out
+
+
+def _table(summary: pd.DataFrame) -> str:
+    """summary.csv as HTML: one row per group, mean [CI] per metric."""
+    if summary.empty:
+        return "<p>No finished runs yet.</p>"
+    labels = list(summary.columns[: list(summary.columns).index("n_experiments")])
+    metrics = list(dict.fromkeys(summary["metric"]))
+    head = "".join(f"<th>{_e(c)}</th>" for c in [*labels, "runs", *metrics])
+    rows = []
+    for _, group in summary.groupby(labels, dropna=False, sort=False):
+        by_metric = {row["metric"]: row for _, row in group.iterrows()}
+        first = group.iloc[0]
+        cells = [_e(_text(first[c])) for c in labels]
+        cells.append(_e(str(by_metric["output_tokens_per_s"]["n"])))
+        for metric in metrics:
+            row = by_metric[metric]
+            if pd.isna(row["mean"]):
+                cells.append("<span class='na'>not measured</span>")
+                continue
+            ci = (
+                f"<br><small>[{row['ci_low']:.4g}, {row['ci_high']:.4g}]</small>"
+                if not pd.isna(row["ci_low"])
+                else ""
+            )
+            cells.append(f"{row['mean']:.4g}{ci}")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table class='summary'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _text(value: object) -> str:
+    return "-" if value is None or value is pd.NA else str(value)
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+table.summary td { text-align: right; }
+.facts th { background: #f4f4f4; }
+.warnings li { color: #8a4b00; margin: 0.3em 0; }
+.na { color: #999; }
+img { max-width: 100%; border: 1px solid #eee; }
+footer { margin-top: 3em; color: #888; font-size: 0.8em; }
+"""
