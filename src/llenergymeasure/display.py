@@ -113,7 +113,6 @@ def _on_gpus(entry: ManifestEntry) -> str:
 TABLE_METRICS = {
     "output_tokens_per_s": "tokens/s",
     "latency_p50_s": "p50 latency s",
-    "peak_memory_mb": "peak MB",
     "energy_raw_per_output_token_j": "J/token",
     "energy_adjusted_per_output_token_j": "J/token adjusted",
 }
@@ -124,7 +123,8 @@ def summary_table(title: str, statistics: pd.DataFrame) -> Table:
     table = Table(title=title)
     labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
     shown = [c for c in labels if c != "experiment_id"] or labels
-    table.add_column("experiment" if shown == ["experiment_id"] else ", ".join(shown))
+    heading = "experiment" if shown == ["experiment_id"] else "\n".join(shown)
+    table.add_column(heading, min_width=min(24, max(len(line) for line in heading.split("\n"))))
     table.add_column("runs", justify="right")
     for heading in TABLE_METRICS.values():
         table.add_column(heading, justify="right")

@@ -4,6 +4,7 @@ inference -> manifest, result.json, results.csv / results.parquet."""
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from llenergymeasure.config import load_campaign
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.orchestrator.manifest import Manifest
 from llenergymeasure.orchestrator.schedule import run_order
+from llenergymeasure.results.aggregate import METRICS
 from llenergymeasure.results.schema import EnergyFigures, ExperimentResult
 
 pytestmark = pytest.mark.integration
@@ -112,6 +114,96 @@ def test_grid_ran_in_the_recorded_shuffled_order_with_gaps(grid: GridRun) -> Non
     # no live display in a pipe: each wait is announced once, as a line
     assert "between experiments gap) before" in grid.proc.stderr, explain(grid.proc)
     assert "between cycles gap) before" in grid.proc.stderr, explain(grid.proc)
+
+
+def test_grid_ends_with_the_statistics_table(grid: GridRun) -> None:
+    stdout = " ".join(grid.proc.stdout.split())
+    assert f"Campaign {grid.manifest.campaign_id}" in stdout
+    assert "tokens/s" in stdout and "J/token" in stdout
+    assert "n/a" in stdout  # energy: not measured, not 0
+    assert "fewer than 10 runs" in stdout  # 2 cycles: the CI caveat
+    summary = pd.read_csv(grid.dir / "summary.csv")
+    assert len(summary) == 4 * len(METRICS)
+    assert set(summary["experiment_id"]) == {e.experiment_id for e in grid.manifest.entries}
+
+
+def test_lem_results_json_matches_the_results(grid: GridRun) -> None:
+    proc = run_lem("results", grid.dir, "--json", cwd=grid.dir)
+    assert proc.returncode == 0, explain(proc)
+    data = json.loads(proc.stdout)
+    assert data["campaign_id"] == grid.manifest.campaign_id
+    assert data["counts"]["done"] == 8
+    rows = data["summary"]
+    assert len(rows) == 4 * len(METRICS)
+    for row in rows:
+        runs = [
+            grid.result(i)
+            for i, e in enumerate(grid.manifest.entries)
+            if e.experiment_id == row["experiment_id"]
+        ]
+        if row["metric"].startswith("energy"):
+            assert row["n"] == 0
+            assert row["mean"] is None and row["ci_low"] is None and row["ci_high"] is None
+        elif row["metric"] == "output_tokens_per_s":
+            values = [r.output_tokens_per_s for r in runs]
+            assert row["n"] == 2
+            assert row["mean"] == pytest.approx(sum(values) / 2)
+            assert row["min"] == pytest.approx(min(values))
+            assert row["min"] <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= row["max"]
+            assert {row["batch_size"], row["precision"]} == {
+                runs[0].config.batch_size,
+                runs[0].config.precision,
+            }
+
+
+def test_lem_results_group_by(grid: GridRun) -> None:
+    proc = run_lem("results", grid.dir, "--group-by", "precision", "--json", cwd=grid.dir)
+    assert proc.returncode == 0, explain(proc)
+    rows = [r for r in json.loads(proc.stdout)["summary"] if r["metric"] == "latency_p50_s"]
+    assert sorted(r["precision"] for r in rows) == ["bf16", "fp32"]
+    assert all(r["n"] == 4 and r["n_experiments"] == 2 for r in rows)  # batch sizes pooled
+    proc = run_lem("results", grid.dir, "--group-by", "precison", cwd=grid.dir)
+    assert proc.returncode == 2, explain(proc)
+    assert "group_by key 'precison' is not an experiment parameter" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_lem_report_on_the_real_campaign(grid: GridRun, tmp_path: Path) -> None:
+    # The NVML sampler (another piece of work) writes timeseries.parquet beside result.json;
+    # here the test writes one with known values for one run.
+    entry = grid.manifest.entries[0]
+    t_s = [0.1 * i for i in range(30)]
+    pd.DataFrame(
+        {
+            "t_s": t_s,
+            "phase": ["warmup"] * 10 + ["measured"] * 20,
+            "power_w": [80.0 + t for t in t_s],
+        }
+    ).to_parquet(grid.dir / Path(entry.exp_path).parent / "timeseries.parquet")
+    out = tmp_path / "report"
+    proc = run_lem(
+        "report", grid.dir, "-o", out, "--timeseries", entry.experiment_id[:14], cwd=tmp_path
+    )
+    assert proc.returncode == 0, explain(proc)
+    assert str(out / "report.html") in " ".join(proc.stdout.split())
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "cycle_spread.png",
+        "metrics_vs_batch_size.png",
+        "metrics_vs_precision.png",
+        "pareto.png",
+        "power_timeseries.png",
+    ]
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 10_000
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert grid.manifest.campaign_id in page
+    assert "No energy was measured in this campaign" in page
+    assert "shuffled (order_seed 11)" in page
+    assert "thermal floor 45 °C not checked" in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "https://" not in page and "http://" not in page
+    assert "has no power time-series" not in page  # the chosen run's file was drawn
 
 
 def test_thermal_floor_without_nvml_is_reported_not_ignored(grid: GridRun) -> None:

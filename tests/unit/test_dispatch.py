@@ -15,10 +15,12 @@ import pytest
 from llenergymeasure.config.campaign import CampaignConfig, Gaps
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import MeasurementError
+from llenergymeasure.measure import temperature
 from llenergymeasure.orchestrator.dispatch import Dispatcher, WaitEvents
 from llenergymeasure.orchestrator.manifest import ManifestEntry
 from llenergymeasure.orchestrator.runners import Job, Outcome
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
+from llenergymeasure.orchestrator.thermal import read_gpu_temperatures, unpinned_gpus
 
 NO_GAPS = Gaps(between_experiments_s=0.0, between_cycles_s=0.0)
 WAIT_S = 30.0  # upper bound for a condition that should hold at once; never reached when OK
@@ -346,3 +348,31 @@ def test_no_probe_without_a_floor_or_when_cool(floor: float | None) -> None:
     assert (len(probe.calls) > 0) == (floor is not None)
     assert rec.waits == []
     assert all(w == [] for _, _, w, _ in rec.prepared)
+
+
+# ------------------------------------------------------------------- the real temperature probe
+
+
+def test_real_probe_reads_nvml_or_says_why_not() -> None:
+    """Through the real subprocess: a temperature on a GPU machine, a clear error elsewhere."""
+    try:
+        readings = read_gpu_temperatures((0,))
+    except MeasurementError as e:
+        assert "NVML" in str(e)
+    else:
+        assert set(readings) == {0}
+        assert 0 < readings[0] < 120
+
+
+def test_probe_command_usage() -> None:
+    assert temperature.main([]) == 2
+    assert temperature.main(["x"]) == 2
+
+
+def test_unpinned_runs_use_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert unpinned_gpus() == (2, 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234abcd")
+    assert unpinned_gpus() == (0,)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert unpinned_gpus() == (0,)

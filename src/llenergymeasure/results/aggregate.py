@@ -38,7 +38,7 @@ FEW_RUNS = 10
 FEW_RUNS_CAVEAT = (
     "With fewer than 10 runs per group the percentile-bootstrap intervals are too narrow: in "
     "simulation (normal samples) nominal 95% intervals held the true mean 75% of the time at "
-    "n=3, 84% at n=5 and 91% at n=10 (benchmarks/bootstrap_coverage.md)."
+    "n=3, 83% at n=5 and 90% at n=10 (benchmarks/RESULTS.md)."
 )
 CONFIG_PREFIX = "config."
 

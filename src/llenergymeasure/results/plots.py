@@ -145,7 +145,8 @@ def pareto_figure(per_experiment: pd.DataFrame, labels: dict[str, str]) -> Figur
 
 
 def timeseries_figure(series: dict[str, pd.DataFrame]) -> Figure:
-    """GPU power over each chosen run: warm-up in grey, the measured window in colour."""
+    """GPU power over each chosen run (one line per GPU): warm-up faint, the measured window
+    solid. t_s counts from the window's start, so warm-up is at negative times."""
     rows = max(1, len(series))
     fig = Figure(figsize=(10, 2.4 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
@@ -154,15 +155,23 @@ def timeseries_figure(series: dict[str, pd.DataFrame]) -> Figure:
         _say(axes[0], "no power time-series recorded", "(timeseries.parquet comes with NVML)")
         return fig
     for ax, (label, frame) in zip(axes, series.items(), strict=True):
-        for phase, style in (("warmup", {"color": "0.6"}), ("measured", {"color": "tab:blue"})):
-            part = frame[frame["phase"] == phase]
-            if not part.empty:
-                ax.plot(part["t_s"], part["power_w"], label=phase, **style)
+        gpus = sorted(frame["gpu_index"].unique()) if "gpu_index" in frame else [None]
+        for number, gpu in enumerate(gpus):
+            samples = frame if gpu is None else frame[frame["gpu_index"] == gpu]
+            name = f"GPU {gpu} " if len(gpus) > 1 else ""
+            colour = f"C{number}"
+            for phase, style in (
+                ("warmup", {"color": colour, "alpha": 0.35}),
+                ("measured", {"color": colour}),
+            ):
+                part = samples[samples["phase"] == phase]
+                if not part.empty:
+                    ax.plot(part["t_s"], part["power_w"], label=f"{name}{phase}", **style)
         ax.set_title(label, fontsize=9)
         ax.set_ylabel("power (W)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    axes[-1].set_xlabel("seconds from window start")
+    axes[-1].set_xlabel("seconds from the start of the measured window")
     return fig
 
 

@@ -223,6 +223,12 @@ def _warnings(loaded: CampaignResults, per_experiment: pd.DataFrame) -> list[str
             f"{len(unconverged)} run(s) stopped warming up at max_runs without the latency CV "
             "settling under until_cv: their measured windows may include warm-up effects."
         )
+    throttled = [r for r in loaded.results if r.flags.throttled]
+    if throttled:
+        out.append(
+            f"{len(throttled)} run(s) had GPU clocks slowed during the measured window "
+            "(flags.throttled; thermal or power): their energy and speed are not steady-state."
+        )
     entry_warnings = sorted({w for e in loaded.manifest.entries for w in e.warnings})
     out += entry_warnings
     n_max = per_experiment["n"].max() if len(per_experiment) else 0
