@@ -126,8 +126,8 @@ def summary_table(title: str, statistics: pd.DataFrame) -> Table:
     heading = "experiment" if shown == ["experiment_id"] else "\n".join(shown)
     table.add_column(heading, min_width=min(24, max(len(line) for line in heading.split("\n"))))
     table.add_column("runs", justify="right")
-    for heading in TABLE_METRICS.values():
-        table.add_column(heading, justify="right")
+    for name in TABLE_METRICS.values():
+        table.add_column(name, justify="right")
     for _, group in statistics.groupby(labels, dropna=False, sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = group.iloc[0]
@@ -140,7 +140,7 @@ def summary_table(title: str, statistics: pd.DataFrame) -> Table:
         confidence = float(statistics["confidence"].iloc[0])
         table.caption = (
             f"mean [{confidence:.0%} CI, percentile bootstrap across runs]; "
-            "n/a: not measured (energy needs an NVIDIA GPU)"
+            "n/a: not measured (never 0)"
         )
         if int(statistics["n"].max()) < FEW_RUNS:
             table.caption += f"\n{FEW_RUNS_CAVEAT}"

@@ -217,11 +217,10 @@ def run_campaign_dir(
                 entry: ManifestEntry, pinned: tuple[int, ...] | None, notes: list[str]
             ) -> Job:
                 job = _prepare_entry(campaign_dir, manifest, entry, active.name, timeout_s)
-                entry.gpus = list(pinned) if pinned is not None else None
-                entry.warnings = notes
+                entry.gpus, entry.warnings = (list(pinned) if pinned else None), notes
                 store.save(manifest)
                 events.experiment_started(entry)
-                return job if pinned is None else dataclasses.replace(job, gpus=pinned)
+                return dataclasses.replace(job, gpus=pinned)
 
             Dispatcher(
                 execution=manifest.execution,

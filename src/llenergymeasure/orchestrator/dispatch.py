@@ -157,20 +157,14 @@ class Dispatcher:
             try:
                 wait_state.reading = self.probe(_gpu_ids(devices))
             except MeasurementError as e:
-                self._floor_unchecked = f"GPU temperature could not be read: {e}"
-                self.events.notice(f"thermal_floor_c {floor_c:g} °C: {self._floor_unchecked}")
+                self._cannot_check(e)
                 return None
             wait_state.next_probe = now + self.thermal_poll_s
-        hot = {i: t for i, t in wait_state.reading.items() if t > floor_c}
-        if not hot:
-            return None
+        hot = _too_hot(wait_state.reading, floor_c)
         deadline = wait_state.started + self.execution.thermal_floor_max_wait_s
-        if now >= deadline:
+        if not hot or now >= deadline:
             return None
-        where = ", ".join(f"GPU {i} at {t:.0f} °C" for i, t in sorted(hot.items()))
-        return _Wait(
-            f"thermal floor {floor_c:g} °C ({where})", min(deadline, wait_state.next_probe)
-        )
+        return _Wait(f"thermal floor {floor_c:g} °C ({hot})", min(deadline, wait_state.next_probe))
 
     def _floor_warnings(self) -> list[str]:
         """The warnings of an entry about to start, and the floor wait reset for the next."""
@@ -180,28 +174,28 @@ class Dispatcher:
             return []
         if self._floor_unchecked is not None:
             return [f"thermal floor {floor_c:g} °C not checked: {self._floor_unchecked}"]
-        if wait_state is None:
-            return []
-        hot = {i: t for i, t in wait_state.reading.items() if t > floor_c}
+        hot = _too_hot(wait_state.reading if wait_state else {}, floor_c)
         if not hot:
             return []
-        where = ", ".join(f"GPU {i} at {t:.0f} °C" for i, t in sorted(hot.items()))
+        wait_s = self.execution.thermal_floor_max_wait_s
         return [
-            f"thermal floor {floor_c:g} °C not reached within "
-            f"{self.execution.thermal_floor_max_wait_s:g} s ({where}); started anyway"
+            f"thermal floor {floor_c:g} °C not reached within {wait_s:g} s ({hot}); started anyway"
         ]
 
     def _check_floor_readable(self) -> None:
-        devices = tuple(self._devices)
         try:
-            self.probe(_gpu_ids(devices))
+            self.probe(_gpu_ids(tuple(self._devices)))
         except MeasurementError as e:
-            self._floor_unchecked = f"GPU temperature cannot be read ({e})"
-            self.events.notice(
-                f"thermal_floor_c is {self.execution.thermal_floor_c:g} °C but "
-                f"{self._floor_unchecked}: the floor cannot be checked, experiments start "
-                "without waiting for it (each result records this)"
-            )
+            self._cannot_check(e)
+
+    def _cannot_check(self, error: MeasurementError) -> None:
+        """Say once that the floor cannot be checked; every later run records it."""
+        self._floor_unchecked = f"GPU temperature cannot be read ({error})"
+        self.events.notice(
+            f"thermal_floor_c is {self.execution.thermal_floor_c:g} °C but "
+            f"{self._floor_unchecked}: the floor cannot be checked, experiments start "
+            "without waiting for it (each result records this)"
+        )
 
     def _start(
         self,
@@ -209,7 +203,7 @@ class Dispatcher:
         devices: tuple[Device, ...],
         running: dict[Future[Outcome], _Running],
     ) -> None:
-        pinned = tuple(sorted(d for d in devices if d is not None)) if self.gpus else None
+        pinned = tuple(sorted(d for d in devices if d is not None)) or None
         job = self.prepare(entry, pinned, self._floor_warnings())
         for device in devices:
             self._devices[device].busy = True
@@ -222,6 +216,11 @@ class Dispatcher:
         for device in done.devices:
             state = self._devices[device]
             state.busy, state.free_since, state.last = False, now, done.entry
+
+
+def _too_hot(reading: dict[int, float], floor_c: float) -> str:
+    """'GPU 0 at 62 °C, GPU 3 at 55 °C' for the GPUs above the floor; '' when none is."""
+    return ", ".join(f"GPU {i} at {t:.0f} °C" for i, t in sorted(reading.items()) if t > floor_c)
 
 
 def _gpu_ids(devices: tuple[Device, ...]) -> tuple[int, ...]:

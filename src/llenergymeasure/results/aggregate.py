@@ -117,7 +117,7 @@ def summarize(
     settings.group_by) names config parameters; without it each experiment is a group and
     the parameters swept across experiments come along as columns."""
     keys = group_by if group_by is not None else settings.group_by
-    done = runs[runs["status"] == "done"] if "status" in runs and len(runs) else runs.iloc[0:0]
+    done = runs[runs["status"] == "done"] if len(runs) else runs
     if keys is None:
         label_columns = ["experiment_id", *swept_parameters(done)]
         by = ["experiment_id"]

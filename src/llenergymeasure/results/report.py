@@ -102,7 +102,7 @@ def _timeseries(
     ids = list(dict.fromkeys(e.experiment_id for e in loaded.manifest.entries))
     wanted = [_resolve(prefix, ids) for prefix in chosen] if chosen is not None else ids
     notes: list[str] = []
-    found: dict[str, pd.DataFrame] = {}
+    found: dict[str, tuple[str, pd.DataFrame]] = {}
     for entry in loaded.manifest.entries:
         if entry.experiment_id not in wanted or entry.experiment_id in found:
             continue
@@ -115,7 +115,7 @@ def _timeseries(
             notes.append(f"{path} lacks column(s) {', '.join(missing)}; not drawn")
             continue
         label = f"{labels.get(entry.experiment_id, entry.experiment_id)} (cycle {entry.cycle})"
-        found[entry.experiment_id] = frame.assign(_label=label)
+        found[entry.experiment_id] = (label, frame)
     if chosen is not None:
         notes += [f"experiment {i} has no power time-series" for i in wanted if i not in found]
         drawn = [i for i in wanted if i in found]
@@ -126,7 +126,7 @@ def _timeseries(
                 f"power time-series drawn for {len(drawn)} of {len(found)} experiments; "
                 "choose others with `lem report --timeseries EXPERIMENT_ID`"
             )
-    return {str(found[i]["_label"].iloc[0]): found[i] for i in drawn}, notes
+    return dict(found[i] for i in drawn), notes
 
 
 def _resolve(prefix: str, ids: list[str]) -> str:
