@@ -18,7 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure import __version__
+from llenergymeasure.config.campaign import RunnerChoice
 from llenergymeasure.config.grid import Campaign, load_campaign, load_experiment
+from llenergymeasure.config.settings import load_settings
 from llenergymeasure.display import ConsoleEvents, describe, summary_table
 from llenergymeasure.errors import LemError
 from llenergymeasure.orchestrator.campaign import (
@@ -27,6 +29,7 @@ from llenergymeasure.orchestrator.campaign import (
     run_campaign_dir,
 )
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
+from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
 from llenergymeasure.results.collate import RESULTS_CSV
 from llenergymeasure.results.schema import ExperimentResult
 
@@ -50,6 +53,14 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would run; ru
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show notices and log paths.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+RunnerOpt = Annotated[
+    RunnerChoice | None,
+    typer.Option(
+        "--runner",
+        help="local, docker (a container per experiment), docker-persistent (one per backend) "
+        "or auto; overrides the campaign file and .lem-config.yaml.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -76,9 +87,10 @@ def campaign(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    runner: RunnerOpt = None,
 ) -> None:
     """Expand a campaign file's grid and run every experiment."""
-    _start(load_campaign(file), output_dir, timeout, dry_run, quiet, verbose, json_out)
+    _start(load_campaign(file), output_dir, timeout, dry_run, quiet, verbose, json_out, runner)
 
 
 @app.command()
@@ -90,9 +102,10 @@ def run(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    runner: RunnerOpt = None,
 ) -> None:
     """Run a single experiment (a campaign of one)."""
-    _start(load_experiment(file), output_dir, timeout, dry_run, quiet, verbose, json_out)
+    _start(load_experiment(file), output_dir, timeout, dry_run, quiet, verbose, json_out, runner)
 
 
 @app.command()
@@ -109,6 +122,7 @@ def resume(
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: JsonOut = False,
+    runner: RunnerOpt = None,
 ) -> None:
     """Finish an interrupted campaign: run exactly the experiments that are not done."""
     directory = campaign_dir or _newest_unfinished(results_dir)
@@ -122,9 +136,13 @@ def resume(
             err.print(f"{directory}: every experiment is done; nothing to resume.")
         _print_entries(f"Would run ({len(pending)})", [describe(e) for e in pending], json_out)
         return
+    plan = plan_runner(Workload.of_campaign_dir(directory), runner, load_settings())
     if not quiet:
-        err.print(f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run")
-    _execute(directory, timeout, quiet, verbose, json_out)
+        err.print(
+            f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
+            f"runner {plan.name}"
+        )
+    _execute(directory, plan, timeout, quiet, verbose, json_out)
 
 
 def _start(
@@ -135,6 +153,7 @@ def _start(
     quiet: bool,
     verbose: bool,
     json_out: bool,
+    runner: RunnerChoice | None,
 ) -> None:
     for notice in loaded.notices:
         err.print(f"[yellow]notice[/]: {notice}")
@@ -146,21 +165,32 @@ def _start(
         ]
         _print_entries(f"{len(loaded.experiments)} experiments x {cycles} cycles", rows, json_out)
         return
+    # Pre-flight before the campaign directory exists: a missing image leaves nothing behind.
+    plan = plan_runner(Workload.of_campaign(loaded, output_dir), runner, load_settings())
     directory = create_campaign(loaded, output_dir)
     if not quiet:
         err.print(
             f"Campaign {loaded.config.name}: {len(loaded.experiments)} experiments x "
-            f"{cycles} cycle(s), runner {loaded.config.runner}, in {directory}"
+            f"{cycles} cycle(s), runner {plan.name}, in {directory}"
         )
-    _execute(directory, timeout, quiet, verbose, json_out)
+    _execute(directory, plan, timeout, quiet, verbose, json_out)
 
 
 def _execute(
-    directory: Path, timeout: float | None, quiet: bool, verbose: bool, json_out: bool
+    directory: Path,
+    plan: RunnerPlan,
+    timeout: float | None,
+    quiet: bool,
+    verbose: bool,
+    json_out: bool,
 ) -> None:
+    for notice in plan.notices:
+        err.print(f"[yellow]notice[/]: {escape(notice)}", soft_wrap=True)
     verbosity = 0 if quiet or json_out else (2 if verbose else 1)
     with ConsoleEvents(err, verbosity) as events:
-        summary = run_campaign_dir(directory, events=events, timeout_s=timeout)
+        summary = run_campaign_dir(
+            directory, events=events, runner=plan.open(directory), timeout_s=timeout
+        )
     results = _load_results(summary)
     if json_out:
         out.print_json(json.dumps(_json_summary(summary)))
@@ -245,7 +275,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except LemError as e:
-        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False)
+        # soft_wrap: a fix command in the message must stay one line to copy
+        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors (typer vendors click): exit code 2
         show = getattr(e, "show", None)

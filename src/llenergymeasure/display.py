@@ -50,6 +50,10 @@ class ConsoleEvents(Events):
     ) -> None:
         self.progress.stop()
 
+    def notice(self, message: str) -> None:
+        if self.verbosity:
+            self.console.print(f"[yellow]notice[/]: {escape(message)}", soft_wrap=True)
+
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
         done = len(manifest.entries) - len(to_run)
         self.task = self.progress.add_task(

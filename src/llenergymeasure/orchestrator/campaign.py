@@ -29,7 +29,7 @@ from llenergymeasure.orchestrator.manifest import (
     ManifestStore,
     utcnow,
 )
-from llenergymeasure.orchestrator.runners import Job, Outcome, Runner, get_runner
+from llenergymeasure.orchestrator.runners import Job, Outcome, Runner
 from llenergymeasure.results.collate import collate
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
 
@@ -56,6 +56,9 @@ class RunSummary:
 
 class Events:
     """Progress callbacks; the CLI draws them, the library API stays quiet."""
+
+    def notice(self, message: str) -> None:
+        """Called with a one-line notice, such as which runner was picked and why."""
 
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
         """Called once the entries to run are known."""
@@ -113,7 +116,7 @@ def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path
                     cycle=cycle,
                     backend=exp.config.backend,
                     label=exp.label,
-                    runner=campaign.config.runner,
+                    runner=campaign.config.runner or "auto",
                     exp_path=str(rel_dir / EXP_FILE),
                 )
             )
@@ -132,6 +135,8 @@ def create_campaign(campaign: Campaign, output_root: Path | None = None) -> Path
         updated_at=now,
         total_cycles=cycles,
         timeout_s=campaign.config.timeout_s,
+        runner_choice=campaign.config.runner,
+        cold_start=campaign.config.cold_start,
         entries=entries,
     )
     ManifestStore(campaign_dir).save(manifest)
@@ -167,7 +172,7 @@ def run_campaign_dir(
     events.campaign_started(manifest, to_run)
 
     try:
-        with runner or get_runner(to_run[0].runner if to_run else "local") as active:
+        with runner or _default_runner(campaign_dir, events) as active:
             for entry in to_run:
                 _run_entry(campaign_dir, manifest, entry, active, timeout_s, store, events)
                 summary.ran.append(entry)
@@ -180,6 +185,17 @@ def run_campaign_dir(
     finally:
         collate(campaign_dir, manifest)
     return summary
+
+
+def _default_runner(campaign_dir: Path, events: Events) -> Runner:
+    """The runner the campaign file or user settings ask for (the CLI plans its own)."""
+    from llenergymeasure.config.settings import load_settings
+    from llenergymeasure.orchestrator.runners.select import Workload, plan_runner
+
+    plan = plan_runner(Workload.of_campaign_dir(campaign_dir), None, load_settings())
+    for message in plan.notices:
+        events.notice(message)
+    return plan.open(campaign_dir)
 
 
 def _run_entry(
@@ -208,6 +224,7 @@ def _run_entry(
         write_text_atomic(exp_path, spec.model_dump_json(indent=2))
     entry.status, entry.runner = "running", runner.name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
+    entry.container_name = entry.container_id = entry.image_digest = None
     store.save(manifest)
     events.experiment_started(entry)
 
@@ -224,6 +241,10 @@ def _run_entry(
         timeout_s=timeout_s or manifest.timeout_s,
     )
     outcome = runner.run(job)
+    if outcome.container is not None:
+        entry.container_name = outcome.container.name
+        entry.container_id = outcome.container.id
+        entry.image_digest = outcome.container.image_digest
     result = _read_result(out_dir / RESULT_FILE)
     entry.finished_at = utcnow()
     if result is not None and outcome.returncode == 0:

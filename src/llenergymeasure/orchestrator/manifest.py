@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import RunnerChoice
 from llenergymeasure.errors import ConfigError
 
 MANIFEST_FILE = "manifest.json"
@@ -33,7 +34,10 @@ class ManifestEntry(BaseModel):
     cycle: int
     backend: str
     label: dict[str, Any] = Field(default_factory=dict)
-    runner: str
+    runner: str = Field(description="The runner that ran it (before that: the one asked for).")
+    container_name: str | None = Field(None, description="Docker runners: where it ran.")
+    container_id: str | None = None
+    image_digest: str | None = Field(None, description="Docker runners: the image's id.")
     status: Status = "pending"
     attempts: int = 0
     started_at: datetime | None = None
@@ -59,6 +63,10 @@ class Manifest(BaseModel):
     updated_at: datetime
     total_cycles: int
     timeout_s: float = Field(description="Per-experiment limit from the campaign file.")
+    runner_choice: RunnerChoice | None = Field(
+        None, description="The campaign file's `runner:`; `lem resume` honours it too."
+    )
+    cold_start: bool = False
     entries: list[ManifestEntry]
 
     def pending(self) -> list[ManifestEntry]:

@@ -23,10 +23,20 @@ class Job:
 
 
 @dataclass(frozen=True)
+class ContainerRecord:
+    """Where a docker runner ran the worker, for the manifest."""
+
+    name: str
+    id: str | None
+    image_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     returncode: int | None
     timed_out: bool
     wall_s: float
+    container: ContainerRecord | None = None
 
 
 class Runner(Protocol):
@@ -42,10 +52,3 @@ class Runner(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-
-
-def get_runner(name: str) -> Runner:
-    from llenergymeasure.orchestrator.runners.local import LocalRunner
-
-    runners: dict[str, type[Runner]] = {"local": LocalRunner}
-    return runners[name]()
