@@ -4,6 +4,7 @@ CLI then fails the way it does on a machine without a running engine."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,10 @@ from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, load_se
 from llenergymeasure.errors import ConfigError, PreflightError
 from llenergymeasure.orchestrator.campaign import create_campaign, run_campaign_dir
 from llenergymeasure.orchestrator.runners.docker import (
+    CHECKOUT,
+    CampaignProject,
     CliProcess,
+    DockerEngine,
     compose_files,
     project_name,
     unreachable_paths,
@@ -147,7 +151,7 @@ def test_files_outside_the_mounts_are_named(tmp_path: Path) -> None:
     hub = ExperimentConfig.model_validate({"model": "org/name"})
     assert unreachable_paths([inside, hub, ExperimentConfig()], inputs, results) == []
     assert unreachable_paths([outside, relative, outside], inputs, results) == [
-        "model directory ./my-model (relative paths differ in a container)",
+        "model directory ./my-model (not absolute: it differs in a container)",
         "model directory /models/x",
         f"prompt file {inputs / '../elsewhere/p.jsonl'}",
     ]
@@ -200,3 +204,45 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# ------------------------------------------------------------------- one project per campaign
+
+
+@pytest.fixture
+def campaign_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for key in ("PUID", "PGID", "LEM_RESULTS_DIR", "LEM_INPUT_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    directory = tmp_path / "results" / "Sweep_20250101T000000Z"
+    directory.mkdir(parents=True)
+    return directory
+
+
+def test_a_campaign_project_writes_its_compose_values(
+    campaign_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUID", "4242")  # the caller's choice wins over the invoking user's
+    engine = DockerEngine([CHECKOUT / "compose.yaml"])
+    project = CampaignProject(engine, campaign_dir, campaign_dir.parent.parent / "campaigns")
+    assert (campaign_dir / "compose.env").read_text(encoding="utf-8").splitlines() == [
+        f"LEM_RESULTS_DIR={campaign_dir.parent}",
+        f"LEM_INPUT_DIR={campaign_dir.parent.parent / 'campaigns'}",
+        "PUID=4242",
+        f"PGID={os.getgid()}",
+    ]
+    assert (campaign_dir.parent.parent / "hf").is_dir()  # made by the user, not by docker
+    command = project.command("ps")
+    assert command[1:3] == ["compose", "--file"]
+    assert command[-5:] == [
+        "--env-file", str(campaign_dir / "compose.env"),
+        "--project-name", "lem-sweep_20250101t000000z", "ps",
+    ]  # fmt: skip
+
+
+def test_a_conflicting_mount_variable_in_the_environment_is_refused(
+    campaign_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEM_INPUT_DIR", "/somewhere/else")
+    with pytest.raises(PreflightError, match="unset LEM_INPUT_DIR"):
+        CampaignProject(DockerEngine([CHECKOUT / "compose.yaml"]), campaign_dir, campaign_dir)

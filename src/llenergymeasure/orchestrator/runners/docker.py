@@ -199,7 +199,7 @@ def unreachable_paths(
         if is_builtin(model) or not model.startswith(("/", "./", "../", "~")):
             continue  # built in, or a Hugging Face id: the HF cache is shared
         if not model.startswith("/"):
-            problems.add(f"model directory {model} (relative paths differ in a container)")
+            problems.add(f"model directory {model} (not absolute: it differs in a container)")
         elif not visible(Path(model)):
             problems.add(f"model directory {model}")
     return sorted(problems)
@@ -217,24 +217,27 @@ class CampaignProject:
 
     def __init__(self, engine: DockerEngine, campaign_dir: Path, input_dir: Path) -> None:
         self.name = project_name(campaign_dir)
-        results_dir = str(campaign_dir.parent)
-        if os.environ.get("LEM_RESULTS_DIR", results_dir) != results_dir:
-            # compose lets the caller's environment override the env file
-            raise PreflightError(
-                f"LEM_RESULTS_DIR is set to {os.environ['LEM_RESULTS_DIR']} in the environment "
-                f"but this campaign's results are under {results_dir}; unset it"
-            )
+        mounts = {"LEM_RESULTS_DIR": str(campaign_dir.parent), "LEM_INPUT_DIR": str(input_dir)}
+        for key, value in mounts.items():
+            if os.environ.get(key, value) != value:
+                # compose lets the caller's environment override the env file
+                raise PreflightError(
+                    f"{key} is set to {os.environ[key]} in the environment, but this campaign "
+                    f"needs {value}; unset {key} (lem sets it for each campaign)"
+                )
         values = {
-            "LEM_RESULTS_DIR": results_dir,
-            "LEM_INPUT_DIR": str(input_dir),
+            **mounts,
             "PUID": os.environ.get("PUID", str(os.getuid())),
             "PGID": os.environ.get("PGID", str(os.getgid())),
         }
         env_file = campaign_dir / ENV_FILE
         write_text_atomic(env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
         # Docker would create a missing bind-mount source owned by root: make it as the user.
-        hf_home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-        Path(hf_home).mkdir(parents=True, exist_ok=True)
+        hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+        try:
+            hf_home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PreflightError(f"cannot create the HF cache {hf_home} (HF_HOME): {e}") from e
         self.client = DockerClient(
             compose_files=list(engine.files),
             compose_project_name=self.name,
@@ -301,14 +304,17 @@ class CliProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> CliProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl+C reaches lem alone, which cleans up
-            )
+        try:
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    self.cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl+C reaches lem alone, which cleans up
+                )
+        except OSError as e:
+            raise DispatchError(f"could not start {shlex.join(self.cmd[:3])}: {e}") from e
         return self
 
     def wait(self, timeout_s: float, on_poll: Callable[[], None] | None = None) -> int | None:
