@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from docker_helpers import (
+    campaign_dir_under,
     containers_of,
     image_env,
     kill_worker,
@@ -58,10 +59,12 @@ def entry_with(manifest: Manifest, **label: object) -> ManifestEntry:
     return next(e for e in manifest.entries if label.items() <= e.label.items())
 
 
-def running_worker(docker: DockerClient, out: Path, runner: str, **label: object) -> tuple:
+def running_worker(
+    docker: DockerClient, out: Path, runner: str, **label: object
+) -> tuple[Path, ManifestEntry, str, str]:
     """(campaign dir, entry, container, worker pid) of the experiment with this label, once
     its worker runs."""
-    campaign_dir = wait_for("the campaign directory", lambda: _only(out))
+    campaign_dir = wait_for("the campaign directory", lambda: campaign_dir_under(out))
     entry = entry_with(load_manifest(campaign_dir), **label)
     project = project_name(campaign_dir)
     container = (
@@ -71,11 +74,6 @@ def running_worker(docker: DockerClient, out: Path, runner: str, **label: object
     )
     wait_for(f"container {container}", lambda: _running(docker, container))
     return campaign_dir, entry, container, worker_pid(docker, container, entry.experiment_id)
-
-
-def _only(root: Path) -> Path | None:
-    found = list(root.glob("*/manifest.json")) if root.exists() else []
-    return found[0].parent if len(found) == 1 else None
 
 
 def _running(docker: DockerClient, name: str) -> bool | None:
