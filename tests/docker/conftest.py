@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,15 @@ from docker_helpers import BASE_IMAGE, IMAGE, REPO, WHEELHOUSE, build_pytorch
 from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _interruptible_children() -> None:
+    """The Ctrl+C tests send SIGINT to lem. A shell that starts pytest in the background
+    without job control makes SIGINT ignored, and children inherit that; a handler is not
+    inherited, so lem then starts with SIGINT's default, as from a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

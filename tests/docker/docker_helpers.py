@@ -173,6 +173,7 @@ def worker_env(docker: DockerClient, container: str, pid: str) -> dict[str, str]
 
 
 def kill_worker(docker: DockerClient, container: str, pid: str) -> None:
-    """A crash, as the orchestrator sees one: the worker dies without writing anything."""
+    """A crash, as the orchestrator sees one: the worker dies without writing anything.
+    Detached: an ephemeral container ends with its worker, taking this exec with it."""
     script = f"import os, signal; os.kill({int(pid)}, signal.SIGKILL)"
-    docker.container.execute(container, ["python", "-c", script], user="0")
+    docker.container.execute(container, ["python", "-c", script], user="0", detach=True)

@@ -48,11 +48,19 @@ TINY = "{n_prompts: 1, max_output_tokens: 2, warmup_runs: 0}"
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind(docker: DockerClient, tmp_path: Path) -> Iterator[None]:
+    """Every test: no container or network of its campaigns remains (any that does is
+    removed after it is reported, so that one failure does not leak into the machine)."""
     yield
+    left: list[str] = []
     for manifest in tmp_path.rglob("manifest.json"):
         campaign_dir = manifest.parent
-        assert containers_of(docker, campaign_dir) == [], f"containers left by {campaign_dir}"
-        assert networks_of(docker, campaign_dir) == [], f"network left by {campaign_dir}"
+        for container in containers_of(docker, campaign_dir):
+            left.append(f"container {container.name}")
+            docker.container.remove(container.id, force=True)
+        for network in networks_of(docker, campaign_dir):
+            left.append(f"network {network}")
+            docker.network.remove(network)
+    assert left == []
 
 
 def entry_with(manifest: Manifest, **label: object) -> ManifestEntry:
