@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint unit integration bench clean
+# `make images BACKENDS=pytorch` builds one; see README, "Running in containers".
+BACKENDS ?= pytorch vllm tensorrt
+
+.PHONY: setup demo test lint unit integration images bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +38,11 @@ integration: $(STAMP)
 
 test: lint
 	$(BIN)/pytest tests -q
+
+# The images carry the schema fingerprint of this checkout; lem refuses images without it.
+images: $(STAMP)
+	LEM_SCHEMA_FINGERPRINT=$$($(BIN)/python -c 'from llenergymeasure.results.schema import schema_fingerprint; print(schema_fingerprint())') \
+		docker compose build $(BACKENDS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

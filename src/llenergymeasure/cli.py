@@ -18,7 +18,7 @@ from rich.table import Table
 
 from llenergymeasure import __version__
 from llenergymeasure.api import load_results
-from llenergymeasure.config.campaign import Order
+from llenergymeasure.config.campaign import Order, RunnerChoice
 from llenergymeasure.config.grid import Campaign, load_campaign, load_experiment
 from llenergymeasure.config.settings import load_settings
 from llenergymeasure.display import ConsoleEvents, describe, summary_table
@@ -29,6 +29,7 @@ from llenergymeasure.orchestrator.campaign import (
     run_campaign_dir,
 )
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
+from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
 from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
 from llenergymeasure.results.collate import RESULTS_CSV
 
@@ -71,6 +72,14 @@ OrderOption = Annotated[
 ]
 CLI_DEFAULT_CYCLES = 3
 """Cycles when neither the campaign file nor --cycles says: enough for a spread and a CI."""
+RunnerOpt = Annotated[
+    RunnerChoice | None,
+    typer.Option(
+        "--runner",
+        help="local, docker (a container per experiment), docker-persistent (one per backend) "
+        "or auto; overrides the campaign file and .lem-config.yaml.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -100,11 +109,23 @@ def campaign(
     gpus: Gpus = None,
     cycles: Cycles = None,
     order: OrderOption = None,
+    runner: RunnerOpt = None,
 ) -> None:
     """Expand a campaign file's grid and run every experiment, cycle after cycle."""
     overrides = {k: v for k, v in {"cycles": cycles, "order": order}.items() if v is not None}
     loaded = load_campaign(file, overrides=overrides)
-    _start(loaded, output_dir, timeout, dry_run, quiet, verbose, json_out, gpus, CLI_DEFAULT_CYCLES)
+    _start(
+        loaded,
+        output_dir,
+        timeout,
+        dry_run,
+        quiet,
+        verbose,
+        json_out,
+        gpus,
+        CLI_DEFAULT_CYCLES,
+        runner,
+    )
 
 
 @app.command()
@@ -117,10 +138,11 @@ def run(
     verbose: Verbose = False,
     json_out: JsonOut = False,
     gpus: Gpus = None,
+    runner: RunnerOpt = None,
 ) -> None:
     """Run a single experiment once (a campaign of one, one cycle)."""
     loaded = load_experiment(file)
-    _start(loaded, output_dir, timeout, dry_run, quiet, verbose, json_out, gpus, 1)
+    _start(loaded, output_dir, timeout, dry_run, quiet, verbose, json_out, gpus, 1, runner)
 
 
 @app.command()
@@ -138,6 +160,7 @@ def resume(
     verbose: Verbose = False,
     json_out: JsonOut = False,
     gpus: Gpus = None,
+    runner: RunnerOpt = None,
 ) -> None:
     """Finish an interrupted campaign: run exactly the experiments that are not done."""
     directory = campaign_dir or _newest_unfinished(results_dir)
@@ -152,9 +175,13 @@ def resume(
         _print_entries(f"Would run ({len(pending)})", [describe(e) for e in pending], json_out)
         return
     pinned = parse_gpus(gpus) if gpus is not None else None
+    plan = plan_runner(Workload.of_campaign_dir(directory), runner, load_settings())
     if not quiet:
-        err.print(f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run")
-    _execute(directory, timeout, quiet, verbose, json_out, pinned)
+        err.print(
+            f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
+            f"runner {plan.name}"
+        )
+    _execute(directory, plan, timeout, quiet, verbose, json_out, pinned)
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
@@ -223,6 +250,7 @@ def _start(
     json_out: bool,
     gpus: str | None,
     default_cycles: int,
+    runner: RunnerChoice | None,
 ) -> None:
     pinned = parse_gpus(gpus) if gpus is not None else None
     for notice in loaded.notices:
@@ -248,26 +276,33 @@ def _start(
         )
         _print_entries(title, rows, json_out)
         return
+    # Pre-flight before the campaign directory exists: a missing image leaves nothing behind.
+    plan = plan_runner(Workload.of_campaign(loaded, output_dir), runner, load_settings())
     directory = create_campaign(loaded, output_dir, default_cycles=default_cycles)
     if not quiet:
         err.print(
             f"Campaign {config.name}: {len(loaded.experiments)} experiments x "
-            f"{cycles} cycle(s), runner {config.runner}, in {directory}"
+            f"{cycles} cycle(s), runner {plan.name}, in {directory}"
         )
-    _execute(directory, timeout, quiet, verbose, json_out, pinned)
+    _execute(directory, plan, timeout, quiet, verbose, json_out, pinned)
 
 
 def _execute(
     directory: Path,
+    plan: RunnerPlan,
     timeout: float | None,
     quiet: bool,
     verbose: bool,
     json_out: bool,
     gpus: tuple[int, ...] | None,
 ) -> None:
+    for notice in plan.notices:
+        err.print(f"[yellow]notice[/]: {escape(notice)}", soft_wrap=True)
     verbosity = 0 if quiet or json_out else (2 if verbose else 1)
     with ConsoleEvents(err, verbosity) as events:
-        summary = run_campaign_dir(directory, events=events, timeout_s=timeout, gpus=gpus)
+        summary = run_campaign_dir(
+            directory, events=events, runner=plan.open(directory), timeout_s=timeout, gpus=gpus
+        )
     if json_out:
         out.print_json(json.dumps(_json_summary(summary)))
     else:
@@ -340,7 +375,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except LemError as e:
-        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False)
+        # soft_wrap: a fix command in the message must stay one line to copy
+        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors (typer vendors click): exit code 2
         show = getattr(e, "show", None)

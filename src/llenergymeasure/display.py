@@ -56,6 +56,10 @@ class ConsoleEvents(Events):
     ) -> None:
         self.progress.stop()
 
+    def notice(self, message: str) -> None:
+        if self.verbosity:
+            self.console.print(f"[yellow]notice[/]: {escape(message)}", soft_wrap=True)
+
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
         done = len(manifest.entries) - len(to_run)
         self.task = self.progress.add_task(
@@ -82,10 +86,6 @@ class ConsoleEvents(Events):
         if self.verbosity >= 1 and not self.console.is_terminal and fresh:
             self.console.print(text)
         self.last_wait = (entry.key, reason)
-
-    def notice(self, message: str) -> None:
-        if self.verbosity >= 1:
-            self.console.print(f"[yellow]notice[/]: {escape(message)}")
 
     def experiment_finished(self, entry: ManifestEntry, result: ExperimentResult | None) -> None:
         self.progress.advance(self.task)

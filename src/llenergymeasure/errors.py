@@ -23,6 +23,13 @@ class DispatchError(LemError):
     """The orchestrator could not start, track or collect an experiment."""
 
 
+class PreflightError(DispatchError):
+    """The machine is not ready for the chosen runner (no engine, image missing or stale).
+    Nothing ran; the message names the fix. Exit code 2."""
+
+    exit_code = 2
+
+
 class BackendError(LemError):
     """An inference engine failed to load or generate."""
 

@@ -17,6 +17,13 @@ def _no_gaps_on_a_cpu(tmp_path: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _local_runner(tmp_path: Path) -> None:
+    """These tests watch local worker processes: pin the runner through the user settings
+    file (found from the working directory upwards), whatever images this machine has."""
+    (tmp_path / ".lem-config.yaml").write_text("runner: local\n", encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
 def _no_worker_left_behind(tmp_path: Path) -> Iterator[None]:
     """Every test: no process may still be running on files under this test's directory."""
     yield

@@ -101,6 +101,17 @@ def test_exp_json_is_a_complete_spec(tmp_path: Path, loaded: Campaign) -> None:
         assert Path(spec.cache_dir) == directory / ".cache"  # one cache for the campaign
 
 
+def test_manifest_keeps_the_campaign_files_runner_settings(
+    tmp_path: Path, write_yaml: WriteYaml
+) -> None:
+    """`lem resume` reads them from the manifest: the campaign file may have changed since."""
+    text = CAMPAIGN_YAML + "runner: docker-persistent\ncold_start: true\n"
+    directory = create_campaign(load_campaign(write_yaml(text)), output_root=tmp_path)
+    m = ManifestStore(directory).load()
+    assert (m.runner_choice, m.cold_start) == ("docker-persistent", True)
+    assert all(e.runner == "docker-persistent" for e in m.entries)
+
+
 def test_manifest_entries_pending_and_cycle_major(tmp_path: Path, loaded: Campaign) -> None:
     directory = create_campaign(loaded, output_root=tmp_path)
     m = ManifestStore(directory).load()
@@ -108,7 +119,10 @@ def test_manifest_entries_pending_and_cycle_major(tmp_path: Path, loaded: Campai
     assert [(e.experiment_id, e.cycle) for e in m.entries] == [(i, c) for c in (1, 2) for i in ids]
     assert all(e.status == "pending" for e in m.entries)
     assert all(e.attempts == 0 for e in m.entries)
-    assert all(e.runner == "local" and e.backend == "pytorch" for e in m.entries)
+    # no runner asked for: auto decides when the campaign runs
+    assert all(e.runner == "auto" and e.backend == "pytorch" for e in m.entries)
+    assert all(e.container_name is None and e.image_digest is None for e in m.entries)
+    assert (m.runner_choice, m.cold_start) == (None, False)
     assert [e.label for e in m.entries[:4]] == [e.label for e in loaded.experiments]
     for e in m.entries:
         assert e.exp_path == f"{e.experiment_id}/cycle-{e.cycle}/{EXP_FILE}"

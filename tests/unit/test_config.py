@@ -68,7 +68,8 @@ def test_campaign_defaults() -> None:
     assert c.thermal_floor_c is None
     assert c.statistics == StatisticsConfig()
     assert c.output_dir == "results"
-    assert c.runner == "local"
+    assert c.runner is None  # --runner, then .lem-config.yaml, then auto decide
+    assert c.cold_start is False
     assert c.timeout_s == 3600.0
 
 
@@ -445,7 +446,9 @@ def test_campaign_requires_name() -> None:
         ("timeout_s", -1),
         ("timeout_s", 7 * 24 * 3600 + 1),
         ("output_dir", ""),
-        ("runner", "docker"),
+        ("runner", "kubernetes"),
+        ("runner", "Docker"),
+        ("cold_start", "yes"),
     ],
 )
 def test_campaign_rejects_out_of_range(field: str, value: Any) -> None:

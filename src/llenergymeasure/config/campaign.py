@@ -75,6 +75,10 @@ class StatisticsConfig(BaseModel):
         return keys
 
 
+RunnerChoice = Literal["auto", "local", "docker", "docker-persistent"]
+"""auto: docker when the engine answers and the images exist, else local (with a notice)."""
+
+
 class CampaignConfig(BaseModel):
     """The campaign file's top level. `base`, `grid` and `experiments` stay raw here: they are
     merged first and validated as ExperimentConfig per expanded experiment (see grid.py), so a
@@ -135,8 +139,16 @@ class CampaignConfig(BaseModel):
     output_dir: str = Field(
         "results", min_length=1, description="Results root; relative to the working directory."
     )
-    runner: Literal["local"] = Field(
-        "local", description="local: each experiment in a fresh `lem-worker` subprocess."
+    runner: RunnerChoice | None = Field(
+        None,
+        description="local: a fresh `lem-worker` subprocess per experiment; docker: a fresh "
+        "container per experiment; docker-persistent: one container per backend, `exec` per "
+        "experiment; auto (default): docker when usable, else local. `--runner` overrides it, "
+        "and it overrides `.lem-config.yaml`.",
+    )
+    cold_start: bool = Field(
+        False,
+        description="Every experiment in a fresh worker: docker-persistent runs as docker.",
     )
     timeout_s: float = Field(
         3600.0, gt=0, le=7 * 24 * 3600, description="Per-experiment limit; the worker is killed."

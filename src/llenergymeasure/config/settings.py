@@ -1,5 +1,8 @@
-"""User settings: `.lem-config.yaml` in the working directory, for what belongs to a machine or
-a person rather than to an experiment (today: default gaps). A campaign file overrides them."""
+"""User settings: `.lem-config.yaml`, machine-level choices that do not belong in a campaign
+(default gaps, the runner). A campaign file overrides them; `--runner` overrides both.
+
+Looked up from the working directory upwards, so a project's settings apply in its subfolders.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llenergymeasure.config.campaign import Gaps
+from llenergymeasure.config.campaign import Gaps, RunnerChoice
 from llenergymeasure.config.loader import explain_validation_error, read_yaml
 
 SETTINGS_FILE = ".lem-config.yaml"
@@ -19,13 +22,24 @@ class UserSettings(BaseModel):
     gaps: Gaps = Field(
         default_factory=Gaps, description="Default gaps for campaigns that do not set them."
     )
+    runner: RunnerChoice | None = Field(
+        None, description="Runner when neither `--runner` nor the campaign file names one."
+    )
 
 
-def load_settings(directory: Path | None = None) -> UserSettings:
-    """Settings from `<directory>/.lem-config.yaml` (default: the working directory); the
-    built-in defaults when there is no such file. Any problem is a ConfigError."""
-    path = (directory or Path.cwd()) / SETTINGS_FILE
-    if not path.exists():
+def find_settings_file(start: Path) -> Path | None:
+    for directory in (start.resolve(), *start.resolve().parents):
+        candidate = directory / SETTINGS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(start: Path | None = None) -> UserSettings:
+    """The nearest `.lem-config.yaml` at or above start (default: the working directory); the
+    built-in defaults when there is none. Any problem is a ConfigError."""
+    path = find_settings_file(start or Path.cwd())
+    if path is None:
         return UserSettings()
     doc = read_yaml(path, what="settings file")
     try:

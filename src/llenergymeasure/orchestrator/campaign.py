@@ -36,7 +36,7 @@ from llenergymeasure.orchestrator.manifest import (
     ManifestStore,
     utcnow,
 )
-from llenergymeasure.orchestrator.runners import Job, Outcome, Runner, get_runner
+from llenergymeasure.orchestrator.runners import Job, Outcome, Runner
 from llenergymeasure.orchestrator.schedule import check_gpu_needs, resolve_execution, run_order
 from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
 from llenergymeasure.results.aggregate import summarize, write_summary
@@ -68,6 +68,9 @@ class RunSummary:
 
 class Events(WaitEvents):
     """Progress callbacks; the CLI draws them, the library API stays quiet."""
+
+    def notice(self, message: str) -> None:
+        """Called with a one-line notice, such as which runner was picked and why."""
 
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
         """Called once the entries to run are known."""
@@ -139,7 +142,7 @@ def create_campaign(
                 cycle=cycle,
                 backend=exp.config.backend,
                 label=exp.label,
-                runner=campaign.config.runner,
+                runner=campaign.config.runner or "auto",
                 exp_path=str(rel_dir / EXP_FILE),
             )
         )
@@ -159,6 +162,8 @@ def create_campaign(
         total_cycles=cycles,
         timeout_s=campaign.config.timeout_s,
         execution=execution,
+        runner_choice=campaign.config.runner,
+        cold_start=campaign.config.cold_start,
         entries=entries,
     )
     ManifestStore(campaign_dir).save(manifest)
@@ -210,7 +215,7 @@ def run_campaign_dir(
         # The runner exits first (stopping what still runs), then the threads are joined.
         with (
             ThreadPoolExecutor(max_workers=len(gpus or (None,))) as executor,
-            runner or get_runner(to_run[0].runner if to_run else "local") as active,
+            runner or _default_runner(campaign_dir, events) as active,
         ):
 
             def prepare(
@@ -246,6 +251,17 @@ def run_campaign_dir(
     return summary
 
 
+def _default_runner(campaign_dir: Path, events: Events) -> Runner:
+    """The runner the campaign file or user settings ask for (the CLI plans its own)."""
+    from llenergymeasure.config.settings import load_settings
+    from llenergymeasure.orchestrator.runners.select import Workload, plan_runner
+
+    plan = plan_runner(Workload.of_campaign_dir(campaign_dir), None, load_settings())
+    for message in plan.notices:
+        events.notice(message)
+    return plan.open(campaign_dir)
+
+
 def _read_spec(campaign_dir: Path, entry: ManifestEntry) -> ExperimentSpec:
     return ExperimentSpec.model_validate_json((campaign_dir / entry.exp_path).read_bytes())
 
@@ -275,6 +291,7 @@ def _prepare_entry(
         write_text_atomic(exp_path, spec.model_dump_json(indent=2))
     entry.status, entry.runner = "running", runner_name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
+    entry.container_name = entry.container_id = entry.image_digest = None
     return Job(
         exp_path=exp_path,
         output_dir=out_dir,
@@ -293,6 +310,10 @@ def _complete_entry(
     entry: ManifestEntry, job: Job, outcome: Outcome, store: ManifestStore, manifest: Manifest
 ) -> None:
     result = _read_result(job.output_dir / RESULT_FILE)
+    if outcome.container is not None:
+        entry.container_name = outcome.container.name
+        entry.container_id = outcome.container.id
+        entry.image_digest = outcome.container.image_digest
     entry.finished_at = utcnow()
     if result is not None and outcome.returncode == 0:
         entry.status = "done"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
-from llenergymeasure.config.campaign import Execution
+from llenergymeasure.config.campaign import Execution, RunnerChoice
 from llenergymeasure.errors import ConfigError
 
 MANIFEST_FILE = "manifest.json"
@@ -35,7 +35,10 @@ class ManifestEntry(BaseModel):
     cycle: int
     backend: str
     label: dict[str, Any] = Field(default_factory=dict)
-    runner: str
+    runner: str = Field(description="The runner that ran it (before that: the one asked for).")
+    container_name: str | None = Field(None, description="Docker runners: where it ran.")
+    container_id: str | None = None
+    image_digest: str | None = Field(None, description="Docker runners: the image's id.")
     status: Status = "pending"
     attempts: int = 0
     started_at: datetime | None = None
@@ -69,6 +72,10 @@ class Manifest(BaseModel):
     total_cycles: int
     timeout_s: float = Field(description="Per-experiment limit from the campaign file.")
     execution: Execution = Field(description="Effective order, gaps, thermal floor, statistics.")
+    runner_choice: RunnerChoice | None = Field(
+        None, description="The campaign file's `runner:`; `lem resume` honours it too."
+    )
+    cold_start: bool = False
     entries: list[ManifestEntry]
 
     def pending(self) -> list[ManifestEntry]:

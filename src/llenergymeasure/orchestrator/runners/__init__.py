@@ -27,10 +27,20 @@ class Job:
 
 
 @dataclass(frozen=True)
+class ContainerRecord:
+    """Where a docker runner ran the worker, for the manifest."""
+
+    name: str
+    id: str | None
+    image_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     returncode: int | None
     timed_out: bool
     wall_s: float
+    container: ContainerRecord | None = None
 
 
 class Runner(Protocol):
@@ -50,8 +60,9 @@ class Runner(Protocol):
     ) -> None: ...
 
 
-def get_runner(name: str) -> Runner:
-    from llenergymeasure.orchestrator.runners.local import LocalRunner
-
-    runners: dict[str, type[Runner]] = {"local": LocalRunner}
-    return runners[name]()
+def gpu_env(gpus: tuple[int, ...] | None) -> dict[str, str]:
+    """Pin a worker to its GPUs. PCI bus order makes CUDA's indices the ones nvidia-smi and
+    NVML use, on the host and inside a container that sees every GPU."""
+    if gpus is None:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import IO
 
 from llenergymeasure.errors import DispatchError
-from llenergymeasure.orchestrator.runners import Job, Outcome
+from llenergymeasure.orchestrator.runners import Job, Outcome, gpu_env
 
 
 class WorkerProcess:
@@ -77,12 +77,7 @@ class LocalRunner:
             "LEM_PARENT_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
-        if job.gpus is not None:
-            # PCI bus order makes CUDA's indices the ones nvidia-smi and NVML use.
-            env |= {
-                "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.gpus)),
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            }
+        env |= gpu_env(job.gpus)
         t0 = time.monotonic()
         with job.log_path.open("ab") as log:
             worker = WorkerProcess(cmd, env, log)

@@ -1,0 +1,68 @@
+"""Runner `docker`: every experiment in a fresh container,
+`docker compose run --rm <backend> lem-worker <exp.json>`, which exits when the worker does.
+A container that runs past the time limit is killed and removed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+
+from llenergymeasure.orchestrator.runners import ContainerRecord, Job, Outcome, gpu_env
+from llenergymeasure.orchestrator.runners.docker import (
+    CampaignProject,
+    CliProcess,
+    DockerEngine,
+    Image,
+    env_args,
+    outcome,
+    read_spec,
+)
+
+
+class EphemeralDockerRunner:
+    name = "docker"
+    fresh_container_per_run = True
+
+    def __init__(
+        self, engine: DockerEngine, images: dict[str, Image], campaign_dir: Path, input_dir: Path
+    ) -> None:
+        self.images = images
+        self.project = CampaignProject(engine, campaign_dir, input_dir)
+
+    def __enter__(self) -> EphemeralDockerRunner:
+        self.project.remove_all()  # left by an orchestrator that was killed outright
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.project.remove_all()
+
+    def run(self, job: Job) -> Outcome:
+        spec = read_spec(job)
+        backend = spec.config.backend
+        name = f"{self.project.name}-{spec.experiment_id}-c{spec.cycle}-a{spec.attempt}"
+        cmd = self.project.command(
+            "run", "--rm", "--no-TTY", "--name", name, *env_args(job.env | gpu_env(job.gpus)),
+            backend, "lem-worker", str(job.exp_path),
+        )  # fmt: skip
+        found: list[ContainerRecord] = []
+
+        def record() -> None:
+            # --rm removes the container when it ends: note its id while it is there.
+            if not found and (container := self.project.inspect(name)) is not None:
+                found.append(container)
+
+        t0 = time.monotonic()
+        try:
+            with CliProcess(cmd, job.log_path) as cli:
+                code = cli.wait(job.timeout_s, on_poll=record)
+        finally:
+            # Timed out, interrupted or ended: the container must not outlive this call.
+            self.project.remove(name)
+        container = found[0] if found else ContainerRecord(name, None, self.images[backend].id)
+        return outcome(code, t0, container)

@@ -1,0 +1,144 @@
+"""Which runner a campaign gets: `--runner` > the campaign file's `runner:` > `.lem-config.yaml`
+> auto. auto is docker when an engine answers and every backend's image exists, else local with
+a notice that says why. Docker pre-flight runs here, before any campaign directory is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from llenergymeasure.config.campaign import RunnerChoice
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.grid import Campaign
+from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.errors import ConfigError, PreflightError
+from llenergymeasure.orchestrator.manifest import ManifestStore
+from llenergymeasure.orchestrator.runners import Runner
+from llenergymeasure.orchestrator.runners.docker import DockerEngine, Image, unreachable_paths
+
+RunnerName = Literal["local", "docker", "docker-persistent"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a runner must be able to run: the experiments and where their files live."""
+
+    configs: list[ExperimentConfig]
+    input_dir: Path  # the campaign file's directory (exp.json's base_dir)
+    results_dir: Path  # the results root that holds the campaign directory
+    runner: RunnerChoice | None  # the campaign file's choice
+    cold_start: bool
+
+    @property
+    def backends(self) -> list[str]:
+        return sorted({c.backend for c in self.configs})
+
+    @classmethod
+    def of_campaign(cls, campaign: Campaign, output_root: Path | None) -> Workload:
+        return cls(
+            configs=[e.config for e in campaign.experiments],
+            input_dir=campaign.base_dir,
+            results_dir=Path(output_root or campaign.config.output_dir).resolve(),
+            runner=campaign.config.runner,
+            cold_start=campaign.config.cold_start,
+        )
+
+    @classmethod
+    def of_campaign_dir(cls, campaign_dir: Path) -> Workload:
+        """What is left to run in an existing campaign (for `lem resume`)."""
+        manifest = ManifestStore(campaign_dir).load()
+        try:
+            specs = [
+                ExperimentSpec.model_validate_json((campaign_dir / e.exp_path).read_bytes())
+                for e in manifest.pending()
+            ]
+        except (OSError, ValidationError) as e:
+            raise ConfigError(f"{campaign_dir} has an unreadable exp.json: {e}") from e
+        return cls(
+            configs=[s.config for s in specs],
+            input_dir=Path(specs[0].base_dir) if specs else campaign_dir,
+            results_dir=campaign_dir.resolve().parent,
+            runner=manifest.runner_choice,
+            cold_start=manifest.cold_start,
+        )
+
+
+@dataclass(frozen=True)
+class RunnerPlan:
+    """The chosen runner, checked and ready to open on a campaign directory."""
+
+    name: RunnerName
+    notices: list[str]
+    engine: DockerEngine | None = None
+    images: dict[str, Image] | None = None
+    input_dir: Path | None = None
+
+    def open(self, campaign_dir: Path) -> Runner:
+        from llenergymeasure.orchestrator.runners.local import LocalRunner
+
+        if self.name == "local":
+            return LocalRunner()
+        assert self.engine is not None and self.images is not None and self.input_dir
+        if self.name == "docker":
+            from llenergymeasure.orchestrator.runners.docker_ephemeral import (
+                EphemeralDockerRunner,
+            )
+
+            return EphemeralDockerRunner(self.engine, self.images, campaign_dir, self.input_dir)
+        from llenergymeasure.orchestrator.runners.docker_persistent import (
+            PersistentDockerRunner,
+        )
+
+        return PersistentDockerRunner(self.engine, campaign_dir, self.input_dir)
+
+
+def choose(
+    cli: RunnerChoice | None, workload: Workload, settings: UserSettings
+) -> tuple[RunnerChoice, str]:
+    """The runner asked for and who asked: the first of CLI, campaign file, settings."""
+    for choice, source in (
+        (cli, "--runner"),
+        (workload.runner, "the campaign file"),
+        (settings.runner, SETTINGS_FILE),
+    ):
+        if choice is not None:
+            return choice, source
+    return "auto", "default"
+
+
+def plan_runner(workload: Workload, cli: RunnerChoice | None, settings: UserSettings) -> RunnerPlan:
+    choice, source = choose(cli, workload, settings)
+    notices: list[str] = []
+    if choice == "docker-persistent" and workload.cold_start:
+        notices.append("cold_start: every experiment gets a fresh container (runner docker)")
+        choice = "docker"
+    if choice == "local":
+        return RunnerPlan("local", notices)
+    if choice == "auto":
+        try:
+            engine = DockerEngine.connect()
+        except PreflightError as e:
+            return RunnerPlan("local", [*notices, f"running locally: {e}"])
+        missing = [b for b in workload.backends if engine.image(b) is None]
+        if missing:
+            hint = engine.build_hint(missing[0])
+            return RunnerPlan(
+                "local",
+                [*notices, f"running locally: no image for {', '.join(missing)} ({hint})"],
+            )
+        choice = "docker"
+    else:
+        engine = DockerEngine.connect()
+    images = engine.require_images(workload.backends)
+    hidden = unreachable_paths(workload.configs, workload.input_dir, workload.results_dir)
+    if hidden:
+        raise PreflightError(
+            f"runner {choice} (from {source}): a container sees only {workload.input_dir} "
+            f"(read-only) and {workload.results_dir}, not: {'; '.join(hidden)}. Move them "
+            "there, or use --runner local"
+        )
+    return RunnerPlan(choice, notices, engine, images, workload.input_dir)
