@@ -36,7 +36,7 @@ base:
   model: builtin:tiny-llama
   n_prompts: 1
   max_output_tokens: 2
-  warmup_runs: 0
+  warmup: {runs: 0}
 """
 
 

@@ -33,6 +33,15 @@ def _interruptible_children() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _no_gaps_on_a_cpu(tmp_path: Path) -> None:
+    """The CLI runs in tmp_path; its user settings drop the cool-down gaps between
+    experiments, which only matter for a GPU's temperature."""
+    (tmp_path / ".lem-config.yaml").write_text(
+        "gaps: {between_experiments_s: 0, between_cycles_s: 0}\n", encoding="utf-8"
+    )
+
+
 @pytest.fixture(scope="session")
 def docker() -> DockerClient:
     client = DockerClient()

@@ -35,15 +35,16 @@ pytestmark = pytest.mark.docker
 RUNNERS = ["docker", "docker-persistent"]
 HF_SENTINEL = "hf_never_in_a_file_4b1d"
 BASE = """\
+cycles: 1
 base:
   model: builtin:tiny-llama
   n_prompts: 2
   max_output_tokens: 4
-  warmup_runs: 1
+  warmup: {runs: 1}
 """
 # Far longer than any test waits (65 batches of 1500 tokens): it ends only when stopped.
 LONG = "{n_prompts: 64, max_output_tokens: 1500}"
-TINY = "{n_prompts: 1, max_output_tokens: 2, warmup_runs: 0}"
+TINY = "{n_prompts: 1, max_output_tokens: 2, warmup: {runs: 0}}"
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,12 @@ pytestmark = pytest.mark.docker
 
 ONE = """\
 name: one
+cycles: 1
 base:
   model: builtin:tiny-llama
   n_prompts: 1
   max_output_tokens: 2
-  warmup_runs: 0
+  warmup: {runs: 0}
 """
 STALE = "llenergymeasure-pytorch:cpu-test-stale"
 

@@ -10,17 +10,12 @@ from lem_cli import NO_GAPS_SETTINGS, wait_until_no_process_mentions, write
 
 
 @pytest.fixture(autouse=True)
-def _no_gaps_on_a_cpu(tmp_path: Path) -> None:
-    """Tests run the CLI in tmp_path: its user settings drop the cool-down gaps, which only
-    matter for a GPU's temperature (tests that check gaps set them in the campaign file)."""
-    write(tmp_path / ".lem-config.yaml", NO_GAPS_SETTINGS)
-
-
-@pytest.fixture(autouse=True)
-def _local_runner(tmp_path: Path) -> None:
-    """These tests watch local worker processes: pin the runner through the user settings
-    file (found from the working directory upwards), whatever images this machine has."""
-    (tmp_path / ".lem-config.yaml").write_text("runner: local\n", encoding="utf-8")
+def _cpu_test_settings(tmp_path: Path) -> None:
+    """Tests run the CLI in tmp_path, so its user settings (found from the working directory
+    upwards) apply: no cool-down gaps, which only matter for a GPU's temperature (tests that
+    check gaps set them in the campaign file), and the local runner, since these tests watch
+    local worker processes whatever images this machine has."""
+    write(tmp_path / ".lem-config.yaml", NO_GAPS_SETTINGS + "runner: local\n")
 
 
 @pytest.fixture(autouse=True)
