@@ -25,8 +25,9 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "lem-test-base:bookworm"
 # The tests' own image tag, never `latest`: real images on a developer's machine stay untouched
-# and are never what these tests run.
-TEST_TAG = "cpu-test"
+# and are never what these tests run. It names the schema fingerprint, so test runs of two
+# versions on one machine (two checkouts) do not rebuild each other's image.
+TEST_TAG = f"cpu-test-{schema_fingerprint()}"
 IMAGE = f"llenergymeasure-pytorch:{TEST_TAG}"
 CPU_COMPOSE = ["-f", str(REPO / "compose.yaml"), "-f", str(REPO / "compose.cpu.yaml")]
 WHEELHOUSE = REPO / ".whl" / "docker-tests"
