@@ -5,7 +5,7 @@ minus what the worker measured for itself (result started_at -> finished_at): pr
 container start, interpreter and torch import, reading the spec, writing the result, and for the
 docker runners the docker CLI and the container lifecycle.
 
-    .venv/bin/python benchmarks/runner_overhead.py --rounds 4 --cycles 5 --image-tag latest
+    .venv/bin/python benchmarks/runner_overhead.py --rounds 4 --cycles 5 --image-tag latest --json
 
 Each round runs one campaign per runner, in a rotated order, so that load from anything else on
 the machine spreads over all runners alike; the persistent runner's first experiment of each
@@ -45,7 +45,10 @@ def overheads(runner: str, cycles: int, work: Path, env: dict[str, str]) -> list
     campaign.write_text(CAMPAIGN.format(cycles=cycles), encoding="utf-8")
     out = Path(tempfile.mkdtemp(prefix=f"{runner}-", dir=work))
     cmd = [sys.executable, "-m", "llenergymeasure.cli", "campaign", str(campaign), "-q"]
-    subprocess.run([*cmd, "-o", str(out), "--runner", runner], env=env, check=True)
+    cmd += ["-o", str(out), "--runner", runner]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"lem campaign --runner {runner} failed:\n{proc.stdout}{proc.stderr}")
     (campaign_dir,) = [p.parent for p in out.glob("*/manifest.json")]
     values = []
     for entry in ManifestStore(campaign_dir).load().entries:
