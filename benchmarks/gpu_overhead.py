@@ -1,12 +1,18 @@
 """GPU benchmark: the tool's own cost on a ~1B-parameter random-weight Llama (needs a GPU).
 
-    PYTHONPATH=src python benchmarks/gpu_overhead.py --out DIR [--rounds 5]
+    PYTHONPATH=src python benchmarks/gpu_overhead.py --out DIR [--workloads ...]
 
-In one process, on one loaded model, in rotating order each round (so drift hits every arm):
-  - the PyTorch backend's `generate` with the sampler off, at 1, 10 and 50 Hz;
-  - a plain transformers loop (tokenise, `model.generate`, synchronise) on the same model,
-    prompts, batch size and lengths, as the reference the backend must keep up with.
-Reports per-arm median tokens/s with min-max spread and ratios to the sampler-off arm.
+In one process, in rotating order each round (so drift hits every arm), two workloads:
+  - decode-heavy (64-token prompts, 128 new tokens, batch 32): `generate` is launch-bound on
+    the host CPU, the case where a sampler thread could slow it most. Arms: the PyTorch backend
+    with the sampler off, at 1, 10 and 50 Hz, and a plain transformers loop (tokenise,
+    `model.generate`, synchronise) on the same model, prompts, batch and lengths. About 37 s a
+    round on an H100.
+  - prefill-heavy (1024-token prompts, 8 new tokens, batch 64): more of the time on the GPU.
+    Arms: the backend with the sampler off, at 10 and 50 Hz. About 6 s a round.
+Reports per-arm median tokens/s with min-max spread, and each arm's ratio to the sampler-off
+run of the same round (median and interquartile range over rounds). Run the workloads in
+separate calls where a call's time is limited.
 """
 
 from __future__ import annotations
@@ -74,83 +80,126 @@ def sampler_at(gpu: NvmlGpu, hz: float) -> Iterator[None]:
     BUSY.setdefault(f"{hz:g}", []).append(sum(sampler.busy_s.values()) / (time.perf_counter() - t0))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/lem-llama-1b"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.model_dir / "config.json").exists():
-        subprocess.run(
-            [sys.executable, str(TOOLS / "make_random_llama.py"), str(args.model_dir)], check=True
-        )
+WORKLOADS = {
+    "decode_heavy": {
+        "batch_size": 32,
+        "n_prompts": 128,
+        "prompts": {"source": "synthetic", "input_tokens": 64},
+        "max_input_tokens": 128,
+        "max_output_tokens": 128,
+    },
+    "prefill_heavy": {
+        "batch_size": 64,
+        "n_prompts": 256,
+        "prompts": {"source": "synthetic", "input_tokens": 1024},
+        "max_input_tokens": 1024,
+        "max_output_tokens": 8,
+    },
+}
+SAMPLER_HZ = {"decode_heavy": (0.0, 1.0, 10.0, 50.0), "prefill_heavy": (0.0, 10.0, 50.0)}
+
+
+def measure(workload: str, model_dir: Path, rounds: int) -> dict[str, Any]:
+    """Every arm of one workload, `rounds` times in rotating order after one warm-up pass."""
     config = ExperimentConfig.model_validate(
-        {
-            "model": str(args.model_dir),
-            "precision": "bf16",
-            "batch_size": 32,
-            "n_prompts": 128,
-            "prompts": {"source": "synthetic", "input_tokens": 64},
-            "max_input_tokens": 128,
-            "max_output_tokens": 128,
-        }
+        {"model": str(model_dir), "precision": "bf16", **WORKLOADS[workload]}
     )
     results: dict[str, list[float]] = {}
+    BUSY.clear()
     with nvml_session() as pynvml, PyTorchBackend(config) as backend:
         uuids = backend.gpu_uuids() or []
         gpu = NvmlGpu(pynvml, uuids[0])
         prompts = select_prompts(config, Path.cwd(), backend.tokenizer)
         arms: dict[str, Callable[[], int]] = {}
-        for hz in (0.0, 1.0, 10.0, 50.0):
+        for hz in SAMPLER_HZ[workload]:
 
             def run(hz: float = hz) -> int:
                 with sampler_at(gpu, hz):
                     return sum(o.output_tokens for o in backend.generate(prompts))
 
             arms[f"backend_sampler_{hz:g}hz"] = run
-        arms["plain_transformers_loop"] = lambda: plain_loop(backend, prompts)
+        if workload == "decode_heavy":
+            arms["plain_transformers_loop"] = lambda: plain_loop(backend, prompts)
         for name, fn in arms.items():  # warm-up: one pass of each arm
             fn()
             results[name] = []
+        BUSY.clear()
         names = list(arms)
-        for r in range(args.rounds):
+        for r in range(rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 t0 = time.perf_counter()
                 tokens = arms[name]()
                 results[name].append(tokens / (time.perf_counter() - t0))
             print(
-                f"round {r + 1}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names),
+                f"{workload} round {r + 1}: "
+                + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names),
                 flush=True,
             )
         gpu_name = backend.device_description()
-    ref = statistics.median(results["backend_sampler_0hz"])
-    summary: dict[str, Any] = {
+    off = results["backend_sampler_0hz"]
+    ref = statistics.median(off)
+    arms_out = {}
+    for name, v in results.items():
+        paired = [x / o for x, o in zip(v, off, strict=True)]
+        q1, _, q3 = statistics.quantiles(paired, n=4)
+        arms_out[name] = {
+            "median_tokens_per_s": statistics.median(v),
+            "min": min(v),
+            "max": max(v),
+            "ratio_to_sampler_off": statistics.median(v) / ref,
+            "paired_ratio_median": statistics.median(paired),
+            "paired_ratio_q1": q1,
+            "paired_ratio_q3": q3,
+            "runs": v,
+        }
+    return {
         "machine": gpu_name,
+        "workload": WORKLOADS[workload],
+        "arms": arms_out,
+        "sampler_busy_fraction_median": {hz: statistics.median(v) for hz, v in BUSY.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--prefill-rounds", type=int, default=20)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/lem-llama-1b"))
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not (args.model_dir / "config.json").exists():
+        subprocess.run(
+            [sys.executable, str(TOOLS / "make_random_llama.py"), str(args.model_dir)], check=True
+        )
+    summary: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "PYTHONPATH=src python benchmarks/gpu_overhead.py --out OUT --rounds "
-        f"{args.rounds}",
-        "workload": "1.04B random Llama, bf16, 128 prompts x 64 tokens, batch 32, 128 new tokens",
-        "arms": {
-            name: {
-                "median_tokens_per_s": statistics.median(v),
-                "min": min(v),
-                "max": max(v),
-                "ratio_to_sampler_off": statistics.median(v) / ref,
-                "runs": v,
-            }
-            for name, v in results.items()
+        f"{args.rounds} --prefill-rounds {args.prefill_rounds} --workloads "
+        + " ".join(args.workloads),
+        "model": "1.04B random Llama (tools/make_random_llama.py), bf16",
+        "workloads": {
+            w: measure(
+                w, args.model_dir, args.prefill_rounds if w == "prefill_heavy" else args.rounds
+            )
+            for w in args.workloads
         },
     }
-    summary["backend_vs_plain_loop"] = ref / statistics.median(results["plain_transformers_loop"])
-    summary["sampler_busy_fraction_median"] = {hz: statistics.median(v) for hz, v in BUSY.items()}
+    if "decode_heavy" in summary["workloads"]:
+        decode = summary["workloads"]["decode_heavy"]["arms"]
+        summary["backend_vs_plain_loop"] = (
+            decode["backend_sampler_0hz"]["median_tokens_per_s"]
+            / decode["plain_transformers_loop"]["median_tokens_per_s"]
+        )
+        print("backend / plain loop:", round(summary["backend_vs_plain_loop"], 4))
     (args.out / "gpu_overhead.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps({k: round(v["ratio_to_sampler_off"], 4) for k, v in summary["arms"].items()}))
-    print("backend / plain loop:", round(summary["backend_vs_plain_loop"], 4))
-    print("sampler busy fraction:", summary["sampler_busy_fraction_median"])
+    for name, w in summary["workloads"].items():
+        print(name, {k: round(v["paired_ratio_median"], 4) for k, v in w["arms"].items()})
+        print(name, "sampler busy fraction:", w["sampler_busy_fraction_median"])
 
 
 if __name__ == "__main__":

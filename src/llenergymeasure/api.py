@@ -14,6 +14,7 @@ file sets no `cycles` runs 1 cycle here. Ctrl+C stops the campaign (finished res
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +32,18 @@ from llenergymeasure.config.grid import (
     load_campaign,
     load_experiment,
 )
+from llenergymeasure.config.settings import load_settings, resolve_results_dir
 from llenergymeasure.errors import ConfigError, LemError
-from llenergymeasure.orchestrator.campaign import Events, create_campaign, run_campaign_dir
+from llenergymeasure.orchestrator.campaign import Events, create_campaign
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.webhooks import run_with_webhooks
+from llenergymeasure.permissions import no_world_write
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.collate import results_frame
 from llenergymeasure.results.schema import ExperimentResult
 
 ConfigOrPath = str | Path | Mapping[str, Any] | BaseModel
+log = logging.getLogger("llenergymeasure")
 
 
 class ExperimentFailedError(LemError):
@@ -60,7 +65,8 @@ class CampaignResults:
 
     @property
     def failed(self) -> list[ManifestEntry]:
-        return [e for e in self.manifest.entries if e.status == "failed"]
+        """Runs that ended without a result on their own (status failed or oom)."""
+        return self.manifest.failed()
 
 
 def run_campaign(
@@ -72,11 +78,15 @@ def run_campaign(
 ) -> CampaignResults:
     """Run a campaign (a YAML path, a mapping or a CampaignConfig) to the end. overrides
     replace top-level campaign keys (cycles=3, order="shuffled", output_dir=...). Failed
-    experiments do not raise: see .failed."""
+    experiments do not raise: see .failed. User settings (.lem-config.yaml, LEM_* variables)
+    apply as from the CLI; a campaign over their max_experiments is refused (the CLI's --yes
+    is `max_experiments` in the settings here)."""
+    limit = load_settings().max_experiments
     if isinstance(config_or_path, (str, Path)):
-        campaign = load_campaign(Path(config_or_path), overrides)
+        campaign = load_campaign(Path(config_or_path), overrides, max_experiments=limit)
     else:
-        campaign = campaign_from_data(_as_data(config_or_path), Path.cwd(), overrides)
+        data = _as_data(config_or_path)
+        campaign = campaign_from_data(data, Path.cwd(), overrides, max_experiments=limit)
     return _run(campaign, gpus, events)
 
 
@@ -144,8 +154,17 @@ def _run(
     output_root: Path | None = None,
     timeout_s: float | None = None,
 ) -> CampaignResults:
-    directory = create_campaign(campaign, output_root)
-    summary = run_campaign_dir(directory, events=events, gpus=gpus, timeout_s=timeout_s)
+    settings = resolve_results_dir(load_settings(), output_root, campaign.config)
+    with no_world_write():
+        directory = create_campaign(campaign, Path(settings.results_dir), settings=settings)
+        summary = run_with_webhooks(
+            directory,
+            settings.webhooks,
+            events=events,
+            on_problem=log.warning,
+            gpus=gpus,
+            timeout_s=timeout_s,
+        )
     if summary.interrupted:
         raise KeyboardInterrupt
     return load_results(directory)

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from llenergymeasure.faults import crashpoint
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same directory, fsync it, os.replace, then fsync the dir."""
@@ -15,6 +17,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            crashpoint(f"atomic.{path.name}.written")
             f.flush()
             os.fsync(f.fileno())
         tmp.chmod(0o644)
@@ -22,6 +25,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    crashpoint(f"atomic.{path.name}.replaced")
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -103,7 +103,19 @@ class ConsoleEvents(Events):
                 f"{energy_text}"
             )
         else:
-            self.console.print(f"[red]failed[/] {describe(entry)}: {escape(entry.error or '')}")
+            colour = "yellow" if entry.status == "interrupted" else "red"
+            self.console.print(
+                f"[{colour}]{entry.status}[/] {describe(entry)}: {escape(entry.error or '')}"
+            )
+
+    def experiment_retried(self, entry: ManifestEntry, attempt: int, of: int) -> None:
+        self.running.pop(entry.key, None)
+        self._show_running()
+        if self.verbosity:
+            self.console.print(
+                f"[yellow]retry[/] {describe(entry)} (attempt {attempt} of {of}) after: "
+                f"{escape(entry.error or '')}"
+            )
 
 
 def _on_gpus(entry: ManifestEntry) -> str:

@@ -36,3 +36,15 @@ class BackendError(LemError):
 
 class MeasurementError(LemError):
     """A measurement could not be taken or is not trustworthy."""
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """text safe to show on a terminal: control characters and lone surrogates escaped (a
+    hostile file must not move the cursor or break the output's encoding), newlines kept,
+    and cut to `limit` characters with an ellipsis."""
+    shown = "\n".join(
+        "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line) for line in text.split("\n")
+    )
+    if limit is not None and len(shown) > limit:
+        return shown[: limit - 1] + "…"
+    return shown

@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from docker_helpers import BASE_IMAGE, IMAGE, REPO, WHEELHOUSE, build_pytorch
+from docker_helpers import BASE_IMAGE, IMAGE, REPO, WHEELHOUSE, build_pytorch, check
 from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
@@ -93,10 +92,3 @@ def pytorch_image(docker: DockerClient, base_image: str) -> str:
     if build.returncode != 0:
         pytest.fail(f"building {IMAGE} failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}")
     return IMAGE
-
-
-def check(*cmd: str) -> None:
-    """Run a setup command; on failure, fail the tests with its output."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd[:2])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -14,6 +14,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from lem_cli import CLI_TIMEOUT_S, lem_cmd, lem_env
 from python_on_whales import Container, DockerClient
 
@@ -62,6 +63,11 @@ def image_env(**extra: str) -> dict[str, str]:
 def build_pytorch(*build_args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`docker compose build pytorch` from the real Dockerfile on the local base image, pip
     served from the wheelhouse; the same arguments every time, so layers are reused."""
+    return build_service("pytorch", *build_args, **env)
+
+
+def build_service(service: str, *build_args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose build SERVICE` as build_pytorch does it."""
     env.setdefault("LEM_SCHEMA_FINGERPRINT", schema_fingerprint())
     with serve_directory(WHEELHOUSE) as url:
         return subprocess.run(
@@ -69,7 +75,7 @@ def build_pytorch(*build_args: str, **env: str) -> subprocess.CompletedProcess[s
              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
              "--build-arg", f"PIP_FIND_LINKS={url}",
              "--build-arg", "PIP_NO_INDEX=1",
-             *build_args, "pytorch"],
+             *build_args, service],
             env=image_env(**env), capture_output=True, text=True, check=False, timeout=1200,
         )  # fmt: skip
 
@@ -178,3 +184,10 @@ def kill_worker(docker: DockerClient, container: str, pid: str) -> None:
     Detached: an ephemeral container ends with its worker, taking this exec with it."""
     script = f"import os, signal; os.kill({int(pid)}, signal.SIGKILL)"
     docker.container.execute(container, ["python", "-c", script], user="0", detach=True)
+
+
+def check(*cmd: str) -> None:
+    """Run a setup command; on failure, fail the tests with its output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd[:2])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -1,6 +1,6 @@
 """Both docker runners through the real `lem` CLI, a real engine and real tiny-model inference
-in containers: a 2x2 campaign, a worker that crashes, a timeout, Ctrl+C and resume; after every
-test no container or network of its campaigns is left."""
+in containers: a 2x2 campaign, a worker that crashes, a timeout, Ctrl+C and resume, two workers
+at once; after every test no container or network of its campaigns is left."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from python_on_whales.exceptions import NoSuchContainer
 
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
 from llenergymeasure.orchestrator.runners.docker import project_name
+from llenergymeasure.orchestrator.runners.docker_persistent import kill_matching
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult
 
 pytestmark = pytest.mark.docker
@@ -128,9 +129,14 @@ def test_grid_campaign_runs_in_containers(
             f"{project}-{e.experiment_id}-c1-a1" for e in manifest.entries
         }
         assert len({e.container_id for e in manifest.entries}) == 4
+        assert all(e.container_start_s is None for e in manifest.entries)
     else:  # one container for the backend, for the whole campaign
         assert {e.container_name for e in manifest.entries} == {f"{project}-pytorch-1"}
         assert len({e.container_id for e in manifest.entries}) == 1
+        # only the first experiment waited for the container to start, and says how long
+        first, *later = sorted(manifest.entries, key=lambda e: str(e.started_at))
+        assert first.container_start_s is not None and first.container_start_s > 0
+        assert all(e.container_start_s is None for e in later)
 
     env_file = (campaign_dir / "compose.env").read_text(encoding="utf-8").splitlines()
     assert env_file == [
@@ -174,7 +180,10 @@ def test_a_worker_crash_is_isolated(
     assert crashed.experiment_id == long_entry.experiment_id
     assert crashed.status == "failed"
     assert crashed.error is not None
-    assert crashed.error.startswith("worker was killed by SIGKILL without writing a result")
+    assert crashed.error.startswith(
+        "worker was killed by SIGKILL (not sent by lem: often the kernel's out-of-memory "
+        "killer) without writing a result"
+    ), crashed.error
     assert good.status == "done"
     if runner == "docker-persistent":  # the container outlived the worker that crashed in it
         assert good.container_id == crashed.container_id
@@ -218,8 +227,11 @@ def test_timeout_kills_and_removes_the_container(
     assert tiny.status == "done", tiny.error
     assert tiny.container_id != slow.container_id  # a fresh container after the timeout
 
-    # `lem resume` goes through the same runner: the slow one again, as attempt 2.
-    resumed = run_lem("resume", campaign_dir, "--runner", runner, "--timeout", "1", cwd=tmp_path)
+    # `lem resume --retry-failed` goes through the same runner: the slow one again, attempt 2.
+    resumed = run_lem(
+        "resume", campaign_dir, "--retry-failed", "--runner", runner, "--timeout", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert resumed.returncode == 1, explain(resumed)
     (again, _) = load_manifest(campaign_dir).entries
     assert (again.attempts, again.runner) == (2, runner)
@@ -236,10 +248,86 @@ def test_ctrl_c_stops_the_campaign_and_its_containers(
     with lem_running(
         "campaign", campaign_file, "-o", "out", "--runner", runner, cwd=tmp_path
     ) as proc:
-        campaign_dir, *_ = running_worker(docker, tmp_path / "out", runner, n_prompts=64)
+        campaign_dir, running, *_ = running_worker(docker, tmp_path / "out", runner, n_prompts=64)
+        log = campaign_dir / Path(running.exp_path).parent / "worker.log"
+        # once the model is loaded the worker's SIGTERM handler is surely in place
+        wait_for("the model to load", lambda: b"loaded in" in log.read_bytes() or None)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     (entry,) = load_manifest(campaign_dir).entries
-    assert (entry.status, entry.error) == ("pending", "interrupted by the user")
+    # the worker was sent SIGTERM in its container, cleaned up and exited (130)
+    assert entry.status == "interrupted", entry.error
+    assert entry.error == "interrupted by SIGINT: the worker cleaned up and stopped", stderr
+    exp_dir = campaign_dir / Path(entry.exp_path).parent
+    assert "interrupted: the experiment was unwound" in (exp_dir / "worker.log").read_text()
     assert f"lem resume {campaign_dir}" in stdout
+
+
+# --------------------------------------------------- two workers at once (--gpus on a CPU host)
+
+TWO_LONG = f"experiments:\n  - {LONG[:-1]}, seed: 1}}\n  - {LONG[:-1]}, seed: 2}}\n"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_ctrl_c_with_two_workers_at_once_removes_everything(
+    docker: DockerClient, pytorch_image: str, tmp_path: Path, runner: str
+) -> None:
+    """The workers run in threads: Ctrl+C reaches the campaign loop, and closing the runner
+    must stop both (the autouse fixture checks that no container is left)."""
+    campaign_file = write(tmp_path / "two.yaml", f"name: two\n{BASE}{TWO_LONG}")
+    args = ("campaign", campaign_file, "-o", "out", "--runner", runner, "--gpus", "0,1")
+    with lem_running(*args, cwd=tmp_path) as proc:
+        for seed in (1, 2):
+            campaign_dir, *_ = running_worker(docker, tmp_path / "out", runner, seed=seed)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert load_manifest(campaign_dir).counts()["interrupted"] == 2
+
+
+def test_a_late_worker_does_not_take_its_neighbour_down(
+    docker: DockerClient, pytorch_image: str, tmp_path: Path
+) -> None:
+    """Two experiments share the persistent container. The first to time out is killed on its
+    own while the second still runs; the second, which started a moment later, reaches its
+    own time limit rather than dying with the first one's container."""
+    campaign_file = write(tmp_path / "late.yaml", f"name: late\ntimeout_s: 20\n{BASE}{TWO_LONG}")
+    args = ("campaign", campaign_file, "-o", "out", "--runner", "docker-persistent")
+    proc = run_lem(*args, "--gpus", "0,1", cwd=tmp_path)
+    assert proc.returncode == 1, explain(proc)
+    entries = load_manifest(only_campaign_dir(tmp_path / "out")).entries
+    assert len({e.container_id for e in entries}) == 1  # they did share it
+    for entry in entries:
+        assert entry.error is not None
+        assert entry.error.startswith("timed out after 20 s"), entry.error
+
+
+def test_kill_matching_stops_one_worker_and_what_it_started(
+    docker: DockerClient, pytorch_image: str
+) -> None:
+    a, b = {"a/exp.json", "sleep 300", "sleep 301"}, {"b/exp.json", "sleep 400", "sleep 401"}
+    container = docker.run(pytorch_image, ["sleep", "infinity"], detach=True, init=True)
+    try:
+        for marker, seconds in (("a/exp.json", 300), ("b/exp.json", 400)):
+            script = f"sleep {seconds} & sleep {seconds + 1}; :"
+            docker.container.execute(container, ["sh", "-c", script, marker], detach=True)
+        wait_for("both workers", lambda: (a | b) <= _commands(docker, container.id) or None)
+        kill_matching(docker, container.id, "a/exp.json")
+        wait_for("worker a to go", lambda: a.isdisjoint(_commands(docker, container.id)) or None)
+        assert b <= _commands(docker, container.id)
+    finally:
+        docker.container.remove(container.id, force=True)
+
+
+def _commands(docker: DockerClient, container: str) -> set[str]:
+    """What runs in the container: each process's arguments, and its command line."""
+    script = (
+        "import os\n"
+        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try: print(open(f'/proc/{p}/cmdline','rb').read().replace(b'\\0',b' ').decode())\n"
+        "    except OSError: pass\n"
+    )
+    out = str(docker.container.execute(container, ["python", "-c", script]))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return set(lines) | {arg for line in lines for arg in line.split(" ") if "/" in arg}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.orchestrator.manifest import Manifest
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 
 CLI_TIMEOUT_S = 300
 NO_GAPS_SETTINGS = "gaps:\n  between_experiments_s: 0\n  between_cycles_s: 0\n"
@@ -30,12 +30,14 @@ def lem_cmd(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "llenergymeasure.cli", *map(str, args)]
 
 
-def run_lem(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `lem ARGS` to completion; output is captured as text."""
+def run_lem(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `lem ARGS` to completion (env: extra variables); output is captured as text."""
     return subprocess.run(
         lem_cmd(*args),
         cwd=cwd,
-        env=lem_env(),
+        env=lem_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,
@@ -62,7 +64,8 @@ def only_campaign_dir(root: Path) -> Path:
 
 
 def load_manifest(campaign_dir: Path) -> Manifest:
-    return Manifest.model_validate_json((campaign_dir / "manifest.json").read_bytes())
+    """The campaign's state as `lem` sees it: the snapshot with its journal replayed."""
+    return ManifestStore(campaign_dir).load()
 
 
 def read_json(path: Path) -> Any:

@@ -245,6 +245,17 @@ def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
         assert result.warmup.converged is None
         assert len(result.warmup.latencies_s) == 1
         assert result.warmup_s >= result.warmup.latencies_s[0] > 0
+        # the load phase: engine import (torch + transformers) timed apart from the model load
+        assert result.engine_import_s > 0
+        phases = (
+            result.engine_import_s
+            + result.model_load_s
+            + result.warmup_s
+            + result.measured_duration_s
+        )
+        assert phases <= (result.finished_at - result.started_at).total_seconds()
+        assert entry.started_at is not None and entry.finished_at is not None
+        assert entry.started_at <= result.started_at <= result.finished_at <= entry.finished_at
         assert result.environment.device == "cpu"
         assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
         # no GPU energy source on a CPU: every GPU energy figure null (never 0), and said so

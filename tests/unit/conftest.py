@@ -11,6 +11,7 @@ import pytest
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 from llenergymeasure.results.schema import (
     EnergyFigures,
@@ -58,6 +59,7 @@ def make_result(spec: ExperimentSpec, **overrides: object) -> ExperimentResult:
             in_container=False,
             library_versions={"torch": "2.0"},
         ),
+        "engine_import_s": 2.5,
         "model_load_s": 1.5,
         "warmup": WarmupRecord(
             runs=spec.config.warmup.runs,
@@ -101,11 +103,11 @@ def finish_campaign(directory: Path, overrides_for: OverridesFor) -> Manifest:
     with overrides_for(spec)) and mark the entry done in the manifest."""
     store = ManifestStore(directory)
     manifest = store.load()
+    specs = ExperimentSpecs(directory)
     for entry in manifest.entries:
-        exp_path = directory / entry.exp_path
-        spec = ExperimentSpec.model_validate_json(exp_path.read_bytes())
+        spec = specs.spec(manifest, entry, attempt=1)
         result = make_result(spec, **overrides_for(spec))
-        write_text_atomic(exp_path.parent / "result.json", result.model_dump_json())
+        write_text_atomic(Path(spec.output_dir) / "result.json", result.model_dump_json())
         entry.status, entry.attempts = "done", 1
         entry.result_path = str(Path(entry.exp_path).parent / "result.json")
     store.save(manifest)

@@ -26,6 +26,7 @@ from llenergymeasure.orchestrator.campaign import (
     create_campaign,
     run_campaign_dir,
 )
+from llenergymeasure.orchestrator.experiments import EXPERIMENTS_FILE, ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.orchestrator.runners import Job, Outcome
 from llenergymeasure.results.collate import RESULTS_CSV, RESULTS_PARQUET, collate
@@ -57,6 +58,12 @@ def read_spec(path: Path) -> ExperimentSpec:
     return ExperimentSpec.model_validate_json(path.read_bytes())
 
 
+def spec_of(directory: Path, entry: ManifestEntry) -> ExperimentSpec:
+    """The exp.json an entry's first attempt will get (written only when it runs)."""
+    manifest = ManifestStore(directory).load()
+    return ExperimentSpecs(directory).spec(manifest, entry, attempt=1)
+
+
 # ------------------------------------------------------------------------------------ layout
 
 
@@ -71,20 +78,21 @@ def test_create_campaign_layout(tmp_path: Path, loaded: Campaign) -> None:
     assert datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").year >= 2025
     assert (directory / "campaign.yaml").read_bytes() == loaded.source.read_bytes()
 
-    ids = [e.experiment_id for e in loaded.experiments]
-    assert len(ids) == 4
-    expected_dirs = {directory / i / f"cycle-{c}" for i in ids for c in (1, 2)}
-    exp_files = set(directory.glob(f"*/cycle-*/{EXP_FILE}"))
-    assert {p.parent for p in exp_files} == expected_dirs
+    # three files, however many experiments: each exp.json is written when its entry runs
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        ["campaign.yaml", MANIFEST_FILE, *ids]
+        ["campaign.yaml", EXPERIMENTS_FILE, MANIFEST_FILE]
     )
 
 
 def test_exp_json_is_a_complete_spec(tmp_path: Path, loaded: Campaign) -> None:
     directory = create_campaign(loaded, output_root=tmp_path)
     by_id = {e.experiment_id: e for e in loaded.experiments}
-    for path in directory.glob(f"*/cycle-*/{EXP_FILE}"):
+    manifest = ManifestStore(directory).load()
+    specs = ExperimentSpecs(directory)
+    assert len(manifest.entries) == 8
+    for entry in manifest.entries:
+        path = specs.write_spec(manifest, entry, attempt=1)
+        assert path == directory / entry.exp_path
         spec = read_spec(path)
         exp = by_id[spec.experiment_id]
         assert spec.config == exp.config
@@ -126,7 +134,7 @@ def test_manifest_entries_pending_and_cycle_major(tmp_path: Path, loaded: Campai
     assert [e.label for e in m.entries[:4]] == [e.label for e in loaded.experiments]
     for e in m.entries:
         assert e.exp_path == f"{e.experiment_id}/cycle-{e.cycle}/{EXP_FILE}"
-        assert (directory / e.exp_path).is_file()
+        assert not (directory / e.exp_path).exists()
     assert m.campaign_id == directory.name
     assert m.campaign_name == "layout"
     assert m.total_cycles == 2
@@ -161,7 +169,7 @@ def test_same_second_creations_get_distinct_directories(
     for d in dirs:
         m = ManifestStore(d).load()
         assert m.campaign_id == d.name
-        assert read_spec(d / m.entries[0].exp_path).campaign_id == d.name
+        assert spec_of(d, m.entries[0]).campaign_id == d.name
 
 
 def test_back_to_back_creations_are_distinct(tmp_path: Path, loaded: Campaign) -> None:
@@ -298,7 +306,7 @@ def test_running_entry_with_valid_result_is_recovered_without_running(
     store = ManifestStore(directory)
     m = store.load()
     for e in m.entries:
-        spec = read_spec(directory / e.exp_path)
+        spec = spec_of(directory, e)
         write_text_atomic(
             (directory / e.exp_path).parent / RESULT_FILE,
             result_for(spec).model_dump_json(),
@@ -334,7 +342,7 @@ def test_incomplete_result_is_not_recovered_and_the_entry_runs(
     store = ManifestStore(directory)
     m = store.load()
     first, second = m.entries
-    spec = read_spec(directory / first.exp_path)
+    spec = spec_of(directory, first)
     good = result_for(spec).model_dump_json()
     write_text_atomic((directory / first.exp_path).parent / RESULT_FILE, good)
     write_text_atomic((directory / second.exp_path).parent / RESULT_FILE, good[: len(good) // 2])
@@ -414,6 +422,7 @@ def test_run_loop_with_a_fake_worker(
         "LEM_CYCLE": "1",
         "LEM_TOTAL_CYCLES": "2",
         "LEM_EXPERIMENT_ID": m.entries[0].experiment_id,
+        "LEM_ATTEMPT": "1",
     }
     assert runner.jobs[2].env["LEM_CYCLE"] == "2"
 
@@ -428,8 +437,11 @@ def test_retry_increments_attempt_and_rewrites_spec(
     assert failed.status == "failed"
     assert (directory / failed.exp_path).parent.joinpath(ERROR_FILE).is_file()
 
+    # a failed entry is not run again unless asked
+    summary = run_campaign_dir(directory, runner=NeverRunner())
+    assert summary.ran == []
     retry = FakeWorkerRunner(result_for)
-    summary = run_campaign_dir(directory, runner=retry)
+    summary = run_campaign_dir(directory, runner=retry, retry_failed=True)
     assert [e.key for e in summary.ran] == [failed.key]
     m = ManifestStore(directory).load()
     assert m.entries[0].status == "done"
@@ -471,22 +483,35 @@ def test_exit_without_result_reports_signal_and_log(
     summary = run_campaign_dir(directory, runner=Killed(result_for))
     errors = [e.error or "" for e in summary.failed]
     assert len(errors) == 2
-    assert all("was killed by SIGKILL without writing a result" in e for e in errors)
+    assert all(
+        "was killed by SIGKILL (not sent by lem: often the kernel's out-of-memory killer) "
+        "without writing a result" in e
+        for e in errors
+    )
     assert all("(no worker log)" in e for e in errors)
 
 
-def test_result_with_nonzero_exit_is_a_failure(
+def test_complete_result_is_kept_when_the_worker_then_exits_badly(
     tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
 ) -> None:
+    """result.json is written last, atomically: once it is complete the measurement is, and
+    a crash after it (e.g. at interpreter exit) must not throw it away; it is noted."""
+
     class ResultThenCrash(FakeWorkerRunner):
         def run(self, job: Job) -> Outcome:
             super().run(job)
-            return Outcome(returncode=3, timed_out=False, wall_s=0.1)
+            return Outcome(returncode=-11, timed_out=False, wall_s=0.1)
 
     directory = small_campaign(tmp_path, write_yaml)
     summary = run_campaign_dir(directory, runner=ResultThenCrash(result_for))
-    assert len(summary.failed) == 2
-    assert "exited with code 3" in (summary.failed[0].error or "")
+    assert summary.failed == []
+    for entry in ManifestStore(directory).load().entries:
+        assert entry.status == "done"
+        assert entry.warnings == [
+            "the worker was killed by SIGSEGV after writing a complete result.json; "
+            "the result is kept"
+        ]
+        assert [(a.attempt, a.status) for a in entry.attempt_history] == [(1, "done")]
 
 
 # ------------------------------------------------------------------------------- collation
@@ -499,7 +524,7 @@ def test_collate_one_row_per_entry_with_failures(
     store = ManifestStore(directory)
     m = store.load()
     done, failed, _pending, broken = m.entries
-    spec = read_spec(directory / done.exp_path)
+    spec = spec_of(directory, done)
     result = result_for(spec)
     write_text_atomic(
         directory / done.exp_path.replace(EXP_FILE, RESULT_FILE), result.model_dump_json()
@@ -569,4 +594,199 @@ def test_collate_of_fresh_campaign_lists_every_entry_pending(
         "runner",
         "error",
         "gpus",
+        "facility_energy_j",
+        "co2_g",
     ]
+
+
+# --------------------------------------------------------------- settling what a crash left
+
+
+class NoticeEvents(RecordingEvents):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notices: list[str] = []
+
+    def notice(self, message: str) -> None:
+        self.notices.append(message)
+
+
+def test_a_running_entry_without_result_was_lost_and_runs_again(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    store = ManifestStore(directory)
+    m = store.load()
+    lost = m.entries[0]
+    lost.status, lost.attempts = "running", 1  # its orchestrator died mid-run
+    out_dir = (directory / lost.exp_path).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "worker.log").write_text("loading\n")
+    (out_dir / ".result.json.x1.tmp").write_text('{"half": ')  # a write cut short
+    (directory / ".manifest.json.x2.tmp").write_text("{")
+    store.save(m)
+
+    runner = FakeWorkerRunner(result_for)
+    run_campaign_dir(directory, runner=runner)
+    first, second = store.load().entries
+    assert (first.status, first.attempts) == ("done", 2)
+    assert [(a.attempt, a.status) for a in first.attempt_history] == [(1, "lost"), (2, "done")]
+    assert first.attempt_history[0].reason == (
+        "the orchestrator stopped while it ran (killed or crashed); no result"
+    )
+    assert (second.status, second.attempts) == ("done", 1)
+    assert not list(directory.rglob(".*.tmp"))
+
+
+def test_a_done_entry_whose_result_vanished_runs_again_with_a_notice(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    run_campaign_dir(directory, runner=FakeWorkerRunner(result_for))
+    store = ManifestStore(directory)
+    gone = store.load().entries[1]
+    (directory / str(gone.result_path)).unlink()
+
+    events = NoticeEvents()
+    runner = FakeWorkerRunner(result_for)
+    run_campaign_dir(directory, runner=runner, events=events)
+    assert events.notices == [f"{gone.key} was done but its result.json is missing: it runs again"]
+    assert [j.exp_path for j in runner.jobs] == [directory / gone.exp_path]
+    rerun = store.load().entries[1]
+    assert (rerun.status, rerun.attempts) == ("done", 2)
+    assert [a.status for a in rerun.attempt_history] == ["done", "lost", "done"]
+
+
+@pytest.mark.parametrize("flaw", ["other cycle", "other campaign", "timeseries missing"])
+def test_a_result_that_is_not_this_entrys_complete_result_is_not_recovered(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor, flaw: str
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    store = ManifestStore(directory)
+    m = store.load()
+    entry = m.entries[0]
+    spec = spec_of(directory, entry)
+    overrides: dict[str, object] = {
+        "other cycle": {"cycle": 2},
+        "other campaign": {"campaign_id": "elsewhere_20250101T000000Z"},
+        "timeseries missing": {"timeseries_file": "timeseries.parquet"},
+    }[flaw]
+    result = result_for(spec, **overrides)
+    write_text_atomic((directory / entry.exp_path).parent / RESULT_FILE, result.model_dump_json())
+    entry.status, entry.attempts = "running", 1
+    store.save(m)
+
+    runner = FakeWorkerRunner(result_for)
+    summary = run_campaign_dir(directory, runner=runner)
+    assert summary.recovered == []
+    assert [j.exp_path for j in runner.jobs] == [directory / e.exp_path for e in m.entries]
+
+
+# ----------------------------------------------------------------------------------- retries
+
+
+class FailingRunner(FakeWorkerRunner):
+    """Fails the first `failures` attempts of every entry with an error.json of `category`."""
+
+    def __init__(self, result_for: ResultFor, failures: int, category: str) -> None:
+        super().__init__(result_for)
+        self.failures, self.category = failures, category
+
+    def run(self, job: Job) -> Outcome:
+        spec = read_spec(job.exp_path)
+        if spec.attempt > self.failures:
+            return super().run(job)
+        self.jobs.append(job)
+        record = ErrorRecord(
+            experiment_id=spec.experiment_id,
+            cycle=spec.cycle,
+            attempt=spec.attempt,
+            category=self.category,  # type: ignore[arg-type]
+            error_type="BackendError",
+            message=f"attempt {spec.attempt} broke",
+            traceback="Traceback ...",
+            at=datetime.now(timezone.utc),
+        )
+        write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
+        return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+
+
+def test_retries_from_the_campaign_file_with_each_reason_kept(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    yaml = "name: r\ncycles: 1\nretries: 2\ngrid:\n  batch_size: [1, 2]\n"
+    directory = create_campaign(load_campaign(write_yaml(yaml)), output_root=tmp_path / "out")
+    events = RecordingEvents()
+    runner = FailingRunner(result_for, failures=2, category="backend")
+    summary = run_campaign_dir(directory, runner=runner, events=events)
+    assert summary.failed == []
+    for entry in ManifestStore(directory).load().entries:
+        assert (entry.status, entry.attempts) == ("done", 3)
+        assert [(a.attempt, a.status, a.reason) for a in entry.attempt_history] == [
+            (1, "failed", "BackendError: attempt 1 broke"),
+            (2, "failed", "BackendError: attempt 2 broke"),
+            (3, "done", None),
+        ]
+    assert len(runner.jobs) == 6
+    # one "end" per entry: a retried attempt is not the entry's end
+    assert sum(line.startswith("end:") for line in events.log) == 2
+
+
+def test_retries_run_out_and_the_cli_value_overrides_the_file(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)  # the file sets no retries
+    runner = FailingRunner(result_for, failures=5, category="backend")
+    summary = run_campaign_dir(directory, runner=runner, retries=1)
+    assert [(e.status, e.attempts) for e in summary.failed] == [("failed", 2), ("failed", 2)]
+    assert len(runner.jobs) == 4
+
+
+@pytest.mark.parametrize("category", ["config", "oom"])
+def test_failures_that_recur_with_the_same_config_are_not_retried(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor, category: str
+) -> None:
+    directory = small_campaign(tmp_path, write_yaml)
+    runner = FailingRunner(result_for, failures=1, category=category)
+    summary = run_campaign_dir(directory, runner=runner, retries=3)
+    expected = "oom" if category == "oom" else "failed"
+    assert [(e.status, e.attempts) for e in summary.failed] == [(expected, 1), (expected, 1)]
+
+
+def test_an_engine_child_running_out_of_memory_is_read_from_the_log(
+    tmp_path: Path, write_yaml: WriteYaml, result_for: ResultFor
+) -> None:
+    """vLLM's engine runs in a child process: the worker only hears it died, the log says
+    why."""
+
+    class EngineDied(FakeWorkerRunner):
+        def run(self, job: Job) -> Outcome:
+            self.jobs.append(job)
+            job.log_path.write_text(
+                "(EngineCore pid=42) ValueError: No available memory for the cache blocks.\n"
+                "RuntimeError: Engine core initialization failed. See root cause above.\n"
+            )
+            spec = read_spec(job.exp_path)
+            record = ErrorRecord(
+                experiment_id=spec.experiment_id,
+                cycle=spec.cycle,
+                attempt=spec.attempt,
+                category="backend",
+                error_type="BackendError",
+                message="Engine core initialization failed. See root cause above.",
+                traceback="Traceback ...",
+                at=datetime.now(timezone.utc),
+            )
+            write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
+            return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+
+    directory = small_campaign(tmp_path, write_yaml)
+    summary = run_campaign_dir(directory, runner=EngineDied(result_for))
+    (first, _) = summary.failed
+    assert first.status == "oom"
+    assert first.error is not None
+    assert first.error.startswith("out of memory with model=")
+    assert "batch_size=1" in first.error
+    assert first.error.endswith(
+        "(EngineCore pid=42) ValueError: No available memory for the cache blocks."
+    )

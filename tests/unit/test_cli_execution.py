@@ -41,6 +41,15 @@ def test_dry_run_lists_the_schedule_and_the_gaps(tmp_path: Path) -> None:
     assert [r.split()[0] for r in rows][::2] == [r.split()[0] for r in rows][1::2]
 
 
+def test_long_dry_run_table_is_cut_and_json_lists_every_row(tmp_path: Path) -> None:
+    big = "name: big\ngrid:\n  batch_size: [1, 2, 4, 8, 16, 32]\n  seed: [1, 2, 3, 4, 5, 6]\n"
+    assert len(dry_run(tmp_path, "--cycles", "2", text=big)["experiments"]) == 72  # type: ignore[arg-type]
+    proc = run_cli("campaign", "c.yaml", "--dry-run", "--cycles", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" cycle ") == 50
+    assert "... and 22 more (--json lists them all)" in proc.stdout
+
+
 def test_shuffled_dry_run_names_its_seed(tmp_path: Path) -> None:
     data = dry_run(tmp_path, text=CAMPAIGN + "order: shuffled\norder_seed: 4\ncycles: 2\n")
     assert "order shuffled, order_seed 4" in str(data["title"])

@@ -89,7 +89,7 @@ def test_configs_are_frozen() -> None:
     ("model", "data", "key"),
     [
         (ExperimentConfig, {"batchsize": 4}, "batchsize"),
-        (ExperimentConfig, {"vllm": {}}, "vllm"),
+        (ExperimentConfig, {"sglang": {}}, "sglang"),
         (DecodingConfig, {"temprature": 0.5}, "temprature"),
         (PromptSource, {"file": "x.jsonl"}, "file"),
         (PyTorchConfig, {"flash": True}, "flash"),
@@ -133,7 +133,7 @@ def test_nested_extra_key_forbidden_through_experiment() -> None:
         ("warmup", {"until_cv": 0.05, "max_runs": 0}),
         ("precision", "fp8"),
         ("precision", "FP16"),
-        ("backend", "vllm"),
+        ("backend", "sglang"),
         ("model", ""),
         ("batch_size", 4.5),
         ("batch_size", "four"),

@@ -16,7 +16,7 @@ from llenergymeasure.config.campaign import CampaignConfig, Gaps
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import MeasurementError
 from llenergymeasure.measure import temperature
-from llenergymeasure.orchestrator.dispatch import Dispatcher, WaitEvents
+from llenergymeasure.orchestrator.dispatch import Dispatcher, StopRequest, WaitEvents
 from llenergymeasure.orchestrator.manifest import ManifestEntry
 from llenergymeasure.orchestrator.runners import Job, Outcome
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
@@ -38,6 +38,7 @@ class GatedRunner:
         self.opened: set[str] = set()
         self.open_all = open_all
         self.log: list[tuple[str, str]] = []
+        self.interrupted: list[float] = []
 
     def __enter__(self) -> GatedRunner:
         return self
@@ -61,6 +62,13 @@ class GatedRunner:
             self.log.append(("end", key))
             self.cond.notify_all()
         return Outcome(returncode=0, timed_out=False, wall_s=0.0)
+
+    def interrupt(self, grace_s: float) -> None:
+        """Running workers stop (their gates open); none starts later."""
+        with self.cond:
+            self.interrupted.append(grace_s)
+            self.open_all = True
+            self.cond.notify_all()
 
     def wait_until(self, predicate: Any) -> None:
         with self.cond:
@@ -233,6 +241,61 @@ def test_grouped_order_has_no_barrier_between_repeats() -> None:
             runner.release(e.key)
         thread.join(WAIT_S)
     assert not thread.is_alive()
+
+
+# ---------------------------------------------------------------------- stop and retry
+
+
+def test_a_stop_request_interrupts_what_runs_and_starts_nothing_more() -> None:
+    runner, rec = GatedRunner(), Recorder()
+    todo = entries(4, 1)
+    stop = StopRequest()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        d = dispatcher(runner, rec, pool, gpus=(0, 1), stop=stop, stop_grace_s=7.0)
+        thread = run_in_thread(d, todo)
+        runner.wait_until(lambda: len(runner.active) == 2)
+        stop.reason = "SIGINT"  # what the signal handler does
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert runner.interrupted == [7.0]
+    assert [k for k, *_ in rec.prepared] == [todo[0].key, todo[1].key]
+    assert sorted(k for k, _ in rec.completed) == sorted([todo[0].key, todo[1].key])
+    assert any("SIGINT: stopping" in n and "after 7 s" in n for n in rec.notices)
+
+
+def test_a_stop_while_waiting_for_a_gap_ends_at_once() -> None:
+    runner = GatedRunner(open_all=True)
+    stop = StopRequest()
+    gaps = Gaps(between_experiments_s=600.0, between_cycles_s=600.0)
+
+    class StopDuringGap(Recorder):
+        def waiting(self, entry: ManifestEntry, reason: str, remaining_s: float) -> None:
+            stop.reason = "SIGTERM"
+
+    rec = StopDuringGap()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dispatcher(runner, rec, pool, gaps=gaps, stop=stop).run(entries(2, 1))
+    assert time.monotonic() - t0 < 5
+    assert len(rec.completed) == 1
+    assert runner.interrupted == []  # nothing was running to interrupt
+
+
+def test_complete_asking_for_a_retry_runs_the_entry_again_next() -> None:
+    runner, rec = GatedRunner(open_all=True), Recorder()
+    todo = entries(2, 1)
+    verdicts = iter([True, True, False, False])  # first entry: two retries
+
+    def complete(entry: ManifestEntry, job: Job, outcome: Outcome) -> bool:
+        rec.completed.append((entry.key, time.monotonic()))
+        return next(verdicts)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        d = dispatcher(runner, rec, pool)
+        d.complete = complete
+        d.run(todo)
+    first, second = (e.key for e in todo)
+    assert [k for k, _ in rec.completed] == [first, first, first, second]
 
 
 # ------------------------------------------------------------------------------------ gaps

@@ -147,14 +147,14 @@ def test_unknown_backend_in_grid_lists_known_backends(write_yaml: WriteYaml) -> 
         """
         name: x
         grid:
-          backend: [pytorch, vllm]
+          backend: [pytorch, sglang]
           batch_size: [1]
         """
     )
     with pytest.raises(ConfigError) as info:
         load_campaign(path)
     message = str(info.value)
-    assert "unknown backend 'vllm'" in message
+    assert "unknown backend 'sglang'" in message
     assert f"expected one of: {', '.join(KNOWN_BACKENDS)}" in message
     assert "pytorch" in message
     assert str(path) in message
@@ -163,11 +163,11 @@ def test_unknown_backend_in_grid_lists_known_backends(write_yaml: WriteYaml) -> 
 
 
 def test_unknown_backend_in_base_with_grid_points_at_base(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  backend: tensorrt\ngrid:\n  batch_size: [1]\n")
+    path = write_yaml("name: x\nbase:\n  backend: sglang\ngrid:\n  batch_size: [1]\n")
     with pytest.raises(ConfigError) as info:
         load_campaign(path)
     message = str(info.value)
-    assert "unknown backend 'tensorrt'" in message
+    assert "unknown backend 'sglang'" in message
     assert "base.backend" in message
     assert "line 3" in message
 

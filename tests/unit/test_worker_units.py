@@ -4,6 +4,8 @@ the measurement session in test_measure_session.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,70 @@ def test_worker_main_refuses_foreign_spec_and_writes_error_json(
     assert "0000000000000000" in record.message
     assert record.experiment_id is None  # the spec was never accepted
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ fast exit
+
+EXIT_SCRIPT = """
+import atexit, multiprocessing, sys, time
+from pathlib import Path
+from llenergymeasure.worker.__main__ import _exit_now
+
+marker = Path(sys.argv[1])
+atexit.register(marker.write_text, "teardown ran")
+if sys.argv[2] == "child":
+    child = multiprocessing.Process(target=time.sleep, args=(120,), daemon=True)
+    child.start()
+    print(child.pid, flush=True)
+_exit_now(3)
+"""
+
+
+def _run_exit_script(tmp_path: Path, mode: str) -> tuple[int, str, Path]:
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT, encoding="utf-8")
+    marker = tmp_path / "teardown"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(marker), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, marker
+
+
+def test_exit_skips_the_interpreter_teardown(tmp_path: Path) -> None:
+    code, _, marker = _run_exit_script(tmp_path, "alone")
+    assert code == 3
+    assert not marker.exists()  # atexit handlers (and module teardown) did not run
+
+
+def test_exit_with_a_live_child_runs_the_normal_exit_that_ends_it(tmp_path: Path) -> None:
+    code, out, marker = _run_exit_script(tmp_path, "child")
+    assert code == 3
+    assert marker.read_text() == "teardown ran"
+    child = int(out.strip())
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)  # gone (or a zombie)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_worker_process_exit_code_for_an_unusable_spec(tmp_path: Path) -> None:
+    """`python -m llenergymeasure.worker` (what the local runner starts) exits through the fast
+    path with main's code: 2 for a spec it cannot use, with a message, not a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.worker", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "cannot read experiment spec" in proc.stderr
+    assert "Traceback" not in proc.stderr

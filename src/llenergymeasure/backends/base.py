@@ -14,11 +14,14 @@ from llenergymeasure.results.schema import MemorySource
 
 @dataclass(frozen=True)
 class RequestOutput:
-    """One request as the engine served it."""
+    """One request as the engine served it. ttft_s and inter_token_latency_s come from the
+    engine's own request metrics; None where the engine reports none."""
 
     input_tokens: int
     output_tokens: int
     latency_s: float
+    ttft_s: float | None = None
+    inter_token_latency_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,20 @@ class Backend(ABC):
         """Versions of the engine libraries, for the environment record."""
 
     @abstractmethod
+    def engine_settings(self) -> dict[str, Any]:
+        """Settings as the loaded engine reports them (its defaults resolved): the record that
+        the configured values reached it."""
+
+    @abstractmethod
     def close(self) -> None:
         """Free the model and its device memory."""
 
     def __enter__(self) -> Backend:
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            self.close()  # a half-started engine (processes, device memory) is released too
+            raise
         return self
 
     def __exit__(

@@ -1,11 +1,16 @@
-"""PyTorch/transformers backend: `generate` with real batching and left padding."""
+"""PyTorch/transformers backend: `generate` with real batching and left padding.
+
+Energy-relevant settings: precision, batch size, attention kernel, torch.compile, static KV
+cache, bitsandbytes 4/8-bit quantisation (where installed), device_map over several GPUs, and
+the decoding settings.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,12 +18,18 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from llenergymeasure.backends.base import Backend, PeakMemory, RequestOutput
+from llenergymeasure.backends.common import model_path
 from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
 from llenergymeasure.errors import BackendError
 from llenergymeasure.measure.flops import ModelShape
-from llenergymeasure.models import resolve_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Optional packages some settings need: setting -> (import name, what to install).
+NEEDS = {
+    "flash_attention_2": ("flash_attn", "pip install flash-attn (CUDA GPUs only)"),
+    "device_map": ("accelerate", "pip install accelerate"),
+    "bitsandbytes": ("bitsandbytes", "pip install bitsandbytes"),
+}
 
 
 class PyTorchBackend(Backend):
@@ -39,27 +50,46 @@ class PyTorchBackend(Backend):
             return torch.device("cpu")
         return torch.device("cuda", torch.cuda.current_device())
 
+    def load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for from_pretrained; a setting whose package is missing is a
+        BackendError saying what to install."""
+        settings, quantization = self.settings, self.config.quantization
+        kwargs: dict[str, Any] = {
+            "dtype": DTYPES[self.config.precision],
+            "attn_implementation": settings.attn_implementation,
+        }
+        if settings.attn_implementation == "flash_attention_2":
+            _require("flash_attention_2", "pytorch.attn_implementation: flash_attention_2")
+        if settings.device_map is not None:
+            _require("device_map", f"pytorch.device_map: {settings.device_map}")
+            kwargs["device_map"] = settings.device_map
+        if quantization in ("bnb_4bit", "bnb_8bit"):
+            _require("bitsandbytes", f"quantization: {quantization}")
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+                load_in_4bit=quantization == "bnb_4bit",
+                load_in_8bit=quantization == "bnb_8bit",
+                bnb_4bit_compute_dtype=DTYPES[self.config.precision],
+            )
+        return kwargs | self.config.passthrough_kwargs
+
     def load(self) -> None:
         # Seeds python, numpy and torch (all devices): sampling runs repeat exactly.
         transformers.set_seed(self.config.seed)
-        path = resolve_model(self.config.model)
-        if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
-            raise BackendError(f"model directory {path} does not exist")
+        path = model_path(self.config.model)
+        kwargs = self.load_kwargs()
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                dtype=DTYPES[self.config.precision],
-                attn_implementation=self.settings.attn_implementation,
-                **self.config.passthrough_kwargs,
-            )
-        except (OSError, ValueError, TypeError) as e:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, TypeError, ImportError) as e:
             raise BackendError(f"could not load model '{self.config.model}': {e}") from e
         if tokenizer.pad_token is None:
             # Padding is needed for batches; EOS is the conventional stand-in.
             tokenizer.pad_token = tokenizer.eos_token
-        model.to(self.device)
+        if "device_map" not in kwargs and "quantization_config" not in kwargs:
+            model.to(self.device)  # device_map and bitsandbytes place the weights themselves
         model.eval()
+        if self.settings.torch_compile is not None:
+            model.forward = torch.compile(model.forward, mode=self.settings.torch_compile)
         self._model, self._tokenizer = model, tokenizer
 
     @property
@@ -74,7 +104,8 @@ class PyTorchBackend(Backend):
             raise BackendError("generate called before the model was loaded")
         return self._model
 
-    def _generate_kwargs(self) -> dict[str, Any]:
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for model.generate: decoding, length and KV-cache settings."""
         decoding = self.config.decoding
         n_new = self.config.max_output_tokens
         kwargs: dict[str, Any] = {
@@ -85,6 +116,10 @@ class PyTorchBackend(Backend):
         }
         if decoding.ignore_eos:
             kwargs["min_new_tokens"] = n_new
+        elif decoding.min_output_tokens is not None:
+            kwargs["min_new_tokens"] = decoding.min_output_tokens
+        if self.settings.cache_implementation is not None:
+            kwargs["cache_implementation"] = self.settings.cache_implementation
         if decoding.strategy == "sampling":
             kwargs |= {
                 "temperature": decoding.temperature,
@@ -98,7 +133,7 @@ class PyTorchBackend(Backend):
 
     def generate(self, prompts: list[str]) -> list[RequestOutput]:
         model, tokenizer = self.model, self.tokenizer
-        kwargs = self._generate_kwargs()
+        kwargs = self.generate_kwargs()
         eos_id = tokenizer.eos_token_id
         outputs: list[RequestOutput] = []
         batch_size = self.config.batch_size
@@ -111,7 +146,7 @@ class PyTorchBackend(Backend):
                 padding=True,
                 truncation=True,
                 max_length=self.config.max_input_tokens,
-            ).to(self.device)
+            ).to(self.model.device)
             with torch.inference_mode():
                 generated = model.generate(**encoded, **kwargs)
             self.synchronize()
@@ -127,6 +162,8 @@ class PyTorchBackend(Backend):
             torch.cuda.synchronize(self.device)
 
     def gpu_uuids(self) -> list[str] | None:
+        if self.settings.device_map is not None and self.device.type == "cuda":
+            return None  # layers spread over the visible GPUs: measure all of them
         if self.device.type != "cuda":
             return []
         uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
@@ -176,6 +213,22 @@ class PyTorchBackend(Backend):
             versions["cuda"] = torch.version.cuda
         return versions
 
+    def engine_settings(self) -> dict[str, Any]:
+        model = self.model
+        quantization = getattr(model.config, "quantization_config", None)
+        placement = getattr(model, "hf_device_map", None)
+        return {
+            "device": str(model.device),
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "attn_implementation": model.config._attn_implementation,
+            # set only when spread over devices; str values keep table columns one type
+            "device_map": {k: str(v) for k, v in placement.items()} if placement else None,
+            "weight_devices": sorted({str(p.device) for p in model.parameters()}),
+            "torch_compile": self.settings.torch_compile,
+            "cache_implementation": self.generate_kwargs().get("cache_implementation"),
+            "quantization": quantization.to_dict() if quantization is not None else None,
+        }
+
     def close(self) -> None:
         self._model = None
         self._tokenizer = None
@@ -189,3 +242,10 @@ def _count_generated(row: torch.Tensor, eos_id: int | None) -> int:
         return int(row.numel())
     hits = (row == eos_id).nonzero()
     return int(hits[0].item()) + 1 if hits.numel() else int(row.numel())
+
+
+def _require(package: str, setting: str) -> None:
+    """BackendError naming what to install when `setting` needs a package that is missing."""
+    module, hint = NEEDS[package]
+    if importlib.util.find_spec(module) is None:
+        raise BackendError(f"{setting} needs the {module} package, which is not installed: {hint}")

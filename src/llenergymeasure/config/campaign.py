@@ -137,7 +137,10 @@ class CampaignConfig(BaseModel):
         default_factory=StatisticsConfig, description="Aggregation across cycles."
     )
     output_dir: str = Field(
-        "results", min_length=1, description="Results root; relative to the working directory."
+        "results",
+        min_length=1,
+        description="Results root: in a campaign file, a folder under the working directory "
+        "(relative, no '..'); unset: results_dir of the user settings.",
     )
     runner: RunnerChoice | None = Field(
         None,
@@ -150,8 +153,22 @@ class CampaignConfig(BaseModel):
         False,
         description="Every experiment in a fresh worker: docker-persistent runs as docker.",
     )
+    skip_invalid: bool = Field(
+        False,
+        description="Leave out grid combinations a backend does not support (each is listed in "
+        "the output and the manifest) instead of failing.",
+    )
     timeout_s: float = Field(
         3600.0, gt=0, le=7 * 24 * 3600, description="Per-experiment limit; the worker is killed."
+    )
+    retries: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Extra attempts for an experiment that fails (crash, timeout, backend or "
+        "measurement error), each attempt's reason kept in the manifest. A configuration "
+        "error or running out of memory is not retried: it recurs with the same config. "
+        "`--retries` overrides it.",
     )
 
     @field_validator("grid")
@@ -184,6 +201,23 @@ class CampaignConfig(BaseModel):
         return self
 
 
+class SettingsRecord(BaseModel):
+    """The user settings a campaign was created with (CLI flags, environment,
+    `.lem-config.yaml`), minus secrets: webhook URLs appear only as their hosts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    results_dir: str
+    runner: RunnerChoice | None
+    max_experiments: int
+    carbon_intensity_g_per_kwh: float | None
+    pue: float | None
+    webhook_hosts: list[str] = Field(description="scheme://host of each webhook; no paths.")
+    sources: dict[str, str] = Field(
+        description="Where each setting that is not a default came from."
+    )
+
+
 class Execution(BaseModel):
     """The effective way a campaign runs, after the campaign file, `.lem-config.yaml`, CLI
     flags and defaults are resolved: recorded in the manifest so results say how they were
@@ -197,3 +231,8 @@ class Execution(BaseModel):
     thermal_floor_c: float | None
     thermal_floor_max_wait_s: float
     statistics: StatisticsConfig
+    settings: SettingsRecord | None = Field(
+        None,
+        description="The user settings it ran with; null in campaigns made before settings "
+        "were recorded.",
+    )

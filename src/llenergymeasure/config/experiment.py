@@ -7,13 +7,32 @@ They validate data and nothing else: no I/O, no imports of inference engines.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-Precision = Literal["fp32", "fp16", "bf16"]
+from llenergymeasure.config.backends import OMIT_IF_NULL, TensorRTConfig, VLLMConfig
+from llenergymeasure.config.capabilities import (
+    UNSUPPORTED_VALUE,
+    BackendName,
+    Precision,
+    Quantization,
+    unsupported_message,
+)
+
+BACKEND_SECTIONS: tuple[str, ...] = get_args(BackendName)
+"""Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
 
 
 class _Strict(BaseModel):
@@ -72,6 +91,13 @@ class DecodingConfig(_Strict):
         description="Generate exactly max_output_tokens per request, so energy per token "
         "compares across configurations (an early EOS would shorten some runs).",
     )
+    min_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens generated before EOS may end a request (with ignore_eos: false); "
+        "null: no minimum.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
 
     @model_validator(mode="after")
     def _sampling_params_need_sampling(self) -> DecodingConfig:
@@ -90,6 +116,15 @@ class DecodingConfig(_Strict):
                     f"greedy decoding ignores {', '.join(changed)}; "
                     "set `strategy: sampling` to use them, or remove them"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _min_needs_eos(self) -> DecodingConfig:
+        if self.ignore_eos and self.min_output_tokens is not None:
+            raise ValueError(
+                "min_output_tokens has no effect with ignore_eos: true (every request generates "
+                "max_output_tokens); set `ignore_eos: false` to use it, or remove it"
+            )
         return self
 
 
@@ -113,7 +148,7 @@ class MeasurementConfig(_Strict):
         description="Power/temperature/clock sampling rate, 1-50 Hz; 0 turns the sampler off "
         "(then no time series and no fallback when the energy counter is unsupported).",
     )
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Idle baseline.")
+    baseline: BaselineConfig = Field(default=BaselineConfig(), description="Idle baseline.")
 
     @model_validator(mode="after")
     def _rate_in_range(self) -> MeasurementConfig:
@@ -165,15 +200,42 @@ class WarmupConfig(_Strict):
 class PyTorchConfig(_Strict):
     """Settings only the PyTorch/transformers backend understands."""
 
-    attn_implementation: Literal["eager", "sdpa"] = Field(
-        "sdpa", description="Attention kernel passed to from_pretrained."
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel passed to from_pretrained; flash_attention_2 needs a CUDA "
+        "GPU and the flash-attn package.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the first CUDA device when present, else the CPU."
     )
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = Field(
+        None,
+        description="Spread the model's layers over every visible GPU (from_pretrained "
+        "device_map, via accelerate); null: the whole model on `device`.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    torch_compile: Literal["default", "reduce-overhead", "max-autotune"] | None = Field(
+        None,
+        description="torch.compile the model's forward pass with this mode; null: not compiled.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    cache_implementation: Literal["static"] | None = Field(
+        None,
+        description="static: a KV cache pre-allocated at full length (generate's "
+        "cache_implementation); null: transformers' dynamic cache.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
     padding_side: Literal["left"] = Field(
         "left", description="Decoder-only models must be left-padded for batched generation."
     )
+
+    @model_validator(mode="after")
+    def _device_map_needs_gpus(self) -> PyTorchConfig:
+        if self.device_map is not None and self.device == "cpu":
+            raise ValueError(
+                "device_map spreads the model over GPUs; it cannot go with device: cpu"
+            )
+        return self
 
 
 class ExperimentConfig(_Strict):
@@ -184,8 +246,8 @@ class ExperimentConfig(_Strict):
         min_length=1,
         description="Hugging Face id, local directory, or builtin:tiny-llama.",
     )
-    backend: Literal["pytorch"] = Field("pytorch", description="Inference engine.")
-    prompts: PromptSource = Field(default_factory=PromptSource, description="Prompt source.")
+    backend: BackendName = Field("pytorch", description="Inference engine.")
+    prompts: PromptSource = Field(default=PromptSource(), description="Prompt source.")
     n_prompts: int = Field(16, ge=1, le=1_000_000, description="Requests in the measured window.")
     max_input_tokens: int = Field(
         256, ge=1, le=1_000_000, description="Prompts are truncated to this many tokens."
@@ -194,24 +256,51 @@ class ExperimentConfig(_Strict):
         64, ge=1, le=1_000_000, description="New tokens generated per request."
     )
     precision: Precision = Field("fp32", description="Weights and activation dtype.")
+    quantization: Quantization | None = Field(
+        None,
+        description="Weight quantisation; which methods a backend supports is listed per "
+        "backend. null: none.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
     batch_size: int = Field(
         1, ge=1, le=100_000, description="Requests per batch; moves energy per token by >10x."
     )
-    decoding: DecodingConfig = Field(default_factory=DecodingConfig, description="Decoding.")
+    decoding: DecodingConfig = Field(default=DecodingConfig(), description="Decoding.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for torch, numpy and sampling.")
     warmup: WarmupConfig = Field(
-        default_factory=WarmupConfig, description="Warm-up before the measured window."
+        default=WarmupConfig(), description="Warm-up before the measured window."
     )
     measurement: MeasurementConfig = Field(
-        default_factory=MeasurementConfig, description="Energy and time-series measurement."
+        default=MeasurementConfig(), description="Energy and time-series measurement."
     )
     pytorch: PyTorchConfig | None = Field(
-        None, description="PyTorch backend settings (backend: pytorch)."
+        None,
+        description="PyTorch backend settings (backend: pytorch).",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    vllm: VLLMConfig | None = Field(
+        None, description="vLLM backend settings (backend: vllm).", json_schema_extra=OMIT_IF_NULL
+    )
+    tensorrt: TensorRTConfig | None = Field(
+        None,
+        description="TensorRT-LLM backend settings (backend: tensorrt).",
+        json_schema_extra=OMIT_IF_NULL,
     )
     passthrough_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword arguments handed unchanged to the backend's model loader.",
     )
+
+    @field_validator("precision", "quantization")
+    @classmethod
+    def _backend_supports(cls, value: Any, info: ValidationInfo) -> Any:
+        """Reject a value the chosen backend cannot run, naming the ones it can (the
+        capability table in config/capabilities.py)."""
+        backend = info.data.get("backend")
+        message = unsupported_message(backend, str(info.field_name), value) if backend else None
+        if message is not None:
+            raise PydanticCustomError(UNSUPPORTED_VALUE, message)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -223,32 +312,84 @@ class ExperimentConfig(_Strict):
                 data = {**data, backend: {}}
         return data
 
+    @field_validator(*BACKEND_SECTIONS)
+    @classmethod
+    def _no_foreign_section(cls, value: Any, info: ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if value is not None and backend is not None and info.field_name != backend:
+            raise ValueError(
+                f"section `{info.field_name}:` is set but backend is '{backend}'; "
+                f"use `{backend}:` or change the backend"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _no_foreign_section(self) -> ExperimentConfig:
-        for section in BACKEND_SECTIONS:
-            if section != self.backend and getattr(self, section) is not None:
-                raise ValueError(
-                    f"section `{section}:` is set but backend is '{self.backend}'; "
-                    f"use `{self.backend}:` or change the backend"
-                )
+    def _min_within_max(self) -> ExperimentConfig:
+        minimum = self.decoding.min_output_tokens
+        if minimum is not None and minimum > self.max_output_tokens:
+            raise ValueError(
+                f"decoding.min_output_tokens ({minimum}) exceeds max_output_tokens "
+                f"({self.max_output_tokens})"
+            )
         return self
 
     def gpus_required(self) -> int:
-        """GPUs one run occupies, for the scheduler. A backend setting that spreads the model
-        over devices (e.g. a future vLLM tensor_parallel_size) raises it."""
+        """GPUs one run occupies, for the scheduler: the engine's tensor x pipeline parallel
+        size (PyTorch's device_map spreads over whatever GPUs the run is given)."""
+        if self.vllm is not None:
+            return self.vllm.tensor_parallel_size
+        if self.tensorrt is not None:
+            return self.tensorrt.tensor_parallel_size * self.tensorrt.pipeline_parallel_size
         return 1
 
     def identity(self) -> dict[str, Any]:
-        """The effective config as canonical JSON-able data: what the experiment id hashes."""
-        return self.model_dump(mode="json")
+        """The effective config as canonical JSON-able data: what the experiment id hashes.
+        Null settings marked OMIT_IF_NULL are left out, so adding such a setting (or another
+        backend's section) keeps the ids of experiments that do not use it."""
+        return _prune_nulls(self.model_dump(mode="json"), _pruning_plan(ExperimentConfig))
 
     def experiment_id(self) -> str:
         """Stable id: same effective config -> same id, on every run and machine."""
         return f"{self.backend}-{config_hash(self.identity())[:12]}"
 
 
-BACKEND_SECTIONS: tuple[str, ...] = ("pytorch",)
-"""Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
+PruningPlan = tuple[tuple[str, ...], tuple[tuple[str, "PruningPlan"], ...]]
+
+
+def _prune_nulls(data: dict[str, Any], plan: PruningPlan) -> dict[str, Any]:
+    omittable, nested = plan
+    for name in omittable:
+        if data[name] is None:
+            del data[name]
+    for name, inner in nested:
+        section = data.get(name)
+        if section is not None:
+            _prune_nulls(section, inner)
+    return data
+
+
+@functools.cache
+def _pruning_plan(model: type[BaseModel]) -> PruningPlan:
+    """A model's fields left out of the identity when null, and the plans of those that hold a
+    model. Worked out once per class and applied to the dumped data alone: reading the models
+    on every call made a 100,000-experiment grid spend much of its expansion here."""
+    fields = model.model_fields
+    omittable = tuple(n for n, f in fields.items() if f.json_schema_extra == OMIT_IF_NULL)
+    nested = tuple(
+        (n, _pruning_plan(types[0]))
+        for n, f in fields.items()
+        if (types := _model_types(f.annotation))
+    )
+    return omittable, nested
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation names (`PyTorchConfig | None` -> PyTorchConfig)."""
+    return [
+        a
+        for a in (annotation, *get_args(annotation))
+        if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
 
 
 def parameter_names() -> set[str]:
@@ -258,11 +399,7 @@ def parameter_names() -> set[str]:
     def walk(model: type[BaseModel], prefix: str) -> set[str]:
         names: set[str] = set()
         for name, field in model.model_fields.items():
-            nested = [
-                a
-                for a in (field.annotation, *get_args(field.annotation))
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ]
+            nested = _model_types(field.annotation)
             if nested:
                 names |= walk(nested[0], f"{prefix}{name}.")
             elif name != "passthrough_kwargs":

@@ -1,12 +1,16 @@
 """Reading YAML files and turning every kind of bad input into one clear ConfigError.
 
 A message always names the file, the key path (with its line where the YAML has it) and what was
-expected; a user never sees a traceback for a typo.
+expected; a user never sees a traceback for a typo. Hostile files get the same treatment: a file
+that is not a regular file, too large, nested too deeply, expands to too many values through
+YAML aliases, or holds characters no path or terminal can take is refused before anything else
+reads it, and values and keys are shown escaped and cut short.
 """
 
 from __future__ import annotations
 
 import difflib
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +19,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.config.capabilities import UNSUPPORTED_VALUE
+from llenergymeasure.errors import ConfigError, printable
 
 PathPart = str | int
+
+MAX_FILE_BYTES = 4 * 2**20
+"""Far above any real campaign; stops a mistyped path to a data file or a device."""
+MAX_DEPTH = 32
+"""Nesting levels; the deepest real setting (base.measurement.baseline.ttl_s) is 4."""
+MAX_VALUES = 1_000_000
+"""Keys, items and scalars, counted with YAML aliases expanded (a "billion laughs" file)."""
+SHOWN_CHARS = 80
+"""Longest key or value echoed in a message."""
 
 
 @dataclass(frozen=True)
@@ -62,29 +76,31 @@ def format_path(parts: Iterable[PathPart]) -> str:
     """('grid', 'batch_size', 1) -> 'grid.batch_size[1]'."""
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            shown = printable(str(part), SHOWN_CHARS)
+            out += f".{shown}" if out else shown
     return out
 
 
 def read_yaml(path: Path, *, what: str = "file") -> YamlDocument:
     """Read a YAML mapping, translating missing files and syntax errors into ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"{what} not found: {path}") from e
-    except IsADirectoryError as e:
-        raise ConfigError(f"{what} {path} is a directory; expected a YAML file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {what} {path}: {e}") from e
+    text = _read_text(path, what)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{at}: YAML syntax error: {e.problem or e}") from e
+        problem = printable(str(e.problem or e), 2 * SHOWN_CHARS)
+        raise ConfigError(f"{path}{at}: YAML syntax error: {problem}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: YAML error: {e}") from e
+        raise ConfigError(f"{path}: YAML error: {printable(str(e), 2 * SHOWN_CHARS)}") from e
+    except RecursionError as e:  # PyYAML composes nested collections recursively
+        raise ConfigError(
+            f"{path}: nested too deeply to read (a setting is at most {MAX_DEPTH} levels deep)"
+        ) from e
     if node is not None:
         _reject_duplicate_keys(node, path)
     if data is None:
@@ -94,7 +110,72 @@ def read_yaml(path: Path, *, what: str = "file") -> YamlDocument:
             f"{path}: expected a YAML mapping (key: value lines) at the top level, "
             f"got {type(data).__name__}"
         )
-    return YamlDocument(path=path, data=data, node=node)
+    doc = YamlDocument(path=path, data=data, node=node)
+    _check_values(doc)
+    return doc
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{what} {path} is a directory; expected a YAML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file; expected a YAML file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{what} {path} is {info.st_size:,} bytes; a YAML settings file is at most "
+                f"{MAX_FILE_BYTES:,} bytes (is it the right file?)"
+            )
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{what} not found: {path}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"cannot read {what} {path}: {printable(str(e))}") from e
+
+
+def _check_values(doc: YamlDocument) -> None:
+    """Refuse what no setting can be, before validation walks it: nesting deeper than
+    MAX_DEPTH, more than MAX_VALUES values once aliases are expanded, and text with a NUL
+    (no path can hold one) or a lone surrogate (no file or terminal can encode one)."""
+    stack: list[tuple[Any, tuple[PathPart, ...]]] = [(doc.data, ())]
+    count = 0
+    while stack:
+        value, at = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"{doc.path}: more than {MAX_VALUES:,} values once YAML aliases are expanded; "
+                "a campaign this size is a mistake (or a hostile file)"
+            )
+        if len(at) > MAX_DEPTH:
+            raise ConfigError(
+                f"{doc.where(at[:MAX_DEPTH])}: nested more than {MAX_DEPTH} levels deep; "
+                "no setting is"
+            )
+        if isinstance(value, str):
+            _check_text(doc, at, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    _check_text(doc, at, key)
+                stack.append((item, (*at, key if isinstance(key, (str, int)) else str(key))))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend((item, (*at, i)) for i, item in enumerate(value))
+
+
+def _check_text(doc: YamlDocument, at: tuple[PathPart, ...], text: str) -> None:
+    if "\x00" in text:
+        raise ConfigError(f"{doc.where(at)}: contains a NUL character (\\x00); remove it")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise ConfigError(
+            f"{doc.where(at)}: contains a lone surrogate (an escape such as \\ud800 that is "
+            "not a character); remove it"
+        )
 
 
 def _reject_duplicate_keys(root: yaml.Node, path: Path) -> None:
@@ -136,12 +217,16 @@ def explain_validation_error(
     locate: Locator = lambda loc: loc,
     context: str = "",
     limit: int = 8,
+    secret: tuple[str, ...] = (),
 ) -> ConfigError:
-    """One ConfigError listing each problem as 'file, line, at key.path: what was expected'."""
+    """One ConfigError listing each problem as 'file, line, at key.path: what was expected'.
+    The values under the top-level keys in `secret` are never shown."""
     problems: list[str] = []
     for err in error.errors(include_url=False)[:limit]:
         model_loc = tuple(_clean_loc(err["loc"]))
-        problems.append(f"{doc.where(locate(model_loc))}: {_expected(err, model, model_loc)}")
+        secret_here = model_loc[:1] in [(s,) for s in secret]
+        shown = {k: v for k, v in err.items() if k != "input"} if secret_here else err
+        problems.append(f"{doc.where(locate(model_loc))}: {_expected(shown, model, model_loc)}")
     hidden = error.error_count() - len(problems)
     if hidden > 0:
         problems.append(f"... and {hidden} more")
@@ -151,7 +236,7 @@ def explain_validation_error(
 
 def _clean_loc(loc: tuple[int | str, ...]) -> list[PathPart]:
     # pydantic puts union member / validator names in loc; keep only real keys and indices.
-    return [part for part in loc if isinstance(part, int) or not _is_internal(part)]
+    return [part for part in loc if isinstance(part, int) or not _is_internal(str(part))]
 
 
 def _is_internal(part: str) -> bool:
@@ -169,7 +254,7 @@ def _is_internal(part: str) -> bool:
 def _expected(err: Any, model: type[BaseModel], loc: tuple[PathPart, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        key = str(loc[-1])
+        key = printable(str(loc[-1]), SHOWN_CHARS)
         known = _fields_at(model, loc[:-1])
         hint = difflib.get_close_matches(key, known, n=1)
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
@@ -177,10 +262,9 @@ def _expected(err: Any, model: type[BaseModel], loc: tuple[PathPart, ...]) -> st
         return f"unknown key '{key}'{suggestion}{allowed}"
     if kind == "missing":
         return "required key is missing"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    if "input" in err and kind not in {"value_error", "assertion_error"}:
-        return f"{msg} (got {err['input']!r})"
+    msg = printable(str(err["msg"]).removeprefix("Value error, "), 4 * SHOWN_CHARS)
+    if "input" in err and kind not in {"value_error", "assertion_error", UNSUPPORTED_VALUE}:
+        return f"{msg} (got {printable(repr(err['input']), SHOWN_CHARS)})"
     return msg
 
 

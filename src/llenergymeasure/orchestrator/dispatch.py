@@ -5,6 +5,11 @@ the previous cycle (interleaved/shuffled), free devices, the gap since those dev
 used, and the thermal floor. Runner calls block on a worker, so they run in threads; everything
 else, the manifest and the progress events included, stays on the calling thread, which keeps
 the manifest consistent however many experiments run at once.
+
+A StopRequest (set by a signal handler on that thread) is seen within one tick: nothing new
+starts, and the runner asks every running worker to clean up and stop (killing it after a
+grace period); the dispatcher returns once they have ended. A failed entry that `complete`
+says may be retried runs again next, before anything else.
 """
 
 from __future__ import annotations
@@ -32,8 +37,19 @@ Device = int | None
 
 Prepare = Callable[[ManifestEntry, tuple[int, ...] | None, list[str]], Job]
 """Mark the entry running (with its GPUs and warnings), save the manifest, return its Job."""
-Complete = Callable[[ManifestEntry, Job, Outcome], None]
-"""Record how the entry ended and save the manifest."""
+Complete = Callable[[ManifestEntry, Job, Outcome], bool]
+"""Record how the entry ended and save the manifest; True: run it again (a retry)."""
+
+
+class StopRequest:
+    """Set by the first SIGINT/SIGTERM: the campaign stops gracefully."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        """The signal's name once a stop was asked for."""
+        self.hard_stop_allowed = True
+        """A second signal raises KeyboardInterrupt only while experiments are dispatched:
+        the manifest and tables are always written whole after that."""
 
 
 class WaitEvents:
@@ -86,6 +102,9 @@ class Dispatcher:
     needs: Mapping[str, int] = field(default_factory=dict)
     """GPUs per experiment id (1 where absent); only used with `gpus`."""
     probe: TemperatureProbe = read_gpu_temperatures
+    stop: StopRequest = field(default_factory=StopRequest)
+    stop_grace_s: float = 60.0
+    """How long running workers get to clean up after a stop request before being killed."""
     tick_s: float = 1.0
     thermal_poll_s: float = 5.0
 
@@ -98,18 +117,31 @@ class Dispatcher:
         self._floor_unchecked: str | None = None
 
     def run(self, entries: Sequence[ManifestEntry]) -> None:
-        """Run every entry; returns when all have ended. KeyboardInterrupt propagates at once
-        (the runner's __exit__ stops what is still running)."""
+        """Run every entry; returns when all have ended, or, after a stop request, when those
+        running have. A second signal's KeyboardInterrupt propagates at once (the runner's
+        __exit__ stops what is still running)."""
         queue = deque(entries)
         running: dict[Future[Outcome], _Running] = {}
+        stopping = False
         if queue and self.execution.thermal_floor_c is not None:
             self._check_floor_readable()
         while queue or running:
+            if self.stop.reason is not None and not stopping:
+                stopping = True
+                queue.clear()  # what has not started keeps its status
+                if running:
+                    self.events.notice(
+                        f"{self.stop.reason}: stopping. The running experiment(s) clean up and "
+                        f"end (killed after {self.stop_grace_s:g} s); nothing new starts. Press "
+                        "Ctrl+C again to stop at once."
+                    )
+                    self.runner.interrupt(self.stop_grace_s)
+                continue
             step = self._next_step(queue[0], bool(running)) if queue else _Wait()
             if isinstance(step, tuple):
                 self._start(queue.popleft(), step, running)
                 continue
-            timeout = None
+            timeout = self.tick_s  # a stop request is seen within a tick
             if step.until is not None:
                 remaining = step.until - time.monotonic()
                 if step.reason is not None:
@@ -118,8 +150,10 @@ class Dispatcher:
             if running:
                 done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._finish(running.pop(future), future.result())
-            elif timeout is not None:
+                    finished = running.pop(future)
+                    if self._finish(finished, future.result()) and not stopping:
+                        queue.appendleft(finished.entry)
+            elif step.until is not None:
                 time.sleep(timeout)
             else:  # nothing runs and nothing will free a device: a scheduling bug
                 raise DispatchError(f"cannot start {queue[0].key}: no devices can be freed")
@@ -210,12 +244,14 @@ class Dispatcher:
         self._last_started = entry
         running[self.executor.submit(self.runner.run, job)] = _Running(entry, job, devices)
 
-    def _finish(self, done: _Running, outcome: Outcome) -> None:
-        self.complete(done.entry, done.job, outcome)
+    def _finish(self, done: _Running, outcome: Outcome) -> bool:
+        """Free the entry's devices; True if it should run again."""
+        again = self.complete(done.entry, done.job, outcome)
         now = time.monotonic()  # after `complete` stamped finished_at: gaps count from there
         for device in done.devices:
             state = self._devices[device]
             state.busy, state.free_since, state.last = False, now, done.entry
+        return again
 
 
 def _too_hot(reading: dict[int, float], floor_c: float) -> str:

@@ -29,6 +29,7 @@ def resolve_execution(config: CampaignConfig, settings: UserSettings) -> Executi
         thermal_floor_c=config.thermal_floor_c,
         thermal_floor_max_wait_s=config.thermal_floor_max_wait_s,
         statistics=config.statistics,
+        settings=settings.record(),
     )
 
 

@@ -24,6 +24,8 @@ METRICS: dict[str, str] = {
     "energy_adjusted_j": "energy.energy_adjusted_j",
     "energy_raw_per_output_token_j": "energy.energy_raw_per_output_token_j",
     "energy_adjusted_per_output_token_j": "energy.energy_adjusted_per_output_token_j",
+    "facility_energy_j": "facility_energy_j",
+    "co2_g": "co2_g",
     "output_tokens_per_s": "output_tokens_per_s",
     "latency_mean_s": "latency.mean_s",
     "latency_p50_s": "latency.p50_s",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from pydantic import ValidationError
 
+from llenergymeasure.faults import crashpoint
 from llenergymeasure.flatten import flatten
 from llenergymeasure.results.schema import ExperimentResult
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 RESULTS_STEM = "results"
 RESULTS_CSV = f"{RESULTS_STEM}.csv"
 RESULTS_PARQUET = f"{RESULTS_STEM}.parquet"
+J_PER_KWH = 3.6e6
 
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
@@ -30,6 +32,9 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
 def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
     """One row per manifest entry, in run order, from each entry's result.json (the ground
     truth); the orchestrator's warnings about an entry join the worker's."""
+    settings = manifest.execution.settings
+    pue = settings.pue if settings is not None else None
+    carbon = settings.carbon_intensity_g_per_kwh if settings is not None else None
     rows: list[dict[str, Any]] = []
     for entry in manifest.entries:
         row: dict[str, Any] = {
@@ -40,6 +45,8 @@ def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
             "runner": entry.runner,
             "error": entry.error,
             "gpus": ",".join(map(str, entry.gpus)) if entry.gpus is not None else None,
+            "facility_energy_j": None,
+            "co2_g": None,
         }
         if entry.status == "done" and entry.result_path:
             try:
@@ -52,9 +59,25 @@ def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
                 row |= {k: v for k, v in result_row(result).items() if k not in row}
                 warnings = [*entry.warnings, *result.measurement_warnings]
                 row["measurement_warnings"] = "; ".join(warnings)
+                row |= derived_energy(result.energy.energy_raw_j, pue, carbon)
         rows.append(row)
     # Nullable dtypes: a failed row's gaps must not turn integer columns into floats.
     return pd.DataFrame(rows).convert_dtypes()
+
+
+def derived_energy(
+    energy_raw_j: float | None, pue: float | None, carbon_g_per_kwh: float | None
+) -> dict[str, float | None]:
+    """facility_energy_j (energy_raw_j x PUE) and co2_g (facility energy, else the GPU energy
+    where no PUE is set, times the carbon intensity), from the user settings the campaign
+    recorded. Null where energy was not measured or the setting is not given: never a
+    number made from nothing."""
+    facility = energy_raw_j * pue if energy_raw_j is not None and pue is not None else None
+    basis = facility if facility is not None else energy_raw_j
+    co2 = None
+    if basis is not None and carbon_g_per_kwh is not None:
+        co2 = basis / J_PER_KWH * carbon_g_per_kwh
+    return {"facility_energy_j": facility, "co2_g": co2}
 
 
 def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
@@ -73,4 +96,5 @@ def write_tables(frame: pd.DataFrame, directory: Path, stem: str) -> None:
 def _replace(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
+    crashpoint(f"table.{path.name}")
     tmp.replace(path)

@@ -146,7 +146,6 @@ def _page(
 ) -> str:
     manifest = loaded.manifest
     execution = manifest.execution
-    counts = manifest.counts()
     gaps = execution.gaps
     seed = f" (order_seed {execution.order_seed})" if execution.order_seed is not None else ""
     floor = (
@@ -158,7 +157,7 @@ def _page(
     facts = [
         ("campaign", manifest.campaign_id),
         ("created", manifest.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
-        ("runs", f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending"),
+        ("runs", manifest.counts_text()),
         ("cycles", str(manifest.total_cycles)),
         ("order", f"{execution.order}{seed}"),
         (

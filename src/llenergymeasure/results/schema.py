@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,9 @@ from llenergymeasure.config.spec import ExperimentSpec
 SCHEMA_VERSION = "1"
 
 MemorySource = Literal["cuda_max_allocated", "process_peak_rss"]
-ErrorCategory = Literal["config", "backend", "measurement", "crash"]
+ErrorCategory = Literal["config", "backend", "measurement", "oom", "interrupted", "crash"]
+"""oom: memory ran out (CUDA, the CPU allocator, an engine's KV-cache sizing); interrupted:
+SIGINT/SIGTERM (the orchestrator stopping it); crash: any other exception."""
 
 
 class _Result(BaseModel):
@@ -164,6 +166,11 @@ class ExperimentResult(_Result):
     started_at: datetime
     finished_at: datetime
     environment: Environment
+    engine_import_s: float = Field(
+        description="Importing the backend's inference engine (torch + transformers, vLLM, "
+        "...) in the worker: the first part of loading, before model_load_s and not in it; "
+        "outside the window. The load phase is engine_import_s + model_load_s."
+    )
     model_load_s: float = Field(description="Loading weights and tokenizer; outside the window.")
     warmup: WarmupRecord
     warmup_s: float
@@ -178,6 +185,16 @@ class ExperimentResult(_Result):
     requests_per_s: float
     latency: LatencyStats
     request_latencies_s: list[float]
+    ttft: LatencyStats | None = Field(
+        None,
+        description="Time to first token per request, from the engine's request metrics (vLLM, "
+        "TensorRT-LLM); null where the backend reports none (PyTorch generates whole batches).",
+    )
+    inter_token_latency: LatencyStats | None = Field(
+        None,
+        description="Mean time between a request's output tokens after the first, from the "
+        "engine's request metrics; null where the backend reports none.",
+    )
     peak_memory_mb: float | None
     peak_memory_source: MemorySource | None
     energy: EnergyFigures
@@ -197,6 +214,10 @@ class ExperimentResult(_Result):
         None, description="Sidecar Parquet of sampled power etc., relative to this file."
     )
     measurement_warnings: list[str] = Field(default_factory=list)
+    engine_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings as the loaded engine reported them, its own defaults resolved.",
+    )
 
 
 class ErrorRecord(_Result):

@@ -1,7 +1,10 @@
 """Entry point `lem-worker exp.json` (also `python -m llenergymeasure.worker exp.json`).
 
 Exit codes: 0 result.json written; 1 the experiment failed (error.json written); 2 the spec
-itself is unusable. Import-safe: inference engines that spawn processes re-import this module.
+itself is unusable; 130 interrupted. SIGTERM (what the orchestrator sends on Ctrl+C, and what
+`docker stop` sends) is handled like SIGINT: the experiment unwinds, so the backend frees the
+GPU and ends its engine processes, and error.json says it was interrupted. Import-safe:
+inference engines that spawn processes re-import this module.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import BackendError, ConfigError, LemError, MeasurementError
+from llenergymeasure.faults import crashpoint
+from llenergymeasure.oom import is_out_of_memory
 from llenergymeasure.results.schema import ErrorCategory, ErrorRecord, schema_fingerprint
 
 RESULT_FILE = "result.json"
@@ -49,11 +55,18 @@ def error_record(exc: BaseException, spec: ExperimentSpec | None) -> ErrorRecord
         BackendError: "backend",
         MeasurementError: "measurement",
     }
+    category: ErrorCategory
+    if isinstance(exc, KeyboardInterrupt):
+        category = "interrupted"
+    elif is_out_of_memory(exc):
+        category = "oom"
+    else:
+        category = next((c for t, c in categories.items() if isinstance(exc, t)), "crash")
     return ErrorRecord(
         experiment_id=spec.experiment_id if spec else None,
         cycle=spec.cycle if spec else None,
         attempt=spec.attempt if spec else None,
-        category=next((c for t, c in categories.items() if isinstance(exc, t)), "crash"),
+        category=category,
         error_type=type(exc).__name__,
         message=str(exc) or type(exc).__name__,
         traceback="".join(traceback.format_exception(exc)),
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind and clean up, as Ctrl+C
     # CUDA then numbers GPUs as NVML does, so CUDA_VISIBLE_DEVICES indices mean the same GPU.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     path = Path(args[0])
@@ -95,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         from llenergymeasure.worker.run import run_experiment
 
         result = run_experiment(spec)
+        crashpoint("worker.before_result")
         write_text_atomic(out_dir / RESULT_FILE, result.model_dump_json(indent=2))
         log.info("wrote %s", out_dir / RESULT_FILE)
+        crashpoint("worker.after_result")
         return 0
     except BaseException as exc:
         out_dir = Path(spec.output_dir) if spec else path.parent
+        if isinstance(exc, KeyboardInterrupt):
+            log.warning("interrupted: the experiment was unwound (backend closed), no result")
+            crashpoint("worker.interrupted")
         record = error_record(exc, spec)
         try:
             write_text_atomic(out_dir / ERROR_FILE, record.model_dump_json(indent=2))
@@ -113,5 +132,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if spec is None else 1
 
 
+def entry() -> NoReturn:
+    """`lem-worker` and `python -m llenergymeasure.worker`: main, then a fast exit."""
+    _exit_now(main())
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave without the interpreter's teardown of torch and transformers (1-2 s per experiment
+    on a 2-core machine, waited for by the orchestrator). Everything the worker started (engine,
+    sampler thread, NVML) was closed by its context managers before main returned and
+    result.json is fsync'd; a multiprocessing child still alive means an engine left one, so
+    then the normal exit runs, whose handlers end it."""
+    import multiprocessing
+
+    if multiprocessing.active_children():
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

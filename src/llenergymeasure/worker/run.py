@@ -18,6 +18,7 @@ from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import RequestOutput
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import select_prompts
+from llenergymeasure.faults import crashpoint
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
 from llenergymeasure.measure.session import MeasurementSession
@@ -31,7 +32,13 @@ TIMESERIES_FILE = "timeseries.parquet"
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
     started_at = datetime.now(timezone.utc)
+    # Importing the engine (torch + transformers: ~3 s on a 2-core CPU) is part of loading the
+    # model, timed on its own. This worker's own modules are all imported by now, so what is
+    # timed here is what the engine adds.
+    t_import = time.perf_counter()
     backend_cls = get_backend(config.backend)
+    engine_import_s = time.perf_counter() - t_import
+    log.info("%s engine imported in %.2f s", config.backend, engine_import_s)
     out_dir = Path(spec.output_dir)
 
     with MeasurementSession(config.measurement, Path(spec.cache_dir)) as session:
@@ -50,6 +57,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                 backend.reset_peak_memory()
                 backend.synchronize()
                 with session.window() as window:
+                    crashpoint("worker.generate")
                     outputs = backend.generate(prompts)
                     backend.synchronize()
             duration_s = window.duration_s
@@ -57,6 +65,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
 
             peak = backend.peak_memory()
             shape = backend.model_shape()
+            engine_settings = backend.engine_settings()
             environment = snapshot(device, backend.library_versions(), session.gpus, session.driver)
         output_tokens = sum(o.output_tokens for o in outputs)
         report = session.report(output_tokens, len(outputs))
@@ -75,6 +84,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
         environment=environment,
+        engine_import_s=engine_import_s,
         model_load_s=model_load_s,
         warmup=WarmupRecord(
             runs=warmup.runs,
@@ -94,6 +104,8 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         requests_per_s=len(outputs) / duration_s,
         latency=latency_stats(outputs),
         request_latencies_s=[o.latency_s for o in outputs],
+        ttft=_engine_latency([o.ttft_s for o in outputs]),
+        inter_token_latency=_engine_latency([o.inter_token_latency_s for o in outputs]),
         peak_memory_mb=peak.megabytes if peak else None,
         peak_memory_source=peak.source if peak else None,
         energy=report.energy,
@@ -105,11 +117,22 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         sampler_busy_fraction=session.sampler_busy_fraction(),
         timeseries_file=TIMESERIES_FILE if has_series else None,
         measurement_warnings=[*warmup.warnings(config.warmup), *report.warnings],
+        engine_settings=engine_settings,
     )
 
 
+def _engine_latency(values: list[float | None]) -> LatencyStats | None:
+    """Stats of a per-request engine metric; None unless the engine gave it for every request."""
+    known = [v for v in values if v is not None]
+    return _stats(known) if known and len(known) == len(values) else None
+
+
 def latency_stats(outputs: list[RequestOutput]) -> LatencyStats:
-    latencies = np.array([o.latency_s for o in outputs], dtype=float)
+    return _stats([o.latency_s for o in outputs])
+
+
+def _stats(values: list[float]) -> LatencyStats:
+    latencies = np.array(values, dtype=float)
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
     return LatencyStats(
         mean_s=float(latencies.mean()),

@@ -5,6 +5,11 @@ Every runner takes the same Job and returns the same Outcome; only files cross t
 whatever it started is gone when the campaign stops, by error or Ctrl+C included: run() is
 called from worker threads (several at once with --gpus), so a Ctrl+C reaches the campaign
 loop, not run(), and __exit__ must stop every job still running.
+
+Stopping comes in two strengths. interrupt(grace_s) is the first Ctrl+C: each running worker
+gets SIGTERM, which it handles like Ctrl+C (it unwinds, so its backend frees the GPU and ends
+its engine processes, and writes error.json), and is killed if it has not ended within
+grace_s; run() then returns as usual. __exit__ (the second Ctrl+C, or any error) kills at once.
 """
 
 from __future__ import annotations
@@ -38,9 +43,18 @@ class ContainerRecord:
 @dataclass(frozen=True)
 class Outcome:
     returncode: int | None
+    """The worker's exit code (killed by signal N: -N); None if it timed out or never started."""
     timed_out: bool
     wall_s: float
     container: ContainerRecord | None = None
+    container_start_s: float = 0.0
+    """Seconds of wall_s spent starting a long-lived container before the worker began
+    (docker-persistent, once per backend and campaign): a cost of the campaign, not of this
+    experiment."""
+
+
+NOT_STARTED = Outcome(returncode=None, timed_out=False, wall_s=0.0)
+"""What run() returns when the campaign is stopping before its worker started."""
 
 
 class Runner(Protocol):
@@ -49,6 +63,10 @@ class Runner(Protocol):
     """Every run starts in a new container (gaps may be skipped there, if the user opts in)."""
 
     def run(self, job: Job) -> Outcome: ...
+
+    def interrupt(self, grace_s: float) -> None:
+        """Ask every running worker to clean up and stop, kill it after grace_s; returns at
+        once. No worker starts after this (run() returns an Outcome without starting one)."""
 
     def __enter__(self) -> Runner: ...
 

@@ -20,8 +20,9 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -243,10 +244,45 @@ class CampaignProject:
             compose_project_name=self.name,
             compose_env_files=[env_file],
         )
+        # Runners are called from worker threads (several at once with --gpus); close() comes
+        # from the campaign loop's thread.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._running: set[CliProcess] = set()
 
     def command(self, *args: str) -> list[str]:
         """`docker compose --file ... --project-name ... <args>` as an argument list."""
         return [str(part) for part in self.client.compose.docker_compose_cmd] + list(args)
+
+    def refuse_if_closed(self) -> None:
+        if self._closed:
+            raise DispatchError("the campaign is stopping: no new worker starts")
+
+    @contextlib.contextmanager
+    def run_cli(self, args: list[str], log_path: Path) -> Iterator[CliProcess]:
+        """Start `docker compose <args>` into log_path, stopped on exit; refused once the
+        project is closing, so that no container starts after close() has removed them."""
+        cli = CliProcess(self.command(*args), log_path)
+        with self._lock:
+            self.refuse_if_closed()
+            cli.start()
+            self._running.add(cli)
+        try:
+            yield cli
+        finally:
+            with self._lock:
+                self._running.discard(cli)
+            cli.stop()
+
+    def close(self) -> None:
+        """Stop for good: no command starts after this, those running are killed (before they
+        can create another container) and every container of the project is removed."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for cli in running:
+            cli.stop()
+        self.remove_all()
 
     def remove_all(self) -> None:
         """Remove every container of the project (the one-off `run` ones too, which `down`
@@ -259,6 +295,15 @@ class CampaignProject:
             self.client.compose.down(timeout=STOP_TIMEOUT_S, quiet=True)
         except DockerException as e:
             raise DispatchError(f"could not remove the containers of {self.name}: {e}") from e
+
+    def signal(self, container: str, sig: signal.Signals) -> bool:
+        """Send sig to a container's main process (compose.yaml's `init: true` passes it on to
+        lem-worker). False if it could not be sent (not created yet, or already gone)."""
+        try:
+            self.client.container.kill(container, signal=sig.name)
+        except DockerException:
+            return False
+        return True
 
     def remove(self, container: str) -> None:
         """Kill and remove a container; gone already is fine."""
@@ -296,14 +341,14 @@ def read_spec(job: Job) -> ExperimentSpec:
 
 
 class CliProcess:
-    """A docker CLI command writing into a log file; its process group is killed on exit
-    unless it ended."""
+    """A docker CLI command writing into a log file; stop() (also on leaving a with-block)
+    kills its process group unless it ended."""
 
     def __init__(self, cmd: list[str], log_path: Path) -> None:
         self.cmd, self.log_path = cmd, log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> CliProcess:
+    def start(self) -> None:
         try:
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
@@ -315,7 +360,6 @@ class CliProcess:
                 )
         except OSError as e:
             raise DispatchError(f"could not start {shlex.join(self.cmd[:3])}: {e}") from e
-        return self
 
     def wait(self, timeout_s: float, on_poll: Callable[[], None] | None = None) -> int | None:
         """The worker's exit code (a signal as -N, like subprocess), or None on timeout;
@@ -335,23 +379,33 @@ class CliProcess:
             # Docker reports a container killed by signal N as 128+N.
             return -(code - 128) if 128 < code < 160 else code
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def __enter__(self) -> CliProcess:
+        self.start()
+        return self
 
-def outcome(code: int | None, t0: float, container: ContainerRecord | None) -> Outcome:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def outcome(
+    code: int | None, t0: float, container: ContainerRecord | None, container_start_s: float = 0.0
+) -> Outcome:
     return Outcome(
         returncode=code,
         timed_out=code is None,
         wall_s=time.monotonic() - t0,
         container=container,
+        container_start_s=container_start_s,
     )

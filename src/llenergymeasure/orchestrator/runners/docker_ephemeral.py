@@ -1,17 +1,24 @@
 """Runner `docker`: every experiment in a fresh container,
 `docker compose run --rm <backend> lem-worker <exp.json>`, which exits when the worker does.
-A container that runs past the time limit is killed and removed."""
+A container that runs past the time limit is killed and removed; on interrupt() it is sent
+SIGTERM (the worker cleans up and exits) and removed if it still runs after the grace period."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from types import TracebackType
 
-from llenergymeasure.orchestrator.runners import ContainerRecord, Job, Outcome, gpu_env
+from llenergymeasure.orchestrator.runners import (
+    NOT_STARTED,
+    ContainerRecord,
+    Job,
+    Outcome,
+    gpu_env,
+)
 from llenergymeasure.orchestrator.runners.docker import (
     CampaignProject,
-    CliProcess,
     DockerEngine,
     Image,
     env_args,
@@ -29,6 +36,8 @@ class EphemeralDockerRunner:
     ) -> None:
         self.images = images
         self.project = CampaignProject(engine, campaign_dir, input_dir)
+        self._kill_at: float | None = None
+        """Set by interrupt(): running containers are removed at this time."""
 
     def __enter__(self) -> EphemeralDockerRunner:
         self.project.remove_all()  # left by an orchestrator that was killed outright
@@ -40,27 +49,41 @@ class EphemeralDockerRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.project.remove_all()
+        self.project.close()
+
+    def interrupt(self, grace_s: float) -> None:
+        self._kill_at = time.monotonic() + grace_s
 
     def run(self, job: Job) -> Outcome:
+        if self._kill_at is not None:
+            return NOT_STARTED
         spec = read_spec(job)
         backend = spec.config.backend
         name = f"{self.project.name}-{spec.experiment_id}-c{spec.cycle}-a{spec.attempt}"
-        cmd = self.project.command(
+        args = [
             "run", "--rm", "--no-TTY", "--name", name, *env_args(job.env | gpu_env(job.gpus)),
             backend, "lem-worker", str(job.exp_path),
-        )  # fmt: skip
+        ]  # fmt: skip
         found: list[ContainerRecord] = []
+        signalled = False
 
-        def record() -> None:
+        def poll() -> None:
+            nonlocal signalled
             # --rm removes the container when it ends: note its id while it is there.
             if not found and (container := self.project.inspect(name)) is not None:
                 found.append(container)
+            if self._kill_at is None:
+                return
+            if not signalled and found:
+                signalled = self.project.signal(name, signal.SIGTERM)
+            if time.monotonic() >= self._kill_at:
+                self.project.remove(name)
+                cli.stop()
 
         t0 = time.monotonic()
         try:
-            with CliProcess(cmd, job.log_path) as cli:
-                code = cli.wait(job.timeout_s, on_poll=record)
+            with self.project.run_cli(args, job.log_path) as cli:
+                code = cli.wait(job.timeout_s, on_poll=poll)
         finally:
             # Timed out, interrupted or ended: the container must not outlive this call.
             self.project.remove(name)

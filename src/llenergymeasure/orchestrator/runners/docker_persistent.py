@@ -2,28 +2,82 @@
 (`docker compose up -d <backend>`), each experiment a `docker compose exec <backend>
 lem-worker <exp.json>` in it, and `down` when the campaign stops, however it stops.
 
-A worker that runs past the time limit may still hold the GPU after its exec is gone; only
-removing its container stops it for sure, so the next experiment starts a fresh one."""
+A worker that runs past the time limit may still hold the GPU after its exec is gone; removing
+its container stops it for sure, and the next experiment starts a fresh one. While other
+experiments run in that container (with --gpus), only the late worker's processes are killed.
+On interrupt() the worker is sent SIGTERM inside the container (it cleans up and exits), and
+stopped that same way if it still runs after the grace period."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
+from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from llenergymeasure.errors import DispatchError
-from llenergymeasure.orchestrator.runners import ContainerRecord, Job, Outcome, gpu_env
+from llenergymeasure.orchestrator.runners import (
+    NOT_STARTED,
+    ContainerRecord,
+    Job,
+    Outcome,
+    gpu_env,
+)
 from llenergymeasure.orchestrator.runners.docker import (
     CampaignProject,
-    CliProcess,
     DockerEngine,
     env_args,
     last_line,
     outcome,
     read_spec,
 )
+
+# Runs inside the container, as root: send signal argv[2] to every process whose command line
+# names argv[1], and with argv[3] == "tree" to their descendants (a worker's own processes).
+KILL_MATCHING = """
+import os, sys
+sig, tree = int(sys.argv[2]), sys.argv[3] == "tree"
+parent, matching = {}, set()
+for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        continue
+    parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+    if sys.argv[1].encode() in cmdline and pid != os.getpid():
+        matching.add(pid)
+while tree:
+    more = {pid for pid, ppid in parent.items() if ppid in matching} - matching
+    if not more:
+        break
+    matching |= more
+for pid in matching:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+"""
+
+
+def kill_matching(
+    client: DockerClient, container: str, marker: str, sig: signal.Signals = signal.SIGKILL
+) -> None:
+    """SIGKILL the processes in a running container whose command line contains marker, and
+    everything they started; another signal goes to the matching processes alone (SIGTERM:
+    the worker ends its own engine processes as it cleans up)."""
+    tree = "tree" if sig == signal.SIGKILL else "only"
+    command = ["python", "-c", KILL_MATCHING, marker, str(int(sig)), tree]
+    try:
+        client.container.execute(container, command, user="0")
+    except DockerException as e:
+        raise DispatchError(f"could not stop a worker in {container}: {last_line(e)}") from e
 
 
 class PersistentDockerRunner:
@@ -32,7 +86,12 @@ class PersistentDockerRunner:
 
     def __init__(self, engine: DockerEngine, campaign_dir: Path, input_dir: Path) -> None:
         self.project = CampaignProject(engine, campaign_dir, input_dir)
+        # Worker threads share the containers: starting, counting and recycling them is locked.
+        self._lock = threading.Lock()
         self.services: dict[str, ContainerRecord] = {}
+        self.busy: Counter[str] = Counter()
+        self._kill_at: float | None = None
+        """Set by interrupt(): running workers are stopped for good at this time."""
 
     def __enter__(self) -> PersistentDockerRunner:
         self.project.remove_all()  # left by an orchestrator that was killed outright
@@ -44,34 +103,66 @@ class PersistentDockerRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.services.clear()
-        self.project.remove_all()
+        with self._lock:  # a container start under way ends first; none begins after
+            self.project.close()
+
+    def interrupt(self, grace_s: float) -> None:
+        self._kill_at = time.monotonic() + grace_s
 
     def run(self, job: Job) -> Outcome:
+        t0 = time.monotonic()
         spec = read_spec(job)
         backend = spec.config.backend
-        container = self._service(backend)
-        cmd = self.project.command(
-            "exec",
-            "--no-TTY",
-            *env_args(job.env | gpu_env(job.gpus)),
-            backend,
-            "lem-worker",
-            str(job.exp_path),
-        )
-        t0 = time.monotonic()
-        with CliProcess(cmd, job.log_path) as cli:
-            code = cli.wait(job.timeout_s)
-            if code is None:
-                self.services.pop(backend)
-                self.project.remove(container.name)
-        return outcome(code, t0, container)
+        with self._lock:
+            if self._kill_at is not None:
+                return NOT_STARTED
+            container, start_s = self._service(backend)
+            self.busy[backend] += 1
+        args = [
+            "exec", "--no-TTY", *env_args(job.env | gpu_env(job.gpus)),
+            backend, "lem-worker", str(job.exp_path),
+        ]  # fmt: skip
+        signalled = killed = False
 
-    def _service(self, backend: str) -> ContainerRecord:
-        """The backend's running container, started on first use or when it has died."""
+        def poll() -> None:
+            nonlocal signalled, killed
+            if self._kill_at is None or killed:
+                return
+            if not signalled:  # `exec` does not pass signals on: signal the worker in place
+                signalled = True
+                with contextlib.suppress(DispatchError):  # then it is killed at _kill_at
+                    kill_matching(self.project.client, container.name, marker, signal.SIGTERM)
+            if time.monotonic() >= self._kill_at:
+                killed = True
+                self._stop_late_worker(backend, container, job)
+
+        marker = str(job.exp_path)
+        try:
+            with self.project.run_cli(args, job.log_path) as cli:
+                code = cli.wait(job.timeout_s, on_poll=poll)
+                if code is None:
+                    self._stop_late_worker(backend, container, job)
+        finally:
+            with self._lock:
+                self.busy[backend] -= 1
+        return outcome(code, t0, container, start_s)
+
+    def _stop_late_worker(self, backend: str, container: ContainerRecord, job: Job) -> None:
+        with self._lock:  # nothing new starts in the container while it is being removed
+            if self.busy[backend] == 1:
+                self.services.pop(backend, None)
+                self.project.remove(container.name)
+                return
+        kill_matching(self.project.client, container.name, str(job.exp_path))
+
+    def _service(self, backend: str) -> tuple[ContainerRecord, float]:
+        """The backend's running container, started on first use or when it has died, and
+        the seconds spent starting it (0 when it was running)."""
         known = self.services.get(backend)
         if known is not None and self._running(known):
-            return known
+            return known, 0.0
+        self.project.refuse_if_closed()
+        t0 = time.monotonic()
         try:
             self.project.client.compose.up(
                 [backend], detach=True, wait=True, wait_timeout=60, quiet=True
@@ -84,7 +175,7 @@ class PersistentDockerRunner:
         if container is None:
             raise DispatchError(f"the {backend} container stopped right after it started")
         self.services[backend] = container
-        return container
+        return container, time.monotonic() - t0
 
     def _running(self, container: ContainerRecord) -> bool:
         try:

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
-
 from llenergymeasure.config.campaign import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings
-from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.errors import ConfigError, PreflightError
+from llenergymeasure.errors import PreflightError
+from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.orchestrator.runners import Runner
 from llenergymeasure.orchestrator.runners.docker import DockerEngine, Image, unreachable_paths
@@ -48,19 +46,14 @@ class Workload:
         )
 
     @classmethod
-    def of_campaign_dir(cls, campaign_dir: Path) -> Workload:
+    def of_campaign_dir(cls, campaign_dir: Path, retry_failed: bool = False) -> Workload:
         """What is left to run in an existing campaign (for `lem resume`)."""
         manifest = ManifestStore(campaign_dir).load()
-        try:
-            specs = [
-                ExperimentSpec.model_validate_json((campaign_dir / e.exp_path).read_bytes())
-                for e in manifest.pending()
-            ]
-        except (OSError, ValidationError) as e:
-            raise ConfigError(f"{campaign_dir} has an unreadable exp.json: {e}") from e
+        specs = ExperimentSpecs(campaign_dir)
+        pending = dict.fromkeys(e.experiment_id for e in manifest.pending(retry_failed))
         return cls(
-            configs=[s.config for s in specs],
-            input_dir=Path(specs[0].base_dir) if specs else campaign_dir,
+            configs=[specs.config(experiment_id) for experiment_id in pending],
+            input_dir=specs.base_dir,
             results_dir=campaign_dir.resolve().parent,
             runner=manifest.runner_choice,
             cold_start=manifest.cold_start,

@@ -1,0 +1,103 @@
+"""Shared by the backends whose engine runs the model in processes of its own (vLLM,
+TensorRT-LLM): what the worker cannot ask the model directly (tokenizer, model shape, GPUs) is
+read from the checkpoint and NVML instead."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.errors import BackendError, MeasurementError
+from llenergymeasure.measure.flops import ModelShape
+from llenergymeasure.measure.nvml import nvml_session, visible_gpu_uuids
+from llenergymeasure.models import resolve_model
+
+ENGINE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+"""The config's precision as the dtype string vLLM's and TensorRT-LLM's LLM take."""
+
+
+def model_path(model: str) -> str:
+    """The model as an engine takes it: a built-in model's directory, else unchanged."""
+    path = resolve_model(model)
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+        raise BackendError(f"model directory {path} does not exist")
+    return path
+
+
+def load_tokenizer(path: str) -> Any:
+    """The Hugging Face tokenizer the PyTorch backend also uses, so that every backend is fed
+    the same token ids for the same prompt."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise BackendError(f"could not load the tokenizer of '{path}': {e}") from e
+    return tokenizer
+
+
+def sampling_kwargs(config: ExperimentConfig, greedy: dict[str, Any]) -> dict[str, Any]:
+    """The decoding settings as vLLM's and TensorRT-LLM's SamplingParams both take them;
+    greedy: how the engine spells greedy decoding (vLLM temperature 0, TensorRT-LLM top_k 1)."""
+    decoding = config.decoding
+    kwargs: dict[str, Any] = {
+        "max_tokens": config.max_output_tokens,
+        "ignore_eos": decoding.ignore_eos,
+        "repetition_penalty": decoding.repetition_penalty,
+    }
+    if decoding.min_output_tokens is not None:
+        kwargs["min_tokens"] = decoding.min_output_tokens
+    if decoding.strategy == "sampling":
+        return kwargs | {
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "top_k": decoding.top_k,
+        }
+    return kwargs | greedy
+
+
+def prompt_token_ids(tokenizer: Any, prompts: list[str], max_input_tokens: int) -> list[list[int]]:
+    """Token ids per prompt, truncated to max_input_tokens as the PyTorch backend does."""
+    encoded = tokenizer(prompts, truncation=True, max_length=max_input_tokens)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def checkpoint_shape(path: str) -> ModelShape | None:
+    """Parameter and layer counts from config.json and the safetensors headers of a local
+    checkpoint; None for a hub id or a checkpoint without them."""
+    directory = Path(path).expanduser()
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        total = sum(_safetensors_params(f) for f in sorted(directory.glob("*.safetensors")))
+    except (OSError, ValueError, struct.error):
+        return None
+    layers, heads = config.get("num_hidden_layers"), config.get("num_attention_heads")
+    hidden, vocab = config.get("hidden_size"), config.get("vocab_size")
+    head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
+    if not (total and layers and heads and head_dim and hidden and vocab):
+        return None
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return ModelShape(total, total - embeddings, int(layers), int(heads) * int(head_dim))
+
+
+def _safetensors_params(path: Path) -> int:
+    """Elements of every tensor in one safetensors file, from its JSON header alone."""
+    with path.open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+
+
+def first_visible_gpus(count: int) -> list[str] | None:
+    """UUIDs of the first `count` GPUs this process may use: the ones a tensor/pipeline-parallel
+    engine takes. None when NVML cannot say (then every visible GPU is measured)."""
+    try:
+        with nvml_session() as pynvml:
+            uuids = visible_gpu_uuids(pynvml)
+    except MeasurementError:
+        return None
+    return uuids[:count] if len(uuids) >= count else None

@@ -1,0 +1,27 @@
+"""Helpers for the vLLM engine tests (a module of its own: test modules import it by name)."""
+
+from __future__ import annotations
+
+import os
+
+KV_CACHE_BYTES = 64 * 2**20
+"""A fixed, small KV cache: vLLM on a CPU otherwise reserves most of the host's memory."""
+
+
+def engine_processes() -> set[int]:
+    """Pids of live processes descended from this one: vLLM's engine core and workers. Not
+    zombies (dead, only waiting to be reaped) nor multiprocessing's resource tracker, which
+    stays for the life of any process that used spawn and holds no engine state."""
+    import psutil  # a vLLM dependency
+
+    alive = set()
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if "multiprocessing.resource_tracker" in " ".join(child.cmdline()):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        alive.add(child.pid)
+    return alive
