@@ -280,6 +280,9 @@ def test_ctrl_c_with_two_workers_at_once_removes_everything(
     with lem_running(*args, cwd=tmp_path) as proc:
         for seed in (1, 2):
             campaign_dir, *_ = running_worker(docker, tmp_path / "out", runner, seed=seed)
+        # Workers started at once must not race to create a project network: two of one name
+        # make every later run of the campaign fail ("network ... is ambiguous").
+        assert networks_of(docker, campaign_dir) == []
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
