@@ -32,7 +32,12 @@ from llenergymeasure.config.grid import (
     load_campaign,
     load_experiment,
 )
-from llenergymeasure.config.settings import UserSettings, load_settings, resolve_results_dir
+from llenergymeasure.config.settings import (
+    UserSettings,
+    load_settings,
+    resolve_results_dir,
+    resolve_runner,
+)
 from llenergymeasure.display import ConsoleEvents, describe, summary_table
 from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.campaign import RunSummary, create_campaign
@@ -480,7 +485,7 @@ def _start(
 ) -> None:
     pinned = parse_gpus(gpus) if gpus is not None else None
     settings = resolve_results_dir(settings, output_dir, loaded.config)
-    settings = settings.override("--runner", runner=runner)
+    settings = resolve_runner(settings, runner, loaded.config)
     if not options.quiet:
         for notice in loaded.notices:
             err.print(f"[yellow]notice[/]: {notice}")

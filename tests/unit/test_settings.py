@@ -16,6 +16,7 @@ from llenergymeasure.config.settings import (
     UserSettings,
     load_settings,
     resolve_results_dir,
+    resolve_runner,
 )
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
@@ -228,6 +229,27 @@ def test_results_dir_precedence(tmp_path: Path, write_yaml: Callable[..., Path])
     cli_wins = resolve_results_dir(from_env, Path("/from/cli"), own.config)
     assert cli_wins.results_dir == "/from/cli"
     assert cli_wins.sources["results_dir"] == "--output-dir"
+
+
+def test_runner_precedence_is_recorded(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    """--runner > the campaign file's runner > .lem-config.yaml, each recorded with its source."""
+    path = write_settings(tmp_path, "runner: docker\n")
+    from_file = load_settings(tmp_path, env={})
+    plain = load_campaign(write_yaml("name: x\n")).config
+    own = load_campaign(write_yaml("name: x\nrunner: local\n", name="own.yaml")).config
+    kept = resolve_runner(from_file, None, plain)
+    assert (kept.runner, kept.record().sources["runner"]) == ("docker", str(path))
+    campaign_wins = resolve_runner(from_file, None, own)
+    assert (campaign_wins.runner, campaign_wins.record().sources["runner"]) == (
+        "local",
+        "campaign file",
+    )
+    cli_wins = resolve_runner(from_file, "docker-persistent", own)
+    assert (cli_wins.runner, cli_wins.record().sources["runner"]) == (
+        "docker-persistent",
+        "--runner",
+    )
+    assert "runner" not in resolve_runner(UserSettings(), None, plain).sources
 
 
 def test_manifest_records_the_settings_and_results_derive_co2(

@@ -292,3 +292,13 @@ def resolve_results_dir(
     if "output_dir" in campaign.model_fields_set:
         return settings.override("campaign file", results_dir=campaign.output_dir)
     return settings
+
+
+def resolve_runner(
+    settings: UserSettings, cli: RunnerChoice | None, campaign: CampaignConfig
+) -> UserSettings:
+    """settings with the runner asked for by the highest source: --runner, then the campaign
+    file's `runner`, then what settings already hold; recorded with where it came from."""
+    return settings.override("campaign file", runner=campaign.runner).override(
+        "--runner", runner=cli
+    )
