@@ -13,6 +13,13 @@ In one process, in rotating order each round (so drift hits every arm), two work
 Reports per-arm median tokens/s with min-max spread, and each arm's ratio to the sampler-off
 run of the same round (median and interquartile range over rounds). Run the workloads in
 separate calls where a call's time is limited.
+
+`--paired-batches SECONDS` measures instead, for each workload, one batch at a time: pairs of
+one batch with the sampler off and one with it at `--paired-hz` (10), in seeded random order
+within the pair, until SECONDS have passed. Host-load drift, which makes whole rounds vary by
+±6-20%, changes little within one pair, so many short pairs resolve a smaller cost than a few
+long rounds. The sampler is started and stopped around each batch, so its start-up counts
+against it. Reports the mean paired ratio with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 
 from llenergymeasure.backends.pytorch import PyTorchBackend
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -161,6 +170,63 @@ def measure(workload: str, model_dir: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+def measure_pairs(workload: str, model_dir: Path, seconds: float, hz: float) -> dict[str, Any]:
+    """Pairs of single batches, sampler off and at hz, in seeded random order, for seconds."""
+    config = ExperimentConfig.model_validate(
+        {"model": str(model_dir), "precision": "bf16", **WORKLOADS[workload]}
+    )
+    rng = np.random.default_rng(20261123)
+    off: list[float] = []
+    on: list[float] = []
+    BUSY.clear()
+    with nvml_session() as pynvml, PyTorchBackend(config) as backend:
+        gpu = NvmlGpu(pynvml, (backend.gpu_uuids() or [])[0])
+        batch = select_prompts(config, Path.cwd(), backend.tokenizer)[: config.batch_size]
+
+        def tokens_per_s(rate: float) -> float:
+            t0 = time.perf_counter()
+            with sampler_at(gpu, rate):
+                tokens = sum(o.output_tokens for o in backend.generate(batch))
+            return tokens / (time.perf_counter() - t0)
+
+        for rate in (0.0, hz, 0.0, hz):  # warm-up
+            tokens_per_s(rate)
+        BUSY.clear()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rates = (0.0, hz) if rng.random() < 0.5 else (hz, 0.0)
+            got = {rate: tokens_per_s(rate) for rate in rates}
+            off.append(got[0.0])
+            on.append(got[hz])
+        gpu_name = backend.device_description()
+    ratios = np.array(on) / np.array(off)
+    ci = stats.bootstrap(
+        (ratios,), np.mean, n_resamples=10_000, confidence_level=0.95, method="percentile",
+        random_state=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    result = {
+        "machine": gpu_name,
+        "workload": WORKLOADS[workload],
+        "sampler_hz": hz,
+        "pairs": len(ratios),
+        "paired_ratio_mean": float(ratios.mean()),
+        "paired_ratio_mean_ci95": [float(ci.low), float(ci.high)],
+        "paired_ratio_median": float(np.median(ratios)),
+        "sampler_off_median_tokens_per_s": statistics.median(off),
+        "sampler_off_cv": statistics.stdev(off) / statistics.mean(off),
+        "paired_ratio_sd": float(ratios.std(ddof=1)),
+        "sampler_busy_fraction_median": {k: statistics.median(v) for k, v in BUSY.items()},
+        "off": off,
+        "on": on,
+    }
+    print(
+        f"{workload} pairs: {len(ratios)}, mean on/off {ratios.mean():.4f} "
+        f"(95% CI {ci.low:.4f}-{ci.high:.4f}), off CV {result['sampler_off_cv']:.3f}",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -168,12 +234,30 @@ def main() -> None:
     parser.add_argument("--prefill-rounds", type=int, default=20)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/lem-llama-1b"))
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--paired-batches", type=float, metavar="SECONDS")
+    parser.add_argument("--paired-hz", type=float, default=10.0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.model_dir / "config.json").exists():
         subprocess.run(
             [sys.executable, str(TOOLS / "make_random_llama.py"), str(args.model_dir)], check=True
         )
+    if args.paired_batches is not None:
+        paired = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": "PYTHONPATH=src python benchmarks/gpu_overhead.py --out OUT "
+            f"--paired-batches {args.paired_batches:g} --paired-hz {args.paired_hz:g} "
+            "--workloads " + " ".join(args.workloads),
+            "model": "1.04B random Llama (tools/make_random_llama.py), bf16",
+            "workloads": {
+                w: measure_pairs(w, args.model_dir, args.paired_batches, args.paired_hz)
+                for w in args.workloads
+            },
+        }
+        (args.out / "gpu_overhead_pairs.json").write_text(json.dumps(paired, indent=1))
+        return
     summary: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
