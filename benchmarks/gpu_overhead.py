@@ -11,8 +11,8 @@ In one process, in rotating order each round (so drift hits every arm), two work
   - prefill-heavy (1024-token prompts, 8 new tokens, batch 64): more of the time on the GPU.
     Arms: the backend with the sampler off, at 10 and 50 Hz. About 6 s a round.
 Reports per-arm median tokens/s with min-max spread, and each arm's ratio to the sampler-off
-run of the same round (median and interquartile range over rounds). Run the workloads in
-separate calls where a call's time is limited.
+run of the same round (median, interquartile range, and mean with a 95% bootstrap interval).
+Run the workloads in separate calls where a call's time is limited.
 
 `--paired-batches SECONDS` measures instead, for each workload, one batch at a time: pairs of
 one batch with the sampler off and one with it at `--paired-hz` (10), in seeded random order
@@ -152,6 +152,7 @@ def measure(workload: str, model_dir: Path, rounds: int) -> dict[str, Any]:
     for name, v in results.items():
         paired = [x / o for x, o in zip(v, off, strict=True)]
         q1, _, q3 = statistics.quantiles(paired, n=4)
+        low, high = mean_ci95(paired) if name != "backend_sampler_0hz" else (1.0, 1.0)
         arms_out[name] = {
             "median_tokens_per_s": statistics.median(v),
             "min": min(v),
@@ -160,6 +161,8 @@ def measure(workload: str, model_dir: Path, rounds: int) -> dict[str, Any]:
             "paired_ratio_median": statistics.median(paired),
             "paired_ratio_q1": q1,
             "paired_ratio_q3": q3,
+            "paired_ratio_mean": statistics.mean(paired),
+            "paired_ratio_mean_ci95": [low, high],
             "runs": v,
         }
     return {
@@ -168,6 +171,15 @@ def measure(workload: str, model_dir: Path, rounds: int) -> dict[str, Any]:
         "arms": arms_out,
         "sampler_busy_fraction_median": {hz: statistics.median(v) for hz, v in BUSY.items()},
     }
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean (10,000 resamples, seeded)."""
+    ci = stats.bootstrap(
+        (np.asarray(values),), np.mean, n_resamples=10_000, confidence_level=0.95,
+        method="percentile", random_state=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    return float(ci.low), float(ci.high)
 
 
 def measure_pairs(workload: str, model_dir: Path, seconds: float, hz: float) -> dict[str, Any]:
@@ -200,17 +212,14 @@ def measure_pairs(workload: str, model_dir: Path, seconds: float, hz: float) -> 
             on.append(got[hz])
         gpu_name = backend.device_description()
     ratios = np.array(on) / np.array(off)
-    ci = stats.bootstrap(
-        (ratios,), np.mean, n_resamples=10_000, confidence_level=0.95, method="percentile",
-        random_state=np.random.default_rng(0),
-    ).confidence_interval  # fmt: skip
+    low, high = mean_ci95(list(ratios))
     result = {
         "machine": gpu_name,
         "workload": WORKLOADS[workload],
         "sampler_hz": hz,
         "pairs": len(ratios),
         "paired_ratio_mean": float(ratios.mean()),
-        "paired_ratio_mean_ci95": [float(ci.low), float(ci.high)],
+        "paired_ratio_mean_ci95": [low, high],
         "paired_ratio_median": float(np.median(ratios)),
         "sampler_off_median_tokens_per_s": statistics.median(off),
         "sampler_off_cv": statistics.stdev(off) / statistics.mean(off),
@@ -221,7 +230,7 @@ def measure_pairs(workload: str, model_dir: Path, seconds: float, hz: float) -> 
     }
     print(
         f"{workload} pairs: {len(ratios)}, mean on/off {ratios.mean():.4f} "
-        f"(95% CI {ci.low:.4f}-{ci.high:.4f}), off CV {result['sampler_off_cv']:.3f}",
+        f"(95% CI {low:.4f}-{high:.4f}), off CV {result['sampler_off_cv']:.3f}",
         flush=True,
     )
     return result
@@ -282,7 +291,9 @@ def main() -> None:
         print("backend / plain loop:", round(summary["backend_vs_plain_loop"], 4))
     (args.out / "gpu_overhead.json").write_text(json.dumps(summary, indent=1))
     for name, w in summary["workloads"].items():
-        print(name, {k: round(v["paired_ratio_median"], 4) for k, v in w["arms"].items()})
+        for arm, v in w["arms"].items():
+            low, high = v["paired_ratio_mean_ci95"]
+            print(name, arm, f"paired ratio {v['paired_ratio_mean']:.4f} ({low:.4f}-{high:.4f})")
         print(name, "sampler busy fraction:", w["sampler_busy_fraction_median"])
 
 
