@@ -485,7 +485,7 @@ def _start(
 ) -> None:
     pinned = parse_gpus(gpus) if gpus is not None else None
     settings = resolve_results_dir(settings, output_dir, loaded.config)
-    settings = resolve_runner(settings, runner, loaded.config)
+    settings = resolve_runner(settings, runner, loaded.config.runner)
     if not options.quiet:
         for notice in loaded.notices:
             err.print(f"[yellow]notice[/]: {notice}")

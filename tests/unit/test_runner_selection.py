@@ -51,7 +51,7 @@ def workload(write_yaml: WriteYaml, extra: str = "") -> Workload:
     ("cli", "campaign", "settings", "expected"),
     [
         ("local", "docker", "docker-persistent", ("local", "--runner")),
-        (None, "docker", "docker-persistent", ("docker", "the campaign file")),
+        (None, "docker", "docker-persistent", ("docker", "campaign file")),
         (None, None, "docker-persistent", ("docker-persistent", SETTINGS_FILE)),
         (None, None, None, ("auto", "default")),
     ],

@@ -237,19 +237,19 @@ def test_runner_precedence_is_recorded(tmp_path: Path, write_yaml: Callable[...,
     from_file = load_settings(tmp_path, env={})
     plain = load_campaign(write_yaml("name: x\n")).config
     own = load_campaign(write_yaml("name: x\nrunner: local\n", name="own.yaml")).config
-    kept = resolve_runner(from_file, None, plain)
+    kept = resolve_runner(from_file, None, plain.runner)
     assert (kept.runner, kept.record().sources["runner"]) == ("docker", str(path))
-    campaign_wins = resolve_runner(from_file, None, own)
+    campaign_wins = resolve_runner(from_file, None, own.runner)
     assert (campaign_wins.runner, campaign_wins.record().sources["runner"]) == (
         "local",
         "campaign file",
     )
-    cli_wins = resolve_runner(from_file, "docker-persistent", own)
+    cli_wins = resolve_runner(from_file, "docker-persistent", own.runner)
     assert (cli_wins.runner, cli_wins.record().sources["runner"]) == (
         "docker-persistent",
         "--runner",
     )
-    assert "runner" not in resolve_runner(UserSettings(), None, plain).sources
+    assert "runner" not in resolve_runner(UserSettings(), None, plain.runner).sources
 
 
 def test_manifest_records_the_settings_and_results_derive_co2(

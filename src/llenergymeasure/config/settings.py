@@ -295,10 +295,9 @@ def resolve_results_dir(
 
 
 def resolve_runner(
-    settings: UserSettings, cli: RunnerChoice | None, campaign: CampaignConfig
+    settings: UserSettings, cli: RunnerChoice | None, campaign: RunnerChoice | None
 ) -> UserSettings:
     """settings with the runner asked for by the highest source: --runner, then the campaign
-    file's `runner`, then what settings already hold; recorded with where it came from."""
-    return settings.override("campaign file", runner=campaign.runner).override(
-        "--runner", runner=cli
-    )
+    file's `runner`, then what settings already hold; recorded with where it came from. The one
+    precedence: the runner choice reads it too, so the record and the choice always agree."""
+    return settings.override("campaign file", runner=campaign).override("--runner", runner=cli)

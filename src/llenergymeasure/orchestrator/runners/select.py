@@ -11,7 +11,7 @@ from typing import Literal
 from llenergymeasure.config.campaign import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
-from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings
+from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, resolve_runner
 from llenergymeasure.errors import PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore
@@ -93,14 +93,10 @@ def choose(
     cli: RunnerChoice | None, workload: Workload, settings: UserSettings
 ) -> tuple[RunnerChoice, str]:
     """The runner asked for and who asked: the first of CLI, campaign file, settings."""
-    for choice, source in (
-        (cli, "--runner"),
-        (workload.runner, "the campaign file"),
-        (settings.runner, SETTINGS_FILE),
-    ):
-        if choice is not None:
-            return choice, source
-    return "auto", "default"
+    resolved = resolve_runner(settings, cli, workload.runner)
+    if resolved.runner is None:
+        return "auto", "default"
+    return resolved.runner, resolved.sources.get("runner", SETTINGS_FILE)
 
 
 def plan_runner(workload: Workload, cli: RunnerChoice | None, settings: UserSettings) -> RunnerPlan:
