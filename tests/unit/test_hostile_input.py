@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -535,6 +536,8 @@ def test_cli_exit_codes(
     assert sandbox.snapshot() == before
 
 
+ESCAPE_NAME = f"lem-escape-{uuid.uuid4().hex[:12]}"
+"""Unique per run: a directory left in /tmp by anything earlier must not decide the test."""
 HOSTILE_FILES: dict[str, bytes] = {
     "deep": b"name: x\nbase:\n  passthrough_kwargs: " + b"[" * 5000 + b"]" * 5000 + b"\n",
     "laughs": (
@@ -551,7 +554,7 @@ HOSTILE_FILES: dict[str, bytes] = {
     + b"\n  passthrough_kwargs.b: "
     + json.dumps(list(range(1000))).encode()
     + b"\n",
-    "traversal": b"name: x\noutput_dir: ../../../../tmp/lem-escape\n",
+    "traversal": f"name: x\noutput_dir: ../../../../tmp/{ESCAPE_NAME}\n".encode(),
     "surrogate": b'name: x\nbase:\n  model: "\\ud800"\n',
     "binary": bytes(range(256)) * 4,
     "escape_codes": b"name: x\nbase:\n  \x1b[2Jbatch: 1\n",
@@ -579,4 +582,4 @@ def test_hostile_files_through_the_real_cli(tmp_path: Path, kind: str) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "\x1b[2J" not in proc.stderr
     assert set(tmp_path.rglob("*")) == before
-    assert not Path("/tmp/lem-escape").exists()
+    assert not (Path("/tmp") / ESCAPE_NAME).exists()

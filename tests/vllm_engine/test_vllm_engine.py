@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from vllm_helpers import KV_CACHE_BYTES, engine_processes
+from vllm_helpers import KV_CACHE_BYTES, engine_processes, needs_fp8_kv_cache
 
 from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.common import checkpoint_shape
@@ -30,7 +30,7 @@ SETTINGS = VLLMConfig(
     enforce_eager=True,
     enable_prefix_caching=False,
     enable_chunked_prefill=False,
-    kv_cache_dtype="fp8",
+    kv_cache_dtype="bfloat16",  # not fp8: the shared engine must start on any x86-64 CPU
     block_size=32,
     tensor_parallel_size=1,
     max_model_len=320,
@@ -78,7 +78,7 @@ def test_every_setting_reaches_the_engine(engine: VLLMBackend) -> None:
         "enforce_eager": True,
         "enable_prefix_caching": False,
         "enable_chunked_prefill": False,
-        "kv_cache_dtype": "fp8",
+        "kv_cache_dtype": "bfloat16",
         "block_size": 32,
         "tensor_parallel_size": 1,
         "max_model_len": 320,
@@ -88,7 +88,7 @@ def test_every_setting_reaches_the_engine(engine: VLLMBackend) -> None:
     config = engine.llm.llm_engine.vllm_config
     assert config.scheduler_config.max_num_seqs == 3
     assert config.cache_config.block_size == 32
-    assert config.cache_config.cache_dtype == "fp8"
+    assert config.cache_config.cache_dtype == "bfloat16"
     assert str(config.model_config.dtype) == "torch.bfloat16"
 
 
@@ -155,6 +155,17 @@ def test_generate_counts_tokens_and_reads_request_metrics(
     # batch_size 2: prompts go to the engine two per LLM.generate call, sharing its wall time
     latencies = [o.latency_s for o in outputs]
     assert latencies[0] == latencies[1] and latencies[2] == latencies[3]
+
+
+@needs_fp8_kv_cache
+def test_fp8_kv_cache_reaches_the_engine(no_engine_left: None, prompts: list[str]) -> None:
+    config = CONFIG.model_copy(
+        update={"vllm": SETTINGS.model_copy(update={"kv_cache_dtype": "fp8"})}
+    )
+    with VLLMBackend(config) as backend:
+        assert backend.llm.llm_engine.vllm_config.cache_config.cache_dtype == "fp8"
+        outputs = backend.generate(prompts[:2])
+    assert [o.output_tokens for o in outputs] == [MAX_OUTPUT_TOKENS] * 2
 
 
 def test_model_shape_matches_the_checkpoint(engine: VLLMBackend) -> None:

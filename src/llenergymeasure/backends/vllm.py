@@ -33,7 +33,8 @@ from llenergymeasure.backends.common import (
 )
 from llenergymeasure.config.backends import VLLMConfig
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.errors import BackendError
+from llenergymeasure.cpu_features import fp8_kv_cache_refusal, read_cpu_features
+from llenergymeasure.errors import BackendError, ConfigError
 from llenergymeasure.measure.flops import ModelShape
 
 QUANTIZATION = {"fp8": "fp8", "awq": "awq", "gptq": "gptq"}
@@ -72,6 +73,7 @@ class VLLMBackend(Backend):
         return SamplingParams(**sampling_kwargs(self.config, greedy={"temperature": 0.0}))
 
     def load(self) -> None:
+        self._refuse_what_this_cpu_cannot_run()
         # Engine processes start fresh rather than as forks of this process with its NVML
         # handle and threads; the worker's entry point is import-safe, as spawn needs.
         os.environ.setdefault(MULTIPROC_METHOD, "spawn")
@@ -86,6 +88,16 @@ class VLLMBackend(Backend):
                 f"vLLM could not start an engine for '{self.config.model}': {e} "
                 "(the engine's own log above says why)"
             ) from e
+
+    def _refuse_what_this_cpu_cannot_run(self) -> None:
+        """An fp8 KV cache on a CPU without AVX-512/AMX: one clear line before any engine
+        starts (vLLM's own refusal comes from an engine process, buried in its log). Not
+        retried: the same CPU refuses it again."""
+        kv_dtype = self.settings.kv_cache_dtype or ""
+        if current_platform.is_cpu() and kv_dtype.startswith("fp8"):
+            reason = fp8_kv_cache_refusal(read_cpu_features())
+            if reason is not None:
+                raise ConfigError(f"vllm.kv_cache_dtype {kv_dtype}: {reason}")
 
     @property
     def llm(self) -> LLM:
