@@ -1,7 +1,7 @@
 """LLenergyMeasure: what LLM inference really costs in energy, measured honestly.
 
-The library API (run_campaign, run_experiment, load_results; see api.py) is imported on first
-use, so that a worker importing this package does not load the orchestrator.
+The library API (run_campaign, run_experiment, resume, load_results; see api.py) is imported on
+first use, so that a worker importing this package does not load the orchestrator.
 """
 
 from __future__ import annotations
@@ -10,10 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CampaignResults", "load_results", "run_campaign", "run_experiment"]
+__all__ = [
+    "CampaignResults",
+    "ExperimentFailedError",
+    "load_results",
+    "resume",
+    "run_campaign",
+    "run_experiment",
+]
 
 if TYPE_CHECKING:
-    from llenergymeasure.api import CampaignResults, load_results, run_campaign, run_experiment
+    from llenergymeasure.api import (
+        CampaignResults,
+        ExperimentFailedError,
+        load_results,
+        resume,
+        run_campaign,
+        run_experiment,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -22,3 +36,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'llenergymeasure' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The API shows in dir() and completion, though it is imported on first use."""
+    return sorted({*globals(), *__all__})

@@ -7,9 +7,10 @@ return typed results instead of printing.
     campaign.summary          # pandas DataFrame: summary.csv
     lem.load_results(campaign.campaign_dir).runs   # results.csv, read back
 
-Experiments run in worker processes exactly as from the CLI. Unlike the CLI, a campaign whose
-file sets no `cycles` runs 1 cycle here. Ctrl+C stops the campaign (finished results are kept,
-`lem resume` continues it) and raises KeyboardInterrupt.
+Experiments run in worker processes exactly as from the CLI, through the same conductor: the
+same settings precedence and the same defaults (a campaign whose file sets no `cycles` runs
+conductor.DEFAULT_CYCLES, 3). Ctrl+C stops the campaign (finished results are kept, `resume`
+continues it) and raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -18,25 +19,23 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from llenergymeasure.config.campaign import CampaignConfig, StatisticsConfig
+from llenergymeasure.conductor import Overrides, Plan, execute, plan_campaign, plan_resume
+from llenergymeasure.config.campaign import CampaignConfig, RunnerChoice, StatisticsConfig
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import (
-    Campaign,
     campaign_from_data,
     experiment_from_data,
     load_campaign,
     load_experiment,
 )
-from llenergymeasure.config.settings import load_settings, resolve_results_dir
 from llenergymeasure.errors import ConfigError, LemError
-from llenergymeasure.orchestrator.campaign import Events, create_campaign
+from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
-from llenergymeasure.orchestrator.webhooks import run_with_webhooks
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.collate import results_frame
@@ -74,20 +73,38 @@ def run_campaign(
     *,
     gpus: tuple[int, ...] | None = None,
     events: Events | None = None,
+    runner: str | None = None,
+    timeout_s: float | None = None,
+    retries: int | None = None,
     **overrides: Any,
 ) -> CampaignResults:
     """Run a campaign (a YAML path, a mapping or a CampaignConfig) to the end. overrides
     replace top-level campaign keys (cycles=3, order="shuffled", output_dir=...). Failed
     experiments do not raise: see .failed. User settings (.lem-config.yaml, LEM_* variables)
-    apply as from the CLI; a campaign over their max_experiments is refused (the CLI's --yes
-    is `max_experiments` in the settings here)."""
-    limit = load_settings().max_experiments
+    apply as from the CLI; a campaign over their max_experiments is refused (raise the
+    `max_experiments` user setting to allow it)."""
+    given = Overrides(
+        face="api",
+        runner=_runner_choice(runner),
+        timeout_s=timeout_s,
+        retries=retries,
+        gpus=gpus,
+    )
     if isinstance(config_or_path, (str, Path)):
-        campaign = load_campaign(Path(config_or_path), overrides, max_experiments=limit)
+        path = Path(config_or_path)
+        plan = plan_campaign(
+            lambda keys, limit: load_campaign(path, {**overrides, **keys}, max_experiments=limit),
+            given,
+        )
     else:
         data = _as_data(config_or_path)
-        campaign = campaign_from_data(data, Path.cwd(), overrides, max_experiments=limit)
-    return _run(campaign, gpus, events)
+        plan = plan_campaign(
+            lambda keys, limit: campaign_from_data(
+                data, Path.cwd(), {**overrides, **keys}, max_experiments=limit
+            ),
+            given,
+        )
+    return _run(plan, events)
 
 
 def run_experiment(
@@ -96,17 +113,28 @@ def run_experiment(
     output_dir: str | Path | None = None,
     timeout_s: float | None = None,
     gpus: tuple[int, ...] | None = None,
+    runner: str | None = None,
     **overrides: Any,
 ) -> ExperimentResult:
     """Run one experiment once (a YAML path, a mapping or an ExperimentConfig) and return
     its result; overrides replace experiment keys (batch_size=8, ...). Raises
     ExperimentFailedError when it fails."""
+    given = Overrides(
+        face="api",
+        output_dir=Path(output_dir) if output_dir is not None else None,
+        runner=_runner_choice(runner),
+        timeout_s=timeout_s,
+        gpus=gpus,
+    )
     if isinstance(config_or_path, (str, Path)):
-        campaign = load_experiment(Path(config_or_path), overrides)
+        path = Path(config_or_path)
+        plan = plan_campaign(lambda _keys, _limit: load_experiment(path, overrides), given)
     else:
-        campaign = experiment_from_data(_as_data(config_or_path), Path.cwd(), overrides)
-    root = Path(output_dir) if output_dir is not None else None
-    outcome = _run(campaign, gpus, None, output_root=root, timeout_s=timeout_s)
+        data = _as_data(config_or_path)
+        plan = plan_campaign(
+            lambda _keys, _limit: experiment_from_data(data, Path.cwd(), overrides), given
+        )
+    outcome = _run(plan, None)
     (entry,) = outcome.manifest.entries
     if entry.status != "done":
         raise ExperimentFailedError(
@@ -114,6 +142,29 @@ def run_experiment(
             f"(details in {outcome.campaign_dir / Path(entry.exp_path).parent})"
         )
     return outcome.results[0]
+
+
+def resume(
+    campaign_dir: str | Path,
+    *,
+    events: Events | None = None,
+    runner: str | None = None,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+    gpus: tuple[int, ...] | None = None,
+    retry_failed: bool = False,
+) -> CampaignResults:
+    """Finish a campaign with the settings it recorded; arguments given here replace them
+    (and are recorded). Finished results are never redone."""
+    given = Overrides(
+        face="api",
+        runner=_runner_choice(runner),
+        timeout_s=timeout_s,
+        retries=retries,
+        gpus=gpus,
+        retry_failed=retry_failed,
+    )
+    return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
 
 
 def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) -> CampaignResults:
@@ -147,27 +198,19 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     )
 
 
-def _run(
-    campaign: Campaign,
-    gpus: tuple[int, ...] | None,
-    events: Events | None,
-    output_root: Path | None = None,
-    timeout_s: float | None = None,
-) -> CampaignResults:
-    settings = resolve_results_dir(load_settings(), output_root, campaign.config)
+def _run(plan: Plan, events: Events | None) -> CampaignResults:
     with no_world_write():
-        directory = create_campaign(campaign, Path(settings.results_dir), settings=settings)
-        summary = run_with_webhooks(
-            directory,
-            settings.webhooks,
-            events=events,
-            on_problem=log.warning,
-            gpus=gpus,
-            timeout_s=timeout_s,
-        )
+        summary = execute(plan, events, log.warning)
     if summary.interrupted:
         raise KeyboardInterrupt
-    return load_results(directory)
+    return load_results(summary.campaign_dir)
+
+
+def _runner_choice(runner: str | None) -> RunnerChoice | None:
+    choices = get_args(RunnerChoice)
+    if runner is not None and runner not in choices:
+        raise ConfigError(f"runner {runner!r}: expected one of {', '.join(choices)}")
+    return cast("RunnerChoice | None", runner)
 
 
 def _as_data(config: Mapping[str, Any] | BaseModel) -> dict[str, Any]:

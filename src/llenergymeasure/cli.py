@@ -10,53 +10,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure import __version__, starter
-from llenergymeasure import doctor as checks
-from llenergymeasure.api import load_results
+from llenergymeasure import __version__
 from llenergymeasure.config.campaign import Order, RunnerChoice
-from llenergymeasure.config.describe import Parameter, campaign_parameters, parameters
-from llenergymeasure.config.experiment import BACKEND_SECTIONS
-from llenergymeasure.config.grid import (
-    HARD_MAX_EXPERIMENTS,
-    Campaign,
-    load_campaign,
-    load_experiment,
-)
-from llenergymeasure.config.settings import (
-    UserSettings,
-    load_settings,
-    resolve_results_dir,
-    resolve_runner,
-)
-from llenergymeasure.display import ConsoleEvents, describe, summary_table
+from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
-from llenergymeasure.orchestrator.campaign import RunSummary, create_campaign
 from llenergymeasure.orchestrator.lock import FORCE_FLAG, LOCK_FILE
-from llenergymeasure.orchestrator.manifest import (
-    MANIFEST_FILE,
-    ManifestEntry,
-    ManifestStore,
-)
-from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
-from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
-from llenergymeasure.orchestrator.webhooks import run_with_webhooks
+from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
-from llenergymeasure.results.collate import RESULTS_CSV
+
+if TYPE_CHECKING:
+    from llenergymeasure import starter
+    from llenergymeasure.conductor import Plan
+    from llenergymeasure.config.describe import Parameter
+    from llenergymeasure.orchestrator.campaign import RunSummary
 
 app = typer.Typer(
     help="LLenergyMeasure: measure the energy, throughput and latency of LLM inference.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 out = Console()
@@ -157,20 +139,23 @@ def campaign(
     yes: Yes = False,
 ) -> None:
     """Expand a campaign file's grid and run every experiment, cycle after cycle."""
-    overrides = {k: v for k, v in {"cycles": cycles, "order": order}.items() if v is not None}
-    settings = load_settings()
-    limit = HARD_MAX_EXPERIMENTS if yes else settings.max_experiments
-    loaded = load_campaign(file, overrides=overrides, max_experiments=limit)
-    _start(
-        loaded,
-        settings,
-        output_dir,
-        _Run(timeout, quiet, verbose, json_out, retries=retries),
-        dry_run,
-        gpus,
-        CLI_DEFAULT_CYCLES,
-        runner,
+    from llenergymeasure import conductor
+    from llenergymeasure.config.grid import load_campaign
+
+    overrides = conductor.Overrides(
+        output_dir=output_dir,
+        cycles=cycles,
+        order=order,
+        runner=runner,
+        timeout_s=timeout,
+        retries=retries,
+        gpus=_parse_gpus(gpus),
+        allow_large=yes,
     )
+    plan = conductor.plan_campaign(
+        lambda keys, limit: load_campaign(file, overrides=keys, max_experiments=limit), overrides
+    )
+    _start(plan, _Run(quiet, verbose, json_out, single=False), dry_run)
 
 
 @app.command()
@@ -187,10 +172,18 @@ def run(
     retries: Retries = None,
 ) -> None:
     """Run a single experiment once (a campaign of one, one cycle)."""
-    loaded = load_experiment(file)
-    settings = load_settings()
-    run_options = _Run(timeout, quiet, verbose, json_out, retries=retries)
-    _start(loaded, settings, output_dir, run_options, dry_run, gpus, 1, runner)
+    from llenergymeasure import conductor
+    from llenergymeasure.config.grid import load_experiment
+
+    overrides = conductor.Overrides(
+        output_dir=output_dir,
+        runner=runner,
+        timeout_s=timeout,
+        retries=retries,
+        gpus=_parse_gpus(gpus),
+    )
+    plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
+    _start(plan, _Run(quiet, verbose, json_out, single=True), dry_run)
 
 
 @app.command()
@@ -229,11 +222,15 @@ def resume(
         ),
     ] = False,
 ) -> None:
-    """Finish a campaign: run what has not ended (pending, interrupted, and running when its
-    orchestrator died); finished results are never redone. Failed experiments only run again
-    with --retry-failed."""
-    settings = load_settings().override("--runner", runner=runner)
-    root = results_dir or Path(settings.results_dir)
+    """Finish a campaign with the settings it was created with.
+
+    Flags given here override those settings and are recorded. Runs what has not ended
+    (pending, interrupted, and running when its orchestrator died); finished results are
+    never redone. Failed experiments only run again with --retry-failed."""
+    from llenergymeasure import conductor
+    from llenergymeasure.config.settings import load_settings
+
+    root = (results_dir or Path(load_settings().results_dir)).resolve()
     directory = campaign_dir or _newest_unfinished(root, retry_failed)
     if directory is None:
         if not quiet:
@@ -241,6 +238,7 @@ def resume(
         if json_out:
             out.print_json(json.dumps({"campaign_dir": None, "experiments": []}))
         return
+    directory = directory.resolve()
     manifest = ManifestStore(directory).load()
     pending = manifest.pending(retry_failed)
     if dry_run:
@@ -262,15 +260,22 @@ def resume(
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    pinned = parse_gpus(gpus) if gpus is not None else None
-    plan = plan_runner(Workload.of_campaign_dir(directory, retry_failed), runner, settings)
+    overrides = conductor.Overrides(
+        runner=runner,
+        timeout_s=timeout,
+        retries=retries,
+        gpus=_parse_gpus(gpus),
+        retry_failed=retry_failed,
+        force_unlock=force_unlock,
+    )
+    plan = conductor.plan_resume(directory, overrides)
+    options = _Run(quiet, verbose, json_out, single=False)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
-            f"runner {plan.name}"
+            f"runner {plan.runner.name}"
         )
-    options = _Run(timeout, quiet, verbose, json_out, retries, retry_failed, force_unlock)
-    _execute(directory, plan, settings, options, pinned)
+    _execute(plan, options)
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
@@ -294,6 +299,9 @@ def results(
     json_out: JsonOut = False,
 ) -> None:
     """Print the statistics across cycles: mean and CI per configuration (or group)."""
+    from llenergymeasure.api import load_results
+    from llenergymeasure.display import summary_table
+
     keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
     loaded = load_results(campaign_dir, group_by=keys)
     manifest = loaded.manifest
@@ -337,6 +345,7 @@ def report(
     ] = None,
 ) -> None:
     """Write report.html (self-contained) and PNG plots for a campaign."""
+    from llenergymeasure.api import load_results
     from llenergymeasure.results.report import write_report  # matplotlib: only when asked
 
     path = write_report(load_results(campaign_dir), output_dir, timeseries)
@@ -353,8 +362,12 @@ def doctor(
     ] = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Check this machine: Python, packages, backends, NVML and GPUs, Docker and images,
-    results dir, HF cache, user settings. Exit 1 if a check fails (warnings: 0)."""
+    """Check this machine: what it can measure, and what to fix.
+
+    Python, packages, backends, CPU features, NVML and GPUs, Docker and images, results dir,
+    HF cache, user settings. Exit 1 if a check fails (warnings: 0)."""
+    from llenergymeasure import doctor as checks
+
     rows = checks.run_checks()
     if json_out:
         out.print(checks.as_json(rows), soft_wrap=True, highlight=False, markup=False)
@@ -387,6 +400,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a commented starter campaign (campaign.yaml) and user settings (.lem-config.yaml)."""
+    from llenergymeasure import starter
+
     has_gpu = Path("/dev/nvidiactl").exists()
     answers = starter.Answers(name=starter.default_name(directory), has_gpu=has_gpu)
     if not non_interactive:
@@ -441,6 +456,9 @@ def config_list(
     json_out: JsonOut = False,
 ) -> None:
     """Every parameter per backend (type, default, description), and the campaign keys."""
+    from llenergymeasure.config.describe import campaign_parameters, parameters
+    from llenergymeasure.config.experiment import BACKEND_SECTIONS
+
     tables = {b: parameters(b) for b in ([backend] if backend else BACKEND_SECTIONS)}
     if not backend:
         tables["campaign file"] = campaign_parameters()
@@ -462,79 +480,82 @@ def _parameter_table(title: str, rows: list[Parameter]) -> Table:
 
 @dataclass(frozen=True)
 class _Run:
-    """How to run and report a campaign (the options campaign, run and resume share)."""
+    """How to report a run (the options campaign, run and resume share)."""
 
-    timeout: float | None
     quiet: bool
     verbose: bool
     json_out: bool
-    retries: int | None = None
-    retry_failed: bool = False
-    force_unlock: bool = False
+    single: bool
+    """One experiment, one run (`lem run`): no caveat about too few runs for a CI."""
+
+    @property
+    def verbosity(self) -> int:
+        return 0 if self.quiet or self.json_out else (2 if self.verbose else 1)
 
 
-def _start(
-    loaded: Campaign,
-    settings: UserSettings,
-    output_dir: Path | None,
-    options: _Run,
-    dry_run: bool,
-    gpus: str | None,
-    default_cycles: int,
-    runner: RunnerChoice | None,
-) -> None:
-    pinned = parse_gpus(gpus) if gpus is not None else None
-    settings = resolve_results_dir(settings, output_dir, loaded.config)
-    settings = resolve_runner(settings, runner, loaded.config.runner)
+def _parse_gpus(text: str | None) -> tuple[int, ...] | None:
+    from llenergymeasure.orchestrator.schedule import parse_gpus
+
+    return parse_gpus(text) if text is not None else None
+
+
+def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
+    """A new campaign: show what was planned, then run it (or only show it, dry run)."""
+    campaign = plan.campaign
+    assert campaign is not None
     if not options.quiet:
-        for notice in loaded.notices:
+        for notice in campaign.notices:
             err.print(f"[yellow]notice[/]: {notice}")
-        for skipped in loaded.skipped:
+        for skipped in campaign.skipped:
             err.print(f"[yellow]skipped[/] {escape(skipped.describe())}")
     if options.verbose:
-        _print_settings(err, settings.record().model_dump(mode="json"))
-    config = loaded.config
-    cycles = config.cycles or default_cycles
+        _print_settings(err, plan.settings.record().model_dump(mode="json"))
     if dry_run:
-        execution = resolve_execution(config, settings)
-        pairs = run_order(len(loaded.experiments), cycles, execution.order, execution.order_seed)
-        rows = [
-            escape(
-                f"{loaded.experiments[i].experiment_id} cycle {c} "
-                + ", ".join(f"{k}={v}" for k, v in loaded.experiments[i].label.items())
-            )
-            for i, c in pairs
-        ]
-        seed = f", order_seed {execution.order_seed}" if execution.order_seed is not None else ""
-        title = (
-            f"{len(loaded.experiments)} experiments x {cycles} cycles, order {execution.order}"
-            f"{seed}; gaps {execution.gaps.between_experiments_s:g} s between experiments, "
-            f"{execution.gaps.between_cycles_s:g} s between cycles"
-        )
-        _print_entries(title, rows, options.json_out)
+        _print_dry_run(plan, options.json_out)
         return
-    root = Path(settings.results_dir)
-    # Pre-flight before the campaign directory exists: a missing image leaves nothing behind.
-    plan = plan_runner(Workload.of_campaign(loaded, root), runner, settings)
-    directory = create_campaign(loaded, root, default_cycles=default_cycles, settings=settings)
-    if not options.quiet and not options.json_out:
-        err.print(
-            f"Campaign {config.name}: {len(loaded.experiments)} experiments x "
-            f"{cycles} cycle(s), runner {plan.name}, in {directory}"
+    n = len(campaign.experiments)
+
+    def created(directory: Path) -> None:
+        if not options.quiet and not options.json_out:
+            err.print(
+                f"Campaign {campaign.config.name}: {n} experiments x {plan.cycles} cycle(s), "
+                f"runner {plan.runner.name}, in {directory}"
+            )
+
+    _execute(plan, options, created)
+
+
+def _print_dry_run(plan: Plan, json_out: bool) -> None:
+    from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
+
+    campaign = plan.campaign
+    assert campaign is not None
+    execution = resolve_execution(campaign.config, plan.settings)
+    experiments = campaign.experiments
+    pairs = run_order(len(experiments), plan.cycles, execution.order, execution.order_seed)
+    rows = [
+        escape(
+            f"{experiments[i].experiment_id} cycle {c} "
+            + ", ".join(f"{k}={v}" for k, v in experiments[i].label.items())
         )
-    _execute(directory, plan, settings, options, pinned)
+        for i, c in pairs
+    ]
+    seed = f", order_seed {execution.order_seed}" if execution.order_seed is not None else ""
+    title = (
+        f"{len(experiments)} experiments x {plan.cycles} cycles, order {execution.order}"
+        f"{seed}; gaps {execution.gaps.between_experiments_s:g} s between experiments, "
+        f"{execution.gaps.between_cycles_s:g} s between cycles"
+    )
+    _print_entries(title, rows, json_out)
 
 
-def _execute(
-    directory: Path,
-    plan: RunnerPlan,
-    settings: UserSettings,
-    options: _Run,
-    gpus: tuple[int, ...] | None,
-) -> None:
-    verbosity = 0 if options.quiet or options.json_out else (2 if options.verbose else 1)
+def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | None = None) -> None:
+    from llenergymeasure import conductor
+    from llenergymeasure.display import ConsoleEvents
+
+    verbosity = options.verbosity
     if verbosity:
-        for notice in plan.notices:
+        for notice in plan.runner.notices:
             err.print(f"[yellow]notice[/]: {escape(notice)}", soft_wrap=True)
 
     def problem(message: str) -> None:
@@ -542,25 +563,16 @@ def _execute(
             err.print(f"[yellow]warning[/]: {escape(message)}", soft_wrap=True)
 
     with ConsoleEvents(err, verbosity) as events:
-        summary = run_with_webhooks(
-            directory,
-            settings.webhooks,
-            events=events,
-            on_problem=problem,
-            runner=plan.open(directory),
-            timeout_s=options.timeout,
-            gpus=gpus,
-            retries=options.retries,
-            retry_failed=options.retry_failed,
-            force_unlock=options.force_unlock,
-        )
+        summary = conductor.execute(plan, events, problem, on_created)
     if options.json_out:
         out.print_json(json.dumps(_json_summary(summary)))
     else:
         if not options.quiet and summary.statistics is not None:
+            from llenergymeasure.display import summary_table
+
             title = f"Campaign {summary.manifest.campaign_id}"
-            out.print(summary_table(title, summary.statistics))
-        _print_outcome(summary)
+            out.print(summary_table(title, summary.statistics, caveat=not options.single))
+        _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.failed:
@@ -579,12 +591,20 @@ def _print_settings(console: Console, record: dict[str, Any]) -> None:
         )
 
 
-def _print_outcome(summary: RunSummary) -> None:
-    """The end summary: counts, what failed and why, and the command that continues."""
+def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
+    """The end summary: counts, what failed and why, and the command that continues;
+    verbose: every run's worker log too."""
+    from llenergymeasure.results.collate import RESULTS_CSV
+
     out.print(
         f"{summary.manifest.counts_text()}. Results: {summary.campaign_dir / RESULTS_CSV}",
         soft_wrap=True,
     )
+    if verbose:
+        for entry in summary.ran:
+            if entry.status == "done":
+                log = summary.campaign_dir / Path(entry.exp_path).parent / LOG_FILE
+                out.print(f"done {describe(entry)}: log {escape(str(log))}", soft_wrap=True)
     if summary.recovered:
         out.print(f"{len(summary.recovered)} finished before a crash and were recovered.")
     for entry in summary.failed:
@@ -593,7 +613,7 @@ def _print_outcome(summary: RunSummary) -> None:
             f"[red]{entry.status}[/] {describe(entry)}{tries}: {escape(entry.error or '')}",
             soft_wrap=True,
         )
-        log = summary.campaign_dir / Path(entry.exp_path).parent / "worker.log"
+        log = summary.campaign_dir / Path(entry.exp_path).parent / LOG_FILE
         out.print(f"  log: {escape(str(log))}", soft_wrap=True)
     if summary.interrupted or summary.manifest.pending():
         out.print(f"To run what is not done: lem resume {summary.campaign_dir}", soft_wrap=True)
@@ -608,6 +628,8 @@ def _retry_command(campaign_dir: Path) -> str:
 
 
 def _json_summary(summary: RunSummary) -> dict[str, object]:
+    from llenergymeasure.results.collate import RESULTS_CSV
+
     return {
         "campaign_id": summary.manifest.campaign_id,
         "campaign_dir": str(summary.campaign_dir),
@@ -648,6 +670,12 @@ def _print_entries(title: str, rows: list[str], json_out: bool) -> None:
     out.print(table)
 
 
+def describe(entry: ManifestEntry) -> str:
+    from llenergymeasure.display import describe as shown
+
+    return shown(entry)
+
+
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
     candidates = []
@@ -667,7 +695,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     not world-writable, whatever the umask."""
     try:
         with no_world_write():
-            code = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+            command = _plain_flags(typer.main.get_command(app))
+            args = list(argv) if argv is not None else None
+            code = command.main(args=args, prog_name="lem", standalone_mode=False)
     except LemError as e:
         # soft_wrap: a fix command in the message must stay one line to copy
         message = escape(printable(str(e)))
@@ -684,6 +714,25 @@ def cli(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     return code if isinstance(code, int) else 0
+
+
+def _plain_flags(command: Any) -> Any:
+    """Show on/off flags as `--quiet`, not `--quiet <bool>`: a flag takes no value."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub)
+    return command
 
 
 def main() -> None:

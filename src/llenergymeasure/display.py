@@ -130,8 +130,9 @@ TABLE_METRICS = {
 }
 
 
-def summary_table(title: str, statistics: pd.DataFrame) -> Table:
-    """One row per group of summary.csv: the mean and CI of the headline metrics."""
+def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> Table:
+    """One row per group of summary.csv: the mean and CI of the headline metrics. caveat:
+    say when too few runs back an interval (not for a single `lem run`, which asks none)."""
     table = Table(title=title)
     labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
     shown = [c for c in labels if c != "experiment_id"] or labels
@@ -154,7 +155,7 @@ def summary_table(title: str, statistics: pd.DataFrame) -> Table:
             f"mean [{confidence:.0%} CI, percentile bootstrap across runs]; "
             "n/a: not measured (never 0)"
         )
-        if int(statistics["n"].max()) < FEW_RUNS:
+        if caveat and int(statistics["n"].max()) < FEW_RUNS:
             table.caption += f"\n{FEW_RUNS_CAVEAT}"
     return table
 

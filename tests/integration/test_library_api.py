@@ -1,5 +1,5 @@
-"""The library API with real workers: run_experiment, run_campaign (1 cycle by default), warm-up
-convergence recorded in results, and load_results."""
+"""The library API with real workers: run_experiment, run_campaign, warm-up convergence
+recorded in results, and load_results."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_run_experiment_bad_config_is_a_config_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_run_campaign_defaults_to_one_cycle_and_loads_back(
+def test_run_campaign_takes_overrides_and_loads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # its .lem-config.yaml: no gaps on this CPU
@@ -66,7 +66,7 @@ def test_run_campaign_defaults_to_one_cycle_and_loads_back(
         # a CV of two wall-clock timings under 1e-9 does not happen: this one cannot converge
         "  - {warmup: {runs: 1, until_cv: 0.000000001, window: 2, max_runs: 3}}\n",
     )
-    campaign = lem.run_campaign(campaign_file, order="grouped")
+    campaign = lem.run_campaign(campaign_file, order="grouped", cycles=1)
     assert campaign.manifest.total_cycles == 1
     assert campaign.manifest.execution.order == "grouped"
     assert campaign.failed == []

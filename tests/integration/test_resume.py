@@ -263,7 +263,7 @@ def test_resume_a_moved_campaign_directory(tmp_path: Path) -> None:
     proc = run_lem("resume", moved, cwd=tmp_path)
     assert proc.returncode == 1, explain(proc)
     assert f"to run them again: lem resume --retry-failed {moved}" in proc.stderr, explain(proc)
-    proc = run_lem("resume", "--retry-failed", moved, cwd=tmp_path)
+    proc = run_lem("resume", "--retry-failed", "--timeout", "600", moved, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
     (entry,) = load_manifest(moved).entries
     assert (entry.status, entry.attempts) == ("done", 2)
@@ -282,7 +282,7 @@ def test_resume_without_argument_picks_newest_unfinished(tmp_path: Path) -> None
         campaign_file = write(
             tmp_path / f"{name}.yaml", f"name: {name}\n{SMALL_BASE}  seed: {seed}\n"
         )
-        # --timeout makes this attempt fail; the campaign's own limit (used on resume) is 1 h
+        # --timeout makes this attempt fail; it is recorded, so each resume below overrides it
         proc = run_lem("campaign", campaign_file, "--timeout", "0.5", cwd=tmp_path)
         assert proc.returncode == 1, explain(proc)
         (dirs[name],) = (tmp_path / "results").glob(f"{name}_*")
@@ -299,17 +299,21 @@ def test_resume_without_argument_picks_newest_unfinished(tmp_path: Path) -> None
     assert proc.returncode == 0, explain(proc)
     assert {k[0] for k in _keys(json.loads(proc.stdout)["experiments"])} == newer_ids
 
-    proc = run_lem("resume", "--retry-failed", cwd=tmp_path)
+    resume_args = ("resume", "--retry-failed", "--timeout", "600", "--runner", "local")
+    proc = run_lem(*resume_args, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
-    assert f"Resuming results/{dirs['newer'].name}" in proc.stderr, explain(proc)
+    assert f"Resuming {dirs['newer'].resolve()}" in proc.stderr, explain(proc)
     newer = load_manifest(dirs["newer"])
     assert [(e.status, e.attempts) for e in newer.entries] == [("done", 2)]
+    record = newer.execution.settings  # a flag given to resume overrides, and says so
+    assert record is not None
+    assert (record.runner, record.sources["runner"]) == ("local", "lem resume --runner")
     assert (dirs["older"] / "manifest.json").read_bytes() == older_manifest
 
     # next time, the older one is the newest unfinished
-    proc = run_lem("resume", "--retry-failed", cwd=tmp_path)
+    proc = run_lem(*resume_args, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
-    assert f"Resuming results/{dirs['older'].name}" in proc.stderr, explain(proc)
+    assert f"Resuming {dirs['older'].resolve()}" in proc.stderr, explain(proc)
     older = load_manifest(dirs["older"])
     assert [(e.status, e.attempts) for e in older.entries] == [("done", 2)]
 
@@ -347,3 +351,75 @@ def test_a_second_orchestrator_on_the_same_campaign_is_refused(tmp_path: Path) -
     final = load_manifest(campaign_dir)
     assert [(e.status, e.attempts) for e in final.entries] == [("done", 1)] * 4
     assert not (campaign_dir / "lem.lock").exists()
+
+
+def test_resume_keeps_each_recorded_setting_and_its_source(tmp_path: Path) -> None:
+    """Settings from every source (flag, campaign file, environment, .lem-config.yaml) are
+    resolved once when the campaign is created; a resume after SIGKILL under another
+    environment and another .lem-config.yaml continues with the same values and sources."""
+    settings_file = write(
+        tmp_path / ".lem-config.yaml", "runner: local\npue: 1.3\ngaps: {between_cycles_s: 0}\n"
+    )
+    campaign_file = write(
+        tmp_path / "sources.yaml",
+        KILL_CAMPAIGN.replace("name: killed", "name: sources")
+        + "gaps: {between_experiments_s: 0.1}\n",
+    )
+    created_env = {"LEM_CARBON_INTENSITY_G_PER_KWH": "100", "LEM_GAP_BETWEEN_CYCLES_S": "0"}
+    out_root = tmp_path / "out"
+    with (tmp_path / "orchestrator.out").open("wb") as log:
+        orchestrator = subprocess.Popen(
+            lem_cmd("campaign", campaign_file, "-o", "out", "--runner", "local"),
+            cwd=tmp_path,
+            env=lem_env() | created_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            campaign_dir, *_ = _wait_for_running_worker(orchestrator, out_root)
+            os.kill(orchestrator.pid, signal.SIGKILL)
+            orchestrator.wait(timeout=30)
+        finally:
+            if orchestrator.poll() is None:
+                orchestrator.kill()
+                orchestrator.wait()
+    assert wait_until_no_process_mentions(campaign_dir, within_s=5.0) == []
+    expected = {
+        "runner": ("local", "--runner"),
+        "results_dir": ("out", "--output-dir"),
+        "pue": (1.3, str(settings_file)),
+        "carbon_intensity_g_per_kwh": (100.0, "environment (LEM_CARBON_INTENSITY_G_PER_KWH)"),
+    }
+    expected_gaps = {
+        "between_experiments_s": (0.1, "campaign file"),
+        "between_cycles_s": (0.0, "environment (LEM_GAP_BETWEEN_CYCLES_S)"),
+    }
+
+    def recorded(manifest: Manifest) -> tuple[dict[str, object], dict[str, object]]:
+        record = manifest.execution.settings
+        assert record is not None
+        values = {k: (getattr(record, k), record.sources.get(k)) for k in expected}
+        gaps = {
+            k: (getattr(manifest.execution.gaps, k), record.sources.get(f"gaps.{k}"))
+            for k in expected_gaps
+        }
+        return values, gaps
+
+    assert recorded(load_manifest(campaign_dir)) == (expected, expected_gaps)
+
+    # Another machine state: every source now says something else.
+    write(settings_file, "runner: docker\npue: 2.0\ngaps: {between_experiments_s: 7}\n")
+    resumed_env = {
+        "LEM_RUNNER": "docker-persistent",
+        "LEM_OUTPUT_DIR": "elsewhere",
+        "LEM_CARBON_INTENSITY_G_PER_KWH": "500",
+        "LEM_GAP_BETWEEN_CYCLES_S": "9",
+    }
+    proc = run_lem("resume", campaign_dir, cwd=tmp_path, env=resumed_env)
+    assert proc.returncode == 0, explain(proc)
+    assert "runner local" in proc.stderr, explain(proc)
+    manifest = load_manifest(campaign_dir)
+    assert recorded(manifest) == (expected, expected_gaps)
+    assert {(e.status, e.runner) for e in manifest.entries} == {("done", "local")}
+    runs = pd.read_csv(campaign_dir / "results.csv")
+    assert set(runs["status"]) == {"done"}

@@ -16,16 +16,10 @@ from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import ERROR_FILE, EXP_FILE, RESULT_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator import campaign as campaign_module
-from llenergymeasure.orchestrator.campaign import (
-    ERROR_FILE,
-    EXP_FILE,
-    RESULT_FILE,
-    Events,
-    create_campaign,
-    run_campaign_dir,
-)
+from llenergymeasure.orchestrator.campaign import Events, create_campaign, run_campaign_dir
 from llenergymeasure.orchestrator.experiments import EXPERIMENTS_FILE, ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.orchestrator.runners import Job, Outcome

@@ -90,3 +90,25 @@ def test_bad_execution_input_exits_2(
     assert expected in one_line(proc.stderr)
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_and_library_plan_the_same_cycles_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One default for a campaign file without `cycles`, whichever face runs it."""
+    from llenergymeasure import conductor
+    from llenergymeasure.config.grid import load_campaign
+
+    campaign_file = tmp_path / "c.yaml"
+    campaign_file.write_text("name: c\nbase: {n_prompts: 2}\n")
+    (tmp_path / ".lem-config.yaml").write_text("runner: local\n")
+    monkeypatch.chdir(tmp_path)
+    for face in ("cli", "api"):
+        plan = conductor.plan_campaign(
+            lambda keys, limit: load_campaign(campaign_file, keys, max_experiments=limit),
+            conductor.Overrides(face=face),  # type: ignore[arg-type]
+        )
+        assert plan.cycles == conductor.DEFAULT_CYCLES == 3
+    proc = run_cli("campaign", campaign_file, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 experiments x 3 cycles" in proc.stdout

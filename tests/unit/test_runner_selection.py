@@ -48,31 +48,33 @@ def workload(write_yaml: WriteYaml, extra: str = "") -> Workload:
 
 
 @pytest.mark.parametrize(
-    ("cli", "campaign", "settings", "expected"),
-    [
-        ("local", "docker", "docker-persistent", ("local", "--runner")),
-        (None, "docker", "docker-persistent", ("docker", "campaign file")),
-        (None, None, "docker-persistent", ("docker-persistent", SETTINGS_FILE)),
-        (None, None, None, ("auto", "default")),
-    ],
+    ("runner", "source", "expected"),
+    [("local", "--runner", ("local", "--runner")), (None, None, ("auto", "default"))],
 )
-def test_cli_beats_campaign_file_beats_settings_beats_auto(
-    write_yaml: WriteYaml, cli: str | None, campaign: str | None, settings: str | None,
-    expected: tuple[str, str],
-) -> None:  # fmt: skip
-    work = workload(write_yaml, f"runner: {campaign}\n" if campaign else "")
-    assert choose(cli, work, UserSettings(runner=settings)) == expected  # type: ignore[arg-type]
+def test_the_choice_reads_the_resolved_settings(
+    runner: str | None, source: str | None, expected: tuple[str, str]
+) -> None:
+    settings = UserSettings().override(source or "", runner=runner)
+    assert choose(settings) == expected
+
+
+def local() -> UserSettings:
+    return UserSettings().override("--runner", runner="local")
+
+
+def docker_persistent() -> UserSettings:
+    return UserSettings().override("campaign file", runner="docker-persistent")
 
 
 def test_local_needs_no_engine(write_yaml: WriteYaml, no_engine: None) -> None:
-    plan = plan_runner(workload(write_yaml), "local", UserSettings())
+    plan = plan_runner(workload(write_yaml), local())
     assert (plan.name, plan.notices) == ("local", [])
 
 
 def test_auto_without_an_engine_runs_locally_and_says_why(
     write_yaml: WriteYaml, no_engine: None
 ) -> None:
-    plan = plan_runner(workload(write_yaml), None, UserSettings())
+    plan = plan_runner(workload(write_yaml), UserSettings())
     assert plan.name == "local"
     (notice,) = plan.notices
     assert notice.startswith("running locally: ")
@@ -83,7 +85,7 @@ def test_an_explicit_docker_runner_without_an_engine_is_refused(
     write_yaml: WriteYaml, no_engine: None
 ) -> None:
     with pytest.raises(PreflightError) as info:
-        plan_runner(workload(write_yaml, "runner: docker-persistent\n"), None, UserSettings())
+        plan_runner(workload(write_yaml), docker_persistent())
     assert info.value.exit_code == 2
     assert "--runner local" in str(info.value)
 
@@ -93,8 +95,8 @@ def test_cold_start_notice_comes_before_the_engine_is_asked(
 ) -> None:
     work = workload(write_yaml, "cold_start: true\n")
     with pytest.raises(PreflightError):
-        plan_runner(work, "docker-persistent", UserSettings())
-    plan = plan_runner(work, "local", UserSettings())
+        plan_runner(work, docker_persistent())
+    plan = plan_runner(work, local())
     assert plan.notices == []  # cold start changes nothing for local: its workers are fresh
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.campaign import CampaignConfig, Gaps
-from llenergymeasure.config.settings import UserSettings
+from llenergymeasure.config.settings import UserSettings, resolve_settings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import ManifestEntry
 from llenergymeasure.orchestrator.schedule import (
@@ -71,7 +71,7 @@ def test_shuffled_cycle_order_does_not_depend_on_the_number_of_cycles() -> None:
 def test_gaps_come_from_campaign_then_settings_then_defaults() -> None:
     settings = UserSettings(gaps=Gaps(between_experiments_s=2.0))
     config = CampaignConfig.model_validate({"name": "x", "gaps": {"between_cycles_s": 9}})
-    gaps = resolve_execution(config, settings).gaps
+    gaps = resolve_execution(config, resolve_settings(settings, config)).gaps
     assert gaps.between_experiments_s == 2.0  # user settings
     assert gaps.between_cycles_s == 9.0  # campaign file
     assert gaps.skip_in_fresh_containers is False  # default
@@ -82,7 +82,7 @@ def test_gaps_come_from_campaign_then_settings_then_defaults() -> None:
 def test_campaign_gaps_override_settings_even_with_default_values() -> None:
     settings = UserSettings(gaps=Gaps(between_experiments_s=0.0, between_cycles_s=0.0))
     config = CampaignConfig.model_validate({"name": "x", "gaps": {"between_cycles_s": 30.0}})
-    gaps = resolve_execution(config, settings).gaps
+    gaps = resolve_execution(config, resolve_settings(settings, config)).gaps
     assert (gaps.between_experiments_s, gaps.between_cycles_s) == (0.0, 30.0)
 
 

@@ -15,8 +15,7 @@ from llenergymeasure.config.settings import (
     SETTINGS_FILE,
     UserSettings,
     load_settings,
-    resolve_results_dir,
-    resolve_runner,
+    resolve_settings,
 )
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
@@ -214,42 +213,90 @@ def test_the_record_keeps_everything_but_the_secrets(tmp_path: Path) -> None:
             assert secret not in text
 
 
-def test_results_dir_precedence(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
-    write_settings(tmp_path, "results_dir: from-file\n")
-    plain = load_campaign(write_yaml("name: x\n"))
-    own = load_campaign(write_yaml("name: x\noutput_dir: from-campaign\n", name="own.yaml"))
-    from_file = load_settings(tmp_path, env={})
-    from_env = load_settings(tmp_path, env={"LEM_OUTPUT_DIR": "from-env"})
-    assert resolve_results_dir(UserSettings(), None, plain.config).results_dir == "results"
-    assert resolve_results_dir(from_file, None, plain.config).results_dir == "from-file"
-    assert resolve_results_dir(from_env, None, plain.config).results_dir == "from-env"
-    campaign_wins = resolve_results_dir(from_env, None, own.config)
-    assert campaign_wins.results_dir == "from-campaign"
-    assert campaign_wins.sources["results_dir"] == "campaign file"
-    cli_wins = resolve_results_dir(from_env, Path("/from/cli"), own.config)
-    assert cli_wins.results_dir == "/from/cli"
-    assert cli_wins.sources["results_dir"] == "--output-dir"
+@pytest.mark.parametrize(
+    ("key", "file_line", "env", "campaign_line", "flag", "expected"),
+    [
+        ("results_dir", "results_dir: f", {}, "", None, ("f", "FILE")),
+        (
+            "results_dir",
+            "results_dir: f",
+            {"LEM_OUTPUT_DIR": "e"},
+            "",
+            None,
+            ("e", "environment (LEM_OUTPUT_DIR)"),
+        ),
+        (
+            "results_dir",
+            "results_dir: f",
+            {"LEM_OUTPUT_DIR": "e"},
+            "output_dir: c",
+            None,
+            ("c", "campaign file"),
+        ),
+        (
+            "results_dir",
+            "results_dir: f",
+            {"LEM_OUTPUT_DIR": "e"},
+            "output_dir: c",
+            "/cli",
+            ("/cli", "--output-dir"),
+        ),
+        ("results_dir", "", {}, "", None, ("results", None)),
+        ("runner", "runner: docker", {}, "", None, ("docker", "FILE")),
+        (
+            "runner",
+            "runner: docker",
+            {"LEM_RUNNER": "local"},
+            "",
+            None,
+            ("local", "environment (LEM_RUNNER)"),
+        ),
+        ("runner", "runner: docker", {}, "runner: local", None, ("local", "campaign file")),
+        (
+            "runner",
+            "runner: docker",
+            {},
+            "runner: local",
+            "docker-persistent",
+            ("docker-persistent", "--runner"),
+        ),
+        ("runner", "", {}, "", None, (None, None)),
+    ],
+)
+def test_one_precedence_flag_campaign_environment_file_default(
+    tmp_path: Path, write_yaml: Callable[..., Path], key: str, file_line: str,
+    env: dict[str, str], campaign_line: str, flag: str | None,
+    expected: tuple[str | None, str | None],
+) -> None:  # fmt: skip
+    """flag > campaign file > environment > .lem-config.yaml > default, each value recorded
+    with where it came from."""
+    path = write_settings(tmp_path, file_line + "\n") if file_line else None
+    campaign = load_campaign(write_yaml(f"name: x\n{campaign_line}\n")).config
+    flag_source = {"results_dir": "--output-dir", "runner": "--runner"}[key]
+    resolved = resolve_settings(
+        load_settings(tmp_path, env=env), campaign, flags={key: (flag, flag_source)}
+    )
+    value, source = expected
+    assert getattr(resolved, key) == value
+    assert resolved.record().sources.get(key) == (str(path) if source == "FILE" else source)
 
 
-def test_runner_precedence_is_recorded(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
-    """--runner > the campaign file's runner > .lem-config.yaml, each recorded with its source."""
-    path = write_settings(tmp_path, "runner: docker\n")
-    from_file = load_settings(tmp_path, env={})
-    plain = load_campaign(write_yaml("name: x\n")).config
-    own = load_campaign(write_yaml("name: x\nrunner: local\n", name="own.yaml")).config
-    kept = resolve_runner(from_file, None, plain.runner)
-    assert (kept.runner, kept.record().sources["runner"]) == ("docker", str(path))
-    campaign_wins = resolve_runner(from_file, None, own.runner)
-    assert (campaign_wins.runner, campaign_wins.record().sources["runner"]) == (
-        "local",
-        "campaign file",
+def test_gaps_key_by_key_from_the_campaign_file_over_the_settings(
+    tmp_path: Path, write_yaml: Callable[..., Path]
+) -> None:
+    path = write_settings(tmp_path, "gaps: {between_experiments_s: 1, between_cycles_s: 2}\n")
+    settings = load_settings(tmp_path, env={"LEM_GAP_BETWEEN_CYCLES_S": "3"})
+    campaign = load_campaign(write_yaml("name: x\ngaps: {between_experiments_s: 4}\n")).config
+    resolved = resolve_settings(settings, campaign)
+    assert (resolved.gaps.between_experiments_s, resolved.gaps.between_cycles_s) == (4.0, 3.0)
+    assert (
+        resolved.record().sources.items()
+        >= {
+            "gaps.between_experiments_s": "campaign file",
+            "gaps.between_cycles_s": "environment (LEM_GAP_BETWEEN_CYCLES_S)",
+        }.items()
     )
-    cli_wins = resolve_runner(from_file, "docker-persistent", own.runner)
-    assert (cli_wins.runner, cli_wins.record().sources["runner"]) == (
-        "docker-persistent",
-        "--runner",
-    )
-    assert "runner" not in resolve_runner(UserSettings(), None, plain.runner).sources
+    assert str(path) not in resolved.record().sources.values()
 
 
 def test_manifest_records_the_settings_and_results_derive_co2(

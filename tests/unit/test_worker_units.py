@@ -13,9 +13,10 @@ import pytest
 from llenergymeasure.backends.base import RequestOutput
 from llenergymeasure.config import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import ERROR_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results.schema import ErrorRecord, schema_fingerprint
-from llenergymeasure.worker.__main__ import ERROR_FILE, load_spec, main
+from llenergymeasure.worker.__main__ import load_spec, main
 from llenergymeasure.worker.run import latency_stats
 
 

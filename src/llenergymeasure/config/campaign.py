@@ -212,6 +212,9 @@ class SettingsRecord(BaseModel):
     max_experiments: int
     carbon_intensity_g_per_kwh: float | None
     pue: float | None
+    gpus: list[int] | None = Field(
+        None, description="GPU indices the campaign runs on (--gpus); null: not pinned."
+    )
     webhook_hosts: list[str] = Field(description="scheme://host of each webhook; no paths.")
     sources: dict[str, str] = Field(
         description="Where each setting that is not a default came from."

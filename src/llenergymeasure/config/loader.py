@@ -223,7 +223,11 @@ def explain_validation_error(
     The values under the top-level keys in `secret` are never shown."""
     problems: list[str] = []
     for err in error.errors(include_url=False)[:limit]:
-        model_loc = tuple(_clean_loc(err["loc"]))
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden":  # the last part is the user's own key, whatever
+            model_loc = (*_clean_loc(loc[:-1]), loc[-1])  # it is called ('str', 'function-')
+        else:
+            model_loc = tuple(_clean_loc(loc))
         secret_here = model_loc[:1] in [(s,) for s in secret]
         shown = {k: v for k, v in err.items() if k != "input"} if secret_here else err
         problems.append(f"{doc.where(locate(model_loc))}: {_expected(shown, model, model_loc)}")

@@ -106,6 +106,11 @@ class UserSettings(BaseModel):
     runner: RunnerChoice | None = Field(
         None, description="Runner when neither `--runner` nor the campaign file names one."
     )
+    gpus: list[int] | None = Field(
+        None,
+        description="GPU indices to run on, up to one experiment per GPU at a time (--gpus); "
+        "null: not pinned.",
+    )
     max_experiments: int = Field(
         DEFAULT_MAX_EXPERIMENTS,
         ge=1,
@@ -143,11 +148,40 @@ class UserSettings(BaseModel):
         updated._sources = {**self._sources, **dict.fromkeys(given, source)}
         return updated
 
+    def with_sources(self, sources: Mapping[str, str]) -> UserSettings:
+        """A copy that also records where values outside these settings came from (a
+        campaign-file key replaced by a flag, say)."""
+        updated = self.model_copy()
+        updated._sources = {**self._sources, **sources}
+        return updated
+
+    def gpus_tuple(self) -> tuple[int, ...] | None:
+        return tuple(self.gpus) if self.gpus is not None else None
+
+    def restored(self, record: SettingsRecord) -> UserSettings:
+        """These settings with the values and sources a campaign recorded: what `lem resume`
+        continues with, whatever the environment and `.lem-config.yaml` say now. Webhooks
+        are kept from these settings (their URLs are secrets, never recorded)."""
+        updated = self.model_copy(
+            update={
+                "results_dir": record.results_dir,
+                "runner": record.runner,
+                "gpus": record.gpus,
+                "max_experiments": record.max_experiments,
+                "carbon_intensity_g_per_kwh": record.carbon_intensity_g_per_kwh,
+                "pue": record.pue,
+            }
+        )
+        webhooks = {k: v for k, v in self._sources.items() if k.startswith("webhooks")}
+        updated._sources = {**record.sources, **webhooks}
+        return updated
+
     def record(self) -> SettingsRecord:
         """What a campaign records of these settings: everything but the secrets."""
         return SettingsRecord(
             results_dir=self.results_dir,
             runner=self.runner,
+            gpus=self.gpus,
             max_experiments=self.max_experiments,
             carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
             pue=self.pue,
@@ -282,22 +316,31 @@ def _explain_env(error: ValidationError, names: dict[str, str]) -> ConfigError:
     return ConfigError("invalid user settings:\n  " + "\n  ".join(problems))
 
 
-def resolve_results_dir(
-    settings: UserSettings, cli: Path | None, campaign: CampaignConfig
+CAMPAIGN_FILE_SOURCE = "campaign file"
+
+
+def resolve_settings(
+    settings: UserSettings,
+    campaign: CampaignConfig,
+    flags: Mapping[str, tuple[Any, str]] | None = None,
+    campaign_flags: Mapping[str, str] | None = None,
 ) -> UserSettings:
-    """settings with results_dir from the highest source that sets it: the CLI's -o, then the
-    campaign's own `output_dir` (when it sets one), then what settings already hold."""
-    if cli is not None:
-        return settings.override("--output-dir", results_dir=str(cli))
+    """The one precedence, applied once: a flag > the campaign file (output_dir, runner,
+    gaps: the keys it sets) > what settings hold (environment > `.lem-config.yaml` >
+    default). flags: setting -> (value or None, its source name). campaign_flags: campaign
+    keys a flag replaced (timeout_s, retries, cycles, order) -> the flag, for the record.
+    Everything downstream (runner choice, gaps, the manifest's record) reads the result."""
+    file_values: dict[str, Any] = {"runner": campaign.runner}
     if "output_dir" in campaign.model_fields_set:
-        return settings.override("campaign file", results_dir=campaign.output_dir)
-    return settings
-
-
-def resolve_runner(
-    settings: UserSettings, cli: RunnerChoice | None, campaign: RunnerChoice | None
-) -> UserSettings:
-    """settings with the runner asked for by the highest source: --runner, then the campaign
-    file's `runner`, then what settings already hold; recorded with where it came from. The one
-    precedence: the runner choice reads it too, so the record and the choice always agree."""
-    return settings.override("campaign file", runner=campaign).override("--runner", runner=cli)
+        file_values["results_dir"] = campaign.output_dir
+    resolved = settings.override(CAMPAIGN_FILE_SOURCE, **file_values)
+    if campaign.gaps is not None:
+        resolved = resolved.model_copy(update={"gaps": campaign.gaps.over(settings.gaps)})
+        set_here = {f"gaps.{k}": CAMPAIGN_FILE_SOURCE for k in campaign.gaps.model_fields_set}
+        resolved = resolved.with_sources(set_here)
+    for key, (given, source) in (flags or {}).items():
+        value = str(given) if isinstance(given, Path) else given
+        resolved = resolved.override(
+            source, **{key: list(value) if isinstance(value, tuple) else value}
+        )
+    return resolved.with_sources(dict(campaign_flags or {}))

@@ -32,21 +32,19 @@ import yaml
 from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import SettingsRecord
 from llenergymeasure.config.experiment import config_hash
 from llenergymeasure.config.grid import Campaign, PlannedExperiment
-from llenergymeasure.config.settings import UserSettings, load_settings
+from llenergymeasure.config.settings import UserSettings, load_settings, resolve_settings
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import ERROR_FILE, EXP_FILE, LOG_FILE, RESULT_FILE
 from llenergymeasure.datasets.select import check_available
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.oom import log_says_out_of_memory
 from llenergymeasure.orchestrator.dispatch import Dispatcher, StopRequest, WaitEvents
-from llenergymeasure.orchestrator.experiments import (
-    EXP_FILE,
-    ExperimentSpecs,
-    write_experiments,
-)
+from llenergymeasure.orchestrator.experiments import ExperimentSpecs, write_experiments
 from llenergymeasure.orchestrator.lock import CampaignLock
 from llenergymeasure.orchestrator.manifest import (
     Attempt,
@@ -65,9 +63,6 @@ from llenergymeasure.results.aggregate import summarize, write_summary
 from llenergymeasure.results.collate import collate
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
 
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
-LOG_FILE = "worker.log"
 LOG_TAIL_LINES = 15
 STOP_GRACE_S = 60.0
 """How long a worker asked to stop (first Ctrl+C) may take to clean up before it is killed:
@@ -116,12 +111,16 @@ def create_campaign(
     *,
     default_cycles: int = 1,
     settings: UserSettings | None = None,
+    runner_name: str | None = None,
 ) -> Path:
     """Make the campaign directory: experiments.json and a manifest of pending entries, in the
     order they will run (each exp.json is written when its entry runs). default_cycles
-    applies where the file sets no `cycles` (the CLI passes 3); settings default to
-    `.lem-config.yaml` in the working directory."""
-    execution = resolve_execution(campaign.config, settings or load_settings())
+    applies where the file sets no `cycles` (the conductor passes its one default); settings
+    are the resolved ones (default: `.lem-config.yaml` and the environment resolved against
+    the campaign); runner_name: the runner picked for it (recorded in each entry)."""
+    if settings is None:
+        settings = resolve_settings(load_settings(), campaign.config)
+    execution = resolve_execution(campaign.config, settings)
     _check_prompts(campaign)
     root = Path(output_root or campaign.config.output_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -148,7 +147,7 @@ def create_campaign(
         fingerprint = schema_fingerprint()
         cycles = campaign.config.cycles or default_cycles
         order = run_order(len(campaign.experiments), cycles, execution.order, execution.order_seed)
-        runner = campaign.config.runner or "auto"
+        runner = runner_name or settings.runner or "auto"
         entries = [
             ManifestEntry(
                 experiment_id=exp.experiment_id,
@@ -211,6 +210,7 @@ def run_campaign_dir(
     retry_failed: bool = False,
     force_unlock: bool = False,
     stop_grace_s: float = STOP_GRACE_S,
+    record: SettingsRecord | None = None,
 ) -> RunSummary:
     """Run every entry of the campaign that has not ended (see Manifest.pending; failed and
     oom ones too with retry_failed); safe to call again after a crash. With gpus, up to one
@@ -222,7 +222,8 @@ def run_campaign_dir(
     worker is sent SIGTERM, so it unwinds (freeing the GPU, ending engine processes) and
     exits, and is killed if it has not within stop_grace_s; its entry ends `interrupted`. A
     second signal stops at once: running workers are killed. Either way the manifest and the
-    tables are written before it returns."""
+    tables are written before it returns. record: the settings this run goes on with (a
+    resume's, overrides included), saved in the manifest's execution once the lock is held."""
     events = events or Events()
     with CampaignLock(campaign_dir, force=force_unlock, notice=events.notice):
         crashpoint("campaign.locked")
@@ -231,6 +232,7 @@ def run_campaign_dir(
             events,
             runner,
             _Settings(timeout_s, gpus, probe, retries, retry_failed, stop_grace_s),
+            record,
         )
 
 
@@ -245,10 +247,16 @@ class _Settings:
 
 
 def _run_locked(
-    campaign_dir: Path, events: Events, runner: Runner | None, settings: _Settings
+    campaign_dir: Path,
+    events: Events,
+    runner: Runner | None,
+    settings: _Settings,
+    record: SettingsRecord | None = None,
 ) -> RunSummary:
     store = ManifestStore(campaign_dir)
     manifest = store.load()
+    if record is not None:
+        manifest.execution = manifest.execution.model_copy(update={"settings": record})
     if manifest.schema_fingerprint != schema_fingerprint():
         raise ConfigError(
             f"{campaign_dir} was created by a version of llenergymeasure with another result "
@@ -395,11 +403,13 @@ def _signals_stop(stop: StopRequest) -> Iterator[None]:
 
 
 def _default_runner(campaign_dir: Path, events: Events, retry_failed: bool) -> Runner:
-    """The runner the campaign file or user settings ask for (the CLI plans its own)."""
+    """The runner the campaign recorded (the conductor passes the one it planned)."""
     from llenergymeasure.orchestrator.runners.select import Workload, plan_runner
 
     workload = Workload.of_campaign_dir(campaign_dir, retry_failed)
-    plan = plan_runner(workload, None, load_settings())
+    recorded = ManifestStore(campaign_dir).load().execution.settings
+    settings = load_settings()
+    plan = plan_runner(workload, settings.restored(recorded) if recorded else settings)
     for message in plan.notices:
         events.notice(message)
     return plan.open(campaign_dir)
@@ -626,7 +636,7 @@ def _memory_settings(job: Job) -> dict[str, object]:
     try:
         config = ExperimentSpec.model_validate_json(job.exp_path.read_bytes()).config
     except (OSError, ValidationError):
-        return {"exp.json": "unreadable"}
+        return {EXP_FILE: "unreadable"}
     values: dict[str, object] = {
         key: getattr(config, key)
         for key in (

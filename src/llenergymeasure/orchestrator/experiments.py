@@ -22,7 +22,6 @@ from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
 
 EXPERIMENTS_FILE = "experiments.json"
-EXP_FILE = "exp.json"
 CACHE_DIR = ".cache"
 
 

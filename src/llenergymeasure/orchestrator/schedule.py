@@ -16,16 +16,16 @@ from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 
 def resolve_execution(config: CampaignConfig, settings: UserSettings) -> Execution:
-    """The effective execution: campaign file over user settings over defaults. A shuffled
-    campaign without order_seed gets a random one, recorded so the order can be reproduced."""
+    """The effective execution, from the campaign file and settings already resolved against
+    it (config.settings.resolve_settings: gaps included). A shuffled campaign without
+    order_seed gets a random one, recorded so the order can be reproduced."""
     seed = config.order_seed
     if config.order == "shuffled" and seed is None:
         seed = secrets.randbelow(2**32)
-    gaps = config.gaps.over(settings.gaps) if config.gaps is not None else settings.gaps
     return Execution(
         order=config.order,
         order_seed=seed,
-        gaps=gaps,
+        gaps=settings.gaps,
         thermal_floor_c=config.thermal_floor_c,
         thermal_floor_max_wait_s=config.thermal_floor_max_wait_s,
         statistics=config.statistics,

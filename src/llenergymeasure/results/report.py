@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from llenergymeasure import __version__
+from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import plots
 from llenergymeasure.results.aggregate import (
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
-TIMESERIES_FILE = "timeseries.parquet"
 TIMESERIES_COLUMNS = ("t_s", "phase", "power_w")
 DEFAULT_TIMESERIES = 6
 

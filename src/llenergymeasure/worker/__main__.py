@@ -23,13 +23,12 @@ from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import ERROR_FILE, RESULT_FILE
 from llenergymeasure.errors import BackendError, ConfigError, LemError, MeasurementError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.oom import is_out_of_memory
 from llenergymeasure.results.schema import ErrorCategory, ErrorRecord, schema_fingerprint
 
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
 log = logging.getLogger("lem.worker")
 
 

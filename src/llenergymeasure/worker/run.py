@@ -17,6 +17,7 @@ import numpy as np
 from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import RequestOutput
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.measure.environment import snapshot
@@ -26,7 +27,6 @@ from llenergymeasure.results.schema import ExperimentResult, LatencyStats, Warmu
 from llenergymeasure.worker.warmup import warm_up
 
 log = logging.getLogger("lem.worker")
-TIMESERIES_FILE = "timeseries.parquet"
 
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:

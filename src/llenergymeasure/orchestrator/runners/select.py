@@ -1,6 +1,8 @@
-"""Which runner a campaign gets: `--runner` > the campaign file's `runner:` > `.lem-config.yaml`
-> auto. auto is docker when an engine answers and every backend's image exists, else local with
-a notice that says why. Docker pre-flight runs here, before any campaign directory is made."""
+"""Which runner a campaign gets: the `runner` of its resolved settings (config.settings.
+resolve_settings: `--runner` > the campaign file's `runner:` > environment > `.lem-config.yaml`
+> auto), read here and nowhere else. auto is docker when an engine answers and every
+backend's image exists, else local with a notice that says why. Docker pre-flight runs here,
+before any campaign directory is made."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Literal
 from llenergymeasure.config.campaign import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
-from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, resolve_runner
+from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore
@@ -28,7 +30,6 @@ class Workload:
     configs: list[ExperimentConfig]
     input_dir: Path  # the campaign file's directory (exp.json's base_dir)
     results_dir: Path  # the results root that holds the campaign directory
-    runner: RunnerChoice | None  # the campaign file's choice
     cold_start: bool
 
     @property
@@ -41,7 +42,6 @@ class Workload:
             configs=[e.config for e in campaign.experiments],
             input_dir=campaign.base_dir,
             results_dir=Path(output_root or campaign.config.output_dir).resolve(),
-            runner=campaign.config.runner,
             cold_start=campaign.config.cold_start,
         )
 
@@ -55,7 +55,6 @@ class Workload:
             configs=[specs.config(experiment_id) for experiment_id in pending],
             input_dir=specs.base_dir,
             results_dir=campaign_dir.resolve().parent,
-            runner=manifest.runner_choice,
             cold_start=manifest.cold_start,
         )
 
@@ -89,18 +88,15 @@ class RunnerPlan:
         return PersistentDockerRunner(self.engine, campaign_dir, self.input_dir)
 
 
-def choose(
-    cli: RunnerChoice | None, workload: Workload, settings: UserSettings
-) -> tuple[RunnerChoice, str]:
-    """The runner asked for and who asked: the first of CLI, campaign file, settings."""
-    resolved = resolve_runner(settings, cli, workload.runner)
-    if resolved.runner is None:
+def choose(settings: UserSettings) -> tuple[RunnerChoice, str]:
+    """The runner asked for and who asked."""
+    if settings.runner is None:
         return "auto", "default"
-    return resolved.runner, resolved.sources.get("runner", SETTINGS_FILE)
+    return settings.runner, settings.sources.get("runner", "default")
 
 
-def plan_runner(workload: Workload, cli: RunnerChoice | None, settings: UserSettings) -> RunnerPlan:
-    choice, source = choose(cli, workload, settings)
+def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
+    choice, source = choose(settings)
     notices: list[str] = []
     if choice == "docker-persistent" and workload.cold_start:
         notices.append("cold_start: every experiment gets a fresh container (runner docker)")

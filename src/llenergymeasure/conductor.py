@@ -1,0 +1,200 @@
+"""The conductor: one path from (a campaign file or a campaign directory, overrides) to a run.
+
+Both faces call it: the CLI (`lem campaign`, `lem run`, `lem resume`) prints its events and
+summary; the library API (`run_campaign`, `run_experiment`, `resume`) returns objects. It
+resolves every effective setting once, each with its source (flag > campaign file >
+environment > `.lem-config.yaml` > default), expands the grid, runs pre-flight (prompts,
+runner, images) before anything is written, and records what it resolved in the manifest's
+`execution`. Resuming reads that record back: only overrides given to the resume change a
+value, and they are recorded as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from llenergymeasure.config.campaign import Order, RunnerChoice
+from llenergymeasure.config.grid import HARD_MAX_EXPERIMENTS, Campaign
+from llenergymeasure.config.settings import (
+    UserSettings,
+    load_settings,
+    resolve_settings,
+)
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.orchestrator.campaign import Events, RunSummary, create_campaign
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
+from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
+from llenergymeasure.orchestrator.webhooks import run_with_webhooks
+
+DEFAULT_CYCLES = 3
+"""Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
+a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
+
+Face = Literal["cli", "api"]
+CLI_FLAGS = {"output_dir": "--output-dir", "timeout_s": "--timeout"}
+"""Override keys whose CLI flag is not simply --<key>."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a face was told beyond the file: each None (or False) when not given."""
+
+    face: Face = "cli"
+    resuming: bool = False
+    output_dir: Path | None = None
+    cycles: int | None = None
+    order: Order | None = None
+    runner: RunnerChoice | None = None
+    timeout_s: float | None = None
+    retries: int | None = None
+    gpus: tuple[int, ...] | None = None
+    retry_failed: bool = False
+    force_unlock: bool = False
+    allow_large: bool = False
+    """Past the user settings' max_experiments (the CLI's --yes)."""
+
+    def source(self, key: str) -> str:
+        """How the record names a value set here: `--runner`, `lem resume --runner`,
+        `argument runner` (library)."""
+        if self.face == "api":
+            name = f"argument {key}"
+        else:
+            name = CLI_FLAGS.get(key, "--" + key.replace("_", "-"))
+        return f"lem resume {name}" if self.resuming and self.face == "cli" else name
+
+    def campaign_keys(self) -> dict[str, Any]:
+        """The overrides that replace campaign-file keys, validated like the file's own."""
+        given = {"cycles": self.cycles, "order": self.order}
+        return {k: v for k, v in given.items() if v is not None}
+
+    def limits(self) -> dict[str, Any]:
+        """The per-run limits given: recorded in the manifest of a new campaign, applied to
+        this call only when resuming."""
+        given = {"timeout_s": self.timeout_s, "retries": self.retries}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A campaign ready to run: everything resolved and checked, nothing written yet (for a new
+    campaign) or nothing changed yet (for a resume)."""
+
+    settings: UserSettings
+    runner: RunnerPlan
+    overrides: Overrides
+    campaign: Campaign | None = None
+    """A new campaign to lay out; None when resuming campaign_dir."""
+    campaign_dir: Path | None = None
+    manifest: Manifest | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def resuming(self) -> bool:
+        return self.campaign is None
+
+    @property
+    def cycles(self) -> int:
+        if self.manifest is not None:
+            return self.manifest.total_cycles
+        assert self.campaign is not None
+        return self.campaign.config.cycles or DEFAULT_CYCLES
+
+
+def load_limit(settings: UserSettings, overrides: Overrides) -> int:
+    """How many experiments a campaign may expand to before it is refused."""
+    return HARD_MAX_EXPERIMENTS if overrides.allow_large else settings.max_experiments
+
+
+def plan_campaign(load: Callable[[dict[str, Any], int], Campaign], overrides: Overrides) -> Plan:
+    """Plan a new campaign. load(campaign_keys, max_experiments) reads and expands it (a file
+    or data: the faces say which), with the overrides that replace its top-level keys."""
+    user = load_settings()
+    campaign = load(overrides.campaign_keys(), load_limit(user, overrides))
+    if overrides.limits():
+        config = campaign.config.model_copy(update=overrides.limits())
+        campaign = replace(campaign, config=config)
+    settings = resolve_settings(
+        user,
+        campaign.config,
+        flags={
+            "results_dir": (overrides.output_dir, overrides.source("output_dir")),
+            "runner": (overrides.runner, overrides.source("runner")),
+            "gpus": (overrides.gpus, overrides.source("gpus")),
+        },
+        campaign_flags={
+            k: overrides.source(k) for k in (*overrides.campaign_keys(), *overrides.limits())
+        },
+    )
+    root = Path(settings.results_dir)
+    runner = plan_runner(Workload.of_campaign(campaign, root), settings)
+    return Plan(
+        settings=settings,
+        runner=runner,
+        overrides=overrides,
+        campaign=campaign,
+        notices=[*campaign.notices, *runner.notices],
+    )
+
+
+def plan_resume(campaign_dir: Path, overrides: Overrides) -> Plan:
+    """Plan the rest of an existing campaign with the settings it recorded; overrides given
+    now replace them (and are recorded with their source)."""
+    overrides = replace(overrides, resuming=True)
+    manifest = ManifestStore(campaign_dir).load()
+    recorded = manifest.execution.settings
+    current = load_settings()  # secrets (webhook URLs) are never recorded: read them anew
+    settings = current.restored(recorded) if recorded is not None else current
+    settings = settings.override(overrides.source("runner"), runner=overrides.runner)
+    settings = settings.override(overrides.source("gpus"), gpus=overrides.gpus)
+    workload = Workload.of_campaign_dir(campaign_dir, overrides.retry_failed)
+    runner = plan_runner(workload, settings)
+    return Plan(
+        settings=settings,
+        runner=runner,
+        overrides=overrides,
+        campaign_dir=campaign_dir,
+        manifest=manifest,
+        notices=list(runner.notices),
+    )
+
+
+def execute(
+    plan: Plan,
+    events: Events | None = None,
+    on_problem: Callable[[str], None] | None = None,
+    on_created: Callable[[Path], None] | None = None,
+) -> RunSummary:
+    """Run a plan to its end (or its interruption): lay out the campaign directory for a new
+    campaign, record the resolved settings, then run every pending entry."""
+    settings = plan.settings
+    if plan.campaign is not None:
+        directory = create_campaign(
+            plan.campaign,
+            Path(settings.results_dir),
+            default_cycles=DEFAULT_CYCLES,
+            settings=settings,
+            runner_name=plan.runner.name,
+        )
+    else:
+        if plan.campaign_dir is None:
+            raise ConfigError("a plan needs a campaign or a campaign directory")
+        directory = plan.campaign_dir
+    if on_created is not None:
+        on_created(directory)
+    overrides = plan.overrides
+    return run_with_webhooks(
+        directory,
+        settings.webhooks,
+        events=events,
+        on_problem=on_problem,
+        runner=plan.runner.open(directory),
+        timeout_s=overrides.timeout_s if plan.resuming else None,
+        gpus=settings.gpus_tuple(),
+        retries=overrides.retries if plan.resuming else None,
+        retry_failed=overrides.retry_failed,
+        force_unlock=overrides.force_unlock,
+        record=settings.record() if plan.resuming else None,
+    )
