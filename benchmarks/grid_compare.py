@@ -26,7 +26,7 @@ def child(src: str, size: int, create: bool) -> dict[str, object]:
     import llenergymeasure
     from llenergymeasure.config.grid import load_campaign
     from llenergymeasure.config.settings import UserSettings
-    from llenergymeasure.orchestrator.campaign import create_campaign
+    from llenergymeasure.orchestrator.layout import create_campaign
 
     assert str(Path(llenergymeasure.__file__).resolve()).startswith(str(Path(src).resolve()))
     k = len(str(size)) - 1

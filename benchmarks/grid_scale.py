@@ -78,7 +78,7 @@ def child(size: int, work: Path) -> dict[str, Any]:
     """One size, measured in this (fresh) process."""
     from llenergymeasure.config.grid import load_campaign
     from llenergymeasure.config.settings import UserSettings
-    from llenergymeasure.orchestrator.campaign import create_campaign
+    from llenergymeasure.orchestrator.layout import create_campaign
     from llenergymeasure.orchestrator.manifest import ManifestStore
 
     path = work / "campaign.yaml"

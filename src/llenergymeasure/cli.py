@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure import __version__
 from llenergymeasure.config.campaign import Order, RunnerChoice
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.lock import FORCE_FLAG, LOCK_FILE
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
+from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
     from llenergymeasure import starter

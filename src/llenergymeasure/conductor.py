@@ -11,6 +11,7 @@ value, and they are recorded as such.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,10 +25,11 @@ from llenergymeasure.config.settings import (
     resolve_settings,
 )
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import Events, RunSummary, create_campaign
+from llenergymeasure.orchestrator.broadcast import Broadcast
+from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
-from llenergymeasure.orchestrator.webhooks import run_with_webhooks
 
 DEFAULT_CYCLES = 3
 """Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
@@ -185,16 +187,25 @@ def execute(
     if on_created is not None:
         on_created(directory)
     overrides = plan.overrides
-    return run_with_webhooks(
-        directory,
-        settings.webhooks,
-        events=events,
-        on_problem=on_problem,
-        runner=plan.runner.open(directory),
-        timeout_s=overrides.timeout_s if plan.resuming else None,
-        gpus=settings.gpus_tuple(),
-        retries=overrides.retries if plan.resuming else None,
-        retry_failed=overrides.retry_failed,
-        force_unlock=overrides.force_unlock,
-        record=settings.record() if plan.resuming else None,
-    )
+    with contextlib.ExitStack() as stack:
+        listeners = [events] if events is not None else []
+        notifier = None
+        if settings.webhooks is not None:  # a listener like any other, on its own thread
+            from llenergymeasure.orchestrator.webhooks import WebhookNotifier
+
+            notifier = WebhookNotifier(settings.webhooks, on_problem=on_problem)
+            listeners.append(stack.enter_context(notifier))
+        summary = run_campaign_dir(
+            directory,
+            events=Broadcast(*listeners),
+            runner=plan.runner.open(directory),
+            timeout_s=overrides.timeout_s if plan.resuming else None,
+            gpus=settings.gpus_tuple(),
+            retries=overrides.retries if plan.resuming else None,
+            retry_failed=overrides.retry_failed,
+            force_unlock=overrides.force_unlock,
+            record=settings.record() if plan.resuming else None,
+        )
+        if notifier is not None:
+            notifier.campaign_finished(summary)
+    return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +26,9 @@ def describe(entry: ManifestEntry) -> str:
 
 
 class ConsoleEvents(Events):
-    """A progress bar plus one line per finished experiment. verbosity: 0 quiet, 1, 2."""
+    """A progress bar plus one line per finished experiment, each with the count done, the
+    failures, the elapsed time and an ETA (so a log or a pipe, which show no bar, have them
+    too). verbosity: 0 quiet, 1, 2."""
 
     def __init__(self, console: Console, verbosity: int = 1) -> None:
         self.console, self.verbosity = console, verbosity
@@ -34,6 +37,7 @@ class ConsoleEvents(Events):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
             TextColumn("{task.fields[current]}"),
             console=console,
             disable=verbosity == 0,
@@ -43,6 +47,7 @@ class ConsoleEvents(Events):
         self.running: dict[str, str] = {}
         self.last_wait: tuple[str, str] | None = None
         self.warned: set[str] = set()
+        self.eta = Eta()
 
     def __enter__(self) -> ConsoleEvents:
         self.progress.start()
@@ -62,8 +67,13 @@ class ConsoleEvents(Events):
 
     def campaign_started(self, manifest: Manifest, to_run: list[ManifestEntry]) -> None:
         done = len(manifest.entries) - len(to_run)
+        self.eta = Eta(total=len(manifest.entries), ended=done, failed=len(manifest.failed()))
         self.task = self.progress.add_task(
-            manifest.campaign_id, total=len(manifest.entries), completed=done, current=""
+            manifest.campaign_id,
+            total=len(manifest.entries),
+            completed=done,
+            current="",
+            eta=self.eta.text(),
         )
 
     def experiment_started(self, entry: ManifestEntry) -> None:
@@ -88,11 +98,13 @@ class ConsoleEvents(Events):
         self.last_wait = (entry.key, reason)
 
     def experiment_finished(self, entry: ManifestEntry, result: ExperimentResult | None) -> None:
-        self.progress.advance(self.task)
+        self.eta.ended_one(failed=entry.status in ("failed", "oom"))
+        self.progress.update(self.task, advance=1, eta=self.eta.text())
         self.running.pop(entry.key, None)
         self._show_running()
         if self.verbosity == 0:
             return
+        progress = f" [dim]\\[{self.eta.text()}][/]"
         if result is not None:
             energy = result.energy.energy_raw_per_output_token_j
             energy_text = f"{energy:.4g} J/token" if energy is not None else "energy n/a"
@@ -100,12 +112,13 @@ class ConsoleEvents(Events):
                 f"[green]done[/] {describe(entry)}{_on_gpus(entry)}: {result.output_tokens} "
                 f"tokens in {result.measured_duration_s:.2f} s, "
                 f"{result.output_tokens_per_s:.1f} tokens/s, "
-                f"{energy_text}"
+                f"{energy_text}{progress}"
             )
         else:
             colour = "yellow" if entry.status == "interrupted" else "red"
             self.console.print(
                 f"[{colour}]{entry.status}[/] {describe(entry)}: {escape(entry.error or '')}"
+                f"{progress}"
             )
 
     def experiment_retried(self, entry: ManifestEntry, attempt: int, of: int) -> None:
@@ -116,6 +129,40 @@ class ConsoleEvents(Events):
                 f"[yellow]retry[/] {describe(entry)} (attempt {attempt} of {of}) after: "
                 f"{escape(entry.error or '')}"
             )
+
+
+class Eta:
+    """Runs ended of the campaign's total, failures, elapsed time, and the time left at the
+    pace of the runs that ended since this orchestrator started (runs ended earlier, before a
+    resume, say nothing about this machine's pace now)."""
+
+    def __init__(self, total: int = 0, ended: int = 0, failed: int = 0) -> None:
+        self.total, self.ended, self.failed = total, ended, failed
+        self.ended_here = 0
+        self.started = time.monotonic()
+
+    def ended_one(self, failed: bool) -> None:
+        self.ended += 1
+        self.ended_here += 1
+        self.failed += failed
+
+    def text(self) -> str:
+        elapsed_s = time.monotonic() - self.started
+        left = self.total - self.ended
+        if self.ended_here and left:
+            eta = f"ETA {_clock(elapsed_s / self.ended_here * left)}"
+        else:
+            eta = "ETA -" if left else "finished"
+        return (
+            f"{self.ended}/{self.total} ended, {self.failed} failed, "
+            f"{_clock(elapsed_s)} elapsed, {eta}"
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _on_gpus(entry: ManifestEntry) -> str:

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from llenergymeasure import __version__
 from llenergymeasure.config.experiment import BACKEND_SECTIONS
 from llenergymeasure.config.settings import (
     SETTINGS_FILE,
@@ -33,6 +32,7 @@ from llenergymeasure.config.settings import (
 )
 from llenergymeasure.cpu_features import FP8_KV_CACHE_NEEDS, read_cpu_features
 from llenergymeasure.errors import LemError, printable
+from llenergymeasure.version import __version__
 
 Status = Literal["ok", "warn", "fail"]
 CHECK_TIMEOUT_S = 60.0

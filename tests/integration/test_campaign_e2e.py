@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,21 @@ def test_grid_ran_in_the_recorded_shuffled_order_with_gaps(grid: GridRun) -> Non
     # no live display in a pipe: each wait is announced once, as a line
     assert "between experiments gap) before" in grid.proc.stderr, explain(grid.proc)
     assert "between cycles gap) before" in grid.proc.stderr, explain(grid.proc)
+
+
+def test_progress_lines_count_runs_and_give_an_eta_off_a_terminal(grid: GridRun) -> None:
+    """Piped output has no live bar: each run's line carries the count, failures, elapsed
+    time and an ETA from the pace of the runs that ended."""
+    lines = [line for line in grid.proc.stderr.splitlines() if line.startswith("done ")]
+    progress = [
+        re.search(r"\[(\d+)/8 ended, (\d+) failed, [\d:]+ elapsed, (.*)\]$", x) for x in lines
+    ]
+    assert all(progress) and len(progress) == 8, explain(grid.proc)
+    assert [int(m.group(1)) for m in progress if m] == list(range(1, 9))
+    assert {m.group(2) for m in progress if m} == {"0"}
+    etas = [m.group(3) for m in progress if m]
+    assert all(re.fullmatch(r"ETA \d+:\d\d:\d\d", eta) for eta in etas[:-1]), etas
+    assert etas[-1] == "finished"
 
 
 def test_grid_ends_with_the_statistics_table(grid: GridRun) -> None:

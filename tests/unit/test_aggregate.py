@@ -15,7 +15,7 @@ from llenergymeasure.config import load_campaign
 from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.results.aggregate import (
     METRICS,

@@ -18,9 +18,10 @@ from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import ERROR_FILE, EXP_FILE, RESULT_FILE
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator import campaign as campaign_module
-from llenergymeasure.orchestrator.campaign import Events, create_campaign, run_campaign_dir
+from llenergymeasure.orchestrator import layout as layout_module
+from llenergymeasure.orchestrator.campaign import Events, run_campaign_dir
 from llenergymeasure.orchestrator.experiments import EXPERIMENTS_FILE, ExperimentSpecs
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.orchestrator.runners import Job, Outcome
 from llenergymeasure.results.collate import RESULTS_CSV, RESULTS_PARQUET, collate
@@ -153,7 +154,7 @@ def test_same_second_creations_get_distinct_directories(
         def now(cls, tz: Any = None) -> FrozenClock:
             return cls(2025, 6, 7, 8, 9, 10, tzinfo=timezone.utc)
 
-    monkeypatch.setattr(campaign_module, "datetime", FrozenClock)
+    monkeypatch.setattr(layout_module, "datetime", FrozenClock)
     dirs = [create_campaign(loaded, output_root=tmp_path) for _ in range(3)]
     assert [d.name for d in dirs] == [
         "layout_20250607T080910Z",

@@ -28,7 +28,7 @@ from llenergymeasure.config.describe import campaign_parameters, parameters
 from llenergymeasure.config.experiment import BACKEND_SECTIONS
 from llenergymeasure.config.grid import KNOWN_BACKENDS
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 
 WriteYaml = Callable[..., Path]

@@ -18,7 +18,7 @@ from llenergymeasure.config import load_campaign
 from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, load_settings
 from llenergymeasure.cpu_features import CPUINFO_ENV
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.starter import CAMPAIGN_FILE, Answers, render, write

@@ -10,8 +10,8 @@ import pytest
 
 from llenergymeasure.config import load_campaign
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
 from llenergymeasure.orchestrator.experiments import EXPERIMENTS_FILE, ExperimentSpecs
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 
 WriteYaml = Callable[..., Path]

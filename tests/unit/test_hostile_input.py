@@ -40,7 +40,7 @@ from llenergymeasure.config.grid import (
 from llenergymeasure.config.settings import SETTINGS_FILE, load_settings
 from llenergymeasure.config.settings import UserSettings as Settings
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 
 ID_PATTERN = re.compile(r"(pytorch|vllm|tensorrt)-[0-9a-f]{12}")
 MAX_MESSAGE_CHARS = 6000

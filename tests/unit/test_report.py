@@ -21,7 +21,7 @@ from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.results import plots
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.report import write_report

@@ -5,6 +5,7 @@ CLI then fails the way it does on a machine without a running engine."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +16,22 @@ from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import load_campaign
 from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, load_settings
 from llenergymeasure.errors import ConfigError, PreflightError
-from llenergymeasure.orchestrator.campaign import create_campaign, run_campaign_dir
+from llenergymeasure.orchestrator.campaign import run_campaign_dir
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.runners.docker import (
-    CHECKOUT,
     CampaignProject,
     CliProcess,
     DockerEngine,
     compose_files,
+    find_compose_file,
     project_name,
+    source_checkout,
     unreachable_paths,
 )
 from llenergymeasure.orchestrator.runners.select import Workload, choose, plan_runner
 
 WriteYaml = Callable[..., Path]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 CAMPAIGN = """\
 name: pick
@@ -171,6 +175,20 @@ def test_a_missing_compose_file_is_refused_with_the_setting_to_fix_it(
     monkeypatch.setenv("LEM_COMPOSE_FILE", str(tmp_path / "compose.yaml"))
     with pytest.raises(PreflightError, match="set LEM_COMPOSE_FILE="):
         compose_files()
+
+
+def test_compose_file_found_from_inside_a_copy_of_the_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LEM_COMPOSE_FILE", raising=False)
+    (tmp_path / "compose.yaml").write_text("services: {other: {image: x}}\n")  # not ours
+    project = tmp_path / "copy"
+    (project / "campaigns" / "mine").mkdir(parents=True)
+    shutil.copy(CHECKOUT / "compose.yaml", project / "compose.yaml")
+    assert find_compose_file(project / "campaigns" / "mine") == project / "compose.yaml"
+    # elsewhere: the checkout this editable install runs from, as pip recorded it
+    assert source_checkout() == CHECKOUT
+    assert find_compose_file(tmp_path) == CHECKOUT / "compose.yaml"
 
 
 # ------------------------------------------------------------------- the CLI command wrapper

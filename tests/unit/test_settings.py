@@ -19,7 +19,7 @@ from llenergymeasure.config.settings import (
 )
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.campaign import create_campaign
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.results.collate import derived_energy, results_frame
 from llenergymeasure.results.schema import EnergyFigures

@@ -14,7 +14,8 @@ from webhook_server import Recorder, webhook_server
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.settings import UserSettings, WebhookSettings
 from llenergymeasure.orchestrator.broadcast import Broadcast
-from llenergymeasure.orchestrator.campaign import Events, RunSummary, create_campaign
+from llenergymeasure.orchestrator.campaign import Events, RunSummary
+from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
 from llenergymeasure.orchestrator.webhooks import QUEUE_SIZE, WebhookNotifier
 from llenergymeasure.results.schema import ExperimentResult

@@ -1,69 +1,46 @@
-"""The campaign loop: lay out a campaign directory, then run every entry that has not ended.
+"""The campaign loop: run every entry of a campaign directory that has not ended, with
+signals handled and the manifest kept true to the files.
 
-Layout of a campaign directory:
-    campaign.yaml                 copy of the file it was started from
-    experiments.json              every experiment's config (see experiments.py)
-    manifest.json                 state (see manifest.py), with manifest.journal: changes since
-    lem.lock                      while an orchestrator runs it (see lock.py)
-    <experiment_id>/cycle-<n>/    exp.json (written when it runs), worker.log, result.json |
-                                  error.json
-    results.csv, results.parquet  one row per experiment and cycle
-    summary.csv, summary.parquet  statistics across cycles (results/aggregate.py)
+The directory's layout is made by layout.py; the state changes of an entry by entries.py;
+what a failure was, by diagnose.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Literal, cast
 
 import pandas as pd
-import yaml
-from pydantic import ValidationError
 
-from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.campaign import SettingsRecord
-from llenergymeasure.config.experiment import config_hash
-from llenergymeasure.config.grid import Campaign, PlannedExperiment
-from llenergymeasure.config.settings import UserSettings, load_settings, resolve_settings
-from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.contract import ERROR_FILE, EXP_FILE, LOG_FILE, RESULT_FILE
-from llenergymeasure.datasets.select import check_available
+from llenergymeasure.config.settings import load_settings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
-from llenergymeasure.gc_pause import gc_paused
-from llenergymeasure.oom import log_says_out_of_memory
 from llenergymeasure.orchestrator.dispatch import Dispatcher, StopRequest, WaitEvents
-from llenergymeasure.orchestrator.experiments import ExperimentSpecs, write_experiments
+from llenergymeasure.orchestrator.entries import complete_entry, end_attempt, prepare_entry, recover
+from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.lock import CampaignLock
 from llenergymeasure.orchestrator.manifest import (
     Attempt,
-    AttemptStatus,
     Manifest,
     ManifestEntry,
     ManifestStore,
-    SkippedEntry,
-    Status,
-    utcnow,
 )
 from llenergymeasure.orchestrator.runners import Job, Outcome, Runner
-from llenergymeasure.orchestrator.schedule import check_gpu_needs, resolve_execution, run_order
+from llenergymeasure.orchestrator.schedule import check_gpu_needs
 from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
 from llenergymeasure.results.aggregate import summarize, write_summary
 from llenergymeasure.results.collate import collate
-from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint
+from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
 
-LOG_TAIL_LINES = 15
 STOP_GRACE_S = 60.0
 """How long a worker asked to stop (first Ctrl+C) may take to clean up before it is killed:
 long enough for an engine to free the GPU and end its processes."""
@@ -103,99 +80,6 @@ class Events(WaitEvents):
     def experiment_retried(self, entry: ManifestEntry, attempt: int, of: int) -> None:
         """Called when a failed entry (its error says why) runs again: attempt `attempt` of
         at most `of` in this run."""
-
-
-def create_campaign(
-    campaign: Campaign,
-    output_root: Path | None = None,
-    *,
-    default_cycles: int = 1,
-    settings: UserSettings | None = None,
-    runner_name: str | None = None,
-) -> Path:
-    """Make the campaign directory: experiments.json and a manifest of pending entries, in the
-    order they will run (each exp.json is written when its entry runs). default_cycles
-    applies where the file sets no `cycles` (the conductor passes its one default); settings
-    are the resolved ones (default: `.lem-config.yaml` and the environment resolved against
-    the campaign); runner_name: the runner picked for it (recorded in each entry)."""
-    if settings is None:
-        settings = resolve_settings(load_settings(), campaign.config)
-    execution = resolve_execution(campaign.config, settings)
-    _check_prompts(campaign)
-    root = Path(output_root or campaign.config.output_dir)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    campaign_id = f"{campaign.config.name}_{stamp}"
-    campaign_dir = root / campaign_id
-    suffix = 1
-    while campaign_dir.exists():
-        suffix += 1
-        campaign_dir = root / f"{campaign_id}-{suffix}"
-    campaign_id = campaign_dir.name
-    try:
-        campaign_dir.mkdir(parents=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create campaign directory {campaign_dir}: {e}") from e
-    campaign_dir = campaign_dir.resolve()
-    if campaign.source is not None:
-        shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
-    else:  # given as data: keep what was given, as a file that `lem campaign` could run
-        given = campaign.config.model_dump(mode="json", exclude_unset=True)
-        write_text_atomic(campaign_dir / "campaign.yaml", yaml.safe_dump(given, sort_keys=False))
-
-    with gc_paused():  # 100,000 entries: see gc_pause.py
-        write_experiments(campaign_dir, campaign.base_dir, campaign.experiments)
-        fingerprint = schema_fingerprint()
-        cycles = campaign.config.cycles or default_cycles
-        order = run_order(len(campaign.experiments), cycles, execution.order, execution.order_seed)
-        runner = runner_name or settings.runner or "auto"
-        entries = [
-            ManifestEntry(
-                experiment_id=exp.experiment_id,
-                cycle=cycle,
-                backend=exp.config.backend,
-                label=exp.label,
-                runner=runner,
-                exp_path=f"{exp.experiment_id}/cycle-{cycle}/{EXP_FILE}",
-            )
-            for exp, cycle in ((campaign.experiments[i], c) for i, c in order)
-        ]
-        now = utcnow()
-        manifest = Manifest(
-            campaign_id=campaign_id,
-            campaign_name=campaign.config.name,
-            config_hash=config_hash(
-                {
-                    "campaign": campaign.config.model_dump(mode="json"),
-                    "experiments": [e.experiment_id for e in campaign.experiments],
-                }
-            ),
-            schema_fingerprint=fingerprint,
-            created_at=now,
-            updated_at=now,
-            total_cycles=cycles,
-            timeout_s=campaign.config.timeout_s,
-            retries=campaign.config.retries,
-            execution=execution,
-            runner_choice=campaign.config.runner,
-            cold_start=campaign.config.cold_start,
-            entries=entries,
-            skipped=[SkippedEntry(label=s.label, reason=s.reason) for s in campaign.skipped],
-        )
-        ManifestStore(campaign_dir).save(manifest)
-    return campaign_dir
-
-
-def _check_prompts(campaign: Campaign) -> None:
-    """Each prompt source must hold the most prompts any experiment asks of it: checked once per
-    source, not once per experiment (a source may be a file to read)."""
-    most: dict[tuple[str, str | None, int | None], PlannedExperiment] = {}
-    for exp in campaign.experiments:
-        prompts = exp.config.prompts
-        source = (prompts.source, prompts.path, prompts.input_tokens)
-        if source not in most or exp.config.n_prompts > most[source].config.n_prompts:
-            most[source] = exp
-    for exp in most.values():
-        check_available(exp.config, campaign.base_dir)
 
 
 def run_campaign_dir(
@@ -334,10 +218,10 @@ class _CampaignRun:
                 # A second signal: the runner killed every worker before `complete` saw it.
                 reason = f"stopped at once by a second {stop.reason}; worker killed"
                 for entry in self.manifest.entries:
-                    if entry.status == "running" and not _recover(
+                    if entry.status == "running" and not recover(
                         self.campaign_dir, self.manifest, entry
                     ):
-                        _end_attempt(entry, "interrupted", reason)
+                        end_attempt(entry, "interrupted", reason)
             finally:
                 stop.hard_stop_allowed = False
                 self.summary.interrupted = stop.reason is not None
@@ -351,7 +235,7 @@ class _CampaignRun:
     def prepare(
         self, entry: ManifestEntry, pinned: tuple[int, ...] | None, notes: list[str]
     ) -> Job:
-        job = _prepare_entry(
+        job = prepare_entry(
             self.specs, self.manifest, entry, self.runner_name, self.settings.timeout_s
         )
         entry.gpus, entry.warnings = (list(pinned) if pinned else None), notes
@@ -363,7 +247,7 @@ class _CampaignRun:
 
     def complete(self, entry: ManifestEntry, job: Job, outcome: Outcome) -> bool:
         """Save how the attempt ended; True: run it again (a retry)."""
-        retryable, result = _complete_entry(entry, job, outcome, self.manifest, self.stop.reason)
+        retryable, result = complete_entry(entry, job, outcome, self.manifest, self.stop.reason)
         crashpoint("campaign.before_complete_save")
         self.store.update(self.manifest, entry)
         crashpoint("campaign.after_complete_save")
@@ -440,255 +324,12 @@ def _settle(campaign_dir: Path, manifest: Manifest, summary: RunSummary, events:
                 )
             )
             entry.status, entry.result_path = "pending", None
-        elif _recover(campaign_dir, manifest, entry):
+        elif recover(campaign_dir, manifest, entry):
             summary.recovered.append(entry)
         elif entry.status == "running":
-            _end_attempt(
+            end_attempt(
                 entry,
                 "lost",
                 "the orchestrator stopped while it ran (killed or crashed); no result",
                 final="interrupted",
             )
-
-
-def _prepare_entry(
-    specs: ExperimentSpecs,
-    manifest: Manifest,
-    entry: ManifestEntry,
-    runner_name: str,
-    timeout_s: float | None,
-) -> Job:
-    """Write the entry's exp.json for a new attempt, mark it running (the caller records it)
-    and describe it as a Job."""
-    out_dir = (specs.campaign_dir / entry.exp_path).parent
-    for stale in (RESULT_FILE, ERROR_FILE):
-        (out_dir / stale).unlink(missing_ok=True)
-    for torn in out_dir.glob(".*.tmp"):  # a write cut short by a crash
-        torn.unlink(missing_ok=True)
-    exp_path = specs.write_spec(manifest, entry, attempt=entry.attempts + 1)
-    entry.attempts += 1
-    entry.status, entry.runner = "running", runner_name
-    entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
-    entry.container_name = entry.container_id = entry.image_digest = None
-    entry.container_start_s = None
-    return Job(
-        exp_path=exp_path,
-        output_dir=out_dir,
-        log_path=out_dir / LOG_FILE,
-        env={
-            "LEM_CAMPAIGN_ID": manifest.campaign_id,
-            "LEM_CYCLE": str(entry.cycle),
-            "LEM_TOTAL_CYCLES": str(manifest.total_cycles),
-            "LEM_EXPERIMENT_ID": entry.experiment_id,
-            "LEM_ATTEMPT": str(entry.attempts),
-        },
-        timeout_s=timeout_s or manifest.timeout_s,
-    )
-
-
-def _complete_entry(
-    entry: ManifestEntry,
-    job: Job,
-    outcome: Outcome,
-    manifest: Manifest,
-    stop_reason: str | None,
-) -> tuple[bool, ExperimentResult | None]:
-    """Record how the attempt ended (the caller saves): whether another attempt may help, and
-    the complete result when there is one.
-
-    A complete result.json is the ground truth: the entry is done even when the worker then
-    exited badly (a crash at interpreter exit, a kill just after the write), with a warning."""
-    if outcome.container is not None:
-        entry.container_name = outcome.container.name
-        entry.container_id = outcome.container.id
-        entry.image_digest = outcome.container.image_digest
-    if outcome.container_start_s:
-        entry.container_start_s = round(outcome.container_start_s, 3)
-    result = _complete_result(job.output_dir, manifest, entry)
-    if result is not None:
-        if outcome.returncode != 0:
-            how = "timed out" if outcome.timed_out else _describe_exit(outcome.returncode)
-            entry.warnings = [
-                *entry.warnings,
-                f"the worker {how} after writing a complete result.json; the result is kept",
-            ]
-        entry.result_path = str(Path(entry.exp_path).parent / RESULT_FILE)
-        _end_attempt(entry, "done", None)
-        return False, result
-    if stop_reason is not None:
-        _end_attempt(entry, "interrupted", f"interrupted by {stop_reason}: {_how_stopped(outcome)}")
-        return False, None
-    failure = _failure(job, outcome)
-    _end_attempt(entry, failure.status, failure.reason)
-    return failure.retryable, None
-
-
-def _end_attempt(
-    entry: ManifestEntry,
-    how: AttemptStatus,
-    reason: str | None,
-    *,
-    final: Status | None = None,
-) -> None:
-    """Close the entry's current attempt: its history, status (final, else how), error and
-    finish time."""
-    entry.finished_at = utcnow() if how != "lost" else None
-    entry.attempt_history.append(
-        Attempt(
-            attempt=entry.attempts,
-            status=how,
-            reason=reason,
-            runner=entry.runner,
-            started_at=entry.started_at,
-            finished_at=entry.finished_at,
-        )
-    )
-    entry.status = final or cast(Status, how)
-    entry.error = reason
-
-
-def _recover(campaign_dir: Path, manifest: Manifest, entry: ManifestEntry) -> bool:
-    """An entry not done whose result.json is complete finished before a crash: mark it done
-    (its history says so) without running it again."""
-    if entry.status == "done":
-        return False
-    out_dir = (campaign_dir / entry.exp_path).parent
-    if _complete_result(out_dir, manifest, entry) is None:
-        return False
-    entry.result_path = str(Path(entry.exp_path).parent / RESULT_FILE)
-    if entry.status != "running":  # e.g. failed, then the result turned up: say so
-        entry.warnings = [*entry.warnings, f"recovered from a {entry.status} state"]
-    finished = entry.finished_at
-    _end_attempt(entry, "done", None)
-    entry.error = None
-    entry.finished_at = finished or entry.finished_at
-    entry.attempt_history[-1].reason = "recovered: result.json was complete when it was stopped"
-    return True
-
-
-def _complete_result(
-    out_dir: Path, manifest: Manifest, entry: ManifestEntry
-) -> ExperimentResult | None:
-    """The entry's result.json if it is complete: valid, for this campaign, experiment and
-    cycle, and with its time-series file where it names one. Else None: the directory holds
-    a cut-short attempt, which runs again."""
-    result = _read_result(out_dir / RESULT_FILE)
-    if result is None:
-        return None
-    if (result.campaign_id, result.experiment_id, result.cycle) != (
-        manifest.campaign_id,
-        entry.experiment_id,
-        entry.cycle,
-    ):
-        return None
-    if result.timeseries_file and not (out_dir / result.timeseries_file).is_file():
-        return None
-    return result
-
-
-def _read_result(path: Path) -> ExperimentResult | None:
-    try:
-        return ExperimentResult.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError):
-        return None
-
-
-@dataclass(frozen=True)
-class _Failure:
-    status: Literal["failed", "oom"]
-    reason: str
-    retryable: bool
-    """Another attempt may end differently: not for a configuration error or running out of
-    memory, which recur with the same configuration (`lem resume --retry-failed` reruns them
-    on request)."""
-
-
-def _failure(job: Job, outcome: Outcome) -> _Failure:
-    out_dir = job.output_dir
-    if outcome.timed_out:
-        reason = f"timed out after {job.timeout_s:g} s; worker killed. {_log_tail(out_dir)}"
-        return _Failure("failed", reason, True)
-    try:
-        record: ErrorRecord | None = ErrorRecord.model_validate_json(
-            (out_dir / ERROR_FILE).read_bytes()
-        )
-    except (OSError, ValidationError):
-        record = None
-    log_oom = log_says_out_of_memory(_log_text(out_dir)[-20_000:])
-    if (record is not None and record.category == "oom") or log_oom:
-        # the worker's own error, or (an engine's child process ran out) the log's line
-        worker_said = record is not None and record.category == "oom"
-        cause = f"{record.error_type}: {record.message}" if record and worker_said else log_oom
-        settings = ", ".join(f"{k}={v}" for k, v in _memory_settings(job).items())
-        return _Failure("oom", f"out of memory with {settings}. {cause}", False)
-    if record is not None:
-        reason = f"{record.error_type}: {record.message}"
-        return _Failure("failed", reason, record.category != "config")
-    how = _describe_exit(outcome.returncode)
-    if outcome.returncode == -signal.SIGKILL:
-        how += " (not sent by lem: often the kernel's out-of-memory killer)"
-    reason = f"worker {how} without writing a result. {_log_tail(out_dir)}"
-    return _Failure("failed", reason, True)
-
-
-def _memory_settings(job: Job) -> dict[str, object]:
-    """The settings that decide how much memory an experiment needs, as it ran."""
-    try:
-        config = ExperimentSpec.model_validate_json(job.exp_path.read_bytes()).config
-    except (OSError, ValidationError):
-        return {EXP_FILE: "unreadable"}
-    values: dict[str, object] = {
-        key: getattr(config, key)
-        for key in (
-            "model",
-            "backend",
-            "precision",
-            "quantization",
-            "batch_size",
-            "n_prompts",
-            "max_input_tokens",
-            "max_output_tokens",
-        )
-    }
-    section = getattr(config, config.backend, None)
-    if section is not None:
-        for key, value in section.model_dump(exclude_none=True).items():
-            values[f"{config.backend}.{key}"] = value
-    return values
-
-
-def _how_stopped(outcome: Outcome) -> str:
-    """What became of a worker asked to stop (runners: interrupt)."""
-    code = outcome.returncode
-    if code is None and not outcome.timed_out:
-        return "stopped before its worker started"
-    if code in {130, -signal.SIGINT}:  # its KeyboardInterrupt (docker: exit 130 as -2)
-        return "the worker cleaned up and stopped"
-    if code == -signal.SIGTERM:  # before it set up its handler: nothing to clean up yet
-        return "the worker was stopped by SIGTERM as it started"
-    if code == -signal.SIGKILL:
-        return "the worker did not stop within the grace period and was killed"
-    return f"the worker {_describe_exit(code)}"
-
-
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def _log_text(out_dir: Path) -> str:
-    try:
-        return (out_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _log_tail(out_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
-    if not (out_dir / LOG_FILE).is_file():
-        return "(no worker log)"
-    tail = _log_text(out_dir).strip().splitlines()[-lines:]
-    return "Log tail: " + " | ".join(tail) if tail else "(worker log is empty)"

@@ -19,19 +19,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from pydantic import SecretStr
 
-from llenergymeasure import __version__
 from llenergymeasure.config.settings import WebhookEvent, WebhookSettings, webhook_host
 from llenergymeasure.errors import printable
-from llenergymeasure.orchestrator.broadcast import Broadcast
-from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
+from llenergymeasure.orchestrator.campaign import Events, RunSummary
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
 from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.version import __version__
 
 QUEUE_SIZE = 256
 BACKOFF_S = 0.5
@@ -42,8 +40,9 @@ Problem = Callable[[str], None]
 
 
 class WebhookNotifier(Events):
-    """Events that POST JSON notifications. Use as a context manager; campaign_finished() is
-    called by whoever ran the campaign, with its RunSummary."""
+    """Events that POST JSON notifications: one listener of the conductor's events, beside
+    the CLI's display. Use as a context manager; campaign_finished() is called by whoever ran
+    the campaign, with its RunSummary."""
 
     def __init__(
         self,
@@ -218,24 +217,3 @@ class WebhookNotifier(Events):
         if isinstance(reason, OSError) and reason.strerror:
             return printable(reason.strerror, 120)
         return type(reason).__name__
-
-
-def run_with_webhooks(
-    campaign_dir: Path,
-    webhooks: WebhookSettings | None,
-    *,
-    events: Events | None = None,
-    on_problem: Problem | None = None,
-    **run_options: Any,
-) -> RunSummary:
-    """run_campaign_dir, with webhook notifications when settings ask for them: each
-    experiment's end, then the campaign's (also when it was interrupted)."""
-    listeners = [events] if events is not None else []
-    if webhooks is None:
-        return run_campaign_dir(campaign_dir, events=Broadcast(*listeners), **run_options)
-    with WebhookNotifier(webhooks, on_problem=on_problem) as notifier:
-        summary = run_campaign_dir(
-            campaign_dir, events=Broadcast(*listeners, notifier), **run_options
-        )
-        notifier.campaign_finished(summary)
-    return summary

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from matplotlib.figure import Figure
 
-from llenergymeasure import __version__
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import plots
@@ -25,6 +24,7 @@ from llenergymeasure.results.aggregate import (
     summarize,
     swept_parameters,
 )
+from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
     from llenergymeasure.api import CampaignResults

@@ -15,6 +15,8 @@ through compose.yaml; it is never put on a command line or into a file written h
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import json
 import os
 import re
 import shlex
@@ -26,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
@@ -47,14 +51,60 @@ ENV_FILE = "compose.env"
 MIN_COMPOSE = (2, 24)  # compose.cpu.yaml uses `!reset`
 STOP_TIMEOUT_S = 5  # what `down` gives a container between SIGTERM and SIGKILL
 POLL_S = 0.1
-# The checkout this package runs from (editable install): src/llenergymeasure/orchestrator/runners
-CHECKOUT = Path(__file__).resolve().parents[4]
+COMPOSE_FILE = "compose.yaml"
+WORKER_COMMAND = "lem-worker"
+"""What marks a compose file as this project's (its services run the worker)."""
+
+
+def source_checkout() -> Path | None:
+    """The project directory this package is installed from in editable mode, as pip recorded
+    it (PEP 610's direct_url.json); None for a regular install."""
+    try:
+        text = importlib.metadata.distribution("llenergymeasure").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return None
+    url = urlsplit(str(data.get("url", "")))
+    if not data.get("dir_info", {}).get("editable") or url.scheme != "file":
+        return None
+    return Path(url2pathname(url.path))
+
+
+def find_compose_file(start: Path | None = None) -> Path:
+    """This project's compose.yaml: LEM_COMPOSE_FILE; else the nearest compose.yaml at or above
+    the working directory whose services run lem-worker; else the one of the checkout an
+    editable install runs from. A regular (non-editable) install has no checkout: it needs
+    LEM_COMPOSE_FILE or a working directory inside a copy of the project."""
+    given = os.environ.get(COMPOSE_FILE_ENV)
+    if given:
+        return Path(given)
+    here = (start or Path.cwd()).resolve()
+    looked = []
+    for directory in (here, *here.parents):
+        candidate = directory / COMPOSE_FILE
+        if candidate.is_file() and WORKER_COMMAND in candidate.read_text(errors="replace"):
+            return candidate
+    looked.append(f"{here} and the folders above it")
+    checkout = source_checkout()
+    if checkout is not None and (checkout / COMPOSE_FILE).is_file():
+        return checkout / COMPOSE_FILE
+    looked.append(
+        f"the editable checkout {checkout}" if checkout else "no checkout (a regular install)"
+    )
+    raise PreflightError(
+        f"no {COMPOSE_FILE} of this project found (looked in: {'; '.join(looked)}): the docker "
+        f"runners need it; set {COMPOSE_FILE_ENV}=/path/to/llenergymeasure/{COMPOSE_FILE}, run "
+        "lem from inside the project, or use --runner local"
+    )
 
 
 def compose_files() -> list[Path]:
-    """compose.yaml (LEM_COMPOSE_FILE, else the checkout's), plus compose.cpu.yaml on a host
-    without an NVIDIA driver, where the GPU reservation would stop every service starting."""
-    main = Path(os.environ.get(COMPOSE_FILE_ENV) or CHECKOUT / "compose.yaml")
+    """compose.yaml (see find_compose_file), plus compose.cpu.yaml on a host without an NVIDIA
+    driver, where the GPU reservation would stop every service starting."""
+    main = find_compose_file()
     files = [main]
     if not Path("/dev/nvidiactl").exists():
         files.append(main.with_name("compose.cpu.yaml"))
