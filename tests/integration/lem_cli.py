@@ -20,6 +20,26 @@ CLI_TIMEOUT_S = 300
 NO_GAPS_SETTINGS = "gaps:\n  between_experiments_s: 0\n  between_cycles_s: 0\n"
 
 
+SEEDS_1_2 = "grid:\n  seed: [1, 2]\n"
+
+
+def tiny_base(**base: object) -> str:
+    """A campaign file's `base:` on the built-in tiny model, quick on a CPU: 2 prompts,
+    4 output tokens, no warm-up; keyword arguments change or add keys (YAML values)."""
+    settings: dict[str, object] = {
+        "model": "builtin:tiny-llama",
+        "n_prompts": 2,
+        "max_output_tokens": 4,
+        "warmup": "{runs: 0}",
+    }
+    return "base:\n" + "".join(f"  {k}: {v}\n" for k, v in (settings | base).items())
+
+
+def tiny_campaign(name: str, *, cycles: int = 1, tail: str = "", **base: object) -> str:
+    """A whole campaign file on the tiny model (see tiny_base); tail: more top-level YAML."""
+    return f"name: {name}\ncycles: {cycles}\n" + tiny_base(**base) + tail
+
+
 def lem_env() -> dict[str, str]:
     """The environment the CLI runs in: offline, and wide enough that rich does not wrap
     paths in the messages the tests read."""

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lem_cli import lem_cmd, lem_env, wait_until_no_process_mentions, write
+from lem_cli import (
+    SEEDS_1_2,
+    lem_cmd,
+    lem_env,
+    tiny_campaign,
+    wait_until_no_process_mentions,
+    write,
+)
 from pydantic import ValidationError
 
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
@@ -39,17 +46,7 @@ from llenergymeasure.results.schema import ExperimentResult
 
 pytestmark = pytest.mark.integration
 
-CAMPAIGN = """\
-name: crash
-cycles: 2
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 4
-  warmup: {runs: 0}
-grid:
-  seed: [1, 2]
-"""
+CAMPAIGN = tiny_campaign("crash", cycles=2, tail=SEEDS_1_2)
 ENTRIES = 4
 KILLS_PER_TRIAL = 8
 TARGET_KILLS = 22

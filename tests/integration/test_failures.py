@@ -15,6 +15,7 @@ from lem_cli import (
     only_campaign_dir,
     processes_mentioning,
     run_lem,
+    tiny_base,
     write,
 )
 
@@ -22,13 +23,7 @@ from llenergymeasure.results.schema import ErrorRecord, ExperimentResult
 
 pytestmark = pytest.mark.integration
 
-BASE = """\
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 4
-  warmup: {runs: 0}
-"""
+BASE = tiny_base()
 
 
 def test_failing_experiment_is_isolated(tmp_path: Path) -> None:

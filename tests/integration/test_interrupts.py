@@ -17,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from lem_cli import (
+    SEEDS_1_2,
     explain,
     lem_cmd,
     lem_env,
     load_manifest,
     only_campaign_dir,
     run_lem,
+    tiny_campaign,
     wait_until_no_process_mentions,
     workers_under,
     write,
@@ -39,18 +41,9 @@ pytestmark = pytest.mark.integration
 
 # The first experiment generates for ~20 s on this CPU (batch 1, 4 x 512 tokens): it is
 # surely still in its measured window when the signal comes.
-LONG_CAMPAIGN = """\
-name: long
-cycles: 1
-base:
-  model: builtin:tiny-llama
-  n_prompts: 4
-  batch_size: 1
-  max_output_tokens: 512
-  warmup: {runs: 0}
-grid:
-  seed: [1, 2]
-"""
+LONG_CAMPAIGN = tiny_campaign(
+    "long", n_prompts=4, batch_size=1, max_output_tokens=512, tail=SEEDS_1_2
+)
 LOADED = b"loaded in"  # the worker's log line once the model is loaded (signal handler set)
 WAIT_S = 120.0
 

@@ -10,29 +10,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from lem_cli import (
+    SEEDS_1_2,
     explain,
     lem_cmd,
     lem_env,
     load_manifest,
     only_campaign_dir,
     process_env,
+    tiny_campaign,
     workers_under,
     write,
 )
 
 pytestmark = pytest.mark.integration
 
-CAMPAIGN = """\
-name: parallel
-cycles: 2
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 16
-  warmup: {runs: 0}
-grid:
-  seed: [1, 2]
-"""
+CAMPAIGN = tiny_campaign("parallel", cycles=2, max_output_tokens=16, tail=SEEDS_1_2)
 
 
 def test_two_workers_at_once_each_pinned_to_its_gpu(tmp_path: Path) -> None:

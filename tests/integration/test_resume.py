@@ -22,6 +22,8 @@ from lem_cli import (
     only_campaign_dir,
     process_env,
     run_lem,
+    tiny_base,
+    tiny_campaign,
     wait_until_no_process_mentions,
     workers_under,
     write,
@@ -34,27 +36,10 @@ from llenergymeasure.results.schema import ExperimentResult
 
 pytestmark = pytest.mark.integration
 
-SMALL_BASE = """\
-cycles: 1
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 4
-  warmup: {runs: 0}
-"""
+SMALL_BASE = "cycles: 1\n" + tiny_base()
 
 # Four experiments of a few seconds each (most of it the worker importing torch).
-KILL_CAMPAIGN = """\
-name: killed
-cycles: 1
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 32
-  warmup: {runs: 0}
-grid:
-  seed: [1, 2, 3, 4]
-"""
+KILL_CAMPAIGN = tiny_campaign("killed", max_output_tokens=32, tail="grid:\n  seed: [1, 2, 3, 4]\n")
 
 
 def _snapshot(campaign_dir: Path) -> dict[str, tuple[int, bytes]]:

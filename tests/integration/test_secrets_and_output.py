@@ -24,24 +24,16 @@ from lem_cli import (
     lem_cmd,
     lem_env,
     only_campaign_dir,
+    tiny_campaign,
     write,
 )
 from webhook_server import Recorder, webhook_server
 
 pytestmark = pytest.mark.integration
 
-CAMPAIGN = """\
-name: secrets
-cycles: 1
-base:
-  model: builtin:tiny-llama
-  n_prompts: 2
-  max_output_tokens: 4
-  warmup: {runs: 0}
-experiments:
-  - {batch_size: 2}
-  - {model: /nonexistent/model}
-"""
+CAMPAIGN = tiny_campaign(
+    "secrets", tail="experiments:\n  - {batch_size: 2}\n  - {model: /nonexistent/model}\n"
+)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import finish_campaign
+from unit_results import finish_campaign
 
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.campaign import StatisticsConfig

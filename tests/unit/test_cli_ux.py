@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import finish_campaign
 from test_errors import one_line, run_cli
 from typer.testing import CliRunner
+from unit_results import finish_campaign
 
 from llenergymeasure.cli import app
 from llenergymeasure.config import load_campaign

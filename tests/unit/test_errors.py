@@ -25,215 +25,82 @@ def config_error(path: Path) -> str:
     return str(info.value)
 
 
-# ----------------------------------------------------------------------------- key validation
+# ------------------------------------------------ bad campaign files: file, line, key, expected
 
-
-def test_unknown_key_with_did_you_mean(write_yaml: WriteYaml) -> None:
-    path = write_yaml(
-        """\
-        name: x
-        base:
-          n_prompts: 4
-          batchsize: 4
-        """
-    )
-    message = config_error(path)
-    assert str(path) in message
-    assert "line 4" in message
-    assert "at base.batchsize" in message
-    assert "unknown key 'batchsize'" in message
-    assert "did you mean 'batch_size'?" in message
-    assert "known keys here:" in message
-
-
-def test_unknown_top_level_key(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\ngird:\n  batch_size: [1]\n"))
-    assert "line 2, at gird: unknown key 'gird'; did you mean 'grid'?" in message
-
-
-def test_unknown_nested_key(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  decoding:\n    temprature: 0.5\n")
-    message = config_error(path)
-    assert "line 4, at base.decoding.temprature" in message
-    assert "did you mean 'temperature'?" in message
-    # the hint lists the keys of the nested section, not the top level
-    assert "ignore_eos" in message
-    assert "batch_size" not in message
-
-
-def test_unknown_key_without_close_match_lists_known_keys(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  zzz: 1\n"))
-    assert "unknown key 'zzz'" in message
-    assert "did you mean" not in message
-    assert "known keys here: backend, batch_size" in message
-
-
-def test_unknown_key_in_grid(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\ngrid:\n  batchsize: [1, 2]\n"))
-    assert "line 3" in message
-    assert "grid.batchsize[0]" in message
-    assert "did you mean 'batch_size'?" in message
-
-
-def test_section_of_another_backend_is_rejected_at_its_key(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  backend: pytorch\n  vllm: {}\n"))
-    assert "line 4, at base.vllm: section `vllm:` is set but backend is 'pytorch'" in message
-
-
-def test_wrong_type(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  batch_size: four\n")
-    message = config_error(path)
-    assert str(path) in message
-    assert "line 3, at base.batch_size" in message
-    assert "valid integer" in message
-    assert "(got 'four')" in message
-
-
-def test_grid_value_not_a_list(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\ngrid:\n  batch_size: 4\n"))
-    assert "line 3, at grid.batch_size" in message
-    assert "valid list" in message
-
-
-def test_wrong_type_for_a_section(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  decoding: greedy\n"))
-    assert "line 3, at base.decoding" in message
-    assert "(got 'greedy')" in message
-
-
-def test_missing_name(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("base:\n  batch_size: 2\n"))
-    assert "at name: required key is missing" in message
-
-
-def test_bad_campaign_name(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: 'my campaign'\n"))
-    assert "line 1, at name" in message
-    assert "(got 'my campaign')" in message
-
-
-# ----------------------------------------------------------------------------- value ranges
-
-
-def test_out_of_range_in_grid_block_list(write_yaml: WriteYaml) -> None:
-    path = write_yaml(
-        """\
-        name: x
-        grid:
-          batch_size:
-            - 1
-            - 0
-        """
-    )
-    message = config_error(path)
-    assert str(path) in message
-    assert "line 5, at grid.batch_size[1]" in message
-    assert "greater than or equal to 1" in message
-    assert "(got 0)" in message
-    assert "in experiment (batch_size=0)" in message
-
-
-def test_out_of_range_in_grid_flow_list(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  seed: 1\ngrid:\n  batch_size: [1, 0]\n")
-    message = config_error(path)
-    assert "line 5, at grid.batch_size[1]" in message
-
-
-def test_out_of_range_in_base(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  warmup:\n    runs: -1\n"))
-    assert "line 4, at base.warmup.runs" in message
-    assert "greater than or equal to 0" in message
-
-
-def test_bad_value_in_scoped_grid_key(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\ngrid:\n  pytorch.attn_implementation: [eager, flash]\n")
-    message = config_error(path)
-    assert "line 3, at grid.pytorch.attn_implementation[1]" in message
-    assert "'eager', 'sdpa' or 'flash_attention_2'" in message
-    assert "(got 'flash')" in message
-
-
-def test_bad_value_in_explicit_experiment(write_yaml: WriteYaml) -> None:
-    path = write_yaml(
-        """\
-        name: x
-        experiments:
-          - batch_size: 2
-          - batch_size: 3
-            precision: fp8
-        """
-    )
-    message = config_error(path)
-    assert "line 5, at experiments[1].precision" in message
-    assert "'fp32', 'fp16' or 'bf16'" in message
-    assert "(got 'fp8')" in message
-
-
-def test_greedy_with_temperature_points_at_decoding(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  decoding:\n    temperature: 0.5\n")
-    message = config_error(path)
-    assert "line 3, at base.decoding" in message
-    assert "temperature" in message
-    assert "set `strategy: sampling`" in message
-
-
-def test_greedy_with_temperature_from_grid_points_at_grid(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\ngrid:\n  decoding.temperature: [1.0, 0.5]\n")
-    message = config_error(path)
-    assert "line 3, at grid.decoding.temperature[1]" in message
-    assert "set `strategy: sampling`" in message
-
-
-def test_jsonl_without_path(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nbase:\n  prompts: {source: jsonl}\n"))
-    assert "line 3, at base.prompts" in message
-    assert "needs `path`" in message
-
-
-def test_several_problems_are_all_listed(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nbase:\n  batch_size: 0\n  seed: -1\n  precision: fp8\n")
-    message = config_error(path)
-    assert "line 3, at base.batch_size" in message
-    assert "line 4, at base.seed" in message
-    assert "line 5, at base.precision" in message
-
-
-# ---------------------------------------------------------------------------- grid structure
-
-
-def test_empty_grid(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\ngrid: {}\n")
-    message = config_error(path)
-    assert str(path) in message
-    assert "line 2, at grid" in message
-    assert "grid is empty" in message
-
-
-def test_empty_value_list(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\ngrid:\n  batch_size: []\n")
-    message = config_error(path)
-    assert "line 2, at grid" in message
-    assert "'batch_size' has an empty list of values" in message
-
-
-def test_empty_experiments_list(write_yaml: WriteYaml) -> None:
-    message = config_error(write_yaml("name: x\nexperiments: []\n"))
-    assert "`experiments:` is an empty list" in message
-
-
-def test_duplicate_key(write_yaml: WriteYaml) -> None:
+BAD_FILES = [
+    # (id, file text, what the message says, what it must not say)
+    ("unknown-key-did-you-mean", "name: x\nbase:\n  n_prompts: 4\n  batchsize: 4\n",
+     ["line 4", "at base.batchsize", "unknown key 'batchsize'",
+      "did you mean 'batch_size'?", "known keys here:"], []),
+    ("unknown-top-level-key", "name: x\ngird:\n  batch_size: [1]\n",
+     ["line 2, at gird: unknown key 'gird'; did you mean 'grid'?"], []),
+    ("unknown-nested-key", "name: x\nbase:\n  decoding:\n    temprature: 0.5\n",
+     ["line 4, at base.decoding.temprature", "did you mean 'temperature'?",
+      "ignore_eos"],  # the hint lists the keys of the nested section, not the top level
+     ["batch_size"]),
+    ("unknown-key-no-close-match", "name: x\nbase:\n  zzz: 1\n",
+     ["unknown key 'zzz'", "known keys here: backend, batch_size"], ["did you mean"]),
+    ("unknown-key-in-grid", "name: x\ngrid:\n  batchsize: [1, 2]\n",
+     ["line 3", "grid.batchsize[0]", "did you mean 'batch_size'?"], []),
+    ("section-of-another-backend", "name: x\nbase:\n  backend: pytorch\n  vllm: {}\n",
+     ["line 4, at base.vllm: section `vllm:` is set but backend is 'pytorch'"], []),
+    ("wrong-type", "name: x\nbase:\n  batch_size: four\n",
+     ["line 3, at base.batch_size", "valid integer", "(got 'four')"], []),
+    ("grid-value-not-a-list", "name: x\ngrid:\n  batch_size: 4\n",
+     ["line 3, at grid.batch_size", "valid list"], []),
+    ("wrong-type-for-a-section", "name: x\nbase:\n  decoding: greedy\n",
+     ["line 3, at base.decoding", "(got 'greedy')"], []),
+    ("missing-name", "base:\n  batch_size: 2\n", ["at name: required key is missing"], []),
+    ("bad-campaign-name", "name: 'my campaign'\n", ["line 1, at name", "(got 'my campaign')"], []),
+    ("out-of-range-in-grid-block-list", "name: x\ngrid:\n  batch_size:\n    - 1\n    - 0\n",
+     ["line 5, at grid.batch_size[1]", "greater than or equal to 1", "(got 0)",
+      "in experiment (batch_size=0)"], []),
+    ("out-of-range-in-grid-flow-list", "name: x\nbase:\n  seed: 1\ngrid:\n  batch_size: [1, 0]\n",
+     ["line 5, at grid.batch_size[1]"], []),
+    ("out-of-range-in-base", "name: x\nbase:\n  warmup:\n    runs: -1\n",
+     ["line 4, at base.warmup.runs", "greater than or equal to 0"], []),
+    ("bad-value-in-scoped-grid-key",
+     "name: x\ngrid:\n  pytorch.attn_implementation: [eager, flash]\n",
+     ["line 3, at grid.pytorch.attn_implementation[1]",
+      "'eager', 'sdpa' or 'flash_attention_2'", "(got 'flash')"], []),
+    ("bad-value-in-explicit-experiment",
+     "name: x\nexperiments:\n  - batch_size: 2\n  - batch_size: 3\n    precision: fp8\n",
+     ["line 5, at experiments[1].precision", "'fp32', 'fp16' or 'bf16'", "(got 'fp8')"], []),
+    ("greedy-with-temperature", "name: x\nbase:\n  decoding:\n    temperature: 0.5\n",
+     ["line 3, at base.decoding", "temperature", "set `strategy: sampling`"], []),
+    ("greedy-with-temperature-from-grid", "name: x\ngrid:\n  decoding.temperature: [1.0, 0.5]\n",
+     ["line 3, at grid.decoding.temperature[1]", "set `strategy: sampling`"], []),
+    ("jsonl-without-path", "name: x\nbase:\n  prompts: {source: jsonl}\n",
+     ["line 3, at base.prompts", "needs `path`"], []),
+    ("several-problems", "name: x\nbase:\n  batch_size: 0\n  seed: -1\n  precision: fp8\n",
+     ["line 3, at base.batch_size", "line 4, at base.seed", "line 5, at base.precision"], []),
+    ("empty-grid", "name: x\ngrid: {}\n", ["line 2, at grid", "grid is empty"], []),
+    ("empty-value-list", "name: x\ngrid:\n  batch_size: []\n",
+     ["line 2, at grid", "'batch_size' has an empty list of values"], []),
+    ("empty-experiments-list", "name: x\nexperiments: []\n",
+     ["`experiments:` is an empty list"], []),
     # YAML keeps the last of two equal keys: a whole grid dimension would vanish silently
-    path = write_yaml("name: x\ngrid:\n  batch_size: [1, 2]\n  batch_size: [4]\n")
+    ("duplicate-key", "name: x\ngrid:\n  batch_size: [1, 2]\n  batch_size: [4]\n",
+     ["line 4, at grid.batch_size", "duplicate key 'batch_size' (first set on line 3)"], []),
+    ("duplicate-key-inside-a-list-item",
+     "name: x\nexperiments:\n  - {seed: 1}\n  - {seed: 1, seed: 2}\n",
+     ["line 4, at experiments[1].seed: duplicate key 'seed'"], []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "says", "never_says"), [case[1:] for case in BAD_FILES], ids=[c[0] for c in BAD_FILES]
+)
+def test_bad_campaign_file_names_file_line_key_and_expectation(
+    write_yaml: WriteYaml, text: str, says: list[str], never_says: list[str]
+) -> None:
+    path = write_yaml(text)
     message = config_error(path)
     assert str(path) in message
-    assert "line 4, at grid.batch_size" in message
-    assert "duplicate key 'batch_size' (first set on line 3)" in message
-
-
-def test_duplicate_key_inside_a_list_item(write_yaml: WriteYaml) -> None:
-    path = write_yaml("name: x\nexperiments:\n  - {seed: 1}\n  - {seed: 1, seed: 2}\n")
-    message = config_error(path)
-    assert "line 4, at experiments[1].seed: duplicate key 'seed'" in message
+    for fragment in says:
+        assert fragment in message
+    for fragment in never_says:
+        assert fragment not in message
 
 
 def test_yaml_merge_keys_are_not_duplicates(write_yaml: WriteYaml) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import finish_campaign
 from matplotlib.collections import PathCollection
+from unit_results import finish_campaign
 
 from llenergymeasure.api import load_results
 from llenergymeasure.config import load_campaign

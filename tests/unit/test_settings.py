@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import finish_campaign
+from unit_results import finish_campaign
 
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.campaign import Gaps
