@@ -13,7 +13,7 @@ from llenergymeasure.flatten import flatten
 from llenergymeasure.results.schema import ExperimentResult
 
 if TYPE_CHECKING:
-    from llenergymeasure.orchestrator.manifest import Manifest
+    from llenergymeasure.results.views import CampaignView
 
 RESULTS_STEM = "results"
 RESULTS_CSV = f"{RESULTS_STEM}.csv"
@@ -29,7 +29,7 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
     return row
 
 
-def results_frame(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
+def results_frame(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
     """One row per manifest entry, in run order, from each entry's result.json (the ground
     truth); the orchestrator's warnings about an entry join the worker's."""
     settings = manifest.execution.settings
@@ -80,7 +80,7 @@ def derived_energy(
     return {"facility_energy_j": facility, "co2_g": co2}
 
 
-def collate(campaign_dir: Path, manifest: Manifest) -> pd.DataFrame:
+def collate(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
     """Rebuild both tables (results.csv, results.parquet) from the manifest and result files."""
     frame = results_frame(campaign_dir, manifest)
     write_tables(frame, campaign_dir, RESULTS_STEM)

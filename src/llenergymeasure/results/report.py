@@ -27,7 +27,7 @@ from llenergymeasure.results.aggregate import (
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
-    from llenergymeasure.api import CampaignResults
+    from llenergymeasure.results.views import LoadedCampaign
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
@@ -43,7 +43,7 @@ class Plot:
 
 
 def write_report(
-    loaded: CampaignResults, out_dir: Path | None = None, timeseries: list[str] | None = None
+    loaded: LoadedCampaign, out_dir: Path | None = None, timeseries: list[str] | None = None
 ) -> Path:
     """Write report.html and one PNG per plot into out_dir (default: <campaign>/report);
     timeseries picks the experiments whose power time-series are drawn (ids or unique id
@@ -95,7 +95,7 @@ def _labels(per_experiment: pd.DataFrame, swept: list[str]) -> dict[str, str]:
 
 
 def _timeseries(
-    loaded: CampaignResults, labels: dict[str, str], chosen: list[str] | None
+    loaded: LoadedCampaign, labels: dict[str, str], chosen: list[str] | None
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Power time-series to draw (label -> frame) and notes on what was not drawn. Per
     experiment, its first done run that has a timeseries.parquet."""
@@ -138,7 +138,7 @@ def _resolve(prefix: str, ids: list[str]) -> str:
 
 
 def _page(
-    loaded: CampaignResults,
+    loaded: LoadedCampaign,
     per_experiment: pd.DataFrame,
     swept: list[str],
     images: list[tuple[Plot, str]],
@@ -209,7 +209,7 @@ def _page(
     return "\n".join(parts) + "\n"
 
 
-def _warnings(loaded: CampaignResults, per_experiment: pd.DataFrame) -> list[str]:
+def _warnings(loaded: LoadedCampaign, per_experiment: pd.DataFrame) -> list[str]:
     out = []
     if not plots.measured(per_experiment, plots.ENERGY):
         out.append(
