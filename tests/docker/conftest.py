@@ -80,8 +80,8 @@ def base_image(docker: DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def pytorch_image(docker: DockerClient, base_image: str) -> str:
-    """The real images/Dockerfile (pytorch service) through `docker compose build`, on the local base,
-    with the host's CPU torch; rebuilt every session (cached layers make that quick)."""
+    """The real images/Dockerfile (pytorch service) through `docker compose build`, on the
+    local base, with the host's CPU torch; rebuilt every session (cached layers make that quick)."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     check(
         sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",

@@ -198,11 +198,10 @@ def test_timeout_kills_and_removes_the_container(
         tmp_path / "slow.yaml",
         f"name: slow\ntimeout_s: 30\n{BASE}experiments:\n  - {LONG}\n  - {TINY}\n",
     )
-    with lem_running(
-        "campaign", campaign_file, "-o", "out", "--runner", runner, cwd=tmp_path
-    ) as proc:
+    # the default results directory, relative: `lem resume` below finds it with no argument
+    with lem_running("campaign", campaign_file, "--runner", runner, cwd=tmp_path) as proc:
         campaign_dir, long_entry, container, pid = running_worker(
-            docker, tmp_path / "out", runner, max_output_tokens=1500
+            docker, tmp_path / "results", runner, max_output_tokens=1500
         )
         # What reaches the worker inside its container: the campaign context, nothing more.
         env = worker_env(docker, container, pid)
@@ -227,11 +226,9 @@ def test_timeout_kills_and_removes_the_container(
     assert tiny.status == "done", tiny.error
     assert tiny.container_id != slow.container_id  # a fresh container after the timeout
 
-    # `lem resume --retry-failed` goes through the same runner: the slow one again, attempt 2.
-    resumed = run_lem(
-        "resume", campaign_dir, "--retry-failed", "--runner", runner, "--timeout", "1",
-        cwd=tmp_path,
-    )  # fmt: skip
+    # `lem resume --retry-failed`, no directory, no --runner: the newest unfinished campaign
+    # under ./results, through the runner it recorded; the slow one again, attempt 2.
+    resumed = run_lem("resume", "--retry-failed", "--timeout", "1", cwd=tmp_path)
     assert resumed.returncode == 1, explain(resumed)
     (again, _) = load_manifest(campaign_dir).entries
     assert (again.attempts, again.runner) == (2, runner)
