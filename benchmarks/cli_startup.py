@@ -1,9 +1,11 @@
 """How long `lem --help` and `lem --version` take, and which heavy modules they import.
 
-Each command runs `--runs` times in a fresh interpreter (`python -m llenergymeasure.cli`), the
-source tree given by --src first on the path, so two checkouts can be compared side by side.
+Each command runs `--runs` times in a fresh interpreter (`python -m llenergymeasure.cli`), each
+source tree given by --src first on the path. With several --src, runs alternate between them
+(A B A B ...), so that load from anything else on a shared machine falls on both alike.
 
-    python benchmarks/cli_startup.py --src src --runs 10 --out results/cli_startup.json
+    python benchmarks/cli_startup.py --src /tmp/before/src --src src --runs 10 \
+        --out benchmarks/results/cli_startup.json
 """
 
 from __future__ import annotations
@@ -21,19 +23,16 @@ HEAVY = ("pandas", "pyarrow", "matplotlib", "python_on_whales", "scipy", "torch"
 COMMANDS = {"help": ["--help"], "version": ["--version"]}
 
 
-def time_command(src: Path, args: list[str], runs: int) -> list[float]:
+def time_once(src: Path, args: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "llenergymeasure.cli", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            check=True,
-        )
-        times.append(time.perf_counter() - t0)
-    return times
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - t0
 
 
 def heavy_imports(src: Path) -> list[str]:
@@ -50,20 +49,29 @@ def heavy_imports(src: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--src", type=Path, default=Path("src"))
+    parser.add_argument("--src", type=Path, action="append")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    report: dict[str, object] = {"src": str(args.src), "heavy_imports": heavy_imports(args.src)}
-    for name, cli_args in COMMANDS.items():
-        times = time_command(args.src, cli_args, args.runs)
-        report[name] = {
-            "median_s": round(statistics.median(times), 3),
-            "min_s": round(min(times), 3),
-            "max_s": round(max(times), 3),
-            "runs": args.runs,
-        }
-    text = json.dumps(report, indent=2)
+    sources: list[Path] = args.src or [Path("src")]
+    times: dict[tuple[Path, str], list[float]] = {}
+    for _ in range(args.runs):
+        for name, cli_args in COMMANDS.items():
+            for src in sources:
+                times.setdefault((src, name), []).append(time_once(src, cli_args))
+    report = []
+    for src in sources:
+        entry: dict[str, object] = {"src": str(src), "heavy_imports": heavy_imports(src)}
+        for name in COMMANDS:
+            runs = times[(src, name)]
+            entry[name] = {
+                "median_s": round(statistics.median(runs), 3),
+                "min_s": round(min(runs), 3),
+                "max_s": round(max(runs), 3),
+                "runs": len(runs),
+            }
+        report.append(entry)
+    text = json.dumps({"load_average": os.getloadavg(), "sources": report}, indent=2)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

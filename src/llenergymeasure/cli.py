@@ -20,11 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.config.campaign import Order, RunnerChoice
+from llenergymeasure.config.choices import FORCE_FLAG, Order, RunnerChoice
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
-from llenergymeasure.orchestrator.lock import FORCE_FLAG, LOCK_FILE
-from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
 
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     from llenergymeasure.conductor import Plan
     from llenergymeasure.config.describe import Parameter
     from llenergymeasure.orchestrator.campaign import RunSummary
+    from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 app = typer.Typer(
     help="LLenergyMeasure: measure the energy, throughput and latency of LLM inference.",
@@ -229,6 +228,8 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
+    from llenergymeasure.orchestrator.lock import LOCK_FILE
+    from llenergymeasure.orchestrator.manifest import ManifestStore
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
     directory = campaign_dir or _newest_unfinished(root, retry_failed)
@@ -678,6 +679,8 @@ def describe(entry: ManifestEntry) -> str:
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
+    from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
+
     candidates = []
     for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
         try:

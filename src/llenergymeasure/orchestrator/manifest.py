@@ -24,7 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
-from llenergymeasure.config.campaign import Execution, RunnerChoice
+from llenergymeasure.config.campaign import Execution
+from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused

@@ -1,0 +1,10 @@
+"""Choices the CLI offers as option types, in a module that imports nothing: `lem --help`
+builds its options from these without loading pydantic models (config.campaign re-exports
+them)."""
+
+from typing import Literal
+
+Order = Literal["interleaved", "shuffled", "grouped"]
+RunnerChoice = Literal["auto", "local", "docker", "docker-persistent"]
+FORCE_FLAG = "--force-unlock"
+"""`lem resume`'s flag to take over a lock that names another machine."""
