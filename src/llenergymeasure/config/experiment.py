@@ -171,12 +171,20 @@ class WarmupConfig(_Strict):
         le=1000,
         description="Passes always done (each over the batches `cover` picks).",
     )
-    cover: Literal["shapes", "batches", "first_batch"] = Field(
-        "shapes",
-        description="What one pass serves: 'shapes' one batch of each distinct shape the window "
-        "will run (rows x padded length); 'batches' every batch of the window; 'first_batch' "
-        "the first batch only (cheapest; the window then meets shapes the warm-up never ran).",
+    cover: Literal["shapes", "batches", "first_batch"] | None = Field(
+        None,
+        description="What one pass serves: 'shapes' (null means this) one batch of each "
+        "distinct shape the window will run (rows x padded length); 'batches' every batch of "
+        "the window; 'first_batch' the first batch only (cheapest; the window then meets "
+        "shapes the warm-up never ran).",
+        json_schema_extra=OMIT_IF_NULL,
     )
+
+    @property
+    def pass_cover(self) -> str:
+        """cover with its default resolved (null keeps earlier experiment ids)."""
+        return self.cover or "shapes"
+
     until_cv: float | None = Field(
         None,
         gt=0.0,

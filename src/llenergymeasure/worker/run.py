@@ -70,7 +70,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             prompt_prep_s = time.perf_counter() - t0
             session.attach(backend.gpu_uuids())
 
-            warm_set = warmup_batches(batches, _shape, config.warmup.cover)
+            warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
             last_pass: list[float] = []
             with session.sampling():
                 warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
@@ -123,7 +123,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             converged=warmup.converged,
             final_cv=warmup.final_cv,
             latencies_s=warmup.latencies_s,
-            cover=config.warmup.cover,
+            cover=config.warmup.pass_cover,
             batch_shapes=[list(s) for s in warm_shapes],
             last_run_batch_latencies_s=list(last_pass),
         ),
