@@ -145,6 +145,7 @@ PRELOADS = ["llenergymeasure.cli", PRELOAD]
 """The fork server's imports: the engine (PRELOAD), and the `lem` CLI because Python 3.11's
 forkserver re-runs the parent's main script in every child before its target (0.6 s a worker
 on 2 cores for `lem`; instant with what the script imports already loaded)."""
+FORK_SERVER_ENV = "LEM_FORK_SERVER"
 FORKABLE_BACKENDS = frozenset({"pytorch"})
 IMPORT_SAFE_ENV = ("LEM_", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 """Job environment read after import (at CUDA start or by the worker): fine to set after a fork."""
@@ -168,8 +169,12 @@ class LocalRunner:
     name = "local"
     fresh_container_per_run = False
 
-    def __init__(self, fork_server: bool = True) -> None:
-        self.fork_server = fork_server
+    def __init__(self, fork_server: bool | None = None) -> None:
+        # LEM_FORK_SERVER=0 turns it off (benchmarks compare the two; a last resort if a
+        # platform's fork misbehaves).
+        self.fork_server = (
+            os.environ.get(FORK_SERVER_ENV, "1") != "0" if fork_server is None else fork_server
+        )
         self._fork_server_started = False
         self._lock = threading.Lock()
         self._active: set[WorkerProcess] = set()
@@ -206,7 +211,11 @@ class LocalRunner:
 
     def run(self, job: Job) -> Outcome:
         env = {**os.environ, **job.env, "PYTHONUNBUFFERED": "1"} | gpu_env(job.gpus)
-        reason = "the runner's fork server is off" if not self.fork_server else spawn_reason(job)
+        reason = (
+            f"the runner's fork server is off ({FORK_SERVER_ENV}=0)"
+            if not self.fork_server
+            else spawn_reason(job)
+        )
         t0 = time.monotonic()
         if self._grace_s is not None:
             return NOT_STARTED
