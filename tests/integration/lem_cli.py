@@ -85,7 +85,7 @@ def processes_mentioning(text: str | Path) -> list[int]:
             continue
         try:
             cmdline = (proc_dir / "cmdline").read_bytes()
-            stdout = os.readlink(proc_dir / "fd" / "1").encode() if cmdline else b""
+            stdout = bytes((proc_dir / "fd" / "1").readlink()) if cmdline else b""
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if needle in cmdline or needle in stdout:
