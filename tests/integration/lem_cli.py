@@ -85,9 +85,12 @@ def processes_mentioning(text: str | Path) -> list[int]:
             continue
         try:
             cmdline = (proc_dir / "cmdline").read_bytes()
-            stdout = bytes((proc_dir / "fd" / "1").readlink()) if cmdline else b""
         except OSError:  # gone meanwhile, or not ours to read
             continue
+        try:
+            stdout = bytes((proc_dir / "fd" / "1").readlink()) if cmdline else b""
+        except OSError:
+            stdout = b""
         if needle in cmdline or needle in stdout:
             pids.append(int(proc_dir.name))
     return pids
