@@ -31,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, BATCH, TOKENS = 64, 32, 128
+CYCLES, HZ = 3, "[0, 10]"
 
 CAMPAIGN = """\
 name: {name}
@@ -50,7 +51,7 @@ base:
   decoding: {{ignore_eos: true}}
   warmup: {warmup}
 grid:
-  measurement.sampler_hz: [0, 10]
+  measurement.sampler_hz: {hz}
 """
 
 
@@ -61,6 +62,7 @@ def campaign(
     text = CAMPAIGN.format(
         name=name,
         cycles=cycles,
+        hz=HZ,
         model=model,
         n=N_PROMPTS,
         batch=BATCH,
@@ -95,10 +97,10 @@ def campaign(
                 "outside_window_s": wall_run - r["measured_duration_s"],
                 "outside_window_and_warmup_s": wall_run - r["measured_duration_s"] - r["warmup_s"],
                 "output_tokens_per_s": r["output_tokens_per_s"],
-                "energy_per_output_token_j": r["energy"].get("energy_per_output_token_j"),
-                "adjusted_energy_per_output_token_j": r["energy"].get(
-                    "adjusted_energy_per_output_token_j"
-                ),
+                "energy_raw_per_output_token_j": r["energy"]["energy_raw_per_output_token_j"],
+                "energy_adjusted_per_output_token_j": r["energy"][
+                    "energy_adjusted_per_output_token_j"
+                ],
                 "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
                 "window_batch_latencies_s": r.get("window_batch_latencies_s"),
                 "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
@@ -207,7 +209,7 @@ def peer(model: Path, out: Path, site: Path, deadline: float) -> dict[str, Any]:
     study.write_text(
         f"""study_name: peer
 runners: {{transformers: process}}
-study_execution: {{n_cycles: 2, experiment_gap_seconds: 2, cycle_gap_seconds: 2}}
+study_execution: {{n_cycles: {CYCLES}, experiment_gap_seconds: 2, cycle_gap_seconds: 2}}
 experiments:
   - task:
       model: {model}
@@ -283,10 +285,13 @@ def main() -> None:
     parser.add_argument("--peer-site", type=Path)
     parser.add_argument("--steps", nargs="+", default=["after", "profile", "before", "peer"])
     parser.add_argument("--model", type=Path, default=Path("/tmp/llama1b"))
+    parser.add_argument("--cycles", type=int, default=3, help="of 'after' and the peer")
+    parser.add_argument("--sampler-hz", default="[0, 10]", help="the 'after' grid's rates")
     parser.add_argument("--budget-s", type=float, default=480.0, help="the peer stops by then")
     parser.add_argument("--small", action="store_true", help="CPU smoke: 8 prompts, 8 tokens")
     args = parser.parse_args()
-    global N_PROMPTS, BATCH, TOKENS
+    global N_PROMPTS, BATCH, TOKENS, CYCLES, HZ
+    CYCLES, HZ = args.cycles, args.sampler_hz
     if args.small:
         N_PROMPTS, BATCH, TOKENS = 8, 4, 8
     deadline = time.monotonic() + args.budget_s
@@ -303,7 +308,7 @@ def main() -> None:
         t0 = time.monotonic()
         try:
             if step == "after":
-                summary[step] = campaign("after", out, model, 3, "{runs: 3}", {})
+                summary[step] = campaign("after", out, model, CYCLES, "{runs: 3}", {})
             elif step == "before":
                 env = {"LEM_FORK_SERVER": "0"}
                 summary[step] = campaign(
