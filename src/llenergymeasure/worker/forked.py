@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from multiprocessing import resource_tracker
+from multiprocessing import forkserver, resource_tracker
 
 from llenergymeasure.worker.launch import WORKER_START_ENV
 
@@ -19,6 +19,10 @@ PRELOAD = "llenergymeasure.worker.preload"
 
 def child_main(exp_path: str, env: dict[str, str], log_path: str) -> None:
     os.setsid()  # its own process group, as a spawned worker: the runner kills the group
+    # multiprocessing hands each child the host's end of the server's "alive" pipe (so it could
+    # fork more); held here, the server outlives a SIGKILLed host and so does this worker.
+    # Closed, the server exits with the host and PR_SET_PDEATHSIG takes this worker down too.
+    _close_private_fd(forkserver._forkserver, "_forkserver_alive_fd")
     env = env | {"LEM_PARENT_PID": str(os.getppid()), WORKER_START_ENV: "forkserver"}
     os.environ.clear()
     os.environ.update(env)
@@ -30,8 +34,17 @@ def child_main(exp_path: str, env: dict[str, str], log_path: str) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     # Its own resource tracker, as a spawned worker has: what the engine leaves registered is
     # reported in the worker's log, not on the campaign's terminal.
+    _close_private_fd(resource_tracker._resource_tracker, "_fd")
     resource_tracker._resource_tracker = resource_tracker.ResourceTracker()
     sys.argv = ["lem-worker", exp_path]
     from llenergymeasure.worker.__main__ import entry
 
     entry()
+
+
+def _close_private_fd(owner: object, name: str) -> None:
+    """Close a file descriptor multiprocessing keeps in a private attribute (3.10-3.13)."""
+    fd = getattr(owner, name, None)
+    if isinstance(fd, int):
+        os.close(fd)
+        setattr(owner, name, None)
