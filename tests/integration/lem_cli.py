@@ -93,7 +93,9 @@ def read_json(path: Path) -> Any:
 
 
 def processes_mentioning(text: str | Path) -> list[int]:
-    """Pids of live processes (other than this one) whose command line contains text.
+    """Pids of live processes (other than this one) whose command line or stdout (a worker's
+    log: how a worker forked from the fork server, whose command line is the server's, is
+    found) contains text.
 
     Zombies have an empty cmdline, so a killed but unreaped process does not count."""
     needle = str(text).encode()
@@ -105,14 +107,24 @@ def processes_mentioning(text: str | Path) -> list[int]:
             cmdline = (proc_dir / "cmdline").read_bytes()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if needle in cmdline:
+        try:
+            stdout = bytes((proc_dir / "fd" / "1").readlink()) if cmdline else b""
+        except OSError:
+            stdout = b""
+        if needle in cmdline or needle in stdout:
             pids.append(int(proc_dir.name))
     return pids
 
 
 def workers_under(path: str | Path) -> list[int]:
-    """Pids of live `llenergymeasure.worker` processes running an exp.json under path."""
-    return [pid for pid in processes_mentioning(path) if b"llenergymeasure.worker" in _cmdline(pid)]
+    """Pids of live workers running an exp.json under path: `llenergymeasure.worker`
+    processes, or processes forked from the fork server that log there."""
+    markers = (b"llenergymeasure.worker", b"multiprocessing.forkserver")
+    return [
+        pid
+        for pid in processes_mentioning(path)
+        if any(marker in _cmdline(pid) for marker in markers)
+    ]
 
 
 def _cmdline(pid: int) -> bytes:

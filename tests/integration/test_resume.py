@@ -85,21 +85,24 @@ def _wait_for_running_worker(
             running = [e for e in manifest.entries if e.status == "running"]
             if done and running:
                 exp_path = manifest_path.parent / running[0].exp_path
-                workers = workers_under(exp_path)
+                workers = workers_under(exp_path.parent)  # a forked one logs there
                 if workers:
                     return manifest_path.parent, manifest, running[0], workers[0]
         time.sleep(0.05)
     raise AssertionError("never saw a done entry and a running worker at the same time")
 
 
-def test_sigkilled_campaign_resumes_each_experiment_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork_server", ["1", "0"], ids=["forked", "spawned"])
+def test_sigkilled_campaign_resumes_each_experiment_exactly_once(
+    tmp_path: Path, fork_server: str
+) -> None:
     campaign_file = write(tmp_path / "killed.yaml", KILL_CAMPAIGN)
     out_root = tmp_path / "out"
     with (tmp_path / "orchestrator.out").open("wb") as log:
         orchestrator = subprocess.Popen(
             lem_cmd("campaign", campaign_file, "-o", out_root),
             cwd=tmp_path,
-            env=lem_env(),
+            env=lem_env() | {"LEM_FORK_SERVER": fork_server},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -107,14 +110,16 @@ def test_sigkilled_campaign_resumes_each_experiment_exactly_once(tmp_path: Path)
             campaign_dir, seen, interrupted, worker_pid = _wait_for_running_worker(
                 orchestrator, out_root
             )
-            # The campaign context reaches the worker through its environment.
-            env = process_env(worker_pid)
-            assert env["LEM_CAMPAIGN_ID"] == seen.campaign_id == campaign_dir.name
-            assert env["LEM_EXPERIMENT_ID"] == interrupted.experiment_id
-            assert env["LEM_CYCLE"] == "1"
-            assert env["LEM_TOTAL_CYCLES"] == "1"
-            assert env["LEM_PARENT_PID"] == str(orchestrator.pid)
-            assert env["HF_HUB_OFFLINE"] == "1"
+            if fork_server == "0":
+                # The campaign context reaches the worker through its environment (a forked
+                # worker sets it after the fork: /proc shows the server's, read at exec).
+                env = process_env(worker_pid)
+                assert env["LEM_CAMPAIGN_ID"] == seen.campaign_id == campaign_dir.name
+                assert env["LEM_EXPERIMENT_ID"] == interrupted.experiment_id
+                assert env["LEM_CYCLE"] == "1"
+                assert env["LEM_TOTAL_CYCLES"] == "1"
+                assert env["LEM_PARENT_PID"] == str(orchestrator.pid)
+                assert env["HF_HUB_OFFLINE"] == "1"
 
             os.kill(orchestrator.pid, signal.SIGKILL)  # the orchestrator only, not its group
             assert orchestrator.wait(timeout=30) == -signal.SIGKILL

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -22,6 +24,26 @@ class RequestOutput:
     latency_s: float
     ttft_s: float | None = None
     inter_token_latency_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One batch as the engine takes it: tokenised, truncated (and for PyTorch padded and on
+    the device) before the measured window opens, so the window holds only the engine's work."""
+
+    shape: tuple[int, ...]
+    """What the engine plans kernels for: (rows, padded length) for PyTorch, (rows, longest
+    prompt) for the engines that batch continuously. Warm-up runs every distinct shape."""
+    inputs: Any
+    """The engine's own input object (a BatchEncoding, a list of token-id prompts)."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """What serve() returns: every request's output and each batch's wall time."""
+
+    outputs: list[RequestOutput]
+    batch_latencies_s: list[float]
 
 
 @dataclass(frozen=True)
@@ -49,8 +71,33 @@ class Backend(ABC):
         """A Hugging Face tokenizer for the loaded model (used for synthetic prompts)."""
 
     @abstractmethod
+    def prepare(self, prompts: list[str]) -> list[PreparedBatch]:
+        """Tokenise and truncate the prompts and cut them into batch_size batches, as the
+        engine will take them (outside the window: a huge prompt costs nothing there)."""
+
+    @abstractmethod
+    def run_batch(self, batch: PreparedBatch) -> list[RequestOutput]:
+        """Serve one prepared batch with the configured decoding, synchronised at its end;
+        one output per request."""
+
+    def initialize(self) -> None:
+        """Engine start-up that is not the workload's warm-up (first-call set-up), run at the
+        end of loading and timed as its own phase. Nothing by default."""
+        return None
+
+    def serve(self, batches: Sequence[PreparedBatch]) -> Served:
+        """Serve every batch in order, timing each."""
+        outputs: list[RequestOutput] = []
+        latencies: list[float] = []
+        for batch in batches:
+            t0 = time.perf_counter()
+            outputs.extend(self.run_batch(batch))
+            latencies.append(time.perf_counter() - t0)
+        return Served(outputs, latencies)
+
     def generate(self, prompts: list[str]) -> list[RequestOutput]:
-        """Serve all prompts with the configured batch size and decoding; one output each."""
+        """Prepare and serve all prompts (tests, benchmarks; the worker times the two apart)."""
+        return self.serve(self.prepare(prompts)).outputs
 
     @abstractmethod
     def synchronize(self) -> None:

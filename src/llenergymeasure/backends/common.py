@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.backends.base import PreparedBatch
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendError, MeasurementError
 from llenergymeasure.measure.flops import ModelShape
@@ -64,6 +65,20 @@ def prompt_token_ids(tokenizer: Any, prompts: list[str], max_input_tokens: int) 
     """Token ids per prompt, truncated to max_input_tokens as the PyTorch backend does."""
     encoded = tokenizer(prompts, truncation=True, max_length=max_input_tokens)
     return [list(ids) for ids in encoded["input_ids"]]
+
+
+def token_id_batches(
+    tokenizer: Any, prompts: list[str], max_input_tokens: int, batch_size: int
+) -> list[PreparedBatch]:
+    """Batches of token-id prompts as vLLM's and TensorRT-LLM's LLM.generate take them; shape
+    (rows, longest prompt)."""
+    ids = prompt_token_ids(tokenizer, prompts, max_input_tokens)
+    batches = []
+    for start in range(0, len(ids), batch_size):
+        rows = ids[start : start + batch_size]
+        inputs = [{"prompt_token_ids": r} for r in rows]
+        batches.append(PreparedBatch((len(rows), max(len(r) for r in rows)), inputs))
+    return batches
 
 
 def checkpoint_shape(path: str) -> ModelShape | None:

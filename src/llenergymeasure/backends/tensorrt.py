@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.backends import REGISTRY
-from llenergymeasure.backends.base import Backend, PeakMemory, RequestOutput
+from llenergymeasure.backends.base import Backend, PeakMemory, PreparedBatch, RequestOutput
 from llenergymeasure.backends.common import (
     ENGINE_DTYPES,
     checkpoint_shape,
     first_visible_gpus,
     load_tokenizer,
     model_path,
-    prompt_token_ids,
     sampling_kwargs,
+    token_id_batches,
 )
 from llenergymeasure.config.backends import TensorRTConfig
 from llenergymeasure.config.experiment import ExperimentConfig, config_hash
@@ -241,21 +241,19 @@ class TensorRTBackend(Backend):
             raise BackendError("tokenizer requested before the model was loaded")
         return self._tokenizer
 
-    def generate(self, prompts: list[str]) -> list[RequestOutput]:
-        """Submit batch_size requests per LLM.generate call (in-flight batching inside)."""
+    def prepare(self, prompts: list[str]) -> list[PreparedBatch]:
+        return token_id_batches(
+            self.tokenizer, prompts, self.config.max_input_tokens, self.config.batch_size
+        )
+
+    def run_batch(self, batch: PreparedBatch) -> list[RequestOutput]:
+        """Submit one batch_size batch per LLM.generate call (in-flight batching inside)."""
         if self._llm is None:
             raise BackendError("generate called before the engine was built or loaded")
-        params = self.sampling_params()
-        token_ids = prompt_token_ids(self.tokenizer, prompts, self.config.max_input_tokens)
-        batch_size = self.config.batch_size
-        outputs: list[RequestOutput] = []
-        for start in range(0, len(token_ids), batch_size):
-            batch = [{"prompt_token_ids": ids} for ids in token_ids[start : start + batch_size]]
-            t0 = time.perf_counter()
-            served = self._llm.generate(batch, params, use_tqdm=False)
-            latency_s = time.perf_counter() - t0
-            outputs.extend(_request_output(r, latency_s) for r in served)
-        return outputs
+        t0 = time.perf_counter()
+        served = self._llm.generate(batch.inputs, self.sampling_params(), use_tqdm=False)
+        latency_s = time.perf_counter() - t0
+        return [_request_output(r, latency_s) for r in served]
 
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns once every request has finished."""

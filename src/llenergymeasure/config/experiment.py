@@ -158,12 +158,33 @@ class MeasurementConfig(_Strict):
 
 
 class WarmupConfig(_Strict):
-    """Full-length runs before the measured window: a fixed count, optionally continued until
-    run latency settles (caches, clocks and temperature reach a steady state)."""
+    """Runs before the measured window: a fixed count, optionally continued until run latency
+    settles (caches, clocks and temperature reach a steady state). A run is one pass over the
+    batches `cover` picks from the window's own prepared batches, so every kernel shape,
+    attention plan and allocator size the window will meet has been met before it opens. Cost
+    with the default: runs x (distinct batch shapes) batches, e.g. 3 x 2 for 64 prompts at
+    batch 32 whose two batches pad to different lengths."""
 
     runs: int = Field(
-        3, ge=0, le=1000, description="Full-length runs always done (one batch of requests each)."
+        3,
+        ge=0,
+        le=1000,
+        description="Passes always done (each over the batches `cover` picks).",
     )
+    cover: Literal["shapes", "batches", "first_batch"] | None = Field(
+        None,
+        description="What one pass serves: 'shapes' (null means this) one batch of each "
+        "distinct shape the window will run (rows x padded length); 'batches' every batch of "
+        "the window; 'first_batch' the first batch only (cheapest; the window then meets "
+        "shapes the warm-up never ran).",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+
+    @property
+    def pass_cover(self) -> str:
+        """cover with its default resolved (null keeps earlier experiment ids)."""
+        return self.cover or "shapes"
+
     until_cv: float | None = Field(
         None,
         gt=0.0,

@@ -48,7 +48,37 @@ class WarmupRecord(_Result):
     final_cv: float | None = Field(
         description="Latency CV of the last `window` runs (all runs without until_cv)."
     )
-    latencies_s: list[float]
+    latencies_s: list[float] = Field(description="Wall time of each run (one pass each).")
+    cover: str | None = Field(None, description="config.warmup.cover: what one pass served.")
+    batch_shapes: list[list[int]] = Field(
+        default_factory=list, description="Shape of each batch one pass served, in order."
+    )
+    last_run_batch_latencies_s: list[float] = Field(
+        default_factory=list, description="Each batch's wall time in the last pass."
+    )
+
+
+class PhaseTimes(_Result):
+    """Wall time of each phase of the worker, in order; only window_s is measured."""
+
+    worker_start_s: float | None = Field(
+        None,
+        description="From the worker process's creation to the start of the experiment "
+        "(interpreter start, or a fork from the fork server, and the worker's own imports).",
+    )
+    engine_import_s: float
+    model_load_s: float
+    engine_init_s: float = Field(
+        description="The engine's first-call set-up (Backend.initialize), part of loading."
+    )
+    prompt_prep_s: float = Field(
+        description="Selecting, tokenising, truncating and batching the prompts."
+    )
+    warmup_s: float
+    window_s: float
+    after_window_s: float = Field(
+        description="From the window's end to the result (reports, time series, snapshot)."
+    )
 
 
 class GpuEnergyRecord(_Result):
@@ -212,6 +242,23 @@ class ExperimentResult(_Result):
     )
     timeseries_file: str | None = Field(
         None, description="Sidecar Parquet of sampled power etc., relative to this file."
+    )
+    phases_s: PhaseTimes | None = None
+    worker_start: str | None = Field(
+        None,
+        description="How the worker process started: 'forkserver' (forked from a server with "
+        "the engine preloaded, before any CUDA use), 'spawn' (a fresh interpreter), with the "
+        "reason where a fork server was not used.",
+    )
+    window_batch_shapes: list[list[int]] = Field(
+        default_factory=list, description="Shape of each batch the window served, in order."
+    )
+    window_batch_latencies_s: list[float] = Field(default_factory=list)
+    window_to_warmup_latency_ratio: float | None = Field(
+        None,
+        description="The window's batch latencies over the last warm-up pass's for batches of "
+        "the same shape (sum over sum); above 1.10 a warning says warm-up costs reached the "
+        "window. Null without warm-up.",
     )
     measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(

@@ -1,13 +1,17 @@
 """The measured window for one experiment cycle.
 
-Order matters: pre-flight -> load (timed, outside the window) -> idle baseline -> sampler on ->
-warm-up -> synchronise -> energy start (at a counter tick) -> serve every prompt ->
-synchronise -> energy stop (at a tick). Nothing else runs inside the window.
+Order matters: pre-flight -> load + engine init (timed, outside the window) -> prompts
+tokenised and batched -> idle baseline -> sampler on -> warm-up over the window's own batch
+shapes -> synchronise -> GC collect, then paused -> energy start (at a counter tick) -> serve
+the prepared batches -> synchronise -> energy stop (at a tick). Nothing else runs inside the
+window.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,16 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from llenergymeasure.backends import get_backend
-from llenergymeasure.backends.base import RequestOutput
+from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.faults import crashpoint
+from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
-from llenergymeasure.measure.session import MeasurementSession
-from llenergymeasure.results.schema import ExperimentResult, LatencyStats, WarmupRecord
-from llenergymeasure.worker.warmup import warm_up
+from llenergymeasure.measure.session import MeasurementSession, Window
+from llenergymeasure.results.schema import (
+    ExperimentResult,
+    LatencyStats,
+    PhaseTimes,
+    WarmupRecord,
+)
+from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
+from llenergymeasure.worker.warmup import ratio_warnings, warm_up, warmup_batches, window_ratio
 
 log = logging.getLogger("lem.worker")
 
@@ -32,9 +43,10 @@ log = logging.getLogger("lem.worker")
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
     started_at = datetime.now(timezone.utc)
+    worker_start_s = _since_launch()
     # Importing the engine (torch + transformers: ~3 s on a 2-core CPU) is part of loading the
     # model, timed on its own. This worker's own modules are all imported by now, so what is
-    # timed here is what the engine adds.
+    # timed here is what the engine adds (~0 when a fork server preloaded it).
     t_import = time.perf_counter()
     backend_cls = get_backend(config.backend)
     engine_import_s = time.perf_counter() - t_import
@@ -47,19 +59,24 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             model_load_s = time.perf_counter() - t0
             device = backend.device_description()
             log.info("model %s loaded in %.2f s on %s", config.model, model_load_s, device)
+            t0 = time.perf_counter()
+            backend.initialize()
+            engine_init_s = time.perf_counter() - t0
+            # Tokenising, truncating, padding and moving to the device happen here, before
+            # the window: a huge prompt costs the window nothing (issue 14.3).
+            t0 = time.perf_counter()
             prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
+            batches = backend.prepare(prompts)
+            prompt_prep_s = time.perf_counter() - t0
             session.attach(backend.gpu_uuids())
 
+            warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
+            last_pass: list[float] = []
             with session.sampling():
-                batch = prompts[: config.batch_size]
-                warmup = warm_up(lambda: backend.generate(batch), config.warmup)
-
-                backend.reset_peak_memory()
-                backend.synchronize()
-                with session.window() as window:
-                    crashpoint("worker.generate")
-                    outputs = backend.generate(prompts)
-                    backend.synchronize()
+                warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
+                window, served = _measure(backend, session, batches)
+            t_after = time.perf_counter()
+            outputs = served.outputs
             duration_s = window.duration_s
             log.info("measured window: %d requests in %.3f s", len(outputs), duration_s)
 
@@ -74,6 +91,21 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     input_tokens = sum(o.input_tokens for o in outputs)
     flops = (
         total_flops(shape, [(o.input_tokens, o.output_tokens) for o in outputs]) if shape else None
+    )
+    warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
+    window_shapes = [_shape(b) for b in batches]
+    ratio = window_ratio(warm_shapes, last_pass, window_shapes, served.batch_latencies_s)
+    if ratio is not None:
+        log.info("window / last warm-up batch latency: %.3f", ratio)
+    phases = PhaseTimes(
+        worker_start_s=worker_start_s,
+        engine_import_s=engine_import_s,
+        model_load_s=model_load_s,
+        engine_init_s=engine_init_s,
+        prompt_prep_s=prompt_prep_s,
+        warmup_s=warmup.duration_s,
+        window_s=duration_s,
+        after_window_s=time.perf_counter() - t_after,
     )
     return ExperimentResult(
         experiment_id=spec.experiment_id,
@@ -91,6 +123,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             converged=warmup.converged,
             final_cv=warmup.final_cv,
             latencies_s=warmup.latencies_s,
+            cover=config.warmup.pass_cover,
+            batch_shapes=[list(s) for s in warm_shapes],
+            last_run_batch_latencies_s=list(last_pass),
         ),
         warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
@@ -116,9 +151,52 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         sampler_hz=config.measurement.sampler_hz if has_series else None,
         sampler_busy_fraction=session.sampler_busy_fraction(),
         timeseries_file=TIMESERIES_FILE if has_series else None,
-        measurement_warnings=[*warmup.warnings(config.warmup), *report.warnings],
+        phases_s=phases,
+        worker_start=os.environ.get(WORKER_START_ENV),
+        window_batch_shapes=[list(s) for s in window_shapes],
+        window_batch_latencies_s=served.batch_latencies_s,
+        window_to_warmup_latency_ratio=ratio,
+        measurement_warnings=[
+            *warmup.warnings(config.warmup),
+            *ratio_warnings(ratio),
+            *report.warnings,
+        ],
         engine_settings=engine_settings,
     )
+
+
+def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[float]) -> None:
+    """One warm-up pass; `latencies` keeps the last pass's batch latencies."""
+    latencies[:] = backend.serve(batches).batch_latencies_s
+
+
+def _measure(
+    backend: Backend, session: MeasurementSession, batches: list[PreparedBatch]
+) -> tuple[Window, Served]:
+    """The measured window: the prepared batches and nothing else."""
+    backend.reset_peak_memory()
+    backend.synchronize()
+    # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
+    # pause of the collector is no part of the engine's work.
+    gc.collect()
+    with gc_paused(), session.window() as window:
+        crashpoint("worker.generate")
+        served = backend.serve(batches)
+        backend.synchronize()
+    return window, served
+
+
+def _shape(batch: PreparedBatch) -> tuple[int, ...]:
+    return batch.shape
+
+
+def _since_launch() -> float | None:
+    """Seconds since the runner launched this worker (it sets LAUNCH_ENV); None if unset."""
+    launched = os.environ.get(LAUNCH_ENV)
+    try:
+        return time.time() - float(launched) if launched else None
+    except ValueError:
+        return None
 
 
 def _engine_latency(values: list[float | None]) -> LatencyStats | None:

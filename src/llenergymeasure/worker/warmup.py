@@ -1,18 +1,26 @@
-"""Warm-up before the measured window: a fixed number of full-length runs, then (optionally)
-more until run latency settles, so the window does not measure caches, clocks and kernels
-coming up to speed."""
+"""Warm-up before the measured window: a fixed number of runs, then (optionally) more until run
+latency settles, so the window does not measure caches, clocks and kernels coming up to speed.
+
+A run is one pass over batches taken from the window's own (config.warmup.cover): by default
+one of each distinct shape, because per-shape start-up (kernel selection, attention plans,
+allocator growth) otherwise lands in the window. window_ratio then checks the outcome: the
+window's mean batch latency over the last warm-up pass's, batch for batch by shape."""
 
 from __future__ import annotations
 
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from llenergymeasure.config.experiment import WarmupConfig
 
 log = logging.getLogger("lem.worker")
+T = TypeVar("T")
+RATIO_WARN = 1.10
+"""Window batches slower than the last warm-up's by more than this: warm-up costs in the window."""
 
 
 @dataclass(frozen=True)
@@ -78,3 +86,45 @@ def warm_up(
         log.info("warm-up run %d: %.3f s", len(latencies), latencies[-1])
     converged = None if config.until_cv is None else settled()
     return WarmupOutcome(latencies, converged, recent_cv(), clock() - start)
+
+
+def warmup_batches(batches: Sequence[T], shape: Callable[[T], Hashable], cover: str) -> list[T]:
+    """The batches one warm-up pass serves, in window order (see WarmupConfig.cover)."""
+    if cover == "batches":
+        return list(batches)
+    if cover == "first_batch":
+        return list(batches[:1])
+    seen: set[Hashable] = set()
+    picked = []
+    for batch in batches:
+        if shape(batch) not in seen:
+            seen.add(shape(batch))
+            picked.append(batch)
+    return picked
+
+
+def window_ratio(
+    warm_shapes: Sequence[Hashable],
+    warm_latencies_s: Sequence[float],
+    window_shapes: Sequence[Hashable],
+    window_latencies_s: Sequence[float],
+) -> float | None:
+    """Sum of the window's batch latencies over the sum of their references: the last warm-up
+    pass's latency of a batch of the same shape, or that pass's mean where no batch of the shape
+    was warmed. None without a warm-up pass or a window batch."""
+    if not warm_latencies_s or not window_latencies_s:
+        return None
+    by_shape = dict(zip(warm_shapes, warm_latencies_s, strict=True))
+    fallback = statistics.fmean(warm_latencies_s)
+    reference = sum(by_shape.get(s, fallback) for s in window_shapes)
+    return sum(window_latencies_s) / reference if reference > 0 else None
+
+
+def ratio_warnings(ratio: float | None) -> list[str]:
+    if ratio is None or ratio <= RATIO_WARN:
+        return []
+    return [
+        f"the window's batches took {ratio:.2f}x the last warm-up pass's (same shapes): "
+        f"above {RATIO_WARN:.2f}, so warm-up costs likely reached the window; "
+        "raise warmup.runs, set warmup.until_cv or warmup.cover: batches"
+    ]

@@ -1,0 +1,329 @@
+"""GPU benchmark: where a campaign's wall time goes, and whether the window pays warm-up.
+
+    PYTHONPATH=src python benchmarks/gpu_phases.py --out DIR [--peer-site DIR] [--steps ...]
+
+On a random-weight 852M Llama (bf16, tools/make_random_llama.py), built-in prompts, 64
+prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, gaps 2 s:
+  before: warmup.cover first_batch (the old warm-up), LEM_FORK_SERVER=0 (the old spawn),
+          sampler 0 and 10 Hz, 2 cycles;
+  after:  the defaults (warm-up over every batch shape, fork server), sampler 0 and 10 Hz,
+          3 cycles;
+  profile: in one process, torch.profiler over the first and second generate at batch 32,
+          with and without Backend.initialize() first;
+  peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
+          study.yaml` on the same model, prompts, lengths, batch and cycles.
+For each campaign: wall time, per run the phases (result.json phases_s) and the time outside
+the window, the measured share of the wall time, throughput CV across cycles, and the
+window / last warm-up batch latency ratio. Writes DIR/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+N_PROMPTS, BATCH, TOKENS = 64, 32, 128
+CYCLES, HZ = 3, "[0, 10]"
+
+CAMPAIGN = """\
+name: {name}
+runner: local
+cycles: {cycles}
+order: interleaved
+gaps: {{between_experiments_s: 2, between_cycles_s: 2}}
+base:
+  model: {model}
+  backend: pytorch
+  precision: bf16
+  prompts: {{source: builtin}}
+  n_prompts: {n}
+  batch_size: {batch}
+  max_input_tokens: {tokens}
+  max_output_tokens: {tokens}
+  decoding: {{ignore_eos: true}}
+  warmup: {warmup}
+grid:
+  measurement.sampler_hz: {hz}
+"""
+
+
+def campaign(
+    name: str, out: Path, model: Path, cycles: int, warmup: str, env: dict[str, str]
+) -> dict[str, Any]:
+    path = out / f"{name}.yaml"
+    text = CAMPAIGN.format(
+        name=name,
+        cycles=cycles,
+        hz=HZ,
+        model=model,
+        n=N_PROMPTS,
+        batch=BATCH,
+        tokens=TOKENS,
+        warmup=warmup,
+    )
+    path.write_text(text)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", "campaign", str(path), "-o", str(out / name)],
+        env=os.environ | env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    wall_s = time.monotonic() - t0
+    print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
+    runs = []
+    for result_path in sorted((out / name).glob("*/*/cycle-*/result.json")):
+        r = json.loads(result_path.read_text())
+        phases = r.get("phases_s") or {}
+        wall_run = (
+            _ts(r["finished_at"]) - _ts(r["started_at"]) + (phases.get("worker_start_s") or 0.0)
+        )
+        runs.append(
+            {
+                "sampler_hz": r["config"]["measurement"]["sampler_hz"],
+                "cycle": r["cycle"],
+                "worker_start": r.get("worker_start"),
+                "phases_s": phases,
+                "run_wall_s": wall_run,
+                "outside_window_s": wall_run - r["measured_duration_s"],
+                "outside_window_and_warmup_s": wall_run - r["measured_duration_s"] - r["warmup_s"],
+                "output_tokens_per_s": r["output_tokens_per_s"],
+                "energy_raw_per_output_token_j": r["energy"]["energy_raw_per_output_token_j"],
+                "energy_adjusted_per_output_token_j": r["energy"][
+                    "energy_adjusted_per_output_token_j"
+                ],
+                "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
+                "window_batch_latencies_s": r.get("window_batch_latencies_s"),
+                "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
+                "warmup_latencies_s": r["warmup"]["latencies_s"],
+                "window_shapes": r.get("window_batch_shapes"),
+                "warmup_shapes": r["warmup"].get("batch_shapes"),
+                "warnings": r["measurement_warnings"],
+            }
+        )
+    window_total = sum(r["phases_s"].get("window_s", 0.0) for r in runs)
+    by_hz: dict[str, Any] = {}
+    for hz in sorted({r["sampler_hz"] for r in runs}):
+        tps = [r["output_tokens_per_s"] for r in runs if r["sampler_hz"] == hz]
+        ratios = [r["window_to_warmup_latency_ratio"] for r in runs if r["sampler_hz"] == hz]
+        by_hz[str(hz)] = {
+            "tokens_per_s": tps,
+            "cv": statistics.stdev(tps) / statistics.fmean(tps) if len(tps) > 1 else None,
+            "ratios": ratios,
+        }
+    summary = {
+        "returncode": proc.returncode,
+        "campaign_wall_s": wall_s,
+        "measured_share": window_total / wall_s,
+        "median_outside_window_s": statistics.median(r["outside_window_s"] for r in runs)
+        if runs
+        else None,
+        "median_outside_window_and_warmup_s": statistics.median(
+            r["outside_window_and_warmup_s"] for r in runs
+        )
+        if runs
+        else None,
+        "by_sampler_hz": by_hz,
+        "runs": runs,
+    }
+    print(name, json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1), flush=True)
+    return summary
+
+
+def _ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def profile(model: Path, out: Path) -> dict[str, Any]:
+    """First vs second generate at batch 32, profiled; and the first real batch after
+    Backend.initialize() (what the load phase now pays)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.datasets import builtin_prompts
+
+    config = ExperimentConfig.model_validate(
+        {
+            "model": str(model),
+            "precision": "bf16",
+            "batch_size": BATCH,
+            "max_input_tokens": TOKENS,
+            "max_output_tokens": TOKENS,
+            "decoding": {"ignore_eos": True},
+        }
+    )
+    prompts = builtin_prompts()[:N_PROMPTS]
+    report: dict[str, Any] = {}
+    for label, init in (("no_init", False), ("with_init", True)):
+        with PyTorchBackend(config) as backend:
+            t0 = time.perf_counter()
+            if init:
+                backend.initialize()
+            report[f"{label}_initialize_s"] = time.perf_counter() - t0
+            batches = backend.prepare(prompts)
+            times = []
+            for i, batch in enumerate([batches[0], batches[0], batches[1], batches[1]]):
+                if label == "no_init" and i < 2:
+                    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+                    with tprofile(activities=activities) as prof:
+                        t0 = time.perf_counter()
+                        backend.run_batch(batch)
+                        times.append(time.perf_counter() - t0)
+                    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+                    (out / f"profile_call{i + 1}.txt").write_text(table)
+                    print(f"--- generate call {i + 1} ({times[-1]:.2f} s) ---\n{table}", flush=True)
+                else:
+                    t0 = time.perf_counter()
+                    backend.run_batch(batch)
+                    times.append(time.perf_counter() - t0)
+            report[f"{label}_batch_s"] = times
+            report["shapes"] = [list(b.shape) for b in batches]
+        torch.cuda.empty_cache()
+    print("profile", json.dumps(report, indent=1), flush=True)
+    return report
+
+
+def peer(model: Path, out: Path, site: Path, deadline: float) -> dict[str, Any]:
+    """The seeds' 0.7.0 release on the same workload (its own package, its own site dir)."""
+    from llenergymeasure.datasets import builtin_prompts
+
+    prompts = out / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in builtin_prompts()[:N_PROMPTS])
+    )
+    study = out / "study.yaml"
+    study.write_text(
+        f"""study_name: peer
+runners: {{transformers: process}}
+study_execution: {{n_cycles: {CYCLES}, experiment_gap_seconds: 2, cycle_gap_seconds: 2}}
+experiments:
+  - task:
+      model: {model}
+      dataset: {{source: {prompts}, n_prompts: {N_PROMPTS}}}
+      max_input_tokens: {TOKENS}
+      max_output_tokens: {TOKENS}
+    engine: transformers
+    serving_mode: offline
+    offline: {{warmup: {{thermal_floor_seconds: 30}}}}
+    transformers:
+      engine_params: {{dtype: bfloat16}}
+      sampling_params: {{min_new_tokens: {TOKENS}, max_new_tokens: {TOKENS}}}
+      llem_execution: {{batch_size: {BATCH}}}
+"""
+    )
+    # Its own package first; the carried pydantic etc. after it; never this checkout's src.
+    deps = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and not p.endswith("src")]
+    env = os.environ | {"PYTHONPATH": ":".join([str(site), *deps])}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(site / "bin" / "llem"),
+                "run",
+                str(study),
+                "-o",
+                str(out / "peer"),
+            ],
+            env=env,
+            text=True,
+            capture_output=True,
+            check=False,
+            cwd=out,
+            timeout=max(30.0, deadline - time.monotonic()),
+        )
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        stdout, stderr, code = str(e.stdout or "")[-6000:], str(e.stderr or ""), None
+    wall_s = time.monotonic() - t0
+    print(stdout[-6000:], stderr[-4000:], flush=True)
+    return _peer_results(out, code, wall_s)
+
+
+def _peer_results(out: Path, code: int | None, wall_s: float) -> dict[str, Any]:
+    files = sorted(str(p.relative_to(out)) for p in (out / "peer").rglob("*.json"))
+    print("peer files", files[:40], flush=True)
+    results = []
+    for path in (out / "peer").rglob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(data, dict) and any("token" in k for k in data):
+            results.append({"file": str(path.relative_to(out)), "data": _flat_numbers(data)})
+    return {"returncode": code, "wall_s": wall_s, "results": results}
+
+
+def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a nested result, by dotted key (the peer's schema is its own)."""
+    flat: dict[str, float] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            flat |= _flat_numbers(v, f"{prefix}{k}.")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        flat[prefix.rstrip(".")] = float(data)
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--peer-site", type=Path)
+    parser.add_argument("--steps", nargs="+", default=["after", "profile", "before", "peer"])
+    parser.add_argument("--model", type=Path, default=Path("/tmp/llama1b"))
+    parser.add_argument("--cycles", type=int, default=3, help="of 'after' and the peer")
+    parser.add_argument("--sampler-hz", default="[0, 10]", help="the 'after' grid's rates")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="the peer stops by then")
+    parser.add_argument("--small", action="store_true", help="CPU smoke: 8 prompts, 8 tokens")
+    args = parser.parse_args()
+    global N_PROMPTS, BATCH, TOKENS, CYCLES, HZ
+    CYCLES, HZ = args.cycles, args.sampler_hz
+    if args.small:
+        N_PROMPTS, BATCH, TOKENS = 8, 4, 8
+    deadline = time.monotonic() + args.budget_s
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    model: Path = args.model
+    if not (model / "config.json").exists() and not args.small:
+        subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "make_random_llama.py"), str(model)], check=True
+        )
+    summary: dict[str, Any] = {}
+    summary_path = out / "summary.json"
+    for step in args.steps:
+        t0 = time.monotonic()
+        try:
+            if step == "after":
+                summary[step] = campaign("after", out, model, CYCLES, "{runs: 3}", {})
+            elif step == "before":
+                env = {"LEM_FORK_SERVER": "0"}
+                summary[step] = campaign(
+                    "before", out, model, 2, "{runs: 3, cover: first_batch}", env
+                )
+            elif step == "profile":
+                summary[step] = profile(model, out)
+            elif step == "peer" and args.peer_site:
+                summary[step] = peer(model, out, args.peer_site, deadline)
+        except Exception as e:
+            summary[step] = {"error": repr(e)}
+            print(step, "failed:", repr(e), flush=True)
+        summary.setdefault("step_s", {})[step] = time.monotonic() - t0
+        summary_path.write_text(json.dumps(summary, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

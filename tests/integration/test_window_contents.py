@@ -1,0 +1,90 @@
+"""What the measured window holds, on the real tiny model run by the worker in this process:
+only the engine's work (prompts are tokenised before it opens), and only batch shapes the
+warm-up already ran."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llenergymeasure.backends.common import load_tokenizer
+from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.models import resolve_model
+from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
+from llenergymeasure.worker.run import run_experiment
+
+pytestmark = pytest.mark.integration
+HUGE_PROMPT_BYTES = 3_000_000
+
+
+def run(tmp_path: Path, prompts: list[str], **config: Any) -> ExperimentResult:
+    """One experiment on the tiny model over `prompts` (a JSONL file), as a worker runs it."""
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    experiment = ExperimentConfig.model_validate(
+        {
+            "prompts": {"source": "jsonl", "path": str(source)},
+            "n_prompts": len(prompts),
+            "max_output_tokens": 2,
+            "measurement": {"sampler_hz": 0},
+            **config,
+        }
+    )
+    spec = ExperimentSpec(
+        schema_fingerprint=schema_fingerprint(),
+        experiment_id="window",
+        campaign_id="window_20260101T000000Z",
+        campaign_name="window",
+        cycle=1,
+        total_cycles=1,
+        attempt=1,
+        output_dir=str(tmp_path / "out"),
+        base_dir=str(tmp_path),
+        cache_dir=str(tmp_path / ".cache"),
+        config=experiment,
+    )
+    return run_experiment(spec)
+
+
+def test_window_does_not_pay_for_tokenising_a_huge_prompt(tmp_path: Path) -> None:
+    huge = "energy " * (HUGE_PROMPT_BYTES // 7)
+    tokenizer = load_tokenizer(resolve_model("builtin:tiny-llama"))
+    t0 = time.perf_counter()
+    tokenizer([huge], truncation=True, max_length=16)
+    tokenise_s = time.perf_counter() - t0
+
+    result = run(tmp_path, [huge, "short"], batch_size=1, max_input_tokens=16)
+
+    assert result.phases_s is not None
+    assert result.window_batch_shapes[0] == [1, 16]  # truncated before serving
+    assert result.input_tokens <= 16 + 4
+    # Tokenising that line alone costs tokenise_s; the window served both prompts in a fraction.
+    assert result.measured_duration_s < tokenise_s / 3, (result.measured_duration_s, tokenise_s)
+    assert result.phases_s.prompt_prep_s > tokenise_s / 3
+
+
+@pytest.mark.parametrize(
+    ("cover", "window_shapes_all_warmed"), [("shapes", True), ("first_batch", False)]
+)
+def test_window_runs_only_batch_shapes_the_warm_up_ran(
+    tmp_path: Path, cover: str, window_shapes_all_warmed: bool
+) -> None:
+    short, long = "Energy per token", "Energy per token of a longer prompt " * 4
+    result = run(
+        tmp_path, [short, short, long, long], batch_size=2, warmup={"runs": 2, "cover": cover}
+    )
+
+    window = {tuple(s) for s in result.window_batch_shapes}
+    warmed = {tuple(s) for s in result.warmup.batch_shapes}
+    assert len(window) == 2  # two padded lengths
+    assert window.issubset(warmed) is window_shapes_all_warmed
+    assert len(result.warmup.latencies_s) == 2
+    assert len(result.warmup.last_run_batch_latencies_s) == len(result.warmup.batch_shapes)
+    assert len(result.window_batch_latencies_s) == 2
+    assert result.window_to_warmup_latency_ratio is not None
+    assert result.window_to_warmup_latency_ratio > 0
