@@ -260,6 +260,22 @@ def test_a_campaign_project_writes_its_compose_values(
     ]  # fmt: skip
 
 
+def test_compose_env_holds_absolute_paths_for_a_relative_campaign_dir(
+    campaign_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lem resume` with no arguments finds `results/<campaign>`: compose would read a
+    relative `results` as an undefined named volume."""
+    monkeypatch.chdir(campaign_dir.parent.parent)
+    relative = campaign_dir.relative_to(campaign_dir.parent.parent)
+    CampaignProject(DockerEngine([CHECKOUT / "compose.yaml"]), relative, Path("campaigns"))
+    values = dict(
+        line.split("=", 1)
+        for line in (campaign_dir / "compose.env").read_text(encoding="utf-8").splitlines()
+    )
+    assert values["LEM_RESULTS_DIR"] == str(campaign_dir.parent)
+    assert values["LEM_INPUT_DIR"] == str(campaign_dir.parent.parent / "campaigns")
+
+
 def test_a_conflicting_mount_variable_in_the_environment_is_refused(
     campaign_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -268,7 +268,12 @@ class CampaignProject:
 
     def __init__(self, engine: DockerEngine, campaign_dir: Path, input_dir: Path) -> None:
         self.name = project_name(campaign_dir)
-        mounts = {"LEM_RESULTS_DIR": str(campaign_dir.parent), "LEM_INPUT_DIR": str(input_dir)}
+        # Absolute: compose reads a relative source such as `results` as a named volume
+        # (`lem resume` with no arguments finds `results/<campaign>`).
+        mounts = {
+            "LEM_RESULTS_DIR": str(campaign_dir.resolve().parent),
+            "LEM_INPUT_DIR": str(input_dir.resolve()),
+        }
         for key, value in mounts.items():
             if os.environ.get(key, value) != value:
                 # compose lets the caller's environment override the env file
