@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 # `make images BACKENDS=pytorch` builds one; see README, "Running in containers".
 BACKENDS ?= pytorch vllm tensorrt
 
-.PHONY: setup setup-vllm demo test test-vllm lint unit integration images bench clean
+.PHONY: setup setup-vllm demo test test-vllm lint unit integration images images-local bench clean
 
 setup: $(STAMP)
 
@@ -61,9 +61,19 @@ test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/pytest tests/vllm_engine -q
 
 # The images carry the schema fingerprint of this checkout; lem refuses images without it.
+# Like lem, a host without /dev/nvidiactl builds with compose.cpu.yaml (vllm: its CPU variant).
+# BASE_IMAGE=<image> builds every listed image on that base instead of compose.yaml's.
+COMPOSE_FILES := -f compose.yaml $(if $(wildcard /dev/nvidiactl),,-f compose.cpu.yaml)
 images: $(STAMP)
 	LEM_SCHEMA_FINGERPRINT=$$($(BIN)/python -c 'from llenergymeasure.results.schema import schema_fingerprint; print(schema_fingerprint())') \
-		docker compose build $(BACKENDS)
+		docker compose $(COMPOSE_FILES) build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(BACKENDS)
+
+# No registry (no Docker Hub): a Debian base built locally by debootstrap, then the CPU images
+# on it. pip in the build still needs PyPI, or PIP_FIND_LINKS/PIP_NO_INDEX (README).
+LOCAL_BASE_IMAGE ?= llenergymeasure-base:bookworm
+images-local: $(STAMP)
+	scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+	$(MAKE) images BASE_IMAGE=$(LOCAL_BASE_IMAGE) BACKENDS="$(or $(filter-out tensorrt,$(BACKENDS)),pytorch)"
 
 # Timed targets live here, never in `make test`. Each benchmark writes results/<name>.json and
 # its section of benchmarks/RESULTS.md; the docker runners run only where an engine and the
