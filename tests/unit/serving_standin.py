@@ -60,7 +60,7 @@ def standin_server(standin: StandIn) -> Iterator[str]:
     """Serve `standin` on a free 127.0.0.1 port in a thread; yields the base URL; always stops."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    holder: dict[str, asyncio.AbstractServer] = {}
+    holder: dict[str, asyncio.Server] = {}
 
     async def start() -> None:
         holder["s"] = await asyncio.start_server(standin.handle, "127.0.0.1", 0, backlog=1024)

@@ -42,7 +42,7 @@ class RequestRecord:
 async def _one(
     client: httpx.AsyncClient, url: str, body: dict[str, object], rec: RequestRecord, t0: float
 ) -> None:
-    clock = time.perf_counter
+    clock = time.monotonic
     try:
         rec.send_s = clock() - t0
         async with client.stream("POST", url, json=body) as resp:
@@ -85,7 +85,7 @@ async def run_level(
     duration_s: float | None = None,
     request_timeout_s: float = 120.0,
 ) -> tuple[float, list[RequestRecord]]:
-    """Run one level; returns (level start on perf_counter, records with times from that start).
+    """Run one level; returns (level start on monotonic clock, records with times from that start).
 
     Open loop when `offsets_s` is given (one request per offset), closed loop at `concurrency`
     over all `prompts` otherwise.
@@ -104,14 +104,14 @@ async def run_level(
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     timeout = httpx.Timeout(request_timeout_s, connect=10.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         records: list[RequestRecord] = []
         if offsets_s is not None:
             tasks = []
             for i, off in enumerate(offsets_s):
                 if duration_s is not None and off > duration_s:
                     break
-                delay = off - (time.perf_counter() - t0)
+                delay = off - (time.monotonic() - t0)
                 if delay > 0:
                     await asyncio.sleep(delay)
                 rec = RequestRecord(i, off)
@@ -124,7 +124,7 @@ async def run_level(
 
             async def worker() -> None:
                 for i in next_i:
-                    now = time.perf_counter() - t0
+                    now = time.monotonic() - t0
                     if duration_s is not None and now > duration_s:
                         return
                     rec = RequestRecord(i, now)
