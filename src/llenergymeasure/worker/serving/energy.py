@@ -1,0 +1,83 @@
+"""Energy-counter series for server levels, whose window is only known after the level.
+
+A thread reads every GPU's total-energy counter every `period_s` (4 Hz: each read costs ~4 ms).
+Window energy is the summed counter interpolated linearly at the window's edges (error under one
+period's share at each edge); the per-interval powers feed the per-request attribution.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from llenergymeasure.measure.nvml import GpuReader
+
+
+class CounterSeries:
+    def __init__(
+        self,
+        readers: Sequence[GpuReader],
+        period_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.readers, self.period_s, self.clock = list(readers), period_s, clock
+        self.points: list[tuple[float, float]] = []
+        """(t on the clock, summed counter J)."""
+        self._stop = threading.Event()
+        self._sleep = sleep
+        self._thread = threading.Thread(target=self._loop, name="lem-counter", daemon=True)
+
+    def read_once(self) -> None:
+        total = 0.0
+        for r in self.readers:
+            mj = r.energy_mj()
+            if mj is None:
+                return
+            total += mj / 1000.0
+        self.points.append((self.clock(), total))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.read_once()
+            if self._sleep is not None:
+                self._sleep(self.period_s)
+            else:
+                self._stop.wait(self.period_s)
+
+    def __enter__(self) -> CounterSeries:
+        if self.readers:
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if self.readers:
+            self.read_once()
+
+    def energy_j(self, start: float, end: float) -> float | None:
+        if len(self.points) < 2 or start < self.points[0][0] or end > self.points[-1][0]:
+            return None
+        return _at(self.points, end) - _at(self.points, start)
+
+    def power_w(self, offset: float = 0.0) -> list[tuple[float, float]]:
+        """Mean power of each interval, placed at its midpoint, times shifted by -offset."""
+        return [
+            ((a + b) / 2 - offset, (eb - ea) / (b - a))
+            for (a, ea), (b, eb) in zip(self.points, self.points[1:], strict=False)
+            if b > a
+        ]
+
+
+def _at(points: Sequence[tuple[float, float]], t: float) -> float:
+    for (a, ea), (b, eb) in itertools.pairwise(points):
+        if a <= t <= b:
+            return ea if b == a else ea + (eb - ea) * (t - a) / (b - a)
+    return points[-1][1]

@@ -1,0 +1,126 @@
+"""The backend's own OpenAI-compatible server, in the worker's process tree, always stopped.
+
+Started in a new session (its own process group) on a free 127.0.0.1 port; `launched()` waits
+for GET /health within startup_timeout_s and, on any exit from the block (timeout, Ctrl+C, a
+crash, success), kills the whole group: SIGTERM, then SIGKILL after a grace. Launch time is
+measured from Popen to the first healthy answer, apart from any level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from llenergymeasure.errors import BackendError
+
+SERVER_BACKENDS = ("vllm", "pytorch", "tensorrt")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(
+    backend: str, model: str, port: int, extra: list[str] | None = None
+) -> list[str]:
+    """Each engine's documented serving CLI, bound to 127.0.0.1:port."""
+    extra = extra or []
+    host = ["--host", "127.0.0.1", "--port", str(port)]
+    bindir = Path(sys.executable).parent
+    if backend == "vllm":
+        return [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            *host,
+            *extra,
+        ]
+    if backend == "pytorch":
+        return [
+            str(bindir / "transformers"),
+            "serve",
+            "--continuous-batching",
+            *host,
+            *extra,
+            model,
+        ]
+    if backend == "tensorrt":
+        return [str(bindir / "trtllm-serve"), "serve", model, *host, *extra]
+    raise BackendError(
+        f"mode: server supports backends {', '.join(SERVER_BACKENDS)}, not {backend!r}"
+    )
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    pid: int
+    launch_s: float
+    log_path: Path
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stray children of a dead leader
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+@contextlib.contextmanager
+def launched(
+    cmd: list[str],
+    port: int,
+    startup_timeout_s: float,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """Start `cmd`, wait for health, yield; the process group is gone when the block exits."""
+    t0 = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = t0 + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-800:]
+                raise BackendError(
+                    f"server exited with code {proc.returncode} before it was healthy:\n{tail}"
+                )
+            try:
+                if httpx.get(base + "/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"server not healthy within startup_timeout_s={startup_timeout_s:g} s "
+                    f"(log: {log_path})"
+                )
+            time.sleep(0.25)
+        yield RunningServer(base, proc.pid, time.monotonic() - t0, log_path)
+    finally:
+        _kill_group(proc)

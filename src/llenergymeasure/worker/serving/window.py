@@ -1,0 +1,119 @@
+"""Steady-state window of a level, and the MSER-5 check on it.
+
+Rule (ML.ENERGY's, generalised from max_num_seqs to the observed plateau): let P be the peak
+number of requests in flight and n the number that completed. The window opens when the P-th
+first token arrives (the in-flight count has reached its plateau) and closes when the (n - P)-th
+request finishes (completions begin to drain). If that leaves nothing (P >= n / 2), the window
+is the whole level, first send to last end, and says so.
+MSER-5 on per-second output-token throughput gives an independent truncation point; the window
+opening before it is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llenergymeasure.worker.serving.loadgen import RequestRecord
+
+
+@dataclass(frozen=True)
+class Window:
+    start_s: float
+    end_s: float
+    level_start_s: float
+    level_end_s: float
+    peak_in_flight: int
+    rule: str
+    mser5_truncation_s: float | None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def coverage(self) -> float:
+        span = self.level_end_s - self.level_start_s
+        return self.duration_s / span if span > 0 else 0.0
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.duration_s < 10:
+            out.append(f"steady-state window {self.duration_s:.2f} s < 10 s")
+        if self.coverage < 0.5:
+            out.append(f"steady-state window covers {self.coverage:.0%} of the level (< 50%)")
+        if self.mser5_truncation_s is not None and self.start_s < self.mser5_truncation_s:
+            out.append(
+                f"window opens at {self.start_s:.2f} s, before MSER-5's "
+                f"{self.mser5_truncation_s:.2f} s"
+            )
+        return out
+
+
+def peak_in_flight(records: Sequence[RequestRecord]) -> int:
+    events = sorted(
+        [(r.send_s, 1) for r in records if r.ok] + [(r.end_s, -1) for r in records if r.ok],
+        key=lambda e: (e[0], e[1]),  # an end before a send at the same instant
+    )
+    depth = peak = 0
+    for _, step in events:
+        depth += step
+        peak = max(peak, depth)
+    return peak
+
+
+def mser5(series: Sequence[float]) -> int:
+    """MSER-5 truncation: index (in raw points) that minimises the marginal standard error."""
+    batches = [sum(series[i : i + 5]) / 5 for i in range(0, len(series) - len(series) % 5, 5)]
+    n = len(batches)
+    if n < 2:
+        return 0
+    best_d, best = 0, float("inf")
+    for d in range(n // 2 + 1):
+        tail = batches[d:]
+        mean = sum(tail) / len(tail)
+        score = sum((x - mean) ** 2 for x in tail) / len(tail) ** 2
+        if score < best:
+            best_d, best = d, score
+    return best_d * 5
+
+
+def tokens_per_second(
+    records: Sequence[RequestRecord], start_s: float, end_s: float
+) -> list[float]:
+    """Output tokens per one-second bin over [start, end); chunk tokens as in chunk_tokens()."""
+    bins = [0.0] * max(1, int(end_s - start_s) + 1)
+    for r in records:
+        share = chunk_tokens(r)
+        for t in r.chunk_times_s:
+            k = int(t - start_s)
+            if 0 <= k < len(bins):
+                bins[k] += share
+    return bins
+
+
+def chunk_tokens(r: RequestRecord) -> float:
+    """Tokens per content chunk: the server's completion count spread evenly over its chunks."""
+    if not r.ok or not r.chunk_times_s:
+        return 0.0
+    return (r.completion_tokens or 0) / len(r.chunk_times_s)
+
+
+def steady_window(records: Sequence[RequestRecord]) -> Window | None:
+    done = [r for r in records if r.ok and r.first_token_s is not None]
+    if not done:
+        return None
+    level_start = min(r.send_s for r in records)
+    level_end = max(r.end_s for r in done if r.end_s is not None)
+    p = peak_in_flight(done)
+    n = len(done)
+    firsts = sorted(r.first_token_s for r in done if r.first_token_s is not None)
+    ends = sorted(r.end_s for r in done if r.end_s is not None)
+    start, end, rule = level_start, level_end, "whole level (plateau leaves no steady state)"
+    if n - p >= 1 and firsts[p - 1] < ends[n - p - 1]:
+        start, end = firsts[p - 1], ends[n - p - 1]
+        rule = f"P-th first token to (n-P)-th end, P={p}, n={n}"
+    series = tokens_per_second(done, level_start, level_end)
+    trunc = mser5(series)
+    mser_s = level_start + trunc if len(series) >= 10 else None
+    return Window(start, end, level_start, level_end, p, rule, mser_s)

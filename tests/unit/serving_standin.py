@@ -1,0 +1,84 @@
+"""A real HTTP server on 127.0.0.1 that streams OpenAI-style /v1/completions with no model.
+
+For the load generator's own tests and benchmark (issue 15.8): fixed first-token delay, fixed
+gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class StandIn:
+    tokens: int = 4
+    first_token_s: float = 0.0
+    gap_s: float = 0.0
+    status: int = 200
+    requests: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.decode().split("\r\n"):
+            if line.lower().startswith("content-length:"):
+                length = int(line.split(":", 1)[1])
+        body = json.loads(await reader.readexactly(length)) if length else {}
+        self.requests += 1
+        if self.status != 200:
+            msg = b'{"error": "stand-in failure"}'
+            writer.write(
+                f"HTTP/1.1 {self.status} Err\r\nContent-Length: {len(msg)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + msg
+            )
+        else:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            )
+            await asyncio.sleep(self.first_token_s)
+            n = min(self.tokens, int(body.get("max_tokens", self.tokens)))
+            for i in range(n):
+                if i:
+                    await asyncio.sleep(self.gap_s)
+                chunk = {"choices": [{"index": 0, "text": f" t{i}"}]}
+                writer.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await writer.drain()
+            usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n}}
+            writer.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await writer.drain()
+        writer.close()
+
+
+@contextmanager
+def standin_server(standin: StandIn) -> Iterator[str]:
+    """Serve `standin` on a free 127.0.0.1 port in a thread; yields the base URL; always stops."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, asyncio.Server] = {}
+
+    async def start() -> None:
+        holder["s"] = await asyncio.start_server(standin.handle, "127.0.0.1", 0, backlog=1024)
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()))
+    thread.start()
+    ready.wait(10)
+    port = holder["s"].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+
+        async def stop() -> None:
+            holder["s"].close()
+            await holder["s"].wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
