@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.config.campaign import Order, RunnerChoice
+from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.lock import FORCE_FLAG, LOCK_FILE
@@ -41,8 +42,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = cli_console()
+err = cli_console(stderr=True)
 
 OutputDir = Annotated[
     Path | None, typer.Option("--output-dir", "-o", help="Results root (overrides the file).")
