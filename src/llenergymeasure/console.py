@@ -16,8 +16,10 @@ class CliConsole(Console):
     name at 80 columns. COLUMNS set by hand still wins."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
-        if self.is_terminal or "COLUMNS" in os.environ or not any(
-            isinstance(o, Table) for o in objects
+        if (
+            self.is_terminal
+            or "COLUMNS" in os.environ
+            or not any(isinstance(o, Table) for o in objects)
         ):
             super().print(*objects, **kwargs)
             return
