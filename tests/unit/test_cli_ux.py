@@ -383,3 +383,51 @@ def test_no_world_write_masks_world_write_and_restores_the_umask(tmp_path: Path)
     assert inside == 0o002
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o775
+
+
+def lem_piped(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`lem ARGS` with stdout a pipe and no COLUMNS: as under nohup, Slurm or `| tee`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**env, "NO_COLOR": "1", "TERM": "dumb"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_tables_off_a_terminal_keep_every_column_and_name(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "name: wide\ncycles: 2\nbase: {decoding: {strategy: sampling}}\n"
+        "grid:\n  batch_size: [1, 2]\n  max_output_tokens: [8, 16]\n"
+        "  decoding.temperature: [0.5, 0.7]\n"
+    )
+    directory = create_campaign(
+        load_campaign(tmp_path / "c.yaml"), tmp_path / "res", settings=UserSettings()
+    )
+    finish_campaign(directory, lambda spec: {})
+    proc = lem_piped("results", directory, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(map(len, lines)) > 80  # not cut at a terminal's default width
+    for text in ("J/token adjusted", "p50 latency s", "decoding.temperature", "max_output_tokens"):
+        assert any(text in line for line in lines), (text, proc.stdout)
+    assert any("fewer than 10 runs" in line for line in lines)  # the CI caveat, on one line
+    # rows whole and sorted by the swept values (max_output_tokens, batch_size, temperature)
+    rows = [line for line in lines if line.startswith("│ ")]
+    assert [r.split("│")[1].strip() for r in rows[:3]] == ["8, 1, 0.5", "8, 1, 0.7", "8, 2, 0.5"]
+
+
+def test_config_list_off_a_terminal_is_one_line_per_parameter(tmp_path: Path) -> None:
+    from llenergymeasure.config.describe import parameters
+
+    proc = lem_piped("config", "list", "--backend", "pytorch", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = parameters("pytorch")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(rows) + 5  # title, 3 header rules, header; a row a line
+    for row in rows:
+        assert sum(row.key in line and row.description[:30] in line for line in lines) >= 1
