@@ -7,7 +7,6 @@ kept; `lem resume` continues).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -21,13 +20,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from llenergymeasure.config.choices import FORCE_FLAG, Order, RunnerChoice
+from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
-from llenergymeasure.errors import ConfigError, LemError, printable
+from llenergymeasure.errors import LemError, printable
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
-    from llenergymeasure import starter
     from llenergymeasure.conductor import Plan
     from llenergymeasure.config.describe import Parameter
     from llenergymeasure.orchestrator.campaign import RunSummary
@@ -40,8 +39,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = cli_console()
+err = cli_console(stderr=True)
 
 OutputDir = Annotated[
     Path | None, typer.Option("--output-dir", "-o", help="Results root (overrides the file).")
@@ -406,47 +405,10 @@ def init(
     has_gpu = Path("/dev/nvidiactl").exists()
     answers = starter.Answers(name=starter.default_name(directory), has_gpu=has_gpu)
     if not non_interactive:
-        answers = _ask(answers)
+        answers = starter.ask(answers, directory)
     for path in starter.write(directory, answers, force=force):
         out.print(f"wrote {escape(str(path))}", soft_wrap=True)
     out.print(f"Next: lem campaign {escape(str(directory / starter.CAMPAIGN_FILE))} --dry-run")
-
-
-def _ask(defaults: starter.Answers) -> starter.Answers:
-    """The few questions of `lem init`; a bad answer is a ConfigError (nothing written)."""
-
-    def numbers(label: str, text: str, kind: type[int] | type[float]) -> list[Any]:
-        try:
-            return [kind(part) for part in text.replace(",", " ").split()]
-        except ValueError as e:
-            raise ConfigError(f"{label}: expected numbers separated by commas, got {text!r}") from e
-
-    def optional_number(label: str) -> float | None:
-        text = typer.prompt(f"{label} (empty: not set)", default="", show_default=False)
-        values = numbers(label, text, float)
-        return values[0] if values else None
-
-    name = typer.prompt("Campaign name", default=defaults.name)
-    model = typer.prompt("Model (a Hugging Face id or builtin:tiny-llama)", default=defaults.model)
-    backends = typer.prompt("Backends (comma-separated)", default=",".join(defaults.backends))
-    sizes = typer.prompt(
-        "Batch sizes (comma-separated)", default=",".join(map(str, defaults.batch_sizes))
-    )
-    cycles = typer.prompt("Cycles", default=defaults.cycles, type=int)
-    results_dir = typer.prompt("Results directory", default=defaults.results_dir)
-    runner = typer.prompt("Runner (auto, local, docker, docker-persistent)", default="auto")
-    return dataclasses.replace(
-        defaults,
-        name=name,
-        model=model,
-        backends=[b.strip() for b in backends.split(",") if b.strip()] or defaults.backends,
-        batch_sizes=numbers("batch sizes", sizes, int) or defaults.batch_sizes,
-        cycles=cycles,
-        results_dir=results_dir,
-        runner=runner,
-        carbon_intensity_g_per_kwh=optional_number("Grid carbon intensity, gCO2/kWh"),
-        pue=optional_number("PUE of the facility"),
-    )
 
 
 @config_app.command("list")

@@ -7,12 +7,15 @@ leaves no file behind. Existing files are never overwritten without `force`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
 from pydantic import ValidationError
 
@@ -39,6 +42,11 @@ class Answers:
     carbon_intensity_g_per_kwh: float | None = None
     pue: float | None = None
     has_gpu: bool = True
+    precision: str | None = None  # None: bf16 with a GPU (half the memory, full speed), else fp32
+
+    @property
+    def chosen_precision(self) -> str:
+        return self.precision or ("bf16" if self.has_gpu else "fp32")
 
 
 def default_name(directory: Path) -> str:
@@ -103,7 +111,7 @@ def render(answers: Answers, campaign_file: str = CAMPAIGN_FILE) -> tuple[str, s
         cycles=answers.cycles,
         model=_yaml(answers.model),
         backend=_yaml(answers.backends[0]),
-        precision="bf16" if answers.has_gpu else "fp32",
+        precision=answers.chosen_precision,
         backend_line=f"  backend: {_yaml(answers.backends)}\n" if several else "",
         batch_sizes=_yaml(answers.batch_sizes),
     )
@@ -150,3 +158,94 @@ def write(directory: Path, answers: Answers, *, force: bool) -> list[Path]:
     for path, text in zip(targets, (campaign_text, settings_text), strict=True):
         write_text_atomic(path, text)
     return targets
+
+
+def outside(results_dir: str, directory: Path) -> bool:
+    """Whether results_dir (as .lem-config.yaml in directory reads it) leaves directory's
+    tree: results written there are easy to lose track of, or land on another disk."""
+    path = Path(results_dir).expanduser()
+    target = (path if path.is_absolute() else directory / path).resolve()
+    return not target.is_relative_to(directory.resolve())
+
+
+def _numbers(text: str, kind: type[int] | type[float]) -> list[Any]:
+    try:
+        return [kind(part) for part in text.replace(",", " ").split()]
+    except ValueError as e:
+        raise ConfigError(f"expected numbers separated by commas, got {text!r}") from e
+
+
+def _optional_number(text: str) -> float | None:
+    values = _numbers(text, float)
+    if len(values) > 1:
+        raise ConfigError(f"expected one number, got {text!r}")
+    return values[0] if values else None
+
+
+def ask(defaults: Answers, directory: Path) -> Answers:
+    """The questions of `lem init`, each answer checked as it is given (rendered into both
+    files and validated as `lem campaign` reads them); a bad answer is explained and asked
+    again, so nine answers are never lost to the last one."""
+    answers = defaults
+
+    def question(
+        label: str, default: str, apply: Callable[[str], dict[str, Any]], show: bool = True
+    ) -> None:
+        nonlocal answers
+        while True:
+            text = typer.prompt(label, default=default, show_default=show)
+            try:
+                candidate = dataclasses.replace(answers, **apply(text.strip()))
+                check(*render(candidate), directory)
+            except ConfigError as e:
+                typer.echo(f"  not valid: {e}; try again", err=True)
+                continue
+            answers = candidate
+            return
+
+    def results(text: str) -> dict[str, Any]:
+        if outside(text, directory) and not typer.confirm(
+            f"  {text} is outside {directory.resolve()}; write results there?",
+            default=False,
+        ):
+            raise ConfigError(f"results_dir outside {directory.resolve()} not confirmed")
+        return {"results_dir": text}
+
+    def listed(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    suggested = "bf16" if defaults.has_gpu else "fp32"
+    why = "bf16 suggested on a GPU" if defaults.has_gpu else "no GPU found: fp32"
+    question("Campaign name", defaults.name, lambda t: {"name": t})
+    question(
+        "Model (a Hugging Face id or builtin:tiny-llama)", defaults.model, lambda t: {"model": t}
+    )
+    question(
+        "Backends (comma-separated)",
+        ",".join(defaults.backends),
+        lambda t: {"backends": listed(t) or defaults.backends},
+    )
+    question(
+        "Batch sizes (comma-separated)",
+        ",".join(map(str, defaults.batch_sizes)),
+        lambda t: {"batch_sizes": _numbers(t, int) or defaults.batch_sizes},
+    )
+    question("Cycles", str(defaults.cycles), lambda t: {"cycles": (_numbers(t, int) or [0])[0]})
+    question(f"Precision: fp32, fp16 or bf16 ({why})", suggested, lambda t: {"precision": t})
+    question("Results directory", defaults.results_dir, results)
+    question(
+        "Runner (auto, local, docker, docker-persistent)", defaults.runner, lambda t: {"runner": t}
+    )
+    question(
+        "Grid carbon intensity, gCO2/kWh (empty: not set)",
+        "",
+        lambda t: {"carbon_intensity_g_per_kwh": _optional_number(t)},
+        show=False,
+    )
+    question(
+        "PUE of the facility (empty: not set)",
+        "",
+        lambda t: {"pue": _optional_number(t)},
+        show=False,
+    )
+    return answers

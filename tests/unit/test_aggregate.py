@@ -174,6 +174,9 @@ def test_per_experiment_summary(tmp_path: Path, write_yaml: WriteYaml) -> None:
         assert row["confidence"] == 0.95
     throughput = summary[summary["metric"] == "output_tokens_per_s"]
     assert sorted(throughput["mean"]) == [10.0, 10.0, 20.0, 20.0]
+    # rows sorted by the swept parameters in column order, not in the order runs ended
+    order = list(zip(throughput["precision"], throughput["batch_size"], strict=True))
+    assert order == [("bf16", 1), ("bf16", 2), ("fp32", 1), ("fp32", 2)]
 
 
 def test_all_null_energy_gives_n_0_and_nulls(tmp_path: Path, write_yaml: WriteYaml) -> None:

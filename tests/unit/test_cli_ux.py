@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,6 @@ from llenergymeasure.cli import app
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.settings import SETTINGS_FILE, UserSettings, load_settings
 from llenergymeasure.cpu_features import CPUINFO_ENV
-from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.permissions import no_world_write
@@ -70,7 +71,10 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 def test_init_asks_and_writes_the_answers(tmp_path: Path) -> None:
     answers = "\n".join(
-        ["energy-sweep", "builtin:tiny-llama", "pytorch", "1, 2, 4", "2", "out", "local", "400", ""]
+        [
+            *("energy-sweep", "builtin:tiny-llama", "pytorch", "1, 2, 4", "2", "fp16"),
+            *("out", "local", "400", ""),
+        ]
     )
     result = CliRunner().invoke(app, ["init", str(tmp_path)], input=answers + "\n")
     assert result.exit_code == 0, result.output
@@ -78,17 +82,63 @@ def test_init_asks_and_writes_the_answers(tmp_path: Path) -> None:
     assert campaign.config.name == "energy-sweep"
     assert campaign.config.cycles == 2
     assert [e.config.batch_size for e in campaign.experiments] == [1, 2, 4]
+    assert {e.config.precision for e in campaign.experiments} == {"fp16"}
     settings = load_settings(tmp_path, env={})
     assert (settings.results_dir, settings.runner) == ("out", "local")
     assert (settings.carbon_intensity_g_per_kwh, settings.pue) == (400.0, None)
 
 
-def test_init_with_a_bad_answer_writes_nothing(tmp_path: Path) -> None:
-    answers = "\n".join(["bad name!", "", "", "", "", "", "", "", ""]) + "\n"
-    result = CliRunner().invoke(app, ["init", str(tmp_path)], input=answers)
-    assert isinstance(result.exception, ConfigError)
-    assert "name" in str(result.exception)
-    assert list(tmp_path.iterdir()) == []
+def lem_init_with_input(directory: Path, answers: list[str]) -> subprocess.CompletedProcess[str]:
+    """The real `lem init` in a subprocess, its answers typed on stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", "init", str(directory)],
+        input="\n".join(answers) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        env={**os.environ, "NO_COLOR": "1"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_init_checks_each_answer_when_given_and_asks_again(tmp_path: Path) -> None:
+    answers = [
+        *("bad name!", "sweep"),  # name
+        "",  # model
+        *("pytorch,nope", ""),  # backends
+        *("1,x", "0", "1,4"),  # batch sizes: not numbers, then out of range
+        *("0", "2"),  # cycles
+        *("bf17", ""),  # precision: the default (fp32 without a GPU, bf16 with one)
+        *("/elsewhere/results", "n", "../up", "", "mine"),  # outside the tree: refused twice
+        "",  # runner
+        *("abc", "400"),  # carbon intensity
+        "",  # PUE
+    ]
+    proc = lem_init_with_input(tmp_path, answers)
+    assert proc.returncode == 0, proc.stderr
+    retries = proc.stderr.count("not valid:")
+    assert retries == 9, proc.stderr
+    assert "'bad name!'" in proc.stderr and "unknown backend 'nope'" in proc.stderr
+    assert proc.stdout.count("write results there?") == 2
+    campaign = load_campaign(tmp_path / CAMPAIGN_FILE)
+    assert (campaign.config.name, campaign.config.cycles) == ("sweep", 2)
+    assert [e.config.batch_size for e in campaign.experiments] == [1, 4]
+    settings = load_settings(tmp_path, env={})
+    assert (settings.results_dir, settings.carbon_intensity_g_per_kwh) == ("mine", 400.0)
+
+
+def test_init_results_dir_outside_the_tree_when_confirmed(tmp_path: Path) -> None:
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-results"
+    proc = lem_init_with_input(tmp_path, ["", "", "", "", "", "", str(elsewhere), "y", "", "", ""])
+    assert proc.returncode == 0, proc.stderr
+    assert load_settings(tmp_path, env={}).results_dir == str(elsewhere)
+
+
+def test_init_suggests_bf16_with_a_gpu_fp32_without() -> None:
+    assert Answers(has_gpu=True).chosen_precision == "bf16"
+    assert Answers(has_gpu=False).chosen_precision == "fp32"
+    assert Answers(has_gpu=True, precision="fp16").chosen_precision == "fp16"
 
 
 def test_several_backends_get_a_backend_dimension(tmp_path: Path) -> None:
@@ -333,3 +383,51 @@ def test_no_world_write_masks_world_write_and_restores_the_umask(tmp_path: Path)
     assert inside == 0o002
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o775
+
+
+def lem_piped(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`lem ARGS` with stdout a pipe and no COLUMNS: as under nohup, Slurm or `| tee`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**env, "NO_COLOR": "1", "TERM": "dumb"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_tables_off_a_terminal_keep_every_column_and_name(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "name: wide\ncycles: 2\nbase: {decoding: {strategy: sampling}}\n"
+        "grid:\n  batch_size: [1, 2]\n  max_output_tokens: [8, 16]\n"
+        "  decoding.temperature: [0.5, 0.7]\n"
+    )
+    directory = create_campaign(
+        load_campaign(tmp_path / "c.yaml"), tmp_path / "res", settings=UserSettings()
+    )
+    finish_campaign(directory, lambda spec: {})
+    proc = lem_piped("results", directory, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(map(len, lines)) > 80  # not cut at a terminal's default width
+    for text in ("J/token adjusted", "p50 latency s", "decoding.temperature", "max_output_tokens"):
+        assert any(text in line for line in lines), (text, proc.stdout)
+    assert any("fewer than 10 runs" in line for line in lines)  # the CI caveat, on one line
+    # rows whole and sorted by the swept values (max_output_tokens, batch_size, temperature)
+    rows = [line for line in lines if line.startswith("│ ")]
+    assert [r.split("│")[1].strip() for r in rows[:3]] == ["8, 1, 0.5", "8, 1, 0.7", "8, 2, 0.5"]
+
+
+def test_config_list_off_a_terminal_is_one_line_per_parameter(tmp_path: Path) -> None:
+    from llenergymeasure.config.describe import parameters
+
+    proc = lem_piped("config", "list", "--backend", "pytorch", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = parameters("pytorch")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(rows) + 5  # title, 3 header rules, header; a row a line
+    for row in rows:
+        assert sum(row.key in line and row.description[:30] in line for line in lines) >= 1

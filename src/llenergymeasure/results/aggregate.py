@@ -132,7 +132,10 @@ def summarize(
     out_columns = [*label_columns, "n_experiments", "metric", *STAT_COLUMNS, "confidence"]
     rows: list[dict[str, Any]] = []
     if len(done):
-        for _, group in done.groupby(by, dropna=False, sort=False):
+        groups = [g for _, g in done.groupby(by, dropna=False, sort=False)]
+        order = [c for c in label_columns if c != "experiment_id"]
+        groups.sort(key=lambda g: [_sort_key(_plain(g[c].iloc[0])) for c in order])
+        for group in groups:
             labels = {c: _plain(group[c].iloc[0]) for c in label_columns}
             for metric, column in METRICS.items():
                 values = _numbers(group, column)
@@ -162,6 +165,15 @@ def _numbers(group: pd.DataFrame, column: str) -> np.ndarray:
         return np.array([], dtype=float)
     values = pd.to_numeric(group[column], errors="coerce").astype("Float64").dropna()
     return values.to_numpy(dtype=float)
+
+
+def _sort_key(value: Any) -> tuple[int, float, str]:
+    """Rows in the order of their swept values: numbers by size, then text, unset last."""
+    if value is None:
+        return (2, 0.0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def _plain(value: Any) -> Any:

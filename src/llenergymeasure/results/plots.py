@@ -38,45 +38,101 @@ def measured(per_experiment: pd.DataFrame, metric: str) -> bool:
     return bool(len(rows)) and int(rows["n"].max()) > 0
 
 
+SHORT_NAMES = {
+    "batch_size": "batch",
+    "max_output_tokens": "out tok",
+    "max_input_tokens": "in tok",
+    "n_prompts": "prompts",
+    "temperature": "T",
+    "strategy": "",
+    "precision": "",
+    "backend": "",
+    "quantization": "quant",
+}
+MAX_FACETS = 4  # rows of panels per figure; more values than that go into the legend
+
+
+def short_name(parameter: str) -> str:
+    """`decoding.temperature` -> `T`, `pytorch.attn_implementation` -> `attn_implementation`:
+    labels that fit a legend; self-describing values (fp16, greedy) get no name at all."""
+    last = parameter.rsplit(".", 1)[-1]
+    return SHORT_NAMES.get(last, last)
+
+
+def short_label(names: Sequence[str], values: Sequence[Any]) -> str:
+    parts = []
+    for name, value in zip(names, values, strict=True):
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            continue  # not a setting of this run (a greedy run's temperature)
+        short = short_name(name)
+        parts.append(f"{short}={value}" if short else str(value))
+    return " ".join(parts) or "-"
+
+
 def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequence[str]) -> Figure:
-    """Energy per token, throughput and latency against one swept parameter, with CI error
-    bars; one line per combination of the other swept parameters."""
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, 3)
+    """Energy per token, throughput and latency against one swept parameter (evenly spaced,
+    one tick per swept value), with CI error bars. Of the other swept parameters, the one
+    with the fewest values (2..MAX_FACETS) picks the row of panels and the rest pick the
+    line; one legend, outside the axes. Runs without the parameter (a greedy run has no
+    temperature) are left out of its figure."""
     others = [p for p in swept if p != parameter]
-    values = _ordered(per_experiment[parameter].dropna().unique())
-    numeric = all(
-        isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
-        for v in values
-    )
-    for ax, metric in zip(axes, (ENERGY, THROUGHPUT, LATENCY), strict=True):
-        if metric == ENERGY and not measured(per_experiment, ENERGY):
-            _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
-            ax.set_title(AXIS_LABELS[metric], fontsize=10)
-            continue
-        rows = metric_table(per_experiment, metric).reset_index()
-        groups = rows.groupby(others, dropna=False, sort=False) if others else [((), rows)]
-        for index, (key, group) in enumerate(groups):
-            points = group[group["n"] > 0]
-            if points.empty:
+    rows_all = per_experiment[per_experiment[parameter].notna()]
+    values = _ordered(rows_all[parameter].unique())
+    counts = {p: rows_all[p].astype(str).nunique() for p in others}
+    facets = [p for p in sorted(others, key=lambda p: counts[p]) if 2 <= counts[p] <= MAX_FACETS]
+    facet = facets[0] if len(others) >= 2 and facets else None
+    series_keys = [p for p in others if p != facet and counts[p] > 1]
+    facet_values = _ordered(rows_all[facet].astype(str).unique()) if facet else [None]
+    fig = Figure(figsize=(13, 0.6 + 3.1 * len(facet_values)), layout="constrained")
+    axes = fig.subplots(len(facet_values), 3, squeeze=False)
+    labelled: dict[str, Any] = {}
+    colours: dict[str, str] = {}
+    for row_axes, facet_value in zip(axes, facet_values, strict=True):
+        in_facet = (
+            rows_all if facet is None else rows_all[rows_all[facet].astype(str) == facet_value]
+        )
+        for ax, metric in zip(row_axes, (ENERGY, THROUGHPUT, LATENCY), strict=True):
+            title = AXIS_LABELS[metric]
+            if facet is not None:
+                title += f"\n{short_label([facet], [facet_value])}"
+            ax.set_title(title, fontsize=9)
+            if metric == ENERGY and not measured(per_experiment, ENERGY):
+                _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
                 continue
-            order = points[parameter].map(values.index)
-            points = points.assign(_order=order).sort_values("_order")
-            x = _positions(list(points[parameter]), values, numeric, index, len(others) > 0)
-            ax.errorbar(
-                x,
-                points["mean"].astype(float),
-                yerr=_error_bars(points),
-                marker="o",
-                capsize=4,
-                label=_series_label(others, key),
+            rows = in_facet[in_facet["metric"] == metric]
+            groups = (
+                rows.groupby(series_keys, dropna=False, sort=True) if series_keys else [((), rows)]
             )
-        ax.set_title(AXIS_LABELS[metric], fontsize=10)
-        ax.set_xlabel(parameter)
-        _x_axis(ax, values, numeric)
-        ax.grid(alpha=0.3)
-        if others:
-            ax.legend(fontsize=8)
+            for index, (key, group) in enumerate(groups):
+                points = group[group["n"] > 0]
+                if points.empty:
+                    continue
+                points = points.assign(_x=points[parameter].map(values.index)).sort_values("_x")
+                keys = key if isinstance(key, tuple) else (key,)
+                label = short_label(series_keys, keys) if series_keys else "mean"
+                shift = (index % 5 - 2) * 0.04 if series_keys else 0.0  # keep bars apart
+                container = ax.errorbar(
+                    points["_x"] + shift,
+                    points["mean"].astype(float),
+                    yerr=_error_bars(points),
+                    marker="o",
+                    capsize=3,
+                    color=colours.setdefault(label, f"C{len(colours) % 10}"),
+                    label=label,
+                )
+                labelled.setdefault(label, container)
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xlim(-0.5, len(values) - 0.5)
+            ax.set_xlabel(short_name(parameter) or parameter, fontsize=9)
+            ax.grid(alpha=0.3)
+    if series_keys and labelled:
+        fig.legend(
+            list(labelled.values()),
+            list(labelled),
+            loc="outside right upper",
+            fontsize=8,
+            title=" ".join(short_name(k) or k for k in series_keys),
+        )
     fig.suptitle(f"Metrics vs {parameter} (mean and CI across runs)")
     return fig
 
@@ -176,35 +232,51 @@ def timeseries_figure(series: dict[str, pd.DataFrame]) -> Figure:
 
 
 def cycle_spread_figure(runs: pd.DataFrame, labels: dict[str, str]) -> Figure:
-    """Every run's value per experiment, coloured by cycle: how much cycles disagree."""
-    fig = Figure(figsize=(11, 4.8), layout="constrained")
-    axes = fig.subplots(1, 2)
+    """How much the cycles of each experiment disagree: every run's value as a percentage
+    off its experiment's mean (one row per experiment, labelled with its mean), so spreads
+    of fast and slow configurations read on one axis."""
     done = runs[runs["status"] == "done"]
     ids = list(dict.fromkeys(done["experiment_id"]))
+    fig = Figure(figsize=(12, 2.2 + 0.3 * len(ids)), layout="constrained")
+    axes = fig.subplots(1, 2)
     columns = {
-        THROUGHPUT: "output_tokens_per_s",
-        ENERGY: "energy.energy_raw_per_output_token_j",
+        THROUGHPUT: ("output_tokens_per_s", "tokens/s"),
+        ENERGY: ("energy.energy_raw_per_output_token_j", "J/token"),
     }
-    for ax, (metric, column) in zip(axes, columns.items(), strict=True):
+    cycles = sorted(done["cycle"].unique())
+    for ax, (metric, (column, unit)) in zip(axes, columns.items(), strict=True):
         ax.set_title(AXIS_LABELS[metric] + ", per run", fontsize=10)
         values = pd.to_numeric(done.get(column, pd.Series(dtype=float)), errors="coerce")
         if metric == ENERGY and values.isna().all():
             _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
             continue
-        for cycle in sorted(done["cycle"].unique()):
-            in_cycle = done["cycle"] == cycle
-            xs = [ids.index(i) for i in done.loc[in_cycle, "experiment_id"]]
-            ax.scatter(xs, values[in_cycle], label=f"cycle {cycle}", s=30, alpha=0.8)
-        for x, experiment_id in enumerate(ids):
-            mean = values[done["experiment_id"] == experiment_id].mean()
-            if not math.isnan(mean):
-                ax.hlines(mean, x - 0.3, x + 0.3, color="black", linewidth=1)
-        ax.set_xticks(
-            range(len(ids)), [labels.get(i, i) for i in ids], rotation=30, ha="right", fontsize=8
+        means = {i: values[done["experiment_id"] == i].mean() for i in ids}
+        off = pd.Series(
+            [
+                (v / means[i] - 1) * 100 if means[i] else math.nan
+                for v, i in zip(values, done["experiment_id"], strict=True)
+            ],
+            index=done.index,
         )
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-    fig.suptitle("Per-cycle spread (bar: mean)")
+        for cycle in cycles:
+            in_cycle = done["cycle"] == cycle
+            ys = [ids.index(i) for i in done.loc[in_cycle, "experiment_id"]]
+            ax.scatter(off[in_cycle], ys, label=f"cycle {cycle}", s=28, alpha=0.85)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ticks = [
+            f"{labels.get(i, i)}  ({means[i]:.3g} {unit})" if not math.isnan(means[i]) else i
+            for i in ids
+        ]
+        ax.set_yticks(range(len(ids)), ticks, fontsize=8)
+        ax.set_ylim(len(ids) - 0.5, -0.5)
+        ax.set_xlabel("% off the experiment's mean", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    handles, names = next(
+        (ax.get_legend_handles_labels() for ax in axes if ax.collections), ([], [])
+    )
+    if handles:
+        fig.legend(handles, names, loc="outside right upper", fontsize=8)
+    fig.suptitle("Per-cycle spread: each run against its experiment's mean")
     return fig
 
 
@@ -239,29 +311,3 @@ def _ordered(values: Any) -> list[Any]:
         return sorted(items)
     except TypeError:
         return sorted(items, key=str)
-
-
-def _positions(
-    xs: list[Any], values: list[Any], numeric: bool, series: int, offset: bool
-) -> list[float]:
-    if numeric:
-        return [float(x) for x in xs]
-    shift = (series % 5 - 2) * 0.06 if offset else 0.0  # keep overlapping series apart
-    return [values.index(x) + shift for x in xs]
-
-
-def _x_axis(ax: Axes, values: list[Any], numeric: bool) -> None:
-    if not numeric:
-        ax.set_xticks(range(len(values)), [str(v) for v in values])
-        ax.set_xlim(-0.5, len(values) - 0.5)
-        return
-    positive = [float(v) for v in values if float(v) > 0]
-    if len(positive) == len(values) and max(positive) / min(positive) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks([float(v) for v in values], [str(v) for v in values])
-    ax.minorticks_off()
-
-
-def _series_label(names: Sequence[str], key: Any) -> str:
-    key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{n}={v}" for n, v in zip(names, key, strict=True))

@@ -19,6 +19,7 @@ from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import plots
 from llenergymeasure.results.aggregate import (
+    CONFIG_PREFIX,
     FEW_RUNS,
     FEW_RUNS_CAVEAT,
     summarize,
@@ -51,8 +52,9 @@ def write_report(
     out = out_dir or loaded.campaign_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     statistics = loaded.manifest.execution.statistics
-    per_experiment = summarize(loaded.runs, statistics.model_copy(update={"group_by": None}))
-    swept = swept_parameters(loaded.runs)
+    runs = without_unused_settings(loaded.runs)
+    per_experiment = summarize(runs, statistics.model_copy(update={"group_by": None}))
+    swept = swept_parameters(runs)
     labels = _labels(per_experiment, swept)
     series, notes = _timeseries(loaded, labels, timeseries)
 
@@ -69,7 +71,7 @@ def write_report(
             "pareto", "Throughput vs energy per token", plots.pareto_figure(per_experiment, labels)
         ),
         Plot("power_timeseries", "Power time-series", plots.timeseries_figure(series)),
-        Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(loaded.runs, labels)),
+        Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(runs, labels)),
     ]
     images: list[tuple[Plot, str]] = []
     for plot in figures:
@@ -85,11 +87,29 @@ def write_report(
     return path
 
 
+SAMPLING_ONLY = ("temperature", "top_p", "top_k")
+
+
+def without_unused_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-run table with the sampling settings of greedy runs blanked: a greedy run has
+    no temperature, so it is never drawn (or labelled) at the default 1.0."""
+    strategy = runs.get(CONFIG_PREFIX + "decoding.strategy")
+    if strategy is None:
+        return runs
+    runs = runs.copy()
+    greedy = strategy == "greedy"
+    for name in SAMPLING_ONLY:
+        column = f"{CONFIG_PREFIX}decoding.{name}"
+        if column in runs:
+            runs[column] = runs[column].astype(object).where(~greedy, None)
+    return runs
+
+
 def _labels(per_experiment: pd.DataFrame, swept: list[str]) -> dict[str, str]:
-    """experiment id -> 'batch_size=8, precision=bf16' (its swept values), else the id."""
+    """experiment id -> 'batch=8 bf16' (its swept values, short), else the id."""
     labels: dict[str, str] = {}
     for _, row in per_experiment.drop_duplicates("experiment_id").iterrows():
-        text = ", ".join(f"{p}={row[p]}" for p in swept)
+        text = plots.short_label(swept, [row[p] for p in swept]) if swept else ""
         labels[str(row["experiment_id"])] = text or str(row["experiment_id"])
     return labels
 
