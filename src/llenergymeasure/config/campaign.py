@@ -75,7 +75,7 @@ class StatisticsConfig(BaseModel):
         return keys
 
 
-RunnerChoice = Literal["auto", "local", "docker", "docker-persistent"]
+RunnerChoice = Literal["auto", "local", "docker", "docker-persistent", "slurm"]
 """auto: docker when the engine answers and the images exist, else local (with a notice)."""
 
 
