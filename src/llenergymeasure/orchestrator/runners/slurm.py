@@ -104,8 +104,44 @@ def preflight(settings: SlurmSettings, results_dir: Path) -> None:
             f"runner slurm: unknown partition {settings.partition!r} (from "
             f"{settings.sources.get('partition', 'default')}); known: {', '.join(partitions)}"
         )
-    if not results_dir.exists() or not results_dir.is_dir():
-        raise PreflightError(f"runner slurm: results directory {results_dir} does not exist")
+    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
+    if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        fs = filesystem_type(results_dir)
+        if fs not in SHARED_FS:
+            raise PreflightError(
+                f"runner slurm: the results directory {results_dir} is on {fs}, which the "
+                f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
+                f"filesystem ({', '.join(sorted(SHARED_FS))}) with --output-dir"
+            )
+
+
+SHARED_FS = {
+    "nfs",
+    "nfs4",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "cephfs",
+    "ceph",
+    "fuse.glusterfs",
+    "smb2",
+    "cifs",
+    "wekafs",
+    "fuse.juicefs",
+}
+
+
+def filesystem_type(path: Path) -> str:
+    """The filesystem type of path's nearest existing ancestor (stat -f)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    out = _lines(["stat", "-f", "-c", "%T", str(path)])
+    return out[0] if out else "unknown"
+
+
+def _lines(cmd: list[str]) -> list[str]:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
 class SlurmRunner:
