@@ -7,7 +7,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from slurm_helpers import queued_jobs
 from lem_cli import (
     SEEDS_1_2,
     explain,
@@ -19,6 +18,7 @@ from lem_cli import (
     tiny_campaign,
     write,
 )
+from slurm_helpers import queued_jobs
 
 SLURM = {"LEM_RUNNER": "slurm"}
 
