@@ -23,7 +23,7 @@ from slurm_helpers import queued_jobs
 SLURM = {"LEM_RUNNER": "slurm"}
 
 
-def running_job(root: Path, timeout_s: float = 240) -> str:
+def running_job(root: Path, other_than: str = "", timeout_s: float = 240) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         out = subprocess.run(
@@ -32,14 +32,18 @@ def running_job(root: Path, timeout_s: float = 240) -> str:
             text=True,
             check=False,
         ).stdout
-        ids = [line.split()[0] for line in out.splitlines() if str(root) in line]
+        ids = [
+            line.split()[0]
+            for line in out.splitlines()
+            if str(root) in line and line.split()[0] != other_than
+        ]
         if ids:
             return ids[0]
         time.sleep(0.5)
     raise AssertionError("no job of this campaign reached RUNNING")
 
 
-def test_scancel_is_lost_and_resubmitted_every_run_done_once(campaign_root: Path) -> None:
+def test_scancel_resubmits_requeue_waits_every_run_done_once(campaign_root: Path) -> None:
     campaign = write(campaign_root / "c.yaml", tiny_campaign("sl", tail=SEEDS_1_2 + "retries: 1\n"))
     proc = subprocess.Popen(
         lem_cmd("campaign", campaign, "--runner", "slurm"),
@@ -52,6 +56,8 @@ def test_scancel_is_lost_and_resubmitted_every_run_done_once(campaign_root: Path
     try:
         cancelled = running_job(campaign_root)
         subprocess.run(["scancel", cancelled], check=True, timeout=30)
+        requeued = running_job(campaign_root, other_than=cancelled)
+        subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
         out, _ = proc.communicate(timeout=280)
     finally:
         proc.kill()
@@ -61,6 +67,7 @@ def test_scancel_is_lost_and_resubmitted_every_run_done_once(campaign_root: Path
     assert [e.status for e in entries] == ["done", "done"], out
     job_ids = [e.slurm_job_id for e in entries]
     assert None not in job_ids and cancelled not in job_ids and len(set(job_ids)) == 2
+    assert requeued in job_ids  # Slurm ran it again under the same id; lem waited for it
     assert sorted(e.attempts for e in entries) == [1, 2]  # only the cancelled run ran again
     assert {e.slurm_node for e in entries} == {
         subprocess.check_output(["hostname", "-s"], text=True).strip()

@@ -131,6 +131,19 @@ SHARED_FS = {
 }
 
 
+def partitions() -> list[str]:
+    """Slurm's partitions (sinfo), the default one without its '*'."""
+    return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
+
+
+def shared_how(results_dir: Path) -> str:
+    """Why every node sees results_dir: one node (this machine), or its filesystem type."""
+    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
+    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        return f"results dir {results_dir}: one node, this machine (shared trivially)"
+    return f"results dir {results_dir} on {filesystem_type(results_dir)}"
+
+
 def filesystem_type(path: Path) -> str:
     """The filesystem type of path's nearest existing ancestor (stat -f)."""
     while not path.exists() and path != path.parent:
