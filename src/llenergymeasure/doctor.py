@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,17 @@ def run_checks() -> list[Check]:
     """Every check, in order; never raises."""
     settings_checks, settings = _settings()
     rows = list(settings_checks)
-    for probe in (_python, _packages, _backends, _cpu, _gpus, _docker, _results_dir, _hf_cache):
+    for probe in (
+        _python,
+        _packages,
+        _backends,
+        _cpu,
+        _gpus,
+        _docker,
+        _results_dir,
+        _slurm,
+        _hf_cache,
+    ):
         rows += _guarded(probe, settings)
     return rows
 
@@ -295,6 +306,29 @@ def _results_dir(settings: UserSettings | None) -> list[Check]:
         return [Check("results dir", "fail", detail, fix)]
     where = f"{root.resolve()}" + ("" if existing == root else " (will be created)")
     return [Check("results dir", "ok", f"{where}, writable")]
+
+
+def _slurm(settings: UserSettings | None) -> list[Check]:
+    """runner slurm: client tools, partitions, a results directory every node sees."""
+    from llenergymeasure.config.slurm import SlurmSettings
+    from llenergymeasure.errors import PreflightError
+    from llenergymeasure.orchestrator.runners.slurm import partitions, preflight, shared_how
+
+    needed = settings is not None and settings.runner == "slurm"
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        if not needed:
+            return [Check("slurm", "ok", "sbatch not found (needed only for runner slurm)")]
+        fix = "install Slurm's client tools (Debian: slurm-client); one node: "
+        fix += "scripts/provision-slurm.sh"
+        return [Check("slurm", "fail", "runner slurm, but sbatch/squeue not found", fix)]
+    root = Path(settings.results_dir if settings is not None else "results").resolve()
+    try:
+        preflight(SlurmSettings.from_env(), root)
+    except PreflightError as e:
+        fix = "LEM_SLURM_PARTITION: one sinfo lists; results on a shared filesystem (-o DIR)"
+        return [Check("slurm", "fail" if needed else "warn", printable(str(e), 600), fix)]
+    detail = f"sbatch, squeue found; partitions: {', '.join(partitions())}; {shared_how(root)}"
+    return [Check("slurm", "ok", detail)]
 
 
 def _hf_cache(_settings: UserSettings | None) -> list[Check]:

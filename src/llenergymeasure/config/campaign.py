@@ -75,9 +75,6 @@ class StatisticsConfig(BaseModel):
         return keys
 
 
-"""auto: docker when the engine answers and the images exist, else local (with a notice)."""
-
-
 class CampaignConfig(BaseModel):
     """The campaign file's top level. `base`, `grid` and `experiments` stay raw here: they are
     merged first and validated as ExperimentConfig per expanded experiment (see grid.py), so a

@@ -5,6 +5,7 @@ them)."""
 from typing import Literal
 
 Order = Literal["interleaved", "shuffled", "grouped"]
-RunnerChoice = Literal["auto", "local", "docker", "docker-persistent"]
+RunnerChoice = Literal["auto", "local", "docker", "docker-persistent", "slurm"]
+"""auto: docker when the engine answers and the images exist, else local (with a notice)."""
 FORCE_FLAG = "--force-unlock"
 """`lem resume`'s flag to take over a lock that names another machine."""

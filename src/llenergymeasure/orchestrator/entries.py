@@ -43,6 +43,8 @@ def prepare_entry(
     entry.status, entry.runner = "running", runner_name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
     entry.container_name = entry.container_id = entry.image_digest = None
+    entry.slurm_job_id = entry.slurm_node = None
+    entry.slurm_gpus = None
     entry.container_start_s = None
     return Job(
         exp_path=exp_path,
@@ -75,6 +77,10 @@ def complete_entry(
         entry.container_name = outcome.container.name
         entry.container_id = outcome.container.id
         entry.image_digest = outcome.container.image_digest
+    if outcome.slurm is not None:
+        entry.slurm_job_id = outcome.slurm.job_id
+        entry.slurm_node = outcome.slurm.node
+        entry.slurm_gpus = outcome.slurm.gpus
     if outcome.container_start_s:
         entry.container_start_s = round(outcome.container_start_s, 3)
     result = complete_result(job.output_dir, manifest, entry)

@@ -87,6 +87,9 @@ class ManifestEntry(BaseModel):
         description="docker-persistent: seconds of this attempt spent starting its long-lived "
         "container (a campaign's first experiment per backend), inside started_at..finished_at.",
     )
+    slurm_job_id: str | None = Field(None, description="runner slurm: the job of the attempt.")
+    slurm_node: str | None = Field(None, description="runner slurm: the node it ran on.")
+    slurm_gpus: int | None = Field(None, description="runner slurm: GPUs requested.")
     status: Status = "pending"
     attempts: int = 0
     started_at: datetime | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Outcome:
     """Seconds of wall_s spent starting a long-lived container before the worker began
     (docker-persistent, once per backend and campaign): a cost of the campaign, not of this
     experiment."""
+    slurm: Any = None
+    """runner slurm: a SlurmRecord (job id, node, GPUs) of the job that ran this attempt."""
 
 
 NOT_STARTED = Outcome(returncode=None, timed_out=False, wall_s=0.0)

@@ -14,13 +14,14 @@ from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.settings import UserSettings
+from llenergymeasure.config.slurm import SlurmSettings
 from llenergymeasure.errors import PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.orchestrator.runners import Runner
 from llenergymeasure.orchestrator.runners.docker import DockerEngine, Image, unreachable_paths
 
-RunnerName = Literal["local", "docker", "docker-persistent"]
+RunnerName = Literal["local", "docker", "docker-persistent", "slurm"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class RunnerPlan:
 
         if self.name == "local":
             return LocalRunner()
+        if self.name == "slurm":  # runner slurm (issue 16)
+            from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
+
+            return SlurmRunner(SlurmSettings.from_env(), campaign_dir)
         assert self.engine is not None and self.images is not None and self.input_dir
         if self.name == "docker":
             from llenergymeasure.orchestrator.runners.docker_ephemeral import (
@@ -103,6 +108,11 @@ def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
         choice = "docker"
     if choice == "local":
         return RunnerPlan("local", notices)
+    if choice == "slurm":  # runner slurm (issue 16): settings checked before any submission
+        from llenergymeasure.orchestrator.runners.slurm import preflight
+
+        preflight(SlurmSettings.from_env(), workload.results_dir)
+        return RunnerPlan("slurm", notices)
     if choice == "auto":
         try:
             engine = DockerEngine.connect()

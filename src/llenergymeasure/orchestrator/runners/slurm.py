@@ -1,0 +1,291 @@
+"""Slurm runner: each experiment cycle is one Slurm job, submitted through submitit, whose
+body runs the worker on its node through the local runner. Results land in the campaign
+directory, which the node must see at the same path (a shared filesystem; on one node,
+trivially). Slurm's own state (squeue) says how a job ended when it wrote no result: a lost
+job (cancelled, node failure, preemption, time limit) ends with no exit code and its reason
+in the log, so the campaign retries it within `retries`. Ctrl+C cancels every job still
+queued or running (scancel): nothing is left queued."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from llenergymeasure.config.slurm import SlurmSettings
+from llenergymeasure.errors import DispatchError, PreflightError
+from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome
+
+POLL_S = 0.5
+ENDED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "REVOKED",
+}
+
+
+@dataclass(frozen=True)
+class SlurmRecord:
+    """Where Slurm ran an attempt, for the manifest."""
+
+    job_id: str
+    node: str | None
+    gpus: int
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    returncode: int | None
+    timed_out: bool
+    node: str
+
+
+def run_on_node(job: Job) -> NodeOutcome:
+    """The job body (runs on the node): the worker through the local runner. Slurm gives the
+    job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here."""
+    from llenergymeasure.orchestrator.runners.local import LocalRunner
+
+    with LocalRunner() as runner:
+        outcome = runner.run(
+            Job(job.exp_path, job.output_dir, job.log_path, job.env, job.timeout_s, gpus=None)
+        )
+    return NodeOutcome(outcome.returncode, outcome.timed_out, socket.gethostname())
+
+
+def _squeue_state(job_id: str) -> str | None:
+    """Slurm's state of a job (squeue keeps ended jobs for MinJobAge), None when unknown."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    state = out.stdout.strip().splitlines()
+    return state[0].strip() if state else None
+
+
+def preflight(settings: SlurmSettings, results_dir: Path) -> None:
+    """Bad settings fail here, before anything is submitted (exit code 2)."""
+    for tool in ("sbatch", "squeue", "scancel", "sinfo"):
+        if shutil.which(tool) is None:
+            raise PreflightError(
+                f"runner slurm: {tool} not found on PATH; install Slurm's client tools "
+                "(Debian: slurm-client) or use --runner local"
+            )
+    out = subprocess.run(
+        ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30, check=False
+    )
+    if out.returncode != 0:
+        raise PreflightError(
+            f"runner slurm: sinfo failed: {out.stderr.strip()}; is slurmctld "
+            "up? (scripts/provision-slurm.sh sets up a one-node Slurm)"
+        )
+    partitions = [p.rstrip("*") for p in out.stdout.split()]
+    if settings.partition is not None and settings.partition not in partitions:
+        raise PreflightError(
+            f"runner slurm: unknown partition {settings.partition!r} (from "
+            f"{settings.sources.get('partition', 'default')}); known: {', '.join(partitions)}"
+        )
+    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
+    if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        fs = filesystem_type(results_dir)
+        if fs not in SHARED_FS:
+            raise PreflightError(
+                f"runner slurm: the results directory {results_dir} is on {fs}, which the "
+                f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
+                f"filesystem ({', '.join(sorted(SHARED_FS))}) with --output-dir"
+            )
+
+
+SHARED_FS = {
+    "nfs",
+    "nfs4",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "cephfs",
+    "ceph",
+    "fuse.glusterfs",
+    "smb2",
+    "cifs",
+    "wekafs",
+    "fuse.juicefs",
+}
+
+
+def partitions() -> list[str]:
+    """Slurm's partitions (sinfo), the default one without its '*'."""
+    return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
+
+
+def shared_how(results_dir: Path) -> str:
+    """Why every node sees results_dir: one node (this machine), or its filesystem type."""
+    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
+    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        return f"results dir {results_dir}: one node, this machine (shared trivially)"
+    return f"results dir {results_dir} on {filesystem_type(results_dir)}"
+
+
+def filesystem_type(path: Path) -> str:
+    """The filesystem type of path's nearest existing ancestor (stat -f)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    out = _lines(["stat", "-f", "-c", "%T", str(path)])
+    return out[0] if out else "unknown"
+
+
+def _lines(cmd: list[str]) -> list[str]:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+class SlurmRunner:
+    name = "slurm"
+    fresh_container_per_run = False
+
+    def __init__(self, settings: SlurmSettings, campaign_dir: Path) -> None:
+        self.settings = settings
+        self.folder = campaign_dir / "slurm" / "%j"
+        self._lock = threading.Lock()
+        self._active: dict[str, Any] = {}
+        self._closed = False
+        self._stopping = False
+
+    def __enter__(self) -> SlurmRunner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._closed = True
+        self._cancel_all()
+
+    def interrupt(self, grace_s: float) -> None:  # noqa: ARG002 (Slurm KillWait is the grace)
+        with self._lock:
+            self._stopping = True
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        with self._lock:
+            ids = list(self._active)
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+
+    def _executor(self, job: Job) -> Any:
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=self.folder)
+        params: dict[str, Any] = {
+            "time": max(1, math.ceil(job.timeout_s / 60) + 1),
+            "cpus_per_task": 1,
+            "signal_delay_s": 0,
+        }
+        additional: dict[str, Any] = {}
+        if self.settings.partition:
+            params["partition"] = self.settings.partition
+        if self.settings.account:
+            additional["account"] = self.settings.account
+        if self.settings.qos:
+            params["qos"] = self.settings.qos
+        if self.settings.exclusive:
+            params["exclusive"] = True
+        gpus = len(job.gpus) if job.gpus else 0
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if additional:
+            params["additional_parameters"] = additional
+        executor.update_parameters(**params)
+        return executor
+
+    def run(self, job: Job) -> Outcome:
+        t0 = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise DispatchError("the slurm runner was closed; no new job is submitted")
+            if self._stopping:
+                return NOT_STARTED
+            submitted = self._executor(job).submit(run_on_node, job)
+            job_id = str(submitted.job_id)
+            self._active[job_id] = submitted
+        gpus = len(job.gpus) if job.gpus else 0
+        try:
+            state = self._wait(submitted, job_id)
+        finally:
+            with self._lock:
+                self._active.pop(job_id, None)
+        wall_s = time.monotonic() - t0
+        if submitted.paths.result_pickle.exists():
+            try:
+                node: NodeOutcome = submitted.result()
+            except Exception as e:  # the body raised: recorded, retried like a crash
+                self._note(job, f"slurm job {job_id}: the job body failed: {e}")
+                return Outcome(
+                    returncode=1,
+                    timed_out=False,
+                    wall_s=wall_s,
+                    slurm=SlurmRecord(job_id, None, gpus),
+                )
+            return Outcome(
+                returncode=node.returncode,
+                timed_out=node.timed_out,
+                wall_s=wall_s,
+                slurm=SlurmRecord(job_id, node.node, gpus),
+            )
+        self._note(
+            job,
+            f"slurm job {job_id} ended {state or 'lost'} without a result "
+            "(cancelled, node failure, preemption or time limit)",
+        )
+        return Outcome(
+            returncode=None,
+            timed_out=state == "TIMEOUT",
+            wall_s=wall_s,
+            slurm=SlurmRecord(job_id, None, gpus),
+        )
+
+    def _wait(self, submitted: Any, job_id: str) -> str | None:
+        """Until the result file exists or Slurm says the job ended; a requeued job is
+        pending again and is waited for."""
+        missing = 0
+        while True:
+            if submitted.paths.result_pickle.exists():
+                return "COMPLETED"
+            state = _squeue_state(job_id)
+            if state is None:
+                missing += 1
+                if missing > 10:
+                    return None
+            elif state in ENDED:
+                # the result pickle is written before the job ends; look once more
+                time.sleep(POLL_S)
+                return state
+            else:
+                missing = 0
+            time.sleep(POLL_S)
+
+    @staticmethod
+    def _note(job: Job, text: str) -> None:
+        with job.log_path.open("a") as log:
+            log.write(f"[lem slurm] {text}\n")

@@ -1,0 +1,91 @@
+"""Campaigns through a real Slurm: every run done exactly once, lost jobs re-submitted within
+`retries` with their job ids recorded, bad settings stopped before anything is submitted."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from lem_cli import (
+    SEEDS_1_2,
+    explain,
+    lem_cmd,
+    lem_env,
+    load_manifest,
+    only_campaign_dir,
+    run_lem,
+    tiny_campaign,
+    write,
+)
+from slurm_helpers import queued_jobs
+
+SLURM = {"LEM_RUNNER": "slurm"}
+
+
+def running_job(root: Path, other_than: str = "", timeout_s: float = 240) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i %o"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        ids = [
+            line.split()[0]
+            for line in out.splitlines()
+            if str(root) in line and line.split()[0] != other_than
+        ]
+        if ids:
+            return ids[0]
+        time.sleep(0.5)
+    raise AssertionError("no job of this campaign reached RUNNING")
+
+
+def test_scancel_resubmits_requeue_waits_every_run_done_once(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("sl", tail=SEEDS_1_2 + "retries: 1\n"))
+    proc = subprocess.Popen(
+        lem_cmd("campaign", campaign, "--runner", "slurm"),
+        cwd=campaign_root,
+        env=lem_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        cancelled = running_job(campaign_root)
+        subprocess.run(["scancel", cancelled], check=True, timeout=30)
+        requeued = running_job(campaign_root, other_than=cancelled)
+        subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
+        out, _ = proc.communicate(timeout=280)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    manifest = load_manifest(only_campaign_dir(campaign_root / "results"))
+    entries = manifest.entries
+    assert [e.status for e in entries] == ["done", "done"], out
+    job_ids = [e.slurm_job_id for e in entries]
+    assert None not in job_ids and cancelled not in job_ids and len(set(job_ids)) == 2
+    assert requeued in job_ids  # Slurm ran it again under the same id; lem waited for it
+    assert sorted(e.attempts for e in entries) == [1, 2]  # only the cancelled run ran again
+    assert {e.slurm_node for e in entries} == {
+        subprocess.check_output(["hostname", "-s"], text=True).strip()
+    }
+    assert queued_jobs(campaign_root) == []
+
+
+def test_unknown_partition_fails_before_submission(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("bad"))
+    proc = run_lem(
+        "campaign",
+        campaign,
+        cwd=campaign_root,
+        env=SLURM | {"LEM_SLURM_PARTITION": "no-such-partition"},
+    )
+    assert proc.returncode == 2, explain(proc)
+    assert "unknown partition 'no-such-partition'" in proc.stderr + proc.stdout, explain(proc)
+    assert not (campaign_root / "results").exists() or not any(
+        (campaign_root / "results").iterdir()
+    )
+    assert queued_jobs(campaign_root) == []
