@@ -10,11 +10,11 @@ set -euo pipefail
 CONF=/etc/slurm/slurm.conf
 say() { printf 'provision-slurm: %s\n' "$*" >&2; }
 
-if sinfo -h >/dev/null 2>&1 && [ -n "$(sinfo -h -o %P 2>/dev/null)" ]; then
-    say "Slurm already answers: $(sinfo -h -o '%P %D %T' | tr '\n' ' ')"
-    exit 0
-fi
 if [ "$(id -u)" -ne 0 ]; then
+    if sinfo -h >/dev/null 2>&1 && [ -n "$(sinfo -h -o %P 2>/dev/null)" ]; then
+        say "Slurm already answers: $(sinfo -h -o '%P %D %T' | tr '\n' ' ')"
+        exit 0
+    fi
     say "no Slurm answers; run this as root to set one up"
     exit 1
 fi
@@ -44,6 +44,8 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# cred_expire: also the delay before a requeued job may start again (default 120 s)
+AuthInfo=cred_expire=10
 MpiDefault=none
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
@@ -66,6 +68,8 @@ JobRequeue=1
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+changed=1
+if cmp -s "$CONF.new" "$CONF"; then changed=0; fi
 mv "$CONF.new" "$CONF"
 
 if [ ! -s /etc/munge/munge.key ]; then
@@ -82,8 +86,13 @@ if ! munge -n >/dev/null 2>&1; then
 fi
 for daemon in slurmctld slurmd; do
     if pgrep -x "$daemon" >/dev/null; then
-        say "reconfiguring running $daemon"
-        scontrol reconfigure >/dev/null 2>&1 || true
+        if [ "$changed" = 1 ]; then
+            say "slurm.conf changed: restarting $daemon"
+            pid=$(cat "/run/$daemon.pid")
+            kill "$pid" || true
+            for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            "$daemon"
+        fi
     else
         say "starting $daemon"
         "$daemon"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -89,3 +90,26 @@ def test_unknown_partition_fails_before_submission(campaign_root: Path) -> None:
         (campaign_root / "results").iterdir()
     )
     assert queued_jobs(campaign_root) == []
+
+
+def test_ctrl_c_cancels_its_jobs(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("cc", tail=SEEDS_1_2))
+    proc = subprocess.Popen(
+        lem_cmd("campaign", campaign, "--runner", "slurm"),
+        cwd=campaign_root,
+        env=lem_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        running = running_job(campaign_root)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    assert queued_jobs(campaign_root) == [], out  # scancel'd: nothing left queued or running
+    entries = load_manifest(only_campaign_dir(campaign_root / "results")).entries
+    assert "done" not in {e.status for e in entries}, out
+    assert running in {e.slurm_job_id for e in entries}, out

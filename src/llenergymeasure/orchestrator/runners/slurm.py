@@ -98,6 +98,7 @@ def preflight(settings: SlurmSettings, results_dir: Path) -> None:
             f"runner slurm: sinfo failed: {out.stderr.strip()}; is slurmctld "
             "up? (scripts/provision-slurm.sh sets up a one-node Slurm)"
         )
+    sbatch_flags(settings.extra_sbatch)
     partitions = [p.rstrip("*") for p in out.stdout.split()]
     if settings.partition is not None and settings.partition not in partitions:
         raise PreflightError(
@@ -157,6 +158,27 @@ def _lines(cmd: list[str]) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def sbatch_flags(words: tuple[str, ...]) -> dict[str, Any]:
+    """Long sbatch flags (`--name=value`, `--name value`, `--switch`) as submitit's
+    additional_parameters; anything else is refused."""
+    flags: dict[str, Any] = {}
+    key: str | None = None
+    for word in words:
+        if word.startswith("--"):
+            name, eq, value = word[2:].partition("=")
+            flags[name] = value if eq else True
+            key = None if eq else name
+        elif key is not None and flags[key] is True:
+            flags[key] = word
+            key = None
+        else:
+            raise PreflightError(
+                f"runner slurm: LEM_SLURM_EXTRA_SBATCH: {word!r} is not a long flag; "
+                "write sbatch flags as --name=value"
+            )
+    return flags
+
+
 class SlurmRunner:
     name = "slurm"
     fresh_container_per_run = False
@@ -207,6 +229,7 @@ class SlurmRunner:
             params["partition"] = self.settings.partition
         if self.settings.account:
             additional["account"] = self.settings.account
+        additional |= sbatch_flags(self.settings.extra_sbatch)
         if self.settings.qos:
             params["qos"] = self.settings.qos
         if self.settings.exclusive:
