@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,10 +22,18 @@ HEAVY = ("pandas", "pyarrow", "matplotlib", "python_on_whales", "scipy", "torch"
 COMMANDS = {"help": ["--help"], "version": ["--version"]}
 
 
-def time_command(src: Path, args: list[str], runs: int) -> list[float]:
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_command(src: Path, args: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) seconds of each run: on a shared, loaded machine the CPU
+    time is the one that says what the command itself costs."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
+        c0 = cpu_s()
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "llenergymeasure.cli", *args],
@@ -33,7 +42,8 @@ def time_command(src: Path, args: list[str], runs: int) -> list[float]:
             check=True,
         )
         times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(cpu_s() - c0)
+    return times, cpu
 
 
 def heavy_imports(src: Path) -> list[str]:
@@ -56,11 +66,14 @@ def main() -> None:
     args = parser.parse_args()
     report: dict[str, object] = {"src": str(args.src), "heavy_imports": heavy_imports(args.src)}
     for name, cli_args in COMMANDS.items():
-        times = time_command(args.src, cli_args, args.runs)
+        times, cpu = time_command(args.src, cli_args, args.runs)
         report[name] = {
             "median_s": round(statistics.median(times), 3),
             "min_s": round(min(times), 3),
             "max_s": round(max(times), 3),
+            "cpu_median_s": round(statistics.median(cpu), 3),
+            "cpu_min_s": round(min(cpu), 3),
+            "cpu_max_s": round(max(cpu), 3),
             "runs": args.runs,
         }
     text = json.dumps(report, indent=2)

@@ -25,7 +25,8 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from llenergymeasure.conductor import Overrides, Plan, execute, plan_campaign, plan_resume
-from llenergymeasure.config.campaign import CampaignConfig, RunnerChoice, StatisticsConfig
+from llenergymeasure.config.campaign import CampaignConfig, StatisticsConfig
+from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import (
     campaign_from_data,

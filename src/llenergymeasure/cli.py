@@ -20,11 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.config.campaign import Order, RunnerChoice
+from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
-from llenergymeasure.orchestrator.lock import FORCE_FLAG, LOCK_FILE
-from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.names import FORCE_FLAG, LOCK_FILE, MANIFEST_FILE
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from llenergymeasure.conductor import Plan
     from llenergymeasure.config.describe import Parameter
     from llenergymeasure.orchestrator.campaign import RunSummary
+    from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 app = typer.Typer(
     help="LLenergyMeasure: measure the energy, throughput and latency of LLM inference.",
@@ -239,6 +239,8 @@ def resume(
             out.print_json(json.dumps({"campaign_dir": None, "experiments": []}))
         return
     directory = directory.resolve()
+    from llenergymeasure.orchestrator.manifest import ManifestStore
+
     manifest = ManifestStore(directory).load()
     pending = manifest.pending(retry_failed)
     if dry_run:
@@ -678,6 +680,8 @@ def describe(entry: ManifestEntry) -> str:
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
+    from llenergymeasure.orchestrator.manifest import ManifestStore
+
     candidates = []
     for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from llenergymeasure.config.campaign import Order, RunnerChoice
+from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.config.grid import HARD_MAX_EXPERIMENTS, Campaign
 from llenergymeasure.config.settings import (
     UserSettings,

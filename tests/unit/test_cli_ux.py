@@ -333,3 +333,18 @@ def test_no_world_write_masks_world_write_and_restores_the_umask(tmp_path: Path)
     assert inside == 0o002
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o775
+
+
+def test_the_cli_starts_without_loading_heavy_modules() -> None:
+    """`lem --help`/`--version` build their options from plain Literals and names: loading
+    pydantic, pandas, pyarrow or the docker client there cost seconds (benchmarks/RESULTS.md)."""
+    import subprocess
+    import sys
+
+    heavy = ("pydantic", "pandas", "pyarrow", "matplotlib", "python_on_whales", "torch")
+    code = (
+        "import sys, llenergymeasure.cli; "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.config.experiment import parameter_names
 
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-Order = Literal["interleaved", "shuffled", "grouped"]
 DAY_S = 24 * 3600
 
 
@@ -73,10 +73,6 @@ class StatisticsConfig(BaseModel):
         if len(set(keys)) != len(keys):
             raise ValueError("group_by lists a parameter twice")
         return keys
-
-
-RunnerChoice = Literal["auto", "local", "docker", "docker-persistent"]
-"""auto: docker when the engine answers and the images exist, else local (with a notice)."""
 
 
 class CampaignConfig(BaseModel):

@@ -31,9 +31,7 @@ from types import TracebackType
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.manifest import utcnow
-
-LOCK_FILE = "lem.lock"
-FORCE_FLAG = "--force-unlock"
+from llenergymeasure.orchestrator.names import FORCE_FLAG, LOCK_FILE
 
 
 class CampaignLockedError(DispatchError):

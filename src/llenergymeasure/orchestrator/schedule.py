@@ -9,7 +9,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llenergymeasure.config.campaign import CampaignConfig, Execution, Gaps, Order
+from llenergymeasure.config.campaign import CampaignConfig, Execution, Gaps
+from llenergymeasure.config.choices import Order
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import ManifestEntry
