@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,16 +24,23 @@ HEAVY = ("pandas", "pyarrow", "matplotlib", "python_on_whales", "scipy", "torch"
 COMMANDS = {"help": ["--help"], "version": ["--version"]}
 
 
-def time_once(src: Path, args: list[str]) -> float:
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_once(src: Path, args: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run: on a shared, loaded machine the CPU
+    time is the one that says what the command itself costs."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
-    t0 = time.perf_counter()
+    c0, t0 = cpu_s(), time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "llenergymeasure.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         check=True,
     )
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_s() - c0
 
 
 def heavy_imports(src: Path) -> list[str]:
@@ -54,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sources: list[Path] = args.src or [Path("src")]
-    times: dict[tuple[Path, str], list[float]] = {}
+    times: dict[tuple[Path, str], list[tuple[float, float]]] = {}
     for _ in range(args.runs):
         for name, cli_args in COMMANDS.items():
             for src in sources:
@@ -63,12 +71,14 @@ def main() -> None:
     for src in sources:
         entry: dict[str, object] = {"src": str(src), "heavy_imports": heavy_imports(src)}
         for name in COMMANDS:
-            runs = times[(src, name)]
+            wall = [w for w, _ in times[(src, name)]]
+            cpu = [c for _, c in times[(src, name)]]
             entry[name] = {
-                "median_s": round(statistics.median(runs), 3),
-                "min_s": round(min(runs), 3),
-                "max_s": round(max(runs), 3),
-                "runs": len(runs),
+                "wall_median_s": round(statistics.median(wall), 3),
+                "wall_min_s": round(min(wall), 3),
+                "wall_max_s": round(max(wall), 3),
+                "cpu_median_s": round(statistics.median(cpu), 3),
+                "runs": len(wall),
             }
         report.append(entry)
     text = json.dumps({"load_average": os.getloadavg(), "sources": report}, indent=2)

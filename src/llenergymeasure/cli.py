@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llenergymeasure.config.choices import FORCE_FLAG, Order, RunnerChoice
+from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import LemError, printable
+from llenergymeasure.orchestrator.names import FORCE_FLAG
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
 
@@ -227,8 +228,8 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
-    from llenergymeasure.orchestrator.lock import LOCK_FILE
     from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.names import LOCK_FILE
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
     directory = campaign_dir or _newest_unfinished(root, retry_failed)
@@ -641,7 +642,8 @@ def describe(entry: ManifestEntry) -> str:
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestStore
+    from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.names import MANIFEST_FILE
 
     candidates = []
     for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):

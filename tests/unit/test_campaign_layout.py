@@ -22,7 +22,8 @@ from llenergymeasure.orchestrator import layout as layout_module
 from llenergymeasure.orchestrator.campaign import Events, run_campaign_dir
 from llenergymeasure.orchestrator.experiments import EXPERIMENTS_FILE, ExperimentSpecs
 from llenergymeasure.orchestrator.layout import create_campaign
-from llenergymeasure.orchestrator.manifest import MANIFEST_FILE, ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.manifest import ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.names import MANIFEST_FILE
 from llenergymeasure.orchestrator.runners import Job, Outcome
 from llenergymeasure.results.collate import RESULTS_CSV, RESULTS_PARQUET, collate
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult, schema_fingerprint

@@ -431,3 +431,18 @@ def test_config_list_off_a_terminal_is_one_line_per_parameter(tmp_path: Path) ->
     assert len(lines) == len(rows) + 5  # title, 3 header rules, header; a row a line
     for row in rows:
         assert sum(row.key in line and row.description[:30] in line for line in lines) >= 1
+
+
+def test_the_cli_starts_without_loading_heavy_modules() -> None:
+    """`lem --help`/`--version` build their options from plain Literals and names: loading
+    pydantic, pandas, pyarrow or the docker client there cost seconds (benchmarks/RESULTS.md)."""
+    import subprocess
+    import sys
+
+    heavy = ("pydantic", "pandas", "pyarrow", "matplotlib", "python_on_whales", "torch")
+    code = (
+        "import sys, llenergymeasure.cli; "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure.orchestrator.lock import (
-    LOCK_FILE,
     CampaignLock,
     CampaignLockedError,
     Holder,
     read_holder,
 )
+from llenergymeasure.orchestrator.names import LOCK_FILE
 
 HOLD = """
 import sys, time

@@ -17,12 +17,12 @@ from llenergymeasure.config.campaign import CampaignConfig
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import (
-    MANIFEST_FILE,
     MANIFEST_VERSION,
     Manifest,
     ManifestEntry,
     ManifestStore,
 )
+from llenergymeasure.orchestrator.names import MANIFEST_FILE
 from llenergymeasure.orchestrator.schedule import resolve_execution
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

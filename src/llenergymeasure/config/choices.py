@@ -1,11 +1,8 @@
 """Choices the CLI offers as option types, in a module that imports nothing: `lem --help`
-builds its options from these without loading pydantic models (config.campaign re-exports
-them)."""
+builds its options from these without loading pydantic models."""
 
 from typing import Literal
 
 Order = Literal["interleaved", "shuffled", "grouped"]
 RunnerChoice = Literal["auto", "local", "docker", "docker-persistent", "slurm"]
 """auto: docker when the engine answers and the images exist, else local (with a notice)."""
-FORCE_FLAG = "--force-unlock"
-"""`lem resume`'s flag to take over a lock that names another machine."""

@@ -28,12 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from llenergymeasure.config.choices import FORCE_FLAG
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.manifest import utcnow
-
-LOCK_FILE = "lem.lock"
+from llenergymeasure.orchestrator.names import FORCE_FLAG, LOCK_FILE
 
 
 class CampaignLockedError(DispatchError):

@@ -29,8 +29,8 @@ from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
+from llenergymeasure.orchestrator.names import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 JOURNAL_FILE = "manifest.journal"
 COMPACT_MIN_BYTES = 1 << 20
 """The journal is folded into the snapshot when it outgrows both the snapshot and this."""

@@ -6,6 +6,7 @@ before any campaign directory is made."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -71,26 +72,43 @@ class RunnerPlan:
     input_dir: Path | None = None
 
     def open(self, campaign_dir: Path) -> Runner:
-        from llenergymeasure.orchestrator.runners.local import LocalRunner
+        return OPENERS[self.name](self, campaign_dir)
 
-        if self.name == "local":
-            return LocalRunner()
-        if self.name == "slurm":  # runner slurm (issue 16)
-            from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
 
-            return SlurmRunner(SlurmSettings.from_env(), campaign_dir)
-        assert self.engine is not None and self.images is not None and self.input_dir
-        if self.name == "docker":
-            from llenergymeasure.orchestrator.runners.docker_ephemeral import (
-                EphemeralDockerRunner,
-            )
+def _local(_plan: RunnerPlan, _campaign_dir: Path) -> Runner:
+    from llenergymeasure.orchestrator.runners.local import LocalRunner
 
-            return EphemeralDockerRunner(self.engine, self.images, campaign_dir, self.input_dir)
-        from llenergymeasure.orchestrator.runners.docker_persistent import (
-            PersistentDockerRunner,
-        )
+    return LocalRunner()
 
-        return PersistentDockerRunner(self.engine, campaign_dir, self.input_dir)
+
+def _docker(plan: RunnerPlan, campaign_dir: Path) -> Runner:
+    from llenergymeasure.orchestrator.runners.docker_ephemeral import EphemeralDockerRunner
+
+    assert plan.engine is not None and plan.images is not None and plan.input_dir
+    return EphemeralDockerRunner(plan.engine, plan.images, campaign_dir, plan.input_dir)
+
+
+def _docker_persistent(plan: RunnerPlan, campaign_dir: Path) -> Runner:
+    from llenergymeasure.orchestrator.runners.docker_persistent import PersistentDockerRunner
+
+    assert plan.engine is not None and plan.input_dir
+    return PersistentDockerRunner(plan.engine, campaign_dir, plan.input_dir)
+
+
+def _slurm(_plan: RunnerPlan, campaign_dir: Path) -> Runner:  # issue 16
+    from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
+
+    return SlurmRunner(SlurmSettings.from_env(), campaign_dir)
+
+
+OPENERS: dict[str, Callable[[RunnerPlan, Path], Runner]] = {
+    "local": _local,
+    "docker": _docker,
+    "docker-persistent": _docker_persistent,
+    "slurm": _slurm,
+}
+"""How each runner opens on a campaign directory: a new runner (Slurm) plugs in with one
+entry here (and its name in RunnerName / config.choices.RunnerChoice)."""
 
 
 def choose(settings: UserSettings) -> tuple[RunnerChoice, str]:

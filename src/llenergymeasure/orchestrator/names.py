@@ -1,0 +1,6 @@
+"""A campaign directory's own file names and the lock's override flag, named once in a module
+light enough for the CLI's start (the manifest and lock modules load pydantic)."""
+
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = "lem.lock"
+FORCE_FLAG = "--force-unlock"
