@@ -262,15 +262,17 @@ def test_report_of_a_four_parameter_grid_reads(tmp_path: Path, write_yaml: Write
     per_experiment = summarize(runs, PER_EXPERIMENT)
     swept = swept_parameters(runs)
     # a greedy run has no temperature: never drawn (or labelled) at the default 1.0
-    greedy = per_experiment["decoding.strategy"] == "greedy"
-    assert per_experiment.loc[greedy, "decoding.temperature"].isna().all()
+    greedy = runs["config.decoding.strategy"] == "greedy"
+    assert runs.loc[greedy, "config.decoding.temperature"].isna().all()
+    assert runs.loc[~greedy, "config.decoding.temperature"].eq(0.7).all()
+    assert "decoding.temperature" not in swept
     fig = plots.parameter_figure(per_experiment, "batch_size", swept)
     assert len(fig.axes) == 2 * 3  # one row per facet value (2), three metrics
     titles = {ax.get_title().split("\n")[1] for ax in fig.axes}
     assert titles == {"out tok: 8", "out tok: 16"}
     _outside_every_axes(fig)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["fp32 greedy", "bf16 greedy", "fp32 sampling T=0.7", "bf16 sampling T=0.7"]
+    assert labels == ["bf16 greedy", "bf16 sampling", "fp32 greedy", "fp32 sampling"]
     # swept values evenly spaced, one tick each: 1 and 8 never run together into "18"
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     for ax in fig.axes[1:3]:
