@@ -239,7 +239,7 @@ grid:
 
 def _outside_every_axes(fig: Figure) -> None:
     """Each figure legend is drawn clear of every axes (nothing covers the data)."""
-    FigureCanvasAgg(fig).draw()
+    FigureCanvasAgg(fig).draw()  # type: ignore[no-untyped-call]
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     assert len(fig.legends) == 1
     box = fig.legends[0].get_window_extent(renderer)
