@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
 from unit_results import finish_campaign
 
 from llenergymeasure.api import load_results
@@ -23,8 +25,8 @@ from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.results import plots
-from llenergymeasure.results.aggregate import summarize
-from llenergymeasure.results.report import write_report
+from llenergymeasure.results.aggregate import summarize, swept_parameters
+from llenergymeasure.results.report import without_unused_settings, write_report
 from llenergymeasure.results.schema import EnergyFigures, MeasurementFlags
 
 WriteYaml = Callable[..., Path]
@@ -222,3 +224,62 @@ def test_report_flags_throttled_runs(tmp_path: Path, write_yaml: WriteYaml) -> N
     loaded = load_results(make_campaign(tmp_path, write_yaml, throttled_in_cycle_1))
     page = write_report(loaded).read_text(encoding="utf-8")
     assert "4 run(s) had GPU clocks slowed during the measured window" in page
+
+
+FOUR_PARAMETERS = """\
+name: four
+cycles: 2
+grid:
+  batch_size: [1, 8]
+  max_output_tokens: [8, 16]
+  precision: [fp32, bf16]
+  decoding: [{strategy: greedy}, {strategy: sampling, temperature: 0.7}]
+"""
+
+
+def _outside_every_axes(fig: Figure) -> None:
+    """Each figure legend is drawn clear of every axes (nothing covers the data)."""
+    FigureCanvasAgg(fig).draw()  # type: ignore[no-untyped-call]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    assert len(fig.legends) == 1
+    box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+
+
+def test_report_of_a_four_parameter_grid_reads(tmp_path: Path, write_yaml: WriteYaml) -> None:
+    directory = create_campaign(
+        load_campaign(write_yaml(FOUR_PARAMETERS)), tmp_path / "out", settings=UserSettings()
+    )
+    finish_campaign(directory, energy_for)
+    loaded = load_results(directory)
+    report = write_report(loaded)
+    pngs = sorted(p.name for p in report.parent.glob("*.png"))
+    # only swept dimensions get axes: once greedy runs have no temperature, 0.7 is all there is
+    assert "metrics_vs_decoding_temperature.png" not in pngs
+    assert "metrics_vs_decoding_strategy.png" in pngs
+    runs = without_unused_settings(loaded.runs)
+    per_experiment = summarize(runs, PER_EXPERIMENT)
+    swept = swept_parameters(runs)
+    # a greedy run has no temperature: never drawn (or labelled) at the default 1.0
+    greedy = runs["config.decoding.strategy"] == "greedy"
+    assert runs.loc[greedy, "config.decoding.temperature"].isna().all()
+    assert runs.loc[~greedy, "config.decoding.temperature"].eq(0.7).all()
+    assert "decoding.temperature" not in swept
+    fig = plots.parameter_figure(per_experiment, "batch_size", swept)
+    assert len(fig.axes) == 2 * 3  # one row per facet value (2), three metrics
+    titles = {ax.get_title().split("\n")[1] for ax in fig.axes}
+    assert titles == {"out tok: 8", "out tok: 16"}
+    _outside_every_axes(fig)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["bf16 greedy", "bf16 sampling", "fp32 greedy", "fp32 sampling"]
+    # swept values evenly spaced, one tick each: 1 and 8 never run together into "18"
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for ax in fig.axes[1:3]:
+        ticks = ax.get_xticklabels()
+        assert [t.get_text() for t in ticks] == ["1", "8"]
+        first, second = (t.get_window_extent(renderer) for t in ticks)
+        assert second.x0 - first.x1 > 100  # pixels apart
+    spread = plots.cycle_spread_figure(runs, {})
+    _outside_every_axes(spread)
+    assert len(spread.axes[0].get_yticklabels()) == 16  # a row per experiment

@@ -59,6 +59,10 @@ def short_name(parameter: str) -> str:
     return SHORT_NAMES.get(last, last)
 
 
+def _last(parameter: str) -> str:
+    return parameter.rsplit(".", 1)[-1]
+
+
 def short_label(names: Sequence[str], values: Sequence[Any]) -> str:
     parts = []
     for name, value in zip(names, values, strict=True):
@@ -82,19 +86,28 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
     facets = [p for p in sorted(others, key=lambda p: counts[p]) if 2 <= counts[p] <= MAX_FACETS]
     facet = facets[0] if len(others) >= 2 and facets else None
     series_keys = [p for p in others if p != facet and counts[p] > 1]
-    facet_values = _ordered(rows_all[facet].astype(str).unique()) if facet else [None]
+    facet_values: list[Any] = [None]
+    if facet is not None:
+        unset = rows_all[facet].isna()
+        facet_values = _ordered(rows_all.loc[~unset, facet].unique()) + (
+            [None] if unset.any() else []
+        )
     fig = Figure(figsize=(13, 0.6 + 3.1 * len(facet_values)), layout="constrained")
     axes = fig.subplots(len(facet_values), 3, squeeze=False)
     labelled: dict[str, Any] = {}
     colours: dict[str, str] = {}
     for row_axes, facet_value in zip(axes, facet_values, strict=True):
-        in_facet = (
-            rows_all if facet is None else rows_all[rows_all[facet].astype(str) == facet_value]
-        )
+        if facet is None:
+            in_facet = rows_all
+        elif facet_value is None:
+            in_facet = rows_all[rows_all[facet].isna()]
+        else:
+            in_facet = rows_all[rows_all[facet] == facet_value]
         for ax, metric in zip(row_axes, (ENERGY, THROUGHPUT, LATENCY), strict=True):
             title = AXIS_LABELS[metric]
             if facet is not None:
-                title += f"\n{short_label([facet], [facet_value])}"
+                name = short_name(facet) or _last(facet)
+                title += f"\n{name}: {'unset' if facet_value is None else facet_value}"
             ax.set_title(title, fontsize=9)
             if metric == ENERGY and not measured(per_experiment, ENERGY):
                 _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
@@ -131,7 +144,7 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
             list(labelled),
             loc="outside right upper",
             fontsize=8,
-            title=" ".join(short_name(k) or k for k in series_keys),
+            title=" ".join(short_name(k) or _last(k) for k in series_keys),
         )
     fig.suptitle(f"Metrics vs {parameter} (mean and CI across runs)")
     return fig
