@@ -1,0 +1,46 @@
+"""Issue 14 robustness points through the real CLI and real tiny-model runs: a batch larger
+than n_prompts, by-hand worker runs beside a finished result, configuration errors found before
+anything runs and never retried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lem_cli import explain, load_manifest, only_campaign_dir, run_lem, tiny_campaign, write
+
+BATCH_GRID = "grid:\n  batch_size: [1, 2, 8]\n"
+
+
+def test_batch_larger_than_n_prompts_is_refused_naming_it(tmp_path: Path) -> None:
+    campaign = write(tmp_path / "c.yaml", tiny_campaign("b", tail=BATCH_GRID))
+    proc = run_lem("campaign", campaign, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2, explain(proc)
+    assert "batch_size=8" in proc.stderr and "exceeds n_prompts 2" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_skip_invalid_leaves_the_oversized_batch_out_and_group_by_names_what_it_pools(
+    tmp_path: Path,
+) -> None:
+    text = tiny_campaign("b", tail=BATCH_GRID + "skip_invalid: true\n")
+    proc = run_lem(
+        "campaign", write(tmp_path / "c.yaml", text), "-o", tmp_path / "out", cwd=tmp_path
+    )
+    assert proc.returncode == 0, explain(proc)
+    assert "batch_size=8" in proc.stderr and "exceeds n_prompts 2" in proc.stderr
+    manifest = load_manifest(only_campaign_dir(tmp_path / "out"))
+    assert sorted(e.label["batch_size"] for e in manifest.entries) == [1, 2]
+    assert all(e.status == "done" for e in manifest.entries)
+    assert [s.label for s in manifest.skipped] == [{"batch_size": 8}]
+    # --group-by pools runs that differ in swept parameters it does not list: it says which.
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    proc = run_lem("results", campaign_dir, "--group-by", "seed", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    rows = json.loads(proc.stdout)["summary"]
+    assert rows and all(r["varies_within"] == "batch_size" for r in rows)
+    table = run_lem("results", campaign_dir, "--group-by", "seed", cwd=tmp_path)
+    assert "(pools batch_size)" in table.stdout, explain(table)
+    ungrouped = run_lem("results", campaign_dir, "--json", cwd=tmp_path)
+    assert all(r["varies_within"] == "" for r in json.loads(ungrouped.stdout)["summary"])
