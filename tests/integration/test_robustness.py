@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from lem_cli import explain, load_manifest, only_campaign_dir, run_lem, tiny_campaign, write
 
 BATCH_GRID = "grid:\n  batch_size: [1, 2, 8]\n"
@@ -44,3 +45,20 @@ def test_skip_invalid_leaves_the_oversized_batch_out_and_group_by_names_what_it_
     assert "(pools batch_size)" in table.stdout, explain(table)
     ungrouped = run_lem("results", campaign_dir, "--json", cwd=tmp_path)
     assert all(r["varies_within"] == "" for r in json.loads(ungrouped.stdout)["summary"])
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("./no-such-model", "no such directory"), ("./empty-model", "has no config.json")],
+)
+def test_bad_local_model_path_is_refused_before_anything_runs(
+    tmp_path: Path, model: str, expected: str
+) -> None:
+    (tmp_path / "empty-model").mkdir()
+    campaign = write(tmp_path / "c.yaml", tiny_campaign("m", model=model))
+    proc = run_lem("campaign", campaign, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2, explain(proc)
+    assert expected in proc.stderr and model in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    # refused on the host: no campaign directory, so no worker start and nothing to retry
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
