@@ -5,10 +5,20 @@ anything runs and never retried."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from lem_cli import explain, load_manifest, only_campaign_dir, run_lem, tiny_campaign, write
+from lem_cli import (
+    explain,
+    lem_env,
+    load_manifest,
+    only_campaign_dir,
+    run_lem,
+    tiny_campaign,
+    write,
+)
 
 BATCH_GRID = "grid:\n  batch_size: [1, 2, 8]\n"
 
@@ -62,3 +72,34 @@ def test_bad_local_model_path_is_refused_before_anything_runs(
     assert "Traceback" not in proc.stderr + proc.stdout
     # refused on the host: no campaign directory, so no worker start and nothing to retry
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_by_hand_worker_run_writes_beside_a_finished_result(tmp_path: Path) -> None:
+    campaign = write(tmp_path / "c.yaml", tiny_campaign("w"))
+    proc = run_lem("campaign", campaign, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    (entry,) = load_manifest(campaign_dir).entries
+    exp = campaign_dir / entry.exp_path
+    result = exp.parent / "result.json"
+    before = result.read_bytes()
+
+    def worker(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "llenergymeasure.worker", *flags, str(exp)],
+            cwd=tmp_path,
+            env=lem_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    by_hand = worker()
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert result.read_bytes() == before  # the finished result is untouched
+    (beside,) = exp.parent.glob("rerun_*/result.json")
+    assert f"This run writes to {beside.parent}" in by_hand.stderr
+    forced = worker("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert result.read_bytes() != before and not list(exp.parent.glob("rerun_*/rerun_*"))
