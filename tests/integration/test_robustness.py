@@ -5,6 +5,7 @@ anything runs and never retried."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,20 @@ def test_by_hand_worker_run_writes_beside_a_finished_result(tmp_path: Path) -> N
     forced = worker("--force")
     assert forced.returncode == 0, forced.stderr
     assert result.read_bytes() != before and not list(exp.parent.glob("rerun_*/rerun_*"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_lem_report_on_read_only_storage_is_one_clear_line(tmp_path: Path) -> None:
+    campaign = write(tmp_path / "c.yaml", tiny_campaign("r"))
+    assert run_lem("campaign", campaign, "-o", tmp_path / "out", cwd=tmp_path).returncode == 0
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    subprocess.run(["mount", "--bind", str(campaign_dir), str(campaign_dir)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(campaign_dir)], check=True)
+        proc = run_lem("report", campaign_dir, cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", str(campaign_dir)], check=True)
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert "the file system is read-only" in lines[-1], explain(proc)
