@@ -121,3 +121,20 @@ def test_lem_report_on_read_only_storage_is_one_clear_line(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert "the file system is read-only" in lines[-1], explain(proc)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_during_a_run_is_one_clear_line(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(disk)], check=True)
+    try:
+        text = tiny_campaign("f", tail="grid:\n  seed: [1, 2, 3]\n")
+        proc = run_lem("campaign", write(tmp_path / "c.yaml", text), "-o", disk, cwd=tmp_path)
+        done = [e for e in load_manifest(only_campaign_dir(disk)).entries if e.status == "done"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "the disk is full" in proc.stderr.strip().splitlines()[-1], explain(proc)
+    assert done  # what finished before the disk filled is kept
