@@ -677,6 +677,14 @@ def cli(argv: Sequence[str] | None = None) -> int:
         else:
             err.print(f"error: {escape(printable(e.format_message()))}", highlight=False)
         return e.exit_code
+    except OSError as e:
+        from llenergymeasure.storage import storage_message
+
+        line = storage_message(e)
+        if line is None:
+            raise
+        err.print(f"[red]error[/]: {escape(printable(line))}", highlight=False, soft_wrap=True)
+        return 1
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         return 130

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
-from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT
+from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT, VARIES_WITHIN
 from llenergymeasure.results.schema import ExperimentResult
 
 
@@ -191,8 +191,11 @@ def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> 
     for _, group in statistics.groupby(labels, dropna=False, sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = group.iloc[0]
+        label = ", ".join(_cell(first[c]) for c in shown)
+        if first.get(VARIES_WITHIN):
+            label += f"\n(pools {first[VARIES_WITHIN]})"
         table.add_row(
-            escape(", ".join(_cell(first[c]) for c in shown)),
+            escape(label),
             str(by_metric["output_tokens_per_s"]["n"]),
             *(_estimate(by_metric[m]) for m in TABLE_METRICS),
         )

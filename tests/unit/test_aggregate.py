@@ -156,6 +156,7 @@ def test_per_experiment_summary(tmp_path: Path, write_yaml: WriteYaml) -> None:
         "precision",  # swept parameters, in the config's field order
         "batch_size",
         "n_experiments",
+        "varies_within",
         "metric",
         *STAT_COLUMNS,
         "confidence",
@@ -204,7 +205,8 @@ def test_all_null_energy_gives_n_0_and_nulls(tmp_path: Path, write_yaml: WriteYa
 def test_group_by_pools_the_other_dimensions(tmp_path: Path, write_yaml: WriteYaml) -> None:
     runs = campaign_runs(tmp_path, write_yaml, energy_for)
     summary = summarize(runs, SETTINGS, group_by=["batch_size"])
-    assert list(summary.columns[:3]) == ["batch_size", "n_experiments", "metric"]
+    assert list(summary.columns[:4]) == ["batch_size", "n_experiments", "varies_within", "metric"]
+    assert (summary["varies_within"] == "precision").all()  # what each group pools is named
     energy = summary[summary["metric"] == "energy_raw_per_output_token_j"].set_index("batch_size")
     for batch_size in (1, 2):
         # both precisions x 3 cycles pooled

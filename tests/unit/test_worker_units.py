@@ -137,7 +137,7 @@ def test_schema_fingerprint_is_stable_hex() -> None:
 def test_worker_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["a.json", "b.json"]) == 2
-    assert "usage: lem-worker EXP_JSON" in capsys.readouterr().err
+    assert "usage: lem-worker [--force] EXP_JSON" in capsys.readouterr().err
 
 
 def test_worker_main_refuses_foreign_spec_and_writes_error_json(

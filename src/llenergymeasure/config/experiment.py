@@ -323,6 +323,21 @@ class ExperimentConfig(_Strict):
             raise PydanticCustomError(UNSUPPORTED_VALUE, message)
         return value
 
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_fits_prompts(cls, value: int, info: ValidationInfo) -> int:
+        """A batch larger than n_prompts would run n_prompts but be recorded as batch_size:
+        refuse it rather than label data with what did not run (issue 14 point 2)."""
+        n_prompts = info.data.get("n_prompts")
+        if n_prompts is not None and value > n_prompts:
+            raise PydanticCustomError(
+                UNSUPPORTED_VALUE,
+                "batch_size {batch_size} exceeds n_prompts {n_prompts}: only {n_prompts} "
+                "requests would run in one batch; lower batch_size or raise n_prompts",
+                {"batch_size": value, "n_prompts": n_prompts},
+            )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _fill_own_section(cls, data: Any) -> Any:

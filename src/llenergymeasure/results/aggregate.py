@@ -102,6 +102,10 @@ def describe(values: np.ndarray, settings: StatisticsConfig) -> Stats:
     )
 
 
+VARIES_WITHIN = "varies_within"
+"""Summary column: swept parameters not in group_by that differ inside the group."""
+
+
 def swept_parameters(runs: pd.DataFrame) -> list[str]:
     """Config parameters (without the `config.` prefix) that differ between the done runs."""
     done = runs[runs["status"] == "done"] if "status" in runs else runs
@@ -120,6 +124,7 @@ def summarize(
     the parameters swept across experiments come along as columns."""
     keys = group_by if group_by is not None else settings.group_by
     done = runs[runs["status"] == "done"] if len(runs) else runs
+    pooled = [p for p in swept_parameters(done) if keys is not None and p not in keys]
     if keys is None:
         label_columns = ["experiment_id", *swept_parameters(done)]
         by = ["experiment_id"]
@@ -129,7 +134,14 @@ def summarize(
     done = done.rename(columns={CONFIG_PREFIX + k: k for k in label_columns})
     # a parameter of another backend's section has no column here: all its runs are null
     done = done.reindex(columns=[*done.columns, *(c for c in label_columns if c not in done)])
-    out_columns = [*label_columns, "n_experiments", "metric", *STAT_COLUMNS, "confidence"]
+    out_columns = [
+        *label_columns,
+        "n_experiments",
+        VARIES_WITHIN,
+        "metric",
+        *STAT_COLUMNS,
+        "confidence",
+    ]
     rows: list[dict[str, Any]] = []
     if len(done):
         groups = [g for _, g in done.groupby(by, dropna=False, sort=False)]
@@ -144,6 +156,7 @@ def summarize(
                     labels
                     | {
                         "n_experiments": int(group["experiment_id"].nunique()),
+                        VARIES_WITHIN: _varies_within(group, pooled),
                         "metric": metric,
                         **{s: getattr(described, s) for s in STAT_COLUMNS},
                         "confidence": settings.confidence,
@@ -153,6 +166,13 @@ def summarize(
     float_columns = [c for c in STAT_COLUMNS if c != "n"]
     frame[float_columns] = frame[float_columns].astype("Float64")
     return frame.astype({"n": "Int64", "n_experiments": "Int64"})
+
+
+def _varies_within(group: pd.DataFrame, pooled: list[str]) -> str:
+    """The swept parameters outside group_by that take more than one value in this group
+    (comma-separated; empty: the group pools runs of one configuration only), so a pooled
+    mean never hides what it mixes (issue 14 point 11)."""
+    return ",".join(p for p in pooled if group[CONFIG_PREFIX + p].astype(str).nunique() > 1)
 
 
 def write_summary(campaign_dir: Path, summary: pd.DataFrame) -> None:

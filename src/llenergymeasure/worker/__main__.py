@@ -27,7 +27,12 @@ from llenergymeasure.contract import ERROR_FILE, RESULT_FILE
 from llenergymeasure.errors import BackendError, ConfigError, LemError, MeasurementError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.oom import is_out_of_memory
-from llenergymeasure.results.schema import ErrorCategory, ErrorRecord, schema_fingerprint
+from llenergymeasure.results.schema import (
+    ErrorCategory,
+    ErrorRecord,
+    ExperimentResult,
+    schema_fingerprint,
+)
 
 log = logging.getLogger("lem.worker")
 
@@ -85,10 +90,37 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def beside_finished(out_dir: Path, force: bool) -> Path:
+    """Where this run writes: out_dir, unless it already holds a finished result.json, which a
+    by-hand run must not overwrite (the manifest and results.csv point at it): then a new
+    subfolder beside it, said on stderr. force: overwrite anyway (issue 14 point 5)."""
+    existing = out_dir / RESULT_FILE
+    if force or not _finished(existing):
+        return out_dir
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = out_dir / f"rerun_{stamp}"
+    print(
+        f"lem-worker: {existing} is a finished result; not overwriting it (--force does). "
+        f"This run writes to {target}",
+        file=sys.stderr,
+    )
+    return target
+
+
+def _finished(path: Path) -> bool:
+    try:
+        ExperimentResult.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    force = "--force" in args
+    args = [a for a in args if a != "--force"]
     if len(args) != 1 or args[0] in {"-h", "--help"}:
-        print("usage: lem-worker EXP_JSON", file=sys.stderr)
+        print("usage: lem-worker [--force] EXP_JSON", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.INFO,
@@ -103,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     spec: ExperimentSpec | None = None
     try:
         spec = load_spec(path)
-        out_dir = Path(spec.output_dir)
+        out_dir = beside_finished(Path(spec.output_dir), force)
+        spec = spec.model_copy(update={"output_dir": str(out_dir)})
         out_dir.mkdir(parents=True, exist_ok=True)
         from llenergymeasure.worker.run import run_experiment
 

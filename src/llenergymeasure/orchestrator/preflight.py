@@ -1,0 +1,40 @@
+"""Host-side checks of what a campaign's experiments name, before anything runs: a model path
+that is not there is a configuration error found in a second, not after a worker start per
+attempt (issue 14 point 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llenergymeasure.config.grid import Campaign
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.models import is_builtin, resolve_model
+
+_LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def looks_local(model: str) -> bool:
+    """A model named as a filesystem path (a Hugging Face id is `org/name`, never these)."""
+    return model.startswith(_LOCAL_PREFIXES) or model in (".", "..")
+
+
+def check_models(campaign: Campaign) -> None:
+    """Each distinct model resolves: a known built-in, or a local directory holding a
+    config.json. Hugging Face ids are left to the worker (the host may be offline)."""
+    for model in sorted({exp.config.model for exp in campaign.experiments}):
+        if is_builtin(model):
+            resolve_model(model)
+            continue
+        if not looks_local(model):
+            continue
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"model {model!r}: no such directory ({path.resolve()}); give an existing "
+                "local model directory or a Hugging Face id (org/name)"
+            )
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model {model!r}: {path.resolve()} has no config.json; it is not a "
+                "Hugging Face model directory"
+            )
