@@ -1,8 +1,9 @@
 """The measured window for one experiment cycle.
 
 Order matters: pre-flight -> load (timed, outside the window) -> idle baseline -> sampler on ->
-warm-up -> synchronise -> energy start (at a counter tick) -> serve every prompt ->
-synchronise -> energy stop (at a tick). Nothing else runs inside the window.
+warm-up -> synchronise -> energy start (at a counter tick) -> serve every prompt, in whole passes
+until the window reaches min_window_s -> synchronise -> energy stop (at a tick). Nothing
+else runs inside the window.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
 from llenergymeasure.measure.session import MeasurementSession
 from llenergymeasure.results.schema import ExperimentResult, LatencyStats, WarmupRecord
+from llenergymeasure.worker.passes import fill_window
 from llenergymeasure.worker.warmup import warm_up
 
 log = logging.getLogger("lem.worker")
@@ -58,10 +60,29 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                 backend.synchronize()
                 with session.window() as window:
                     crashpoint("worker.generate")
-                    outputs = backend.generate(prompts)
-                    backend.synchronize()
+
+                    def one_pass() -> list[RequestOutput]:
+                        result = backend.generate(prompts)
+                        backend.synchronize()
+                        return result
+
+                    filled = fill_window(
+                        one_pass,
+                        # Repetition serves the energy reading; with no GPU energy source
+                        # (CPU runs, tests) one pass is the whole window.
+                        config.measurement.min_window_s if session.readers else 0.0,
+                        time_limit_s=spec.time_limit_s,
+                        elapsed_before_s=time.perf_counter() - t_import,
+                    )
+                session.window_cut_by_time_limit = filled.cut_by_time_limit
+            outputs = filled.outputs
             duration_s = window.duration_s
-            log.info("measured window: %d requests in %.3f s", len(outputs), duration_s)
+            log.info(
+                "measured window: %d requests in %d pass(es), %.3f s",
+                len(outputs),
+                filled.passes,
+                duration_s,
+            )
 
             peak = backend.peak_memory()
             shape = backend.model_shape()
@@ -96,6 +117,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         measured_duration_s=duration_s,
         window_start_unix_s=window.start_unix_s,
         window_end_unix_s=window.end_unix_s,
+        passes=filled.passes,
         n_requests=len(outputs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
