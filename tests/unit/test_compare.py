@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,3 +74,14 @@ def test_baseline_by_id_prefix_or_label(key: str, found: str | None) -> None:
             resolve(key, ids, labels)
     else:
         assert resolve(key, ids, labels) == found
+
+
+def test_forest_figure_draws_every_comparison(tmp_path: Path) -> None:
+    from llenergymeasure.results.plots import forest_figure
+
+    found = compare(runs_table({"aaa": 1.0, "bbb": 0.8, "ccc": 1.2}), "aaa", resamples=500)
+    figure = forest_figure(found, {"bbb": "batch=8"}, "against aaa")
+    assert [len(ax.get_yticklabels()) for ax in figure.axes] == [2, 2, 2]
+    assert figure.axes[0].get_yticklabels()[0].get_text() == "batch=8"  # top row: first compared
+    figure.savefig(tmp_path / "forest.png")
+    assert (tmp_path / "forest.png").stat().st_size > 1000
