@@ -331,6 +331,40 @@ def results(
 
 
 @app.command()
+def compare(
+    campaign_dir: CampaignDir,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="Experiment id, unique prefix or label; default: all pairs."
+        ),
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Ratios of energy per output token, throughput and p99 latency, paired by cycle, with
+    bootstrap intervals and Holm-corrected p-values."""
+    from llenergymeasure.api import load_results
+    from llenergymeasure.results import compare as cmp
+
+    loaded = load_results(campaign_dir)
+    stats = loaded.manifest.execution.statistics
+    labels = cmp.run_labels(loaded.runs)
+    found = cmp.compare(
+        loaded.runs,
+        baseline,
+        labels=labels,
+        resamples=stats.bootstrap_resamples,
+        confidence=stats.confidence,
+        seed=stats.seed,
+    )
+    if json_out:
+        rows = [c.as_dict() | {"label": labels.get(c.experiment_id)} for c in found]
+        out.print_json(json.dumps({"correction": cmp.CORRECTION, "comparisons": rows}))
+        return
+    out.print(cmp.render(found, labels, stats.confidence))
+
+
+@app.command()
 def report(
     campaign_dir: CampaignDir,
     output_dir: Annotated[

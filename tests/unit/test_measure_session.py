@@ -48,9 +48,12 @@ def fake_session(
     baseline: bool = True,
     ttl_s: float = 3600.0,
     rapl: RaplReader | None = None,
+    min_window_s: float = 10.0,
 ) -> MeasurementSession:
     config = MeasurementConfig(
-        sampler_hz=0, baseline=BaselineConfig(enabled=baseline, duration_s=5.0, ttl_s=ttl_s)
+        sampler_hz=0,
+        baseline=BaselineConfig(enabled=baseline, duration_s=5.0, ttl_s=ttl_s),
+        min_window_s=min_window_s,
     )
     return MeasurementSession(
         config,
@@ -279,13 +282,32 @@ def test_one_unmeasurable_gpu_makes_the_total_null_not_partial(tmp_path: Path) -
 # ------------------------------------------------------------------------- flags, no GPU
 
 
-def test_short_window_is_flagged_and_warned(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("min_window_s", "cut_by_time_limit", "words"),
+    [
+        (0.0, False, "under 10 s with measurement.min_window_s=0"),
+        (
+            10.0,
+            True,
+            "under min_window_s=10 s: one more pass of the prompt set would have run past",
+        ),
+        (10.0, False, None),  # the worker filled the window; a 2 s window is then its own choice
+    ],
+)
+def test_short_window_warned_only_when_off_or_cut_by_time_limit(
+    tmp_path: Path, min_window_s: float, cut_by_time_limit: bool, words: str | None
+) -> None:
     clock = FakeClock(100.0013)
     gpu = ScriptedGpu("GPU-a", clock, constant(300))
-    report = run_window(fake_session(tmp_path, clock, [gpu]), clock, window_s=2.0)
-    assert report.flags.short_window is True
-    (warning,) = report.warnings
-    assert "measured window is 2.00 s, under 10 s" in warning
+    session = fake_session(tmp_path, clock, [gpu], min_window_s=min_window_s)
+    session.window_cut_by_time_limit = cut_by_time_limit
+    report = run_window(session, clock, window_s=2.0)
+    assert report.flags.short_window is (words is not None)
+    if words is not None:
+        (warning,) = report.warnings
+        assert words in warning
+    else:
+        assert report.warnings == []
     # counter ticks 107.3 -> 109.4, less the 0.1 s tail after the window: 300 W * 2 s
     assert report.energy.energy_raw_j == exact(300.0 * 2.0)
     assert report.energy.energy_adjusted_j == pytest.approx(0.0, abs=1e-9)
@@ -352,7 +374,9 @@ def test_no_gpu_still_reports_cpu_package_energy_from_rapl(tmp_path: Path) -> No
 
 
 def real_session(tmp_path: Path, readers: list[GpuReader], hz: float = 50) -> MeasurementSession:
-    config = MeasurementConfig(sampler_hz=hz, baseline=BaselineConfig(enabled=False))
+    config = MeasurementConfig(
+        sampler_hz=hz, baseline=BaselineConfig(enabled=False), min_window_s=0
+    )
     return MeasurementSession(config, tmp_path / "cache", readers=readers, rapl=no_rapl(tmp_path))
 
 

@@ -164,6 +164,7 @@ def test_report_files_are_self_contained(tmp_path: Path, write_yaml: WriteYaml) 
     assert path == directory / "report" / "report.html"
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     assert pngs == [
+        "compare_forest.png",
         "cycle_spread.png",
         "metrics_vs_batch_size.png",
         "metrics_vs_precision.png",

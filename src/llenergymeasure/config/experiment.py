@@ -149,6 +149,14 @@ class MeasurementConfig(_Strict):
         "(then no time series and no fallback when the energy counter is unsupported).",
     )
     baseline: BaselineConfig = Field(default=BaselineConfig(), description="Idle baseline.")
+    min_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Repeat the prompt set (whole passes) inside the measured window until it "
+        "lasts at least this long; 0 turns repetition off (one pass). Energy over windows "
+        "under ~10 s is noisy and biased low. Applies when GPU energy is measured.",
+    )
 
     @model_validator(mode="after")
     def _rate_in_range(self) -> MeasurementConfig:

@@ -23,3 +23,6 @@ class ExperimentSpec(BaseModel):
     base_dir: str = Field(description="Directory of the campaign file; relative paths start here.")
     cache_dir: str = Field(description="Campaign-wide cache shared by workers (idle baseline).")
     config: ExperimentConfig
+    time_limit_s: float | None = Field(
+        None, gt=0, description="Per-experiment limit; the worker stops repeating passes before it."
+    )

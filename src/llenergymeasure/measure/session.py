@@ -96,6 +96,8 @@ class MeasurementSession:
         clock, wall_clock and sleep go together: a test's fake clock needs its own sleep."""
         self.config, self.clock, self.wall_clock = config, clock, wall_clock
         self.sleep = sleep
+        # Set by the worker when repeating passes stopped at the time limit before min_window_s.
+        self.window_cut_by_time_limit = False
         self.cache = BaselineCache(cache_dir, config.baseline.ttl_s)
         self.readers: list[GpuReader] = list(readers or [])
         self._injected = readers is not None
@@ -312,11 +314,26 @@ class MeasurementSession:
 
     def _flags(self, warnings: list[str]) -> MeasurementFlags:
         duration = self.window_edges.duration_s
-        short = duration < SHORT_WINDOW_S if self.readers else None
-        if short:
+        # With min_window_s on, the worker repeats passes until the window is long enough; the
+        # warning is left for a user who turned it off or a pass too long for the time limit.
+        minimum = self.config.min_window_s
+        if not self.readers:
+            short = None
+        elif self.window_cut_by_time_limit:
+            short = duration < max(minimum, SHORT_WINDOW_S)
+        else:
+            short = minimum == 0 and duration < SHORT_WINDOW_S
+        if short and self.window_cut_by_time_limit:
             warnings.append(
-                f"measured window is {duration:.2f} s, under {SHORT_WINDOW_S:.0f} s: energy over "
-                "short windows is noisy and biased low; raise n_prompts or max_output_tokens"
+                f"measured window is {duration:.2f} s, under min_window_s={minimum:g} s: one more "
+                "pass of the prompt set would have run past the experiment's time limit; "
+                "raise timeout_s or lower n_prompts"
+            )
+        elif short:
+            warnings.append(
+                f"measured window is {duration:.2f} s, under {SHORT_WINDOW_S:.0f} s with "
+                "measurement.min_window_s=0: energy over short windows is noisy and biased low; "
+                "set min_window_s (default 10) to repeat the prompt set"
             )
         flags = MeasurementFlags(
             short_window=short,

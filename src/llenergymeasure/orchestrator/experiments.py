@@ -93,6 +93,7 @@ class ExperimentSpecs:
             base_dir=str(self.base_dir),
             cache_dir=str(here / CACHE_DIR),
             config=self.config(entry.experiment_id),
+            time_limit_s=manifest.timeout_s,
         )
 
     def write_spec(self, manifest: Manifest, entry: ManifestEntry, attempt: int) -> Path:

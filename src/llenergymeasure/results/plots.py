@@ -324,3 +324,39 @@ def _ordered(values: Any) -> list[Any]:
         return sorted(items)
     except TypeError:
         return sorted(items, key=str)
+
+
+def forest_figure(comparisons: Sequence[Any], labels: dict[str, str], caption: str) -> Figure:
+    """Ratio against the baseline with its paired interval, one panel per compared metric
+    (results/compare.py's Comparison rows); 1 = same as the baseline."""
+    metrics = list(dict.fromkeys(c.metric for c in comparisons))
+    per_panel = max(1, len(comparisons) // max(1, len(metrics)))
+    fig = Figure(figsize=(13, max(3.5, 1.5 + 0.4 * per_panel)))
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)[0]
+    if not comparisons:
+        _say(axes[0], "Nothing to compare", "needs two experiments with done runs")
+        return fig
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = [c for c in comparisons if c.metric == metric]
+        ys = list(range(len(rows)))[::-1]
+        for y, c in zip(ys, rows, strict=True):
+            if c.ratio is None:
+                continue
+            low = c.ci_low if c.ci_low is not None else c.ratio
+            high = c.ci_high if c.ci_high is not None else c.ratio
+            ax.errorbar(
+                c.ratio,
+                y,
+                xerr=[[max(0.0, c.ratio - low)], [max(0.0, high - c.ratio)]],
+                fmt="o",
+                color="C3" if c.significant else "C0",
+                capsize=3,
+            )
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        names = [labels.get(c.experiment_id, c.experiment_id) for c in rows]
+        ax.set_yticks(ys, [n if len(n) <= 40 else n[:39] + "…" for n in names], fontsize=8)
+        ax.set_title(f"{metric} ratio", fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(caption, fontsize=9)
+    return fig

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.results import plots
+from llenergymeasure.results import compare, plots
 from llenergymeasure.results.aggregate import (
     CONFIG_PREFIX,
     FEW_RUNS,
@@ -72,6 +72,7 @@ def write_report(
         ),
         Plot("power_timeseries", "Power time-series", plots.timeseries_figure(series)),
         Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(runs, labels)),
+        _forest(loaded, labels),
     ]
     images: list[tuple[Plot, str]] = []
     for plot in figures:
@@ -103,6 +104,34 @@ def without_unused_settings(runs: pd.DataFrame) -> pd.DataFrame:
         if column in runs:
             runs[column] = runs[column].astype(object).where(~greedy, None)
     return runs
+
+
+def _forest(loaded: LoadedCampaign, labels: dict[str, str]) -> Plot:
+    """Every configuration against the first one (`lem compare` for other baselines)."""
+    statistics = loaded.manifest.execution.statistics
+    done = loaded.runs[loaded.runs["status"] == "done"] if len(loaded.runs) else loaded.runs
+    ids = list(dict.fromkeys(str(i) for i in done["experiment_id"])) if len(done) else []
+    found = (
+        compare.compare(
+            loaded.runs,
+            ids[0],
+            resamples=statistics.bootstrap_resamples,
+            confidence=statistics.confidence,
+            seed=statistics.seed,
+        )
+        if len(ids) > 1
+        else []
+    )
+    base = labels.get(ids[0], ids[0]) if ids else "-"
+    caption = (
+        f"Against {base}, paired by cycle: {statistics.confidence:.0%} bootstrap intervals; "
+        f"red: Holm-corrected p < {1 - statistics.confidence:.2f}"
+    )
+    return Plot(
+        "compare_forest",
+        "Ratios against the first configuration",
+        plots.forest_figure(found, labels, caption),
+    )
 
 
 def _labels(per_experiment: pd.DataFrame, swept: list[str]) -> dict[str, str]:

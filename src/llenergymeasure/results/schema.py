@@ -137,7 +137,9 @@ class MeasurementFlags(_Result):
     power_capped: bool | None = None
     max_temperature_c: float | None = None
     short_window: bool | None = Field(
-        None, description="Measured window under 10 s: energy noisy, biased low (null: no energy)."
+        None,
+        description="Measured window under 10 s with min_window_s off, or under min_window_s "
+        "because one more pass would have passed the time limit (null: no energy).",
     )
     energy_counter_unsupported: bool | None = None
     baseline_stale: bool | None = None
@@ -207,7 +209,10 @@ class ExperimentResult(_Result):
     measured_duration_s: float = Field(description="Wall time of the measured window.")
     window_start_unix_s: float = Field(description="Window start, for aligning external logs.")
     window_end_unix_s: float
-    n_requests: int
+    passes: int = Field(
+        1, ge=1, description="Whole passes of the prompt set in the window (min_window_s)."
+    )
+    n_requests: int = Field(description="Requests served in the window, over all passes.")
     input_tokens: int
     output_tokens: int
     output_tokens_per_s: float

@@ -3,8 +3,8 @@
 Order matters: pre-flight -> load + engine init (timed, outside the window) -> prompts
 tokenised and batched -> idle baseline -> sampler on -> warm-up over the window's own batch
 shapes -> synchronise -> GC collect, then paused -> energy start (at a counter tick) -> serve
-the prepared batches -> synchronise -> energy stop (at a tick). Nothing else runs inside the
-window.
+the prepared batches, in whole passes until the window reaches min_window_s -> synchronise ->
+energy stop (at a tick). Nothing else runs inside the window.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from llenergymeasure.backends import get_backend
-from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
+from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
@@ -35,6 +35,7 @@ from llenergymeasure.results.schema import (
     WarmupRecord,
 )
 from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
+from llenergymeasure.worker.passes import PassRecord, fill_window
 from llenergymeasure.worker.warmup import ratio_warnings, warm_up, warmup_batches, window_ratio
 
 log = logging.getLogger("lem.worker")
@@ -74,11 +75,27 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             last_pass: list[float] = []
             with session.sampling():
                 warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
-                window, served = _measure(backend, session, batches)
+                # Repetition serves the energy reading; with no GPU energy source (CPU runs,
+                # tests) one pass is the whole window.
+                min_window_s = config.measurement.min_window_s if session.readers else 0.0
+                window, filled, window_latencies = _measure(
+                    backend,
+                    session,
+                    batches,
+                    min_window_s,
+                    time_limit_s=spec.time_limit_s,
+                    elapsed_before_s=time.perf_counter() - t_import,
+                )
+                session.window_cut_by_time_limit = filled.cut_by_time_limit
             t_after = time.perf_counter()
-            outputs = served.outputs
+            outputs = filled.outputs
             duration_s = window.duration_s
-            log.info("measured window: %d requests in %.3f s", len(outputs), duration_s)
+            log.info(
+                "measured window: %d requests in %d pass(es), %.3f s",
+                len(outputs),
+                filled.passes,
+                duration_s,
+            )
 
             peak = backend.peak_memory()
             shape = backend.model_shape()
@@ -94,7 +111,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     )
     warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
     window_shapes = [_shape(b) for b in batches]
-    ratio = window_ratio(warm_shapes, last_pass, window_shapes, served.batch_latencies_s)
+    ratio = window_ratio(warm_shapes, last_pass, window_shapes * filled.passes, window_latencies)
     if ratio is not None:
         log.info("window / last warm-up batch latency: %.3f", ratio)
     phases = PhaseTimes(
@@ -131,6 +148,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         measured_duration_s=duration_s,
         window_start_unix_s=window.start_unix_s,
         window_end_unix_s=window.end_unix_s,
+        passes=filled.passes,
         n_requests=len(outputs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -154,7 +172,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         phases_s=phases,
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
-        window_batch_latencies_s=served.batch_latencies_s,
+        window_batch_latencies_s=window_latencies,
         window_to_warmup_latency_ratio=ratio,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
@@ -171,19 +189,35 @@ def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[
 
 
 def _measure(
-    backend: Backend, session: MeasurementSession, batches: list[PreparedBatch]
-) -> tuple[Window, Served]:
-    """The measured window: the prepared batches and nothing else."""
+    backend: Backend,
+    session: MeasurementSession,
+    batches: list[PreparedBatch],
+    min_window_s: float,
+    *,
+    time_limit_s: float | None,
+    elapsed_before_s: float,
+) -> tuple[Window, PassRecord, list[float]]:
+    """The measured window: the prepared batches, in whole passes until it reaches
+    min_window_s, and nothing else; also every batch's latency in it."""
     backend.reset_peak_memory()
     backend.synchronize()
+    batch_latencies: list[float] = []
+
+    def one_pass() -> list[RequestOutput]:
+        served = backend.serve(batches)
+        backend.synchronize()
+        batch_latencies.extend(served.batch_latencies_s)
+        return served.outputs
+
     # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
     # pause of the collector is no part of the engine's work.
     gc.collect()
     with gc_paused(), session.window() as window:
         crashpoint("worker.generate")
-        served = backend.serve(batches)
-        backend.synchronize()
-    return window, served
+        filled = fill_window(
+            one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
+        )
+    return window, filled, batch_latencies
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:
