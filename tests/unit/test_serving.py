@@ -158,6 +158,7 @@ def test_counter_series_window_energy_and_attribution_from_scripted_nvml() -> No
         series.read_once()
         clock.sleep(0.25)
     energy = series.energy_j(2.0, 8.0)
+    assert energy is not None
     assert energy == pytest.approx(2 * 200 * 6.0, rel=0.01)
     recs = [_req(0, 1.0, 2.5, 0.5, 10), _req(1, 1.0, 2.5, 0.5, 10)]
     per = attribute(recs, series.power_w(), 2.0, 8.0, energy)
@@ -212,9 +213,12 @@ def test_server_is_always_stopped_with_its_children(mode: str, tmp_path: Path) -
         with launched(cmd, port, 30, tmp_path / "server.log") as srv:
             assert srv.launch_s > 0 and len(_alive_with(str(port))) == 2  # server + its child
     else:
-        with pytest.raises(BackendError, match="code 3" if mode == "crash" else "1.5 s"):
-            with launched(cmd, port, 1.5, tmp_path / "server.log"):
-                pass
+        match = "code 3" if mode == "crash" else "1.5 s"
+        with (
+            pytest.raises(BackendError, match=match),
+            launched(cmd, port, 1.5, tmp_path / "server.log"),
+        ):
+            pass
     assert _alive_with(str(port)) == []
 
 
