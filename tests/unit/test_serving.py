@@ -6,19 +6,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from measure_fakes import Trace
+from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 from pydantic import ValidationError
 from serving_standin import StandIn, standin_server
 
-from llenergymeasure.config.server import ServerSpec
+from llenergymeasure.config.server import ServerSpec, Slo
+from llenergymeasure.errors import BackendError
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
 from llenergymeasure.worker.serving.attribution import attribute, write_parquet
+from llenergymeasure.worker.serving.energy import CounterSeries
 from llenergymeasure.worker.serving.loadgen import RequestRecord, run_level
+from llenergymeasure.worker.serving.metrics import level_metrics
+from llenergymeasure.worker.serving.server import free_port, launched, server_command
 from llenergymeasure.worker.serving.window import mser5, steady_window
 
 
@@ -63,7 +68,7 @@ def test_arrivals_hit_the_rate_and_are_seeded(arrival: str, burst: float | None)
 
 def test_open_loop_records_ordered_times_and_server_token_counts() -> None:
     standin = StandIn(tokens=5, first_token_s=0.02, gap_s=0.005)
-    offs = send_offsets_s("constant", 50.0, 20, seed=0)
+    offs = send_offsets_s("constant", 20.0, 20, seed=0)
     with standin_server(standin) as url:
         _, recs = asyncio.run(run_level(url, "m", ["hi"], 5, offsets_s=offs))
     assert standin.requests == 20 and all(r.ok for r in recs)
@@ -72,9 +77,13 @@ def test_open_loop_records_ordered_times_and_server_token_counts() -> None:
         assert r.send_s < r.first_token_s <= r.chunk_times_s[-1] <= r.end_s
         assert r.first_token_s - r.send_s >= 0.02 and r.completion_tokens == 5
         assert len(r.chunk_times_s) == 5 and r.prompt_tokens == 3
-    achieved = (len(recs) - 1) / (recs[-1].send_s - recs[0].send_s)
-    assert achieved == pytest.approx(50.0, rel=0.1)
-    assert max(r.lag_s for r in recs) < 0.05
+    # Achieved rate within 10% of the target unless the generator itself lagged (2 busy cores),
+    # in which case the level must say so.
+    m = level_metrics(recs, steady_window(recs), None, Slo(), 20.0, 0.005)
+    if m["send_lag_p99_s"] < 0.005:
+        assert m["achieved_rate_rps"] == pytest.approx(20.0, rel=0.1)
+    else:
+        assert m["generator_limited"] and any("load generator" in w for w in m["warnings"])
 
 
 def test_closed_loop_keeps_concurrency_and_duration_bounds_the_level() -> None:
@@ -138,3 +147,84 @@ def test_attribution_parquet_beside_result(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "requests.parquet").to_pydict()
     assert table["completion_tokens"] == [3, None] and table["energy_j"] == [None, None]
     assert table["error"] == [None, "boom"]
+
+
+def test_counter_series_window_energy_and_attribution_from_scripted_nvml() -> None:
+    # 200 W flat on two GPUs through the NVML stand-in; the counter series is read at 4 Hz.
+    clock = FakeClock(0.0)
+    gpus = [ScriptedGpu(f"GPU-{k}", clock, constant(200)) for k in range(2)]
+    series = CounterSeries(gpus, period_s=0.25, clock=clock)
+    for _ in range(41):  # 0 .. ~10 s
+        series.read_once()
+        clock.sleep(0.25)
+    energy = series.energy_j(2.0, 8.0)
+    assert energy is not None
+    assert energy == pytest.approx(2 * 200 * 6.0, rel=0.01)
+    recs = [_req(0, 1.0, 2.5, 0.5, 10), _req(1, 1.0, 2.5, 0.5, 10)]
+    per = attribute(recs, series.power_w(), 2.0, 8.0, energy)
+    assert sum(per.values()) == pytest.approx(energy, rel=1e-12)
+    assert per[0] == pytest.approx(per[1])
+
+
+def test_level_metrics_count_energy_and_tokens_over_one_window() -> None:
+    recs = [_req(i, i * 0.5, i * 0.5 + 0.2, 0.1, 10) for i in range(30)]
+    w = steady_window(recs)
+    m = level_metrics(recs, w, 100.0, Slo(ttft_p99_s=0.5), 2.0, 0.001)
+    assert m["requests_ok"] == 30 and m["achieved_rate_rps"] == pytest.approx(2.0)
+    assert m["energy_per_output_token_j"] == pytest.approx(100.0 / m["window_output_tokens"])
+    assert m["ttft_p50_s"] == pytest.approx(0.2) and m["goodput_rps"] > 0
+    assert m["window_coverage"] <= 1 and m["generator_limited"] is False
+    failed = level_metrics(
+        [RequestRecord(0, 0.0, 0.0, error="HTTP 500")], None, None, Slo(), 1.0, 0.001
+    )
+    assert failed["failed_reason"] == "HTTP 500" and failed["requests_ok"] == 0
+
+
+SERVER = """
+import http.server, subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if sys.argv[2] == "ok" else 503); self.end_headers()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def _alive_with(tag: str) -> list[int]:
+    """Live (non-zombie) processes whose command line carries `tag` (the test's port)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmdline = (d / "cmdline").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if tag.encode() in cmdline and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["ok", "never-healthy", "crash"])
+def test_server_is_always_stopped_with_its_children(mode: str, tmp_path: Path) -> None:
+    port = free_port()
+    code = "import sys; sys.exit(3)" if mode == "crash" else SERVER
+    cmd = [sys.executable, "-c", code, str(port), mode]
+    if mode == "ok":
+        with launched(cmd, port, 30, tmp_path / "server.log") as srv:
+            assert srv.launch_s > 0 and len(_alive_with(str(port))) == 2  # server + its child
+    else:
+        match = "code 3" if mode == "crash" else "1.5 s"
+        with (
+            pytest.raises(BackendError, match=match),
+            launched(cmd, port, 1.5, tmp_path / "server.log"),
+        ):
+            pass
+    assert _alive_with(str(port)) == []
+
+
+def test_pytorch_server_command_is_transformers_serve_with_continuous_batching() -> None:
+    cmd = server_command("pytorch", "/m", 1234)
+    assert cmd[1:3] == ["serve", "--continuous-batching"] and cmd[-1] == "/m"
+    assert "127.0.0.1" in cmd
+    with pytest.raises(BackendError, match="vllm, pytorch, tensorrt"):
+        server_command("onnx", "/m", 1)
