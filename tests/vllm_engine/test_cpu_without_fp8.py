@@ -74,3 +74,18 @@ def test_fp8_kv_cache_fails_alone_with_one_line(tmp_path: Path) -> None:
     assert "FP8 KV cache on CPU requires x86 with AVX-512 or AMX" in failed.error
     assert "AMD EPYC 7B12" in failed.error
     assert "1 done, 1 failed" in proc.stdout, explain(proc)
+
+
+def test_cpu_flags_agree_with_what_vllm_asks_torch() -> None:
+    """The refusal and the skips read /proc/cpuinfo; vLLM's attention backend asks torch (CPUID).
+    On a real host the two agree; where they do not (an emulator such as qemu-user passes the
+    host's /proc/cpuinfo through while hiding AVX-512 from CPUID), lem's pre-check is wrong."""
+    import torch
+
+    from llenergymeasure.cpu_features import read_cpu_features
+
+    features = read_cpu_features()
+    assert (features.avx512, features.amx) == (
+        torch.cpu._is_avx512_supported(),
+        torch.cpu._is_amx_tile_supported(),
+    ), features.describe()

@@ -10,6 +10,7 @@ TTFT = `first_token_latency`, inter-token latency = (`last_token_ts` - `first_to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -33,7 +34,7 @@ from llenergymeasure.backends.common import (
 )
 from llenergymeasure.config.backends import VLLMConfig
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.cpu_features import fp8_kv_cache_refusal, read_cpu_features
+from llenergymeasure.cpu_features import CPUINFO_ENV, fp8_kv_cache_refusal, read_cpu_features
 from llenergymeasure.errors import BackendError, ConfigError
 from llenergymeasure.measure.flops import ModelShape
 
@@ -95,7 +96,14 @@ class VLLMBackend(Backend):
         retried: the same CPU refuses it again."""
         kv_dtype = self.settings.kv_cache_dtype or ""
         if current_platform.is_cpu() and kv_dtype.startswith("fp8"):
-            reason = fp8_kv_cache_refusal(read_cpu_features())
+            features = read_cpu_features()
+            if CPUINFO_ENV not in os.environ and not (
+                torch.cpu._is_avx512_supported() or torch.cpu._is_amx_tile_supported()
+            ):
+                # vLLM asks torch (CPUID), which can hide what /proc/cpuinfo lists (an
+                # emulator such as qemu-user): its answer decides, as it does for vLLM.
+                features = dataclasses.replace(features, flags=frozenset())
+            reason = fp8_kv_cache_refusal(features)
             if reason is not None:
                 raise ConfigError(f"vllm.kv_cache_dtype {kv_dtype}: {reason}")
 
