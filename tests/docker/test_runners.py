@@ -154,11 +154,11 @@ def test_grid_campaign_runs_in_containers(
 def test_a_worker_crash_is_isolated(
     docker: DockerClient, pytorch_image: str, tmp_path: Path, runner: str
 ) -> None:
-    missing_model = tmp_path / "no-such-model"  # visible in the container, but not there
+    # the first fails inside its container (no CUDA device there), past the host's pre-flight
     campaign_file = write(
         tmp_path / "crash.yaml",
         "name: crash\n" + BASE + "experiments:\n"
-        f"  - {{model: {missing_model}}}\n  - {LONG}\n  - {{batch_size: 2}}\n",
+        f"  - {{pytorch: {{device: cuda}}}}\n  - {LONG}\n  - {{batch_size: 2}}\n",
     )
     with lem_running(
         "campaign", campaign_file, "-o", "out", "--runner", runner, cwd=tmp_path
@@ -173,7 +173,7 @@ def test_a_worker_crash_is_isolated(
     campaign_dir = only_campaign_dir(tmp_path / "out")
     bad, crashed, good = load_manifest(campaign_dir).entries
     assert bad.status == "failed"
-    assert bad.error == f"BackendError: model directory {missing_model} does not exist"
+    assert bad.error == "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
     record = campaign_dir / Path(bad.exp_path).parent / "error.json"
     assert ErrorRecord.model_validate_json(record.read_bytes()).category == "backend"
 

@@ -27,26 +27,27 @@ BASE = tiny_base()
 
 
 def test_failing_experiment_is_isolated(tmp_path: Path) -> None:
-    # The failing experiment runs first, so the good one shows that the campaign went on.
+    # The failing experiment runs first, so the good one shows that the campaign went on. It
+    # fails in the worker (a CPU host has no CUDA device), past the host's pre-flight.
     campaign_file = write(
         tmp_path / "mixed.yaml",
         "name: mixed\ncycles: 1\n"
         + BASE
         + "experiments:\n"
-        + "  - {model: /nonexistent/path}\n"
+        + "  - {pytorch: {device: cuda}}\n"
         + "  - {batch_size: 2}\n",
     )
     proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", cwd=tmp_path)
     assert proc.returncode == 1, explain(proc)
     campaign_dir = only_campaign_dir(tmp_path / "out")
     bad, good = load_manifest(campaign_dir).entries
-    assert bad.label == {"model": "/nonexistent/path"}
+    assert bad.label == {"pytorch.device": "cuda"}
 
     assert bad.status == "failed"
     assert bad.attempts == 1
     assert bad.result_path is None
     assert bad.error is not None
-    assert bad.error == "BackendError: model directory /nonexistent/path does not exist"
+    assert bad.error == "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
     assert bad.finished_at is not None
     bad_dir = campaign_dir / Path(bad.exp_path).parent
     assert not (bad_dir / "result.json").exists()
@@ -55,7 +56,7 @@ def test_failing_experiment_is_isolated(tmp_path: Path) -> None:
     assert record.category == "backend"
     assert record.experiment_id == bad.experiment_id
     assert (record.cycle, record.attempt) == (1, 1)
-    assert "/nonexistent/path" in record.message
+    assert "pytorch.device" in record.message
     assert record.traceback.startswith("Traceback (most recent call last)")
     assert "BackendError" in record.traceback
     assert "experiment failed" in (bad_dir / "worker.log").read_text()

@@ -42,9 +42,9 @@ def test_run_experiment_returns_its_result(tmp_path: Path) -> None:
 
 def test_run_experiment_failure_raises_with_the_cause(tmp_path: Path) -> None:
     with pytest.raises(ExperimentFailedError) as info:
-        lem.run_experiment({**SMALL, "model": "/nonexistent/model"}, output_dir=tmp_path)
+        lem.run_experiment({**SMALL, "pytorch": {"device": "cuda"}}, output_dir=tmp_path)
     assert "BackendError" in str(info.value)
-    assert "/nonexistent/model" in str(info.value)
+    assert "pytorch.device is 'cuda'" in str(info.value)
 
 
 def test_run_experiment_bad_config_is_a_config_error(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from webhook_server import Recorder, webhook_server
 pytestmark = pytest.mark.integration
 
 CAMPAIGN = tiny_campaign(
-    "secrets", tail="experiments:\n  - {batch_size: 2}\n  - {model: /nonexistent/model}\n"
+    "secrets", tail="experiments:\n  - {batch_size: 2}\n  - {pytorch: {device: cuda}}\n"
 )
 
 
@@ -124,7 +124,7 @@ def test_the_settings_are_recorded_without_the_url(run: Run) -> None:
     data = json.loads(run.console[2].stdout)
     assert data["settings"]["pue"] == 1.3
     assert [f["error"] for f in data["failed"]] == [
-        "BackendError: model directory /nonexistent/model does not exist"
+        "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
     ]
 
 
