@@ -203,6 +203,7 @@ def test_lem_report_on_the_real_campaign(grid: GridRun, tmp_path: Path) -> None:
     assert proc.returncode == 0, explain(proc)
     assert str(out / "report.html") in " ".join(proc.stdout.split())
     assert sorted(p.name for p in out.glob("*.png")) == [
+        "compare_forest.png",
         "cycle_spread.png",
         "metrics_vs_batch_size.png",
         "metrics_vs_precision.png",
@@ -217,7 +218,7 @@ def test_lem_report_on_the_real_campaign(grid: GridRun, tmp_path: Path) -> None:
     assert "No energy was measured in this campaign" in page
     assert "shuffled (order_seed 11)" in page
     assert "thermal floor 45 °C not checked" in page
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
     assert "https://" not in page and "http://" not in page
     assert "has no power time-series" not in page  # the chosen run's file was drawn
 
