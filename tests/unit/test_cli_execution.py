@@ -42,7 +42,10 @@ def test_dry_run_lists_the_schedule_and_the_gaps(tmp_path: Path) -> None:
 
 
 def test_long_dry_run_table_is_cut_and_json_lists_every_row(tmp_path: Path) -> None:
-    big = "name: big\ngrid:\n  batch_size: [1, 2, 4, 8, 16, 32]\n  seed: [1, 2, 3, 4, 5, 6]\n"
+    big = (
+        "name: big\nbase: {n_prompts: 32}\n"
+        "grid:\n  batch_size: [1, 2, 4, 8, 16, 32]\n  seed: [1, 2, 3, 4, 5, 6]\n"
+    )
     assert len(dry_run(tmp_path, "--cycles", "2", text=big)["experiments"]) == 72  # type: ignore[arg-type]
     proc = run_cli("campaign", "c.yaml", "--dry-run", "--cycles", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

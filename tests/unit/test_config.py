@@ -159,7 +159,8 @@ def test_experiment_rejects_out_of_range(field: str, value: Any) -> None:
     ],
 )
 def test_experiment_accepts_boundaries(field: str, value: Any) -> None:
-    assert getattr(ExperimentConfig.model_validate({field: value}), field) == value
+    data = {field: value} | ({"n_prompts": value} if field == "batch_size" else {})
+    assert getattr(ExperimentConfig.model_validate(data), field) == value
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ WriteYaml = Callable[..., Path]
 VARIED = """\
 name: varied
 base:
-  n_prompts: 2
+  n_prompts: 4
   decoding: {strategy: sampling, temperature: 0.7}
   warmup: {runs: 1}
   passthrough_kwargs: {low_cpu_mem_usage: true, revision: main}

@@ -31,6 +31,8 @@ from llenergymeasure.config.capabilities import (
     unsupported_message,
 )
 
+DEFAULT_MIN_WINDOW_S = 10.0
+"""Shortest measured window worth an energy reading (measurement.min_window_s)."""
 BACKEND_SECTIONS: tuple[str, ...] = get_args(BackendName)
 """Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
 
@@ -149,14 +151,20 @@ class MeasurementConfig(_Strict):
         "(then no time series and no fallback when the energy counter is unsupported).",
     )
     baseline: BaselineConfig = Field(default=BaselineConfig(), description="Idle baseline.")
-    min_window_s: float = Field(
-        10.0,
+    min_window_s: float | None = Field(
+        None,
         ge=0,
         le=3600,
         description="Repeat the prompt set (whole passes) inside the measured window until it "
-        "lasts at least this long; 0 turns repetition off (one pass). Energy over windows "
-        "under ~10 s is noisy and biased low. Applies when GPU energy is measured.",
+        "lasts at least this long; 0 turns repetition off (one pass); null: 10. Energy over "
+        "windows under ~10 s is noisy and biased low. Applies when GPU energy is measured.",
+        json_schema_extra=OMIT_IF_NULL,
     )
+
+    @property
+    def window_minimum_s(self) -> float:
+        """min_window_s with its default resolved (null keeps earlier experiment ids)."""
+        return DEFAULT_MIN_WINDOW_S if self.min_window_s is None else self.min_window_s
 
     @model_validator(mode="after")
     def _rate_in_range(self) -> MeasurementConfig:

@@ -316,7 +316,7 @@ class MeasurementSession:
         duration = self.window_edges.duration_s
         # With min_window_s on, the worker repeats passes until the window is long enough; the
         # warning is left for a user who turned it off or a pass too long for the time limit.
-        minimum = self.config.min_window_s
+        minimum = self.config.window_minimum_s
         if not self.readers:
             short = None
         elif self.window_cut_by_time_limit:

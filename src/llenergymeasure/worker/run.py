@@ -77,7 +77,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                 warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
                 # Repetition serves the energy reading; with no GPU energy source (CPU runs,
                 # tests) one pass is the whole window.
-                min_window_s = config.measurement.min_window_s if session.readers else 0.0
+                min_window_s = config.measurement.window_minimum_s if session.readers else 0.0
                 window, filled, window_latencies = _measure(
                     backend,
                     session,
