@@ -107,6 +107,16 @@ def beside_finished(out_dir: Path, force: bool) -> Path:
     return target
 
 
+def _orchestrated(spec: ExperimentSpec) -> bool:
+    """This run is the attempt its orchestrator started (the job environment names it): it
+    writes where it was told. The orchestrator cleared the directory before starting it, so a
+    result found there now is an earlier attempt's, left by a worker that outlived its killed
+    orchestrator; this attempt is the one the manifest records."""
+    return os.environ.get("LEM_CAMPAIGN_ID") == spec.campaign_id and os.environ.get(
+        "LEM_ATTEMPT"
+    ) == str(spec.attempt)
+
+
 def _finished(path: Path) -> bool:
     try:
         ExperimentResult.model_validate_json(path.read_bytes())
@@ -131,11 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind and clean up, as Ctrl+C
     # CUDA then numbers GPUs as NVML does, so CUDA_VISIBLE_DEVICES indices mean the same GPU.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    # Said in the log: a forked worker's /proc environ is its fork server's, not its own.
+    log.info(
+        "GPUs: CUDA_VISIBLE_DEVICES=%s CUDA_DEVICE_ORDER=%s",
+        os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
+        os.environ["CUDA_DEVICE_ORDER"],
+    )
     path = Path(args[0])
     spec: ExperimentSpec | None = None
     try:
         spec = load_spec(path)
-        out_dir = beside_finished(Path(spec.output_dir), force)
+        out_dir = beside_finished(Path(spec.output_dir), force or _orchestrated(spec))
         spec = spec.model_copy(update={"output_dir": str(out_dir)})
         out_dir.mkdir(parents=True, exist_ok=True)
         from llenergymeasure.worker.run import run_experiment
