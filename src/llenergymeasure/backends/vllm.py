@@ -41,6 +41,7 @@ from llenergymeasure.measure.flops import ModelShape
 QUANTIZATION = {"fp8": "fp8", "awq": "awq", "gptq": "gptq"}
 MULTIPROC_METHOD = "VLLM_WORKER_MULTIPROC_METHOD"
 SHUTDOWN_TIMEOUT_S = 30.0
+NOT_STARTED = "generate called before the engine was started"
 
 
 class VLLMBackend(Backend):
@@ -110,7 +111,7 @@ class VLLMBackend(Backend):
     @property
     def llm(self) -> LLM:
         if self._llm is None:
-            raise BackendError("generate called before the engine was started")
+            raise BackendError(NOT_STARTED)
         return self._llm
 
     @property
@@ -120,6 +121,8 @@ class VLLMBackend(Backend):
         return self._tokenizer
 
     def prepare(self, prompts: list[str]) -> list[PreparedBatch]:
+        if self._llm is None:  # closed or never started: say so before any tokenising
+            raise BackendError(NOT_STARTED)
         return token_id_batches(
             self.tokenizer, prompts, self.config.max_input_tokens, self.config.batch_size
         )
