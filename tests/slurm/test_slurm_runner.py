@@ -44,16 +44,21 @@ def running_job(root: Path, other_than: str = "", timeout_s: float = 240) -> str
     raise AssertionError("no job of this campaign reached RUNNING")
 
 
-def test_scancel_resubmits_requeue_waits_every_run_done_once(campaign_root: Path) -> None:
-    campaign = write(campaign_root / "c.yaml", tiny_campaign("sl", tail=SEEDS_1_2 + "retries: 1\n"))
-    proc = subprocess.Popen(
+def start_slurm_campaign(campaign: Path, cwd: Path) -> subprocess.Popen[str]:
+    """`lem campaign FILE --runner slurm` in the background, its output captured."""
+    return subprocess.Popen(
         lem_cmd("campaign", campaign, "--runner", "slurm"),
-        cwd=campaign_root,
+        cwd=cwd,
         env=lem_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_scancel_resubmits_requeue_waits_every_run_done_once(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("sl", tail=SEEDS_1_2 + "retries: 1\n"))
+    proc = start_slurm_campaign(campaign, campaign_root)
     try:
         cancelled = running_job(campaign_root)
         subprocess.run(["scancel", cancelled], check=True, timeout=30)
@@ -94,14 +99,7 @@ def test_unknown_partition_fails_before_submission(campaign_root: Path) -> None:
 
 def test_ctrl_c_cancels_its_jobs(campaign_root: Path) -> None:
     campaign = write(campaign_root / "c.yaml", tiny_campaign("cc", tail=SEEDS_1_2))
-    proc = subprocess.Popen(
-        lem_cmd("campaign", campaign, "--runner", "slurm"),
-        cwd=campaign_root,
-        env=lem_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_slurm_campaign(campaign, campaign_root)
     try:
         running = running_job(campaign_root)
         proc.send_signal(signal.SIGINT)

@@ -56,10 +56,12 @@ class NodeOutcome:
 
 def run_on_node(job: Job) -> NodeOutcome:
     """The job body (runs on the node): the worker through the local runner. Slurm gives the
-    job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here."""
+    job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run
+    per job: a fork server would pay the engine's imports for a single worker, and inside the
+    job's process tree its forked workers failed to start (EOF from the server); spawn."""
     from llenergymeasure.orchestrator.runners.local import LocalRunner
 
-    with LocalRunner() as runner:
+    with LocalRunner(fork_server=False) as runner:
         outcome = runner.run(
             Job(job.exp_path, job.output_dir, job.log_path, job.env, job.timeout_s, gpus=None)
         )
