@@ -9,7 +9,9 @@ queued or running (scancel): nothing is left queued."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -58,14 +60,25 @@ def run_on_node(job: Job) -> NodeOutcome:
     """The job body (runs on the node): the worker through the local runner. Slurm gives the
     job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run
     per job: a fork server would pay the engine's imports for a single worker, and inside the
-    job's process tree its forked workers failed to start (EOF from the server); spawn."""
+    job's process tree its forked workers failed to start (EOF from the server); spawn.
+
+    SIGTERM means Slurm is ending the job (scancel, requeue, preemption, time limit; it
+    signals the worker too). submitit's body ignores SIGTERM, so it would pickle the killed
+    worker as the run's result, or finish the run while Slurm queues it again: a requeued
+    job would look failed, or run twice. The body exits at once without a result instead;
+    the orchestrator then asks Slurm how the job ended, or waits for its rerun."""
     from llenergymeasure.orchestrator.runners.local import LocalRunner
 
+    signal.signal(signal.SIGTERM, _slurm_ends_job)
     with LocalRunner(fork_server=False) as runner:
         outcome = runner.run(
             Job(job.exp_path, job.output_dir, job.log_path, job.env, job.timeout_s, gpus=None)
         )
     return NodeOutcome(outcome.returncode, outcome.timed_out, socket.gethostname())
+
+
+def _slurm_ends_job(signum: int, frame: object) -> None:  # noqa: ARG001
+    os._exit(128 + signum)
 
 
 def _squeue_state(job_id: str) -> str | None:
