@@ -228,7 +228,7 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
-    from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.manifest import ManifestStore, result_missing, to_resume
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
@@ -241,9 +241,13 @@ def resume(
         return
     directory = directory.resolve()
     manifest = ManifestStore(directory).load()
-    pending = manifest.pending(retry_failed)
+    pending = to_resume(directory, manifest, retry_failed)
     if dry_run:
-        _print_entries(f"Would run ({len(pending)})", [describe(e) for e in pending], json_out)
+        rows = [
+            describe(e) + (" (result.json missing)" if result_missing(directory, e) else "")
+            for e in pending
+        ]
+        _print_entries(f"Would run ({len(pending)})", rows, json_out)
         return
     # A lock left behind means its orchestrator died: its end (results.csv, summary.csv, the
     # lock itself) still has to be done, even with nothing left to run.
@@ -280,6 +284,22 @@ def resume(
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
+
+
+@app.command()
+def repair(
+    campaign_dir: CampaignDir,
+    force_unlock: Annotated[
+        bool, typer.Option(FORCE_FLAG, help="Take over a lock that names another machine.")
+    ] = False,
+) -> None:
+    """Rebuild a damaged manifest.json from the result files and the journal; says what it
+    could not recover. The damaged files are kept beside it."""
+    from llenergymeasure.orchestrator.repair import repair_campaign
+
+    report = repair_campaign(campaign_dir, force_unlock=force_unlock, notice=err.print)
+    for line in report.lines():
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -676,7 +696,7 @@ def describe(entry: ManifestEntry) -> str:
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
     from llenergymeasure.orchestrator.names import MANIFEST_FILE
 
     candidates = []
@@ -685,7 +705,7 @@ def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
             manifest = ManifestStore(manifest_path.parent).load()
         except LemError:
             continue
-        if manifest.pending(retry_failed):
+        if to_resume(manifest_path.parent, manifest, retry_failed):
             candidates.append((manifest.created_at, manifest_path.parent))
     return max(candidates)[1] if candidates else None
 
