@@ -60,3 +60,13 @@ def test_no_cli_flag_survives_translation(flag: str) -> None:
     said = for_library(f"error: do this, or pass {flag} 1, then stop")
     assert flag not in said.replace("=", " ").split(), said
     assert LIBRARY_WORDS[flag] in said
+
+
+def test_dir_shows_the_api_and_help_flags_are_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    public = [n for n in dir(lem) if not n.startswith("_")]
+    assert public == sorted(lem.__all__), public
+    assert all(callable(getattr(lem, n)) for n in public)
+    for args in (["-h"], ["campaign", "-h"], ["resume", "-h"]):
+        assert cli(args) == 0
+        text = capsys.readouterr().out
+        assert "Usage: lem" in text and "<bool>" not in text, text
