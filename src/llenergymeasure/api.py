@@ -96,6 +96,7 @@ def run_campaign(
     timeout_s: float | None = None,
     retries: int | None = None,
     allow_large: bool = False,
+    wait_for_gpus: bool = True,
     **overrides: Any,
 ) -> CampaignResults:
     """Run a campaign (a YAML path, a mapping or a CampaignConfig) to the end. overrides
@@ -110,6 +111,7 @@ def run_campaign(
         retries=retries,
         gpus=gpus,
         allow_large=allow_large,
+        wait_for_gpus=wait_for_gpus,
     )
     if isinstance(config_or_path, (str, Path)):
         path = Path(config_or_path)
@@ -136,6 +138,7 @@ def run_experiment(
     timeout_s: float | None = None,
     gpus: tuple[int, ...] | None = None,
     runner: str | None = None,
+    wait_for_gpus: bool = True,
     **overrides: Any,
 ) -> ExperimentResult:
     """Run one experiment once (a YAML path, a mapping or an ExperimentConfig) and return
@@ -147,6 +150,7 @@ def run_experiment(
         runner=_runner_choice(runner),
         timeout_s=timeout_s,
         gpus=gpus,
+        wait_for_gpus=wait_for_gpus,
     )
     if isinstance(config_or_path, (str, Path)):
         path = Path(config_or_path)
@@ -177,6 +181,7 @@ def resume(
     gpus: tuple[int, ...] | None = None,
     retry_failed: bool = False,
     force_unlock: bool = False,
+    wait_for_gpus: bool = True,
 ) -> CampaignResults:
     """Finish a campaign with the settings it recorded; arguments given here replace them
     (and are recorded). Finished results are never redone. force_unlock: take over a lock
@@ -189,6 +194,7 @@ def resume(
         gpus=gpus,
         retry_failed=retry_failed,
         force_unlock=force_unlock,
+        wait_for_gpus=wait_for_gpus,
     )
     return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
 

@@ -102,6 +102,14 @@ Yes = Annotated[
         "default 10,000).",
     ),
 ]
+WaitForGpus = Annotated[
+    bool,
+    typer.Option(
+        "--wait-for-gpus/--no-wait-for-gpus",
+        help="When another campaign on this host holds a GPU this one needs (the CPU on a host "
+        "without GPUs): wait for it (default), or refuse at once (exit 2).",
+    ),
+]
 config_app = typer.Typer(help="What can be configured.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -136,6 +144,7 @@ def campaign(
     runner: RunnerOpt = None,
     retries: Retries = None,
     yes: Yes = False,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Expand a campaign file's grid and run every experiment, cycle after cycle."""
     from llenergymeasure import conductor
@@ -150,6 +159,7 @@ def campaign(
         retries=retries,
         gpus=_parse_gpus(gpus),
         allow_large=yes,
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(
         lambda keys, limit: load_campaign(file, overrides=keys, max_experiments=limit), overrides
@@ -169,6 +179,7 @@ def run(
     gpus: Gpus = None,
     runner: RunnerOpt = None,
     retries: Retries = None,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Run a single experiment once (a campaign of one, one cycle)."""
     from llenergymeasure import conductor
@@ -180,6 +191,7 @@ def run(
         timeout_s=timeout,
         retries=retries,
         gpus=_parse_gpus(gpus),
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
     _start(plan, _Run(quiet, verbose, json_out, single=True), dry_run)
@@ -220,6 +232,7 @@ def resume(
             "you know no orchestrator runs it there).",
         ),
     ] = False,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Finish a campaign with the settings it was created with.
 
@@ -272,6 +285,7 @@ def resume(
         gpus=_parse_gpus(gpus),
         retry_failed=retry_failed,
         force_unlock=force_unlock,
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_resume(directory, overrides)
     options = _Run(quiet, verbose, json_out, single=False)

@@ -12,6 +12,7 @@ from llenergymeasure.errors import LemError
 LIBRARY_WORDS: dict[str, str] = {
     "--runner local": 'runner="local"',
     "--yes": "allow_large=True",
+    "--no-wait-for-gpus": "wait_for_gpus=False",
     "--force-unlock": "force_unlock=True",
     "--retry-failed": "retry_failed=True",
     "-o/--output-dir": "the output_dir argument",
