@@ -24,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.backends import REGISTRY
-from llenergymeasure.backends.base import Backend, PeakMemory, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import (
+    Backend,
+    ModelShape,
+    PeakMemory,
+    PreparedBatch,
+    RequestOutput,
+)
 from llenergymeasure.backends.common import (
     ENGINE_DTYPES,
     checkpoint_shape,
-    first_visible_gpus,
     load_tokenizer,
     model_path,
     sampling_kwargs,
@@ -36,9 +41,7 @@ from llenergymeasure.backends.common import (
 )
 from llenergymeasure.config.backends import TensorRTConfig
 from llenergymeasure.config.experiment import ExperimentConfig, config_hash
-from llenergymeasure.errors import BackendError, MeasurementError
-from llenergymeasure.measure.flops import ModelShape
-from llenergymeasure.measure.nvml import nvml_session
+from llenergymeasure.errors import BackendError
 
 QUANT_ALGOS = {
     "fp8": "FP8",
@@ -216,7 +219,7 @@ class TensorRTBackend(Backend):
         self._trt = trt = _trtllm()
         self._path = model_path(self.config.model)
         self._tokenizer = load_tokenizer(self._path)
-        gpus = _gpu_names(first_visible_gpus(self.world_size) or [])
+        gpus = _gpu_names(self.world_size)
         key = engine_key(self.config, self._path, trt.__version__, gpus)
         engine_dir = engine_dir_for(key)
         llm_cls = trt._tensorrt_engine.LLM
@@ -258,8 +261,8 @@ class TensorRTBackend(Backend):
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns once every request has finished."""
 
-    def gpu_uuids(self) -> list[str] | None:
-        return first_visible_gpus(self.world_size)
+    def cuda_devices(self) -> list[int] | None:
+        return list(range(self.world_size))  # ranks take the first visible devices in order
 
     def model_shape(self) -> ModelShape | None:
         return checkpoint_shape(self._path)
@@ -315,17 +318,14 @@ def _save_engine(llm: Any, engine_dir: Path, key: dict[str, Any]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _gpu_names(uuids: list[str]) -> list[str]:
-    """GPU model names: an engine is built for one GPU architecture."""
-    if not uuids:
+def _gpu_names(count: int) -> list[str]:
+    """Model names of the first `count` visible GPUs (an engine is built for one GPU
+    architecture); [] when fewer are visible."""
+    import torch  # TensorRT-LLM's own dependency
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < count:
         return []
-    try:
-        with nvml_session() as pynvml:
-            return [
-                str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByUUID(u))) for u in uuids
-            ]
-    except MeasurementError:
-        return []
+    return [str(torch.cuda.get_device_name(i)) for i in range(count)]
 
 
 def _request_output(served: Any, latency_s: float) -> RequestOutput:
