@@ -25,7 +25,8 @@ from llenergymeasure.backends.base import (
     RequestOutput,
 )
 from llenergymeasure.backends.common import model_path
-from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
+from llenergymeasure.config.backends import PyTorchConfig
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,7 +43,7 @@ class PyTorchBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: PyTorchConfig = config.pytorch or PyTorchConfig()
+        self.settings: PyTorchConfig = config.backend_settings(PyTorchConfig)
         self.device = self._pick_device(self.settings.device)
         self._model: PreTrainedModel | None = None
         self._tokenizer: Any = None

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.backends import REGISTRY
 from llenergymeasure.backends.base import (
     Backend,
     ModelShape,
@@ -39,7 +38,7 @@ from llenergymeasure.backends.common import (
     sampling_kwargs,
     token_id_batches,
 )
-from llenergymeasure.config.backends import TensorRTConfig
+from llenergymeasure.config.backends import TENSORRT, TensorRTConfig
 from llenergymeasure.config.experiment import ExperimentConfig, config_hash
 from llenergymeasure.errors import BackendError
 
@@ -66,7 +65,7 @@ class BuildLimits:
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> BuildLimits:
-        settings = config.tensorrt or TensorRTConfig()
+        settings = config.backend_settings(TensorRTConfig)
         needed = config.max_input_tokens + config.max_output_tokens
         max_seq_len = settings.max_seq_len or needed
         if max_seq_len < needed:
@@ -85,7 +84,7 @@ def engine_key(
     """Everything that decides what engine gets built: model (and its files), precision,
     quantisation, tp x pp, the build limits, the GPU model and the library version (an engine
     only loads in the version, and on the GPU architecture, that built it)."""
-    settings = config.tensorrt or TensorRTConfig()
+    settings = config.backend_settings(TensorRTConfig)
     limits = BuildLimits.of(config)
     return {
         "model": model,
@@ -138,7 +137,7 @@ def _trtllm() -> Any:
     except ImportError as e:
         raise BackendError(
             f"backend 'tensorrt' needs TensorRT-LLM, which is not installed ({e.name or e}); "
-            f"install it with: {REGISTRY['tensorrt'].install_hint}"
+            f"install it with: {TENSORRT.install}"
         ) from e
     return tensorrt_llm
 
@@ -148,7 +147,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: TensorRTConfig = config.tensorrt or TensorRTConfig()
+        self.settings: TensorRTConfig = config.backend_settings(TensorRTConfig)
         self._llm: Any = None
         self._tokenizer: Any = None
         self._path = ""

@@ -53,7 +53,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: VLLMConfig = config.vllm or VLLMConfig()
+        self.settings: VLLMConfig = config.backend_settings(VLLMConfig)
         self._llm: LLM | None = None
         self._tokenizer: Any = None
         self._path = ""
