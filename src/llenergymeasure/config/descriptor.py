@@ -143,3 +143,19 @@ def descriptor(name: str) -> BackendDescriptor:
             f"unknown backend '{name}'; expected one of: {', '.join(backend_names())}"
         )
     return found
+
+
+def services(*, cpu_only: bool = False) -> list[str]:
+    """The compose services of the registered backends (those with an image); cpu_only: only
+    those whose engine runs without an NVIDIA GPU."""
+    return [
+        d.service
+        for d in descriptors().values()
+        if d.service is not None and not (cpu_only and d.gpu_only)
+    ]
+
+
+if __name__ == "__main__":  # `make images`: python -m llenergymeasure.config.descriptor [--cpu]
+    import sys
+
+    print(" ".join(services(cpu_only="--cpu" in sys.argv[1:])))
