@@ -69,6 +69,27 @@ def test_measurement_never_imports_a_backend(path: Path) -> None:
     assert _names(path, ("llenergymeasure.backends",)) == []
 
 
+@pytest.mark.parametrize("path", _modules("results"), ids=lambda p: p.name)
+def test_results_never_import_the_orchestrator_or_a_face(path: Path) -> None:
+    """Results read campaigns through small Protocols (results/views.py)."""
+    faces = ("orchestrator", "conductor", "api", "cli")
+    assert _names(path, tuple(f"llenergymeasure.{f}" for f in faces)) == []
+
+
+def test_worker_boundary_file_names_are_written_once() -> None:
+    """exp.json, result.json, error.json, timeseries.parquet and worker.log are spelled only in
+    contract.py; every other module names them through it."""
+    names = {"exp.json", "result.json", "error.json", "timeseries.parquet", "worker.log"}
+    spelled = sorted(
+        f"{p.relative_to(PACKAGE)}: {node.value}"
+        for p in _modules()
+        if p.name != "contract.py"
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names
+    )
+    assert spelled == []
+
+
 @pytest.mark.parametrize(
     "path", [p for p in _modules() if _side(p) == "host"], ids=lambda p: str(p.relative_to(PACKAGE))
 )
