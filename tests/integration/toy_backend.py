@@ -14,10 +14,6 @@ class ToySettings(BackendSettings):
     """Settings of the toy engine."""
 
     width: int = Field(16, ge=1, le=4096, description="Width of the toy model's state.")
-    replicas: int = Field(1, ge=1, le=8, description="GPUs a run would occupy.")
-
-    def gpus_required(self) -> int:
-        return self.replicas
 
 
 TOY = BackendDescriptor(
