@@ -57,6 +57,10 @@ class GpuReader(Protocol):
         """Everything the sampler records, in one go."""
         ...
 
+    def compute_pids(self) -> set[int] | None:
+        """Processes with a compute context on the GPU now; None if unreadable."""
+        ...
+
 
 def _pynvml() -> Any:
     try:
@@ -132,6 +136,10 @@ class NvmlGpu:
     def power_instant_w(self) -> float | None:
         _, instant = self._field_powers_w()
         return instant
+
+    def compute_pids(self) -> set[int] | None:
+        procs = self._call("nvmlDeviceGetComputeRunningProcesses")
+        return None if procs is None else {int(p.pid) for p in procs}
 
     def sample(self) -> GpuSample:
         avg, instant = self._field_powers_w()
