@@ -104,6 +104,7 @@ def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
 def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
     server = config.server
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request in worker.log
     assert server is not None  # ExperimentConfig refuses mode: server without it
     started_at = datetime.now(timezone.utc)
     out_dir = Path(spec.output_dir)

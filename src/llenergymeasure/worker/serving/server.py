@@ -21,9 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from llenergymeasure.config.server import server_mode_refusal
 from llenergymeasure.errors import BackendError
-
-SERVER_BACKENDS = ("vllm", "pytorch", "tensorrt")
 
 
 def free_port() -> int:
@@ -35,7 +34,7 @@ def free_port() -> int:
 def server_command(
     backend: str, model: str, port: int, extra: list[str] | None = None
 ) -> list[str]:
-    """Each engine's documented serving CLI, bound to 127.0.0.1:port."""
+    """Each engine's documented serving CLI, bound to 127.0.0.1:port (SERVER_BACKENDS)."""
     extra = extra or []
     host = ["--host", "127.0.0.1", "--port", str(port)]
     bindir = Path(sys.executable).parent
@@ -58,11 +57,7 @@ def server_command(
             *extra,
             model,
         ]
-    if backend == "tensorrt":
-        return [str(bindir / "trtllm-serve"), "serve", model, *host, *extra]
-    raise BackendError(
-        f"mode: server supports backends {', '.join(SERVER_BACKENDS)}, not {backend!r}"
-    )
+    raise BackendError(server_mode_refusal(backend) or f"no server command for {backend!r}")
 
 
 @dataclass
