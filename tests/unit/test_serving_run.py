@@ -4,6 +4,7 @@ failed levels with their reasons, and nothing left behind."""
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_a_failing_level_keeps_the_other_levels_result(tmp_path: Path) -> None:
     assert second.failed and second.requests_ok == 0
     assert second.failed_reason is not None and second.failed_reason.startswith("HTTP 500")
     assert pq.read_table(tmp_path / second.requests_file).num_rows == 20
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the stand-in server outlived the run"
 
 
 def test_a_server_that_never_answers_health_is_a_clear_error(tmp_path: Path) -> None:
