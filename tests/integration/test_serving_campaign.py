@@ -6,13 +6,26 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from lem_cli import NO_GAPS_SETTINGS, explain, only_campaign_dir, run_lem, write
+from lem_cli import (
+    NO_GAPS_SETTINGS,
+    explain,
+    lem_cmd,
+    lem_env,
+    only_campaign_dir,
+    run_lem,
+    write,
+)
+
+from llenergymeasure.models import resolve_model
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "transformers")),
@@ -87,3 +100,27 @@ def _processes_with(needle: str) -> list[int]:
         except OSError:
             continue
     return out
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_during_server_launch_leaves_no_process_or_port(tmp_path: Path) -> None:
+    model = resolve_model("builtin:tiny-llama")  # this checkout's path: no other run matches
+    proc = subprocess.Popen(
+        lem_cmd("campaign", write(tmp_path / "serve.yaml", CAMPAIGN), "--yes"),
+        cwd=tmp_path,
+        env=lem_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (servers := _processes_with("serve\0--continuous-batching")) or not any(
+        model.encode() in Path(f"/proc/{p}/cmdline").read_bytes() for p in servers
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl+C sends the orchestrator
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    mine = [p for p in servers if Path(f"/proc/{p}").exists()]
+    assert not mine, f"server processes left: {mine}"

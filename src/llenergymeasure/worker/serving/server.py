@@ -9,6 +9,7 @@ measured from Popen to the first healthy answer, apart from any level.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -68,6 +69,17 @@ class RunningServer:
     log_path: Path
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent() -> None:
+    """In the server's child before exec: SIGTERM it if the worker dies (even by SIGKILL),
+    so a killed worker leaves no server behind; libc was loaded before the fork."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
     if proc.poll() is not None:
         with contextlib.suppress(ProcessLookupError):
@@ -94,7 +106,12 @@ def launched(
     t0 = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            preexec_fn=_term_with_parent,  # noqa: PLW1509 (prctl only: async-signal-safe)
         )
     base = f"http://127.0.0.1:{port}"
     try:
