@@ -36,6 +36,7 @@ from llenergymeasure.config.descriptor import (
     backend_names,
     descriptors,
 )
+from llenergymeasure.config.server import ServerSpec, server_mode_refusal
 
 DEFAULT_MIN_WINDOW_S = 10.0
 """Shortest measured window worth an energy reading (measurement.min_window_s)."""
@@ -251,6 +252,12 @@ class ExperimentConfig(_Strict):
         description="Hugging Face id, local directory, or builtin:tiny-llama.",
     )
     backend: str = Field(DEFAULT_BACKEND, description="Inference engine.")
+    mode: Literal["offline", "server"] = Field(
+        "offline",
+        description="offline: the prompt set submitted in batches inside one window; server: "
+        "the backend's own OpenAI-compatible server measured under the load levels of "
+        "`server:` (one row per level in results).",
+    )
     prompts: PromptSource = Field(default=PromptSource(), description="Prompt source.")
     n_prompts: int = Field(16, ge=1, le=1_000_000, description="Requests in the measured window.")
     max_input_tokens: int = Field(
@@ -281,6 +288,34 @@ class ExperimentConfig(_Strict):
         default_factory=dict,
         description="Extra keyword arguments handed unchanged to the backend's model loader.",
     )
+    server: ServerSpec | None = Field(
+        None,
+        description="Load levels, arrivals, SLO and timeouts of a `mode: server` experiment.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _backend_serves(cls, value: str, info: ValidationInfo) -> str:
+        """Refused at grid expansion, naming the backends that can serve (skip_invalid skips)."""
+        backend = info.data.get("backend")
+        message = server_mode_refusal(backend) if value == "server" and backend else None
+        if message is not None:
+            raise PydanticCustomError(UNSUPPORTED_VALUE, message)
+        return value
+
+    @model_validator(mode="after")
+    def _server_section_matches_mode(self) -> ExperimentConfig:
+        if self.mode == "server" and self.server is None:
+            raise ValueError("mode: server needs a `server:` section (at least `levels:`)")
+        if self.mode != "server" and self.server is not None:
+            raise ValueError("section `server:` is set but mode is 'offline'; set `mode: server`")
+        if self.mode == "server" and self.batch_size != 1:
+            raise ValueError(
+                "batch_size does not apply to mode: server (the server batches requests "
+                "itself); remove it, or set the engine's own limit such as vllm.max_num_seqs"
+            )
+        return self
 
     @field_validator("precision", "quantization")
     @classmethod
@@ -356,7 +391,10 @@ class ExperimentConfig(_Strict):
         """The effective config as canonical JSON-able data: what the experiment id hashes.
         Null settings marked OMIT_IF_NULL are left out, so adding such a setting (or another
         backend's section) keeps the ids of experiments that do not use it."""
-        return _prune_nulls(self.model_dump(mode="json"), _pruning_plan(ExperimentConfig))
+        data = _prune_nulls(self.model_dump(mode="json"), _pruning_plan(ExperimentConfig))
+        if data["mode"] == "offline":  # the default, left out: ids from before server mode stay
+            del data["mode"]
+        return data
 
     def experiment_id(self) -> str:
         """Stable id: same effective config -> same id, on every run and machine."""
