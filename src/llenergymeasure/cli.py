@@ -489,9 +489,9 @@ def config_list(
 ) -> None:
     """Every parameter per backend (type, default, description), and the campaign keys."""
     from llenergymeasure.config.describe import campaign_parameters, parameters
-    from llenergymeasure.config.experiment import BACKEND_SECTIONS
+    from llenergymeasure.config.descriptor import backend_names
 
-    tables = {b: parameters(b) for b in ([backend] if backend else BACKEND_SECTIONS)}
+    tables = {b: parameters(b) for b in ([backend] if backend else backend_names())}
     if not backend:
         tables["campaign file"] = campaign_parameters()
     if json_out:

@@ -197,5 +197,15 @@ def visible_gpu_uuids(pynvml: Any) -> list[str]:
     return chosen
 
 
+def cuda_device_uuids(pynvml: Any, devices: list[int] | None) -> list[str]:
+    """UUIDs of the GPUs a backend reports by CUDA device number (its process's numbering:
+    0 is the first visible device). None, or a number past the visible devices (the engine
+    could not say, or it sees other devices than NVML): every visible GPU."""
+    visible = visible_gpu_uuids(pynvml)
+    if devices is None or any(not 0 <= d < len(visible) for d in devices):
+        return visible
+    return [visible[d] for d in devices]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

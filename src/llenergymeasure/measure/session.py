@@ -2,7 +2,7 @@
 
     with MeasurementSession(config, cache_dir) as session:   # NVML up, pre-flight checks
         ...load the model...
-        session.attach(gpu_uuids)                            # GPU facts, idle baseline
+        session.attach(cuda_devices)                         # GPU facts, idle baseline
         with session.sampling():                             # time series from here on
             ...warm-up...
             with session.window() as window:                 # synced energy edges
@@ -35,6 +35,7 @@ from llenergymeasure.measure.nvml import (
     THERMAL_BITS,
     GpuReader,
     NvmlGpu,
+    cuda_device_uuids,
     nvml_session,
     visible_gpu_uuids,
 )
@@ -148,11 +149,12 @@ class MeasurementSession:
                 self._processes_before[uuid] = len(procs)
                 self._pids_before[uuid] = {int(p.pid) for p in procs}
 
-    def attach(self, gpu_uuids: list[str] | None) -> None:
-        """Bind to the GPUs the backend uses (None: unknown, use the visible ones; []: none),
-        record their state and take the idle baseline. Call after load, before warm-up."""
-        if not self._injected and self._pynvml is not None and gpu_uuids != []:
-            uuids = gpu_uuids if gpu_uuids else visible_gpu_uuids(self._pynvml)
+    def attach(self, cuda_devices: list[int] | None) -> None:
+        """Bind to the GPUs the backend uses, by CUDA device number (None: unknown, use the
+        visible ones; []: none), record their state and take the idle baseline. Call after
+        load, before warm-up."""
+        if not self._injected and self._pynvml is not None and cuda_devices != []:
+            uuids = cuda_device_uuids(self._pynvml, cuda_devices)
             self.readers = [NvmlGpu(self._pynvml, uuid) for uuid in uuids]
             self.gpus = [
                 gpu_info(self._pynvml, u).model_copy(

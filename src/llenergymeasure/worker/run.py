@@ -43,6 +43,10 @@ log = logging.getLogger("lem.worker")
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
+    if config.mode == "server":
+        from llenergymeasure.worker.serving.experiment import run_server_mode
+
+        return run_server_mode(spec)
     started_at = datetime.now(timezone.utc)
     worker_start_s = _since_launch()
     # Importing the engine (torch + transformers: ~3 s on a 2-core CPU) is part of loading the
@@ -69,7 +73,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
             batches = backend.prepare(prompts)
             prompt_prep_s = time.perf_counter() - t0
-            session.attach(backend.gpu_uuids())
+            session.attach(backend.cuda_devices())
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
             last_pass: list[float] = []
