@@ -10,6 +10,8 @@ prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, ga
           3 cycles;
   profile: in one process, torch.profiler over the first and second generate at batch 32,
           with and without Backend.initialize() first;
+  hostprobe: in one process, batch after batch with the serving thread's CPU time, context
+          switches, steal, CPU and SM clock, free and then pinned to one CPU;
   peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
           study.yaml` on the same model, prompts, lengths, batch and cycles.
 For each campaign: wall time, per run the phases (result.json phases_s) and the time outside
@@ -102,6 +104,13 @@ def campaign(
                     "energy_adjusted_per_output_token_j"
                 ],
                 "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
+                "ratio_vs_last_pass": _ratio_vs_last_pass(r),
+                "passes": r.get("passes"),
+                "measured_duration_s": r["measured_duration_s"],
+                "reference_runs": r["warmup"].get("reference_runs"),
+                "window_batch_host_cpu_s": r.get("window_batch_host_cpu_s"),
+                "warmup_last_pass_host_cpu_s": r["warmup"].get("last_run_batch_host_cpu_s"),
+                "window_host_steal_s": r.get("window_host_steal_s"),
                 "window_batch_latencies_s": r.get("window_batch_latencies_s"),
                 "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
                 "warmup_latencies_s": r["warmup"]["latencies_s"],
@@ -137,6 +146,92 @@ def campaign(
     }
     print(name, json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1), flush=True)
     return summary
+
+
+def _ratio_vs_last_pass(r: dict[str, Any]) -> float | None:
+    """The ratio as main defined it before: window batches over the last pass's, by shape."""
+    last = r["warmup"].get("last_run_batch_latencies_s") or []
+    shapes = [tuple(s) for s in r["warmup"].get("batch_shapes") or []]
+    window = r.get("window_batch_latencies_s") or []
+    if not last or not window:
+        return None
+    by_shape = dict(zip(shapes, last, strict=True))
+    ref = sum(by_shape.get(tuple(s), statistics.fmean(last)) for s in r["window_batch_shapes"])
+    return sum(window) / ref
+
+
+def hostprobe(model: Path, deadline: float) -> dict[str, Any]:
+    """In one process: batch after batch of the two shapes, each with its wall time, the
+    serving thread's CPU time, involuntary context switches, /proc/stat steal, the CPU it
+    ran on and the SM clock after it; first free, then with the thread pinned to one CPU."""
+    import resource
+
+    import pynvml
+    import torch
+
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.datasets import builtin_prompts
+    from llenergymeasure.measure.hoststat import steal_s
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    config = ExperimentConfig.model_validate(
+        {
+            "model": str(model),
+            "precision": "bf16",
+            "batch_size": BATCH,
+            "max_input_tokens": TOKENS,
+            "max_output_tokens": TOKENS,
+            "decoding": {"ignore_eos": True},
+        }
+    )
+    rows: list[dict[str, Any]] = []
+    with PyTorchBackend(config) as backend:
+        backend.initialize()
+        batches = backend.prepare(builtin_prompts()[:N_PROMPTS])
+        backend.serve(batches)  # first pass: every shape's first-time costs
+        for arm in ("free", "pinned"):
+            if arm == "pinned":
+                os.sched_setaffinity(0, {_cpu()})
+            for i in range(8):
+                if time.monotonic() > deadline:
+                    break
+                batch = batches[i % len(batches)]
+                ru0 = resource.getrusage(resource.RUSAGE_THREAD)
+                st0, c0, t0 = steal_s(), time.thread_time(), time.perf_counter()
+                backend.run_batch(batch)
+                wall = time.perf_counter() - t0
+                ru1 = resource.getrusage(resource.RUSAGE_THREAD)
+                st1 = steal_s()
+                rows.append(
+                    {
+                        "arm": arm,
+                        "shape": list(batch.shape),
+                        "wall_s": wall,
+                        "thread_cpu_s": time.thread_time() - c0,
+                        "nivcsw": ru1.ru_nivcsw - ru0.ru_nivcsw,
+                        "nvcsw": ru1.ru_nvcsw - ru0.ru_nvcsw,
+                        "steal_s": st1 - st0 if st0 is not None and st1 is not None else None,
+                        "cpu": _cpu(),
+                        "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                    }
+                )
+                print("hostprobe", json.dumps(rows[-1]), flush=True)
+    torch.cuda.empty_cache()
+    report: dict[str, Any] = {"rows": rows, "cpus": os.cpu_count()}
+    for arm in ("free", "pinned"):
+        walls = [r["wall_s"] for r in rows if r["arm"] == arm]
+        if len(walls) > 1:
+            report[f"{arm}_cv"] = statistics.stdev(walls) / statistics.fmean(walls)
+    print("hostprobe", json.dumps({k: v for k, v in report.items() if k != "rows"}), flush=True)
+    return report
+
+
+def _cpu() -> int:
+    """The CPU this thread last ran on (/proc/thread-self/stat, field 39)."""
+    fields = Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[36])
 
 
 def _ts(text: str) -> float:
@@ -316,6 +411,8 @@ def main() -> None:
                 )
             elif step == "profile":
                 summary[step] = profile(model, out)
+            elif step == "hostprobe":
+                summary[step] = hostprobe(model, deadline)
             elif step == "peer" and args.peer_site:
                 summary[step] = peer(model, out, args.peer_site, deadline)
         except Exception as e:

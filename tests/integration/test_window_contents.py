@@ -4,6 +4,7 @@ warm-up already ran."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -88,3 +89,29 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert len(result.window_batch_latencies_s) == 2
     assert result.window_to_warmup_latency_ratio is not None
     assert result.window_to_warmup_latency_ratio > 0
+    assert result.warmup.reference_runs == 1  # the second pass; the first paid the start-up
+    # The serving thread's CPU time, batch by batch, in both phases.
+    assert len(result.window_batch_host_cpu_s) == 2
+    assert len(result.warmup.last_run_batch_host_cpu_s) == len(result.warmup.batch_shapes)
+    assert all(c > 0 for c in result.window_batch_host_cpu_s)
+
+
+def test_warm_up_and_window_both_run_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like with like: the passes the window is compared with ran under its conditions."""
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+
+    collector_on: list[bool] = []
+    serve = PyTorchBackend.serve
+
+    def spy(self: PyTorchBackend, batches: Any) -> Any:
+        collector_on.append(gc.isenabled())
+        return serve(self, batches)
+
+    monkeypatch.setattr(PyTorchBackend, "serve", spy)
+    assert gc.isenabled()
+    run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
+
+    assert collector_on == [False, False, False]  # two warm-up passes, one window pass
+    assert gc.isenabled()

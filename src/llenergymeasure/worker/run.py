@@ -1,10 +1,11 @@
 """The measured window for one experiment cycle.
 
 Order matters: pre-flight -> load + engine init (timed, outside the window) -> prompts
-tokenised and batched -> idle baseline -> sampler on -> warm-up over the window's own batch
-shapes -> synchronise -> GC collect, then paused -> energy start (at a counter tick) -> serve
-the prepared batches, in whole passes until the window reaches min_window_s -> synchronise ->
-energy stop (at a tick). Nothing else runs inside the window.
+tokenised and batched -> idle baseline -> sampler on, GC collected then paused -> warm-up over
+the window's own batch shapes -> synchronise -> GC collect -> energy start (at a counter tick)
+-> serve the prepared batches, in whole passes until the window reaches min_window_s ->
+synchronise -> energy stop (at a tick). Nothing else runs inside the window, and the warm-up
+the window is compared with ran under the same conditions (sampler, collector paused).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llenergymeasure.backends import get_backend
-from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
@@ -27,6 +28,7 @@ from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
+from llenergymeasure.measure.hoststat import steal_s
 from llenergymeasure.measure.session import MeasurementSession, Window
 from llenergymeasure.results.schema import (
     ExperimentResult,
@@ -36,7 +38,13 @@ from llenergymeasure.results.schema import (
 )
 from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
 from llenergymeasure.worker.passes import PassRecord, fill_window
-from llenergymeasure.worker.warmup import ratio_warnings, warm_up, warmup_batches, window_ratio
+from llenergymeasure.worker.warmup import (
+    ratio_warnings,
+    reference_passes,
+    warm_up,
+    warmup_batches,
+    window_ratio,
+)
 
 log = logging.getLogger("lem.worker")
 
@@ -72,13 +80,16 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             session.attach(backend.gpu_uuids())
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
-            last_pass: list[float] = []
-            with session.sampling():
-                warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
+            warm_passes: list[Served] = []
+            # The collector is paused over warm-up and window alike: the window is compared
+            # with warm-up passes run under its own conditions (issue 20).
+            gc.collect()
+            with session.sampling(), gc_paused():
+                warmup = warm_up(lambda: warm_passes.append(backend.serve(warm_set)), config.warmup)
                 # Repetition serves the energy reading; with no GPU energy source (CPU runs,
                 # tests) one pass is the whole window.
                 min_window_s = config.measurement.window_minimum_s if session.readers else 0.0
-                window, filled, window_latencies = _measure(
+                window, filled, served, window_steal_s = _measure(
                     backend,
                     session,
                     batches,
@@ -111,9 +122,16 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     )
     warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
     window_shapes = [_shape(b) for b in batches]
-    ratio = window_ratio(warm_shapes, last_pass, window_shapes * filled.passes, window_latencies)
-    if ratio is not None:
-        log.info("window / last warm-up batch latency: %.3f", ratio)
+    reference = reference_passes(warm_passes, config.warmup)
+    ratio = window_ratio(
+        warm_shapes,
+        [p.batch_latencies_s for p in reference],
+        window_shapes * filled.passes,
+        served.batch_latencies_s,
+    )
+    last_pass = warm_passes[-1] if warm_passes else Served([], [], [])
+
+    log.info("window / settled warm-up batch latency, same shapes: %s", ratio)
     phases = PhaseTimes(
         worker_start_s=worker_start_s,
         engine_import_s=engine_import_s,
@@ -142,7 +160,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             latencies_s=warmup.latencies_s,
             cover=config.warmup.pass_cover,
             batch_shapes=[list(s) for s in warm_shapes],
-            last_run_batch_latencies_s=list(last_pass),
+            last_run_batch_latencies_s=last_pass.batch_latencies_s,
+            last_run_batch_host_cpu_s=last_pass.batch_host_cpu_s,
+            reference_runs=len(reference),
         ),
         warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
@@ -172,7 +192,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         phases_s=phases,
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
-        window_batch_latencies_s=window_latencies,
+        window_batch_latencies_s=served.batch_latencies_s,
+        window_batch_host_cpu_s=served.batch_host_cpu_s,
+        window_host_steal_s=window_steal_s,
         window_to_warmup_latency_ratio=ratio,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
@@ -183,11 +205,6 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     )
 
 
-def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[float]) -> None:
-    """One warm-up pass; `latencies` keeps the last pass's batch latencies."""
-    latencies[:] = backend.serve(batches).batch_latencies_s
-
-
 def _measure(
     backend: Backend,
     session: MeasurementSession,
@@ -196,28 +213,37 @@ def _measure(
     *,
     time_limit_s: float | None,
     elapsed_before_s: float,
-) -> tuple[Window, PassRecord, list[float]]:
+) -> tuple[Window, PassRecord, Served, float | None]:
     """The measured window: the prepared batches, in whole passes until it reaches
-    min_window_s, and nothing else; also every batch's latency in it."""
+    min_window_s, and nothing else; also every batch's latency and host CPU time in it, and
+    the host's steal time over it. The caller has paused the garbage collector."""
     backend.reset_peak_memory()
     backend.synchronize()
-    batch_latencies: list[float] = []
+    all_served = Served([], [], [])
 
     def one_pass() -> list[RequestOutput]:
         served = backend.serve(batches)
         backend.synchronize()
-        batch_latencies.extend(served.batch_latencies_s)
+        all_served.batch_latencies_s.extend(served.batch_latencies_s)
+        all_served.batch_host_cpu_s.extend(served.batch_host_cpu_s)
         return served.outputs
 
     # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
     # pause of the collector is no part of the engine's work.
     gc.collect()
-    with gc_paused(), session.window() as window:
+    steal_before_s = steal_s()
+    with session.window() as window:
         crashpoint("worker.generate")
         filled = fill_window(
             one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
         )
-    return window, filled, batch_latencies
+    steal_after_s = steal_s()
+    stolen_s = (
+        steal_after_s - steal_before_s
+        if steal_before_s is not None and steal_after_s is not None
+        else None
+    )
+    return window, filled, all_served, stolen_s
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:
