@@ -99,19 +99,31 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
 def test_warm_up_and_window_both_run_with_the_collector_paused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Like with like: the passes the window is compared with ran under its conditions."""
+    """Like with like: the passes the window is compared with ran under its conditions; and
+    the one collection comes before the warm-up, so none (0.2 s on the H200 host) idles the
+    device between warm-up and window, where it slowed the next host-bound batch."""
     from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.worker import run as worker_run
 
-    collector_on: list[bool] = []
-    serve = PyTorchBackend.serve
+    events: list[str] = []
+    serve, collect = PyTorchBackend.serve, gc.collect
 
-    def spy(self: PyTorchBackend, batches: Any) -> Any:
-        collector_on.append(gc.isenabled())
+    def spy_serve(self: PyTorchBackend, batches: Any) -> Any:
+        events.append("serve, collector on" if gc.isenabled() else "serve")
         return serve(self, batches)
 
-    monkeypatch.setattr(PyTorchBackend, "serve", spy)
-    assert gc.isenabled()
-    run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
+    def spy_collect(*args: Any) -> int:
+        events.append("collect")
+        return collect(*args)
 
-    assert collector_on == [False, False, False]  # two warm-up passes, one window pass
+    monkeypatch.setattr(PyTorchBackend, "serve", spy_serve)
+    monkeypatch.setattr(worker_run.gc, "collect", spy_collect)
     assert gc.isenabled()
+    result = run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
+
+    # two warm-up passes, then the window's one pass
+    assert events == ["collect", "serve", "serve", "serve"]
+    assert gc.isenabled()
+    assert result.phases_s is not None
+    assert result.phases_s.pre_window_gap_s is not None
+    assert result.phases_s.pre_window_gap_s >= 0

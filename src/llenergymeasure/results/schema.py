@@ -84,6 +84,12 @@ class PhaseTimes(_Result):
         description="Selecting, tokenising, truncating and batching the prompts."
     )
     warmup_s: float
+    pre_window_gap_s: float | None = Field(
+        None,
+        description="From the end of the warm-up's last batch to the window's start, the device "
+        "idle (synchronise, the start tick's wait). Kept short on purpose: on an H200 the first "
+        "host-bound batch after a 0.5 s idle ran 35% slower (benchmarks/RESULTS.md).",
+    )
     window_s: float
     after_window_s: float = Field(
         description="From the window's end to the result (reports, time series, snapshot)."

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,15 +82,16 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
             warm_passes: list[Served] = []
-            # The collector is paused over warm-up and window alike: the window is compared
-            # with warm-up passes run under its own conditions (issue 20).
+            # One collection before the warm-up, none after: the collector stays paused over
+            # warm-up and window alike, so the window is compared with passes run under its own
+            # conditions, and no collection idles the device between the two (issue 20).
             gc.collect()
             with session.sampling(), gc_paused():
                 warmup = warm_up(lambda: warm_passes.append(backend.serve(warm_set)), config.warmup)
                 # Repetition serves the energy reading; with no GPU energy source (CPU runs,
                 # tests) one pass is the whole window.
                 min_window_s = config.measurement.window_minimum_s if session.readers else 0.0
-                window, filled, served, window_steal_s = _measure(
+                measured = _measure(
                     backend,
                     session,
                     batches,
@@ -97,14 +99,14 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                     time_limit_s=spec.time_limit_s,
                     elapsed_before_s=time.perf_counter() - t_import,
                 )
-                session.window_cut_by_time_limit = filled.cut_by_time_limit
+                session.window_cut_by_time_limit = measured.filled.cut_by_time_limit
             t_after = time.perf_counter()
-            outputs = filled.outputs
-            duration_s = window.duration_s
+            outputs = measured.filled.outputs
+            duration_s = measured.window.duration_s
             log.info(
                 "measured window: %d requests in %d pass(es), %.3f s",
                 len(outputs),
-                filled.passes,
+                measured.filled.passes,
                 duration_s,
             )
 
@@ -126,8 +128,8 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     ratio = window_ratio(
         warm_shapes,
         [p.batch_latencies_s for p in reference],
-        window_shapes * filled.passes,
-        served.batch_latencies_s,
+        window_shapes * measured.filled.passes,
+        measured.served.batch_latencies_s,
     )
     last_pass = warm_passes[-1] if warm_passes else Served([], [], [])
 
@@ -139,6 +141,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         engine_init_s=engine_init_s,
         prompt_prep_s=prompt_prep_s,
         warmup_s=warmup.duration_s,
+        pre_window_gap_s=measured.gap_s,
         window_s=duration_s,
         after_window_s=time.perf_counter() - t_after,
     )
@@ -166,9 +169,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         ),
         warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
-        window_start_unix_s=window.start_unix_s,
-        window_end_unix_s=window.end_unix_s,
-        passes=filled.passes,
+        window_start_unix_s=measured.window.start_unix_s,
+        window_end_unix_s=measured.window.end_unix_s,
+        passes=measured.filled.passes,
         n_requests=len(outputs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -192,9 +195,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         phases_s=phases,
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
-        window_batch_latencies_s=served.batch_latencies_s,
-        window_batch_host_cpu_s=served.batch_host_cpu_s,
-        window_host_steal_s=window_steal_s,
+        window_batch_latencies_s=measured.served.batch_latencies_s,
+        window_batch_host_cpu_s=measured.served.batch_host_cpu_s,
+        window_host_steal_s=measured.steal_s,
         window_to_warmup_latency_ratio=ratio,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
@@ -205,6 +208,17 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     )
 
 
+@dataclass(frozen=True)
+class Measured:
+    window: Window
+    filled: PassRecord
+    served: Served
+    """Every batch's latency and host CPU time in the window (outputs are in `filled`)."""
+    steal_s: float | None
+    gap_s: float
+    """From the warm-up's end to the window's start."""
+
+
 def _measure(
     backend: Backend,
     session: MeasurementSession,
@@ -213,10 +227,11 @@ def _measure(
     *,
     time_limit_s: float | None,
     elapsed_before_s: float,
-) -> tuple[Window, PassRecord, Served, float | None]:
-    """The measured window: the prepared batches, in whole passes until it reaches
-    min_window_s, and nothing else; also every batch's latency and host CPU time in it, and
-    the host's steal time over it. The caller has paused the garbage collector."""
+) -> Measured:
+    """The measured window, opened right after the warm-up (an idle device slows the next
+    host-bound batch): the prepared batches, in whole passes until it reaches min_window_s,
+    and nothing else. The caller has paused the garbage collector."""
+    warm_end = time.perf_counter()
     backend.reset_peak_memory()
     backend.synchronize()
     all_served = Served([], [], [])
@@ -228,11 +243,9 @@ def _measure(
         all_served.batch_host_cpu_s.extend(served.batch_host_cpu_s)
         return served.outputs
 
-    # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
-    # pause of the collector is no part of the engine's work.
-    gc.collect()
     steal_before_s = steal_s()
     with session.window() as window:
+        gap_s = time.perf_counter() - warm_end
         crashpoint("worker.generate")
         filled = fill_window(
             one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
@@ -243,7 +256,7 @@ def _measure(
         if steal_before_s is not None and steal_after_s is not None
         else None
     )
-    return window, filled, all_served, stolen_s
+    return Measured(window, filled, all_served, stolen_s, gap_s)
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:
