@@ -94,6 +94,7 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert len(result.window_batch_host_cpu_s) == 2
     assert len(result.warmup.last_run_batch_host_cpu_s) == len(result.warmup.batch_shapes)
     assert all(c > 0 for c in result.window_batch_host_cpu_s)
+    assert result.window_same_shape_latency_cv is None  # each shape ran once in the window
 
 
 def test_warm_up_and_window_both_run_with_the_collector_paused(

@@ -10,7 +10,12 @@ import pytest
 
 from llenergymeasure.config.experiment import WarmupConfig
 from llenergymeasure.measure.hoststat import steal_s
-from llenergymeasure.worker.warmup import reference_passes, window_ratio
+from llenergymeasure.worker.warmup import (
+    reference_passes,
+    same_shape_cv,
+    spread_warnings,
+    window_ratio,
+)
 
 A, B = (32, 73), (32, 61)
 
@@ -47,6 +52,17 @@ def test_a_shape_no_pass_warmed_is_compared_with_the_median_of_all() -> None:
 def test_no_reference_or_no_window_gives_no_ratio() -> None:
     assert window_ratio([], [], [A], [1.0]) is None
     assert window_ratio([A], [[1.0]], [], []) is None
+
+
+def test_spread_is_the_largest_cv_among_batches_of_one_shape() -> None:
+    # The H200's 0 Hz cycle-3 window: shape A 2.21, 1.72, 2.41 s; shape B 2.48, 2.45, 1.96 s.
+    shapes = [A, B] * 3
+    latencies = [2.21, 2.48, 1.72, 2.45, 2.41, 1.96]
+    cv = same_shape_cv(shapes, latencies)
+    assert cv == pytest.approx(0.1677, abs=1e-3)  # shape A's
+    assert "varied with a CV of 16.8%" in spread_warnings(cv)[0]
+    assert spread_warnings(0.05) == []
+    assert same_shape_cv([A, B], [1.0, 2.0]) is None  # no shape ran twice
 
 
 def test_steal_is_read_from_the_cpu_line(tmp_path: Path) -> None:

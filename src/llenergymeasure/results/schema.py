@@ -292,6 +292,12 @@ class ExperimentResult(_Result):
         "sum); above 1.10 a warning says warm-up costs reached the window. Null without "
         "warm-up.",
     )
+    window_same_shape_latency_cv: float | None = Field(
+        None,
+        description="Largest CV of the window's batch latencies among batches of one shape "
+        "(identical work): how much the pace moved inside the window; above 0.05 a warning. "
+        "Null when no shape ran twice.",
+    )
     measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(
         default_factory=dict,

@@ -22,6 +22,7 @@ import numpy as np
 
 from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
+from llenergymeasure.config.experiment import WarmupConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
@@ -42,6 +43,8 @@ from llenergymeasure.worker.passes import PassRecord, fill_window
 from llenergymeasure.worker.warmup import (
     ratio_warnings,
     reference_passes,
+    same_shape_cv,
+    spread_warnings,
     warm_up,
     warmup_batches,
     window_ratio,
@@ -124,16 +127,10 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     )
     warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
     window_shapes = [_shape(b) for b in batches]
-    reference = reference_passes(warm_passes, config.warmup)
-    ratio = window_ratio(
-        warm_shapes,
-        [p.batch_latencies_s for p in reference],
-        window_shapes * measured.filled.passes,
-        measured.served.batch_latencies_s,
+    ratio, spread, reference_runs = _compare(
+        warm_shapes, warm_passes, config.warmup, window_shapes, measured
     )
     last_pass = warm_passes[-1] if warm_passes else Served([], [], [])
-
-    log.info("window / settled warm-up batch latency, same shapes: %s", ratio)
     phases = PhaseTimes(
         worker_start_s=worker_start_s,
         engine_import_s=engine_import_s,
@@ -165,7 +162,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             batch_shapes=[list(s) for s in warm_shapes],
             last_run_batch_latencies_s=last_pass.batch_latencies_s,
             last_run_batch_host_cpu_s=last_pass.batch_host_cpu_s,
-            reference_runs=len(reference),
+            reference_runs=reference_runs,
         ),
         warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
@@ -199,9 +196,11 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         window_batch_host_cpu_s=measured.served.batch_host_cpu_s,
         window_host_steal_s=measured.steal_s,
         window_to_warmup_latency_ratio=ratio,
+        window_same_shape_latency_cv=spread,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
             *ratio_warnings(ratio),
+            *spread_warnings(spread),
             *report.warnings,
         ],
         engine_settings=engine_settings,
@@ -257,6 +256,23 @@ def _measure(
         else None
     )
     return Measured(window, filled, all_served, stolen_s, gap_s)
+
+
+def _compare(
+    warm_shapes: list[tuple[int, ...]],
+    warm_passes: list[Served],
+    warmup: WarmupConfig,
+    window_shapes: list[tuple[int, ...]],
+    measured: Measured,
+) -> tuple[float | None, float | None, int]:
+    """The window against the settled warm-up passes (ratio), the spread of its same-shape
+    batches, and how many passes the reference took."""
+    reference = reference_passes(warm_passes, warmup)
+    shapes = window_shapes * measured.filled.passes
+    latencies = measured.served.batch_latencies_s
+    ratio = window_ratio(warm_shapes, [p.batch_latencies_s for p in reference], shapes, latencies)
+    log.info("window / settled warm-up batch latency, same shapes: %s", ratio)
+    return ratio, same_shape_cv(shapes, latencies), len(reference)
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:

@@ -22,6 +22,8 @@ log = logging.getLogger("lem.worker")
 T = TypeVar("T")
 RATIO_WARN = 1.10
 """Window batches slower than the last warm-up's by more than this: warm-up costs in the window."""
+SPREAD_WARN = 0.05
+"""Same-shape window batches varying by more than this CV: the pace moved inside the window."""
 
 
 @dataclass(frozen=True)
@@ -143,4 +145,26 @@ def ratio_warnings(ratio: float | None) -> list[str]:
         f"the window's batches took {ratio:.2f}x the settled warm-up passes' (same shapes): "
         f"above {RATIO_WARN:.2f}, so warm-up costs likely reached the window; "
         "raise warmup.runs, set warmup.until_cv or warmup.cover: batches"
+    ]
+
+
+def same_shape_cv(shapes: Sequence[Hashable], latencies_s: Sequence[float]) -> float | None:
+    """The largest coefficient of variation of the window's batch latencies among batches of
+    one shape (identical work): how much the pace moved inside the window. None when no shape
+    ran twice."""
+    by_shape: dict[Hashable, list[float]] = {}
+    for shape, latency in zip(shapes, latencies_s, strict=True):
+        by_shape.setdefault(shape, []).append(latency)
+    cvs = [cv for xs in by_shape.values() if (cv := coefficient_of_variation(xs)) is not None]
+    return max(cvs) if cvs else None
+
+
+def spread_warnings(cv: float | None) -> list[str]:
+    if cv is None or cv <= SPREAD_WARN:
+        return []
+    return [
+        f"the window's batches of one shape varied with a CV of {cv:.1%} (identical work): the "
+        "pace moved inside the window, so its throughput and raw energy carry that much "
+        "uncertainty; on a host-bound engine this is the host CPU's speed "
+        "(window_batch_host_cpu_s, window_host_steal_s)"
     ]
