@@ -4,6 +4,7 @@ warm-up already ran."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -88,3 +89,42 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert len(result.window_batch_latencies_s) == 2
     assert result.window_to_warmup_latency_ratio is not None
     assert result.window_to_warmup_latency_ratio > 0
+    assert result.warmup.reference_runs == 1  # the second pass; the first paid the start-up
+    # The serving thread's CPU time, batch by batch, in both phases.
+    assert len(result.window_batch_host_cpu_s) == 2
+    assert len(result.warmup.last_run_batch_host_cpu_s) == len(result.warmup.batch_shapes)
+    assert all(c > 0 for c in result.window_batch_host_cpu_s)
+    assert result.window_same_shape_latency_cv is None  # each shape ran once in the window
+
+
+def test_warm_up_and_window_both_run_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like with like: the passes the window is compared with ran under its conditions; and
+    the one collection comes before the warm-up, so none (0.2 s on the H200 host) idles the
+    device between warm-up and window, where it slowed the next host-bound batch."""
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.worker import run as worker_run
+
+    events: list[str] = []
+    serve, collect = PyTorchBackend.serve, gc.collect
+
+    def spy_serve(self: PyTorchBackend, batches: Any) -> Any:
+        events.append("serve, collector on" if gc.isenabled() else "serve")
+        return serve(self, batches)
+
+    def spy_collect(*args: Any) -> int:
+        events.append("collect")
+        return collect(*args)
+
+    monkeypatch.setattr(PyTorchBackend, "serve", spy_serve)
+    monkeypatch.setattr(worker_run.gc, "collect", spy_collect)
+    assert gc.isenabled()
+    result = run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
+
+    # two warm-up passes, then the window's one pass
+    assert events == ["collect", "serve", "serve", "serve"]
+    assert gc.isenabled()
+    assert result.phases_s is not None
+    assert result.phases_s.pre_window_gap_s is not None
+    assert result.phases_s.pre_window_gap_s >= 0

@@ -49,10 +49,12 @@ class PreparedBatch:
 
 @dataclass(frozen=True)
 class Served:
-    """What serve() returns: every request's output and each batch's wall time."""
+    """What serve() returns: every request's output, each batch's wall time, and the CPU time
+    the serving thread spent in it (near the wall time: the host, not the device, set the pace)."""
 
     outputs: list[RequestOutput]
     batch_latencies_s: list[float]
+    batch_host_cpu_s: list[float]
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,13 @@ class Backend(ABC):
         """Serve every batch in order, timing each."""
         outputs: list[RequestOutput] = []
         latencies: list[float] = []
+        host_cpu: list[float] = []
         for batch in batches:
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             outputs.extend(self.run_batch(batch))
             latencies.append(time.perf_counter() - t0)
-        return Served(outputs, latencies)
+            host_cpu.append(time.thread_time() - c0)
+        return Served(outputs, latencies, host_cpu)
 
     def generate(self, prompts: list[str]) -> list[RequestOutput]:
         """Prepare and serve all prompts (tests, benchmarks; the worker times the two apart)."""

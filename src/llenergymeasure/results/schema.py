@@ -56,6 +56,15 @@ class WarmupRecord(_Result):
     last_run_batch_latencies_s: list[float] = Field(
         default_factory=list, description="Each batch's wall time in the last pass."
     )
+    last_run_batch_host_cpu_s: list[float] = Field(
+        default_factory=list,
+        description="CPU time the serving thread spent in each batch of the last pass.",
+    )
+    reference_runs: int | None = Field(
+        None,
+        description="Passes the window is compared with (window_to_warmup_latency_ratio): the "
+        "last warmup.window passes after the first, or the only one.",
+    )
 
 
 class PhaseTimes(_Result):
@@ -75,6 +84,12 @@ class PhaseTimes(_Result):
         description="Selecting, tokenising, truncating and batching the prompts."
     )
     warmup_s: float
+    pre_window_gap_s: float | None = Field(
+        None,
+        description="From the end of the warm-up's last batch to the window's start, the device "
+        "idle (synchronise, the start tick's wait). Kept short on purpose: on an H200 the first "
+        "host-bound batch after a 0.5 s idle ran 35% slower (benchmarks/RESULTS.md).",
+    )
     window_s: float
     after_window_s: float = Field(
         description="From the window's end to the result (reports, time series, snapshot)."
@@ -334,11 +349,29 @@ class ExperimentResult(_Result):
         default_factory=list, description="Shape of each batch the window served, in order."
     )
     window_batch_latencies_s: list[float] = Field(default_factory=list)
+    window_batch_host_cpu_s: list[float] = Field(
+        default_factory=list,
+        description="CPU time the serving thread spent in each window batch: near the batch's "
+        "wall time when the host set the pace (or waited spinning), well under it when the "
+        "thread was off the CPU.",
+    )
+    window_host_steal_s: float | None = Field(
+        None,
+        description="CPU time the hypervisor gave to other guests during the window, summed "
+        "over this machine's CPUs (/proc/stat steal); null where not reported.",
+    )
     window_to_warmup_latency_ratio: float | None = Field(
         None,
-        description="The window's batch latencies over the last warm-up pass's for batches of "
-        "the same shape (sum over sum); above 1.10 a warning says warm-up costs reached the "
-        "window. Null without warm-up.",
+        description="The window's batch latencies over the settled warm-up passes' (the last "
+        "warmup.window after the first), shape by shape with each shape's median (sum over "
+        "sum); above 1.10 a warning says warm-up costs reached the window. Null without "
+        "warm-up.",
+    )
+    window_same_shape_latency_cv: float | None = Field(
+        None,
+        description="Largest CV of the window's batch latencies among batches of one shape "
+        "(identical work): how much the pace moved inside the window; above 0.05 a warning. "
+        "Null when no shape ran twice.",
     )
     measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(
