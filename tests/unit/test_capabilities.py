@@ -156,7 +156,16 @@ def test_skipped_combinations_are_in_the_manifest(write_yaml: WriteYaml, tmp_pat
 def test_cli_prints_skipped_combinations(write_yaml: WriteYaml) -> None:
     path = write_yaml(GRID.format(skip="skip_invalid: true\n"))
     proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure.cli", "campaign", str(path), "--dry-run"],
+        [
+            sys.executable,
+            "-m",
+            "llenergymeasure.cli",
+            "campaign",
+            str(path),
+            "--dry-run",
+            "--runner",
+            "local",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
