@@ -101,7 +101,9 @@ def campaign(
                 "energy_adjusted_per_output_token_j": r["energy"][
                     "energy_adjusted_per_output_token_j"
                 ],
-                "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
+                "window_to_warmup_latency_ratio": (r.get("quality") or {}).get(
+                    "window_to_warmup_latency_ratio", r.get("window_to_warmup_latency_ratio")
+                ),
                 "window_batch_latencies_s": r.get("window_batch_latencies_s"),
                 "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
                 "warmup_latencies_s": r["warmup"]["latencies_s"],

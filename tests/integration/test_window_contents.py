@@ -86,5 +86,15 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert len(result.warmup.latencies_s) == 2
     assert len(result.warmup.last_run_batch_latencies_s) == len(result.warmup.batch_shapes)
     assert len(result.window_batch_latencies_s) == 2
-    assert result.window_to_warmup_latency_ratio is not None
-    assert result.window_to_warmup_latency_ratio > 0
+    assert result.quality is not None
+    ratio = result.quality.window_to_warmup_latency_ratio
+    assert ratio is not None
+    assert ratio > 0
+    assert ("warm-up's" in " ".join(result.quality.reasons)) is (ratio > 1.10)
+    # on a CPU: the window's own items are there, the energy items null (nothing measured)
+    quality = result.quality
+    assert (quality.passes, quality.window_s) == (result.passes, result.measured_duration_s)
+    assert (quality.min_window_s, quality.window_meets_minimum) == (0.0, True)
+    assert quality.edge_uncertainty_j is None
+    assert quality.counter_update_period_s is None
+    assert quality.status == ("check" if quality.reasons else "ok")

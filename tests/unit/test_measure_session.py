@@ -149,24 +149,24 @@ def test_baseline_is_reused_from_the_cache_by_the_next_session(tmp_path: Path) -
     assert first.energy.baseline_source == "measured"
     assert len(list((tmp_path / "cache").glob("baseline-*.json"))) == 1
 
-    clock.advance(60.0)  # 119.4013 -> 179.4013: the next experiment starts
+    clock.advance(60.0)  # 119.5013 (end tick + one more, for the period) -> 179.5013
     calls, sleeps = gpu.energy_calls, len(clock.sleeps)
     session = fake_session(tmp_path, clock, [gpu])
     with session:
         session.attach(None)
         assert gpu.energy_calls == calls  # no baseline measurement: nothing read
         assert len(clock.sleeps) == sleeps
-        assert clock() == exact(179.4013)
+        assert clock() == exact(179.5013)
         with session.window():
             clock.advance(12.0)
         report = session.report(400, 8)
     e = report.energy
     assert e.baseline_source == "cache"
-    # measured at the end of the first baseline (wall 105.2013), reused at 179.4013
+    # measured at the end of the first baseline (wall 105.2013), reused at 179.5013
     # (wall-clock floats near 1.7e9 s carry ~0.2 µs)
-    assert e.baseline_age_s == pytest.approx(179.4013 - 105.2013, abs=1e-6)
+    assert e.baseline_age_s == pytest.approx(179.5013 - 105.2013, abs=1e-6)
     assert e.baseline_power_w == exact(80.0)
-    # idle all through (start tick 179.5, seen 179.5013; end 191.5013): 80 W * 12 s, adjusted 0
+    # idle all through (start tick 179.6, seen 179.6013; end 191.6013): 80 W * 12 s, adjusted 0
     assert e.energy_raw_j == exact(80.0 * 12.0)
     assert e.energy_window_s == exact(12.0)
     assert e.energy_adjusted_j == pytest.approx(0.0, abs=1e-9)
@@ -328,9 +328,16 @@ def test_stale_cached_baseline_is_used_and_flagged_when_remeasuring_fails(
     run_window(fake_session(tmp_path, clock, [gpu], ttl_s=30.0), clock)
     clock.advance(600.0)
     gpu.counter = gpu.instant = False  # now nothing can re-measure the idle power
-    report = run_window(fake_session(tmp_path, clock, [gpu], ttl_s=30.0), clock)
+    session = fake_session(tmp_path, clock, [gpu], ttl_s=30.0)
+    report = run_window(session, clock)
     assert report.flags.baseline_stale is True
     assert any("could not be re-measured" in w for w in report.warnings), report.warnings
+    quality = session.quality(min_window_s=10.0, passes=1, latency_ratio=None)
+    assert (quality.baseline_stale, quality.baseline_source) == (True, "cache")
+    assert quality.baseline_age_s is not None and quality.baseline_age_s > 600
+    assert quality.baseline_state == "model_loaded_idle"
+    assert any("idle baseline is stale" in r for r in quality.reasons), quality.reasons
+    assert any("energy of the window unknown" in r for r in quality.reasons), quality.reasons
 
 
 def _no_gpu_energy(e: EnergyFigures) -> None:
@@ -534,3 +541,101 @@ def test_timeseries_power_w_falls_back_to_average_power(tmp_path: Path) -> None:
 def test_sampler_rate_is_bounded(hz: float) -> None:
     with pytest.raises(ValueError, match="sampler rate"):
         Sampler([], hz)
+
+
+# ------------------------------------------------------------------------ quality record
+
+
+def test_quality_record_of_a_clean_window(tmp_path: Path) -> None:
+    clock = FakeClock(100.0013)
+    gpu = ScriptedGpu("GPU-a", clock, LOAD_A)
+    session = fake_session(tmp_path, clock, [gpu])
+    report = run_window(session, clock)
+    quality = session.quality(min_window_s=10.0, passes=3, latency_ratio=1.02)
+    assert quality.status == "ok", quality.reasons
+    assert quality.reasons == []
+    # the end tick at 119.4 was seen at 119.4013, the next one (119.5) at 119.5013
+    assert quality.counter_update_period_s == exact(0.1)
+    (record,) = report.energy.per_gpu
+    # each edge saw its tick within one 4 ms read: 8 ms at the window's mean power
+    assert record.edge_uncertainty_s == exact(0.008)
+    assert quality.edge_uncertainty_j == exact(0.008 * 4640.0 / 12.0)
+    assert quality.edge_uncertainty_pct == exact(100 * 0.008 / 12.0)
+    assert (quality.sampler_coverage, quality.sampler_largest_gap_s) == (None, None)  # 0 Hz
+    assert quality.throttled_share is None
+    assert (quality.baseline_source, quality.baseline_age_s) == ("measured", 0.0)
+    assert (quality.baseline_state, quality.baseline_stale) == ("model_loaded_idle", False)
+    assert quality.window_s == exact(12.0)
+    assert (quality.min_window_s, quality.window_meets_minimum, quality.passes) == (10.0, True, 3)
+    assert quality.window_to_warmup_latency_ratio == 1.02
+
+
+@pytest.mark.parametrize(
+    ("tick_s", "min_window_s", "window_s", "ratio", "baseline", "expected"),
+    [
+        # a counter that updates every 1 s: the start edge (102.0 s) meets no tick within
+        # its 0.3 s wait, the end edge (114.8 s) meets the one at 115 s
+        (1.0, 10.0, 12.5, None, False, ["not aligned to an energy-counter update"]),
+        (0.1, 0.0, 4.0, None, True, ["under 10 s with min_window_s off"]),
+        (0.1, 10.0, 4.0, None, True, ["under its minimum of 10 s"]),
+        (0.1, 10.0, 12.0, 1.3, True, ["took 1.30x warm-up's"]),
+        (0.1, 10.0, 12.0, None, False, []),  # baseline off by choice: nothing to check
+    ],
+)
+def test_quality_checks_name_their_reason(
+    tmp_path: Path,
+    tick_s: float,
+    min_window_s: float,
+    window_s: float,
+    ratio: float | None,
+    baseline: bool,
+    expected: list[str],
+) -> None:
+    clock = FakeClock(100.0013)
+    gpu = ScriptedGpu("GPU-a", clock, LOAD_A, tick_s=tick_s)
+    session = fake_session(tmp_path, clock, [gpu], min_window_s=min_window_s, baseline=baseline)
+    run_window(session, clock, window_s=window_s)
+    quality = session.quality(min_window_s=min_window_s, passes=1, latency_ratio=ratio)
+    assert quality.status == ("check" if expected else "ok")
+    assert len(quality.reasons) == len(expected), quality.reasons
+    for reason, words in zip(quality.reasons, expected, strict=True):
+        assert words in reason
+    if tick_s > 1:
+        assert quality.counter_update_period_s is None  # no two ticks seen: not guessed
+
+
+def test_quality_without_a_gpu_has_null_energy_items(tmp_path: Path) -> None:
+    clock = FakeClock(5.0)
+    session = fake_session(tmp_path, clock, [])
+    run_window(session, clock, window_s=3.0)
+    quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=0.97)
+    assert quality.status == "ok"
+    assert quality.counter_update_period_s is None
+    assert quality.edge_uncertainty_j is None
+    assert quality.sampler_coverage is None
+    assert quality.baseline_source is None
+    assert quality.baseline_stale is None
+    assert quality.window_s == exact(3.0)
+
+
+def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> None:
+    gpu = ScriptedGpu("GPU-a", time.monotonic, constant(250), counter=False, throttle_reasons=0)
+    session = real_session(tmp_path, [gpu])
+    with session:
+        session.attach(None)
+        with session.sampling(), session.window():
+            time.sleep(0.3)
+            gpu.throttle_reasons = 0x20  # SW thermal slowdown for the rest of the window
+            time.sleep(0.3)
+        session.report(100, 4)
+    quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=None)
+    rows = [r for r in session.sampler.rows if r.phase == "measured"] if session.sampler else []
+    throttled = [bool(r.sample.throttle_reasons) for r in rows]
+    assert quality.throttled_share == pytest.approx(sum(throttled) / len(throttled))
+    assert 0 < quality.throttled_share < 1
+    assert quality.sampler_coverage is not None
+    assert 0 < quality.sampler_coverage <= 1
+    assert quality.sampler_largest_gap_s is not None
+    assert 0 < quality.sampler_largest_gap_s < 0.6
+    assert quality.status == "check"
+    assert any("throttled in" in r for r in quality.reasons)

@@ -37,6 +37,7 @@ from llenergymeasure.measure.nvml import (
     nvml_session,
     visible_gpu_uuids,
 )
+from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.results.schema import (
@@ -44,6 +45,7 @@ from llenergymeasure.results.schema import (
     GpuEnergyRecord,
     GpuInfo,
     MeasurementFlags,
+    QualityRecord,
 )
 
 SHORT_WINDOW_S = 10.0
@@ -114,6 +116,8 @@ class MeasurementSession:
         self._start_reads: dict[str, energy_mod.CounterRead] = {}
         self._end_reads: dict[str, energy_mod.CounterRead] = {}
         self._cpu_energy_j: float | None = None
+        self._counter_periods_s: list[float] = []
+        self._report: Report | None = None
 
     def __enter__(self) -> MeasurementSession:
         if not self._injected:
@@ -228,6 +232,15 @@ class MeasurementSession:
         if self.rapl.available:
             self._cpu_energy_j = self.rapl.stop_j()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+        self._counter_periods_s = self._observe_counter_period()
+
+    def _observe_counter_period(self) -> list[float]:
+        """One more tick after the end edge's: the time between them is the counter's update
+        period as this GPU shows it (outside the window; costs one period)."""
+        ends = self._end_reads
+        ticked = [r for r in self.readers if r.uuid in ends and ends[r.uuid].synced]
+        after = energy_mod.read_synced(ticked, self.clock)
+        return [read.t_s - self._end_reads[uuid].t_s for uuid, read in after.items() if read.synced]
 
     def sampler_busy_fraction(self) -> float | None:
         if self.sampler is None or self.window_edges.duration_s <= 0:
@@ -246,7 +259,10 @@ class MeasurementSession:
         flags = self._flags(warnings)
         if not self.readers:
             warnings.append(energy_mod.NO_ENERGY_WARNING)
-            return Report(EnergyFigures(cpu_package_energy_j=self._cpu_energy_j), flags, warnings)
+            self._report = Report(
+                EnergyFigures(cpu_package_energy_j=self._cpu_energy_j), flags, warnings
+            )
+            return self._report
         edges = self.window_edges
         per_gpu = []
         for reader in self.readers:
@@ -275,7 +291,52 @@ class MeasurementSession:
         flags.energy_counter_unsupported = not all(
             r.uuid in self._start_reads for r in self.readers
         )
-        return Report(self._totals(per_gpu, output_tokens, n_requests), flags, warnings)
+        self._report = Report(self._totals(per_gpu, output_tokens, n_requests), flags, warnings)
+        return self._report
+
+    def quality(
+        self, *, min_window_s: float, passes: int, latency_ratio: float | None
+    ) -> QualityRecord:
+        """The window's quality record (call after report()); the worker adds what only it
+        knows: the minimum it aimed for, the passes it ran, the warm-up latency ratio."""
+        if self._report is None:
+            raise MeasurementError("quality() needs report() first")
+        energy, flags = self._report.energy, self._report.flags
+        rows = [r for r in (self.sampler.rows if self.sampler else []) if r.phase == "measured"]
+        sampled = [
+            SampledWindow(
+                times_s=[r.t_s for r in rows if r.uuid == reader.uuid],
+                throttled=[
+                    None
+                    if r.sample.throttle_reasons is None
+                    else bool(r.sample.throttle_reasons & SLOWDOWN_BITS)
+                    for r in rows
+                    if r.uuid == reader.uuid
+                ],
+            )
+            for reader in self.readers
+        ]
+        baselines = self._baselines
+        measured = MeasuredQuality(
+            window_start_s=self.window_edges.start_s,
+            window_end_s=self.window_edges.end_s,
+            per_gpu=energy.per_gpu,
+            energy_method=energy.energy_method,
+            counter_periods_s=self._counter_periods_s,
+            sampler_hz=self.config.sampler_hz if self.sampler is not None else None,
+            sampled=sampled if self.sampler is not None else [],
+            baseline_expected=bool(self.readers) and self.config.baseline.enabled,
+            baseline_source=baselines.source if baselines.values else None,
+            baseline_age_s=baselines.age_s if baselines.values else None,
+            baseline_state=next(iter(baselines.values.values())).state
+            if baselines.values
+            else None,
+            baseline_stale=baselines.stale if self.readers else None,
+            short_window=flags.short_window,
+        )
+        return assess(
+            measured, min_window_s=min_window_s, passes=passes, latency_ratio=latency_ratio
+        )
 
     def _totals(
         self, per_gpu: list[GpuEnergyRecord], output_tokens: int, n_requests: int

@@ -148,6 +148,62 @@ class MeasurementFlags(_Result):
     other_gpu_processes: bool | None = None
 
 
+QualityStatus = Literal["ok", "check"]
+
+
+class QualityRecord(_Result):
+    """How far the window's numbers can be trusted, in one place (issue 17.5). `status` is
+    'check' when any item crossed its threshold (measure/quality.py); `reasons` says which.
+    Energy items are null where no energy source measured the window."""
+
+    status: QualityStatus
+    reasons: list[str] = Field(default_factory=list)
+    counter_update_period_s: float | None = Field(
+        None,
+        description="Observed time between two energy-counter updates, after the window "
+        "(longest over GPUs; ~0.1 s on H100/H200). Null without a counter.",
+    )
+    edge_uncertainty_j: float | None = Field(
+        None,
+        description="Energy the window edges could be off by: each GPU's edge_uncertainty_s "
+        "times its mean window power, summed over GPUs.",
+    )
+    edge_uncertainty_pct: float | None = Field(
+        None, description="edge_uncertainty_j as a percentage of the window's raw energy."
+    )
+    sampler_coverage: float | None = Field(
+        None,
+        description="Samples taken in the window over those the sampler rate asks for (lowest "
+        "over GPUs, capped at 1). Null with the sampler off or no GPU.",
+    )
+    sampler_largest_gap_s: float | None = Field(
+        None,
+        description="Longest stretch of the window without a sample, window edges included "
+        "(longest over GPUs).",
+    )
+    throttled_share: float | None = Field(
+        None,
+        description="Share of the window's samples with a clock slowdown reason (thermal, "
+        "power cap, hardware slowdown). Null without samples.",
+    )
+    baseline_source: Literal["measured", "cache"] | None = None
+    baseline_age_s: float | None = None
+    baseline_state: str | None = None
+    baseline_stale: bool | None = None
+    window_s: float = Field(description="Measured window length.")
+    min_window_s: float = Field(
+        description="The minimum the window had to reach (0 where repetition did not apply)."
+    )
+    window_meets_minimum: bool
+    passes: int = Field(ge=1, description="Whole passes of the prompt set in the window.")
+    window_to_warmup_latency_ratio: float | None = Field(
+        None,
+        description="The window's batch latencies over the last warm-up pass's for batches of "
+        "the same shape (sum over sum); above 1.10 warm-up costs reached the window. Null "
+        "without warm-up.",
+    )
+
+
 class GpuInfo(_Result):
     """One GPU at the start of the experiment."""
 
@@ -259,11 +315,8 @@ class ExperimentResult(_Result):
         default_factory=list, description="Shape of each batch the window served, in order."
     )
     window_batch_latencies_s: list[float] = Field(default_factory=list)
-    window_to_warmup_latency_ratio: float | None = Field(
-        None,
-        description="The window's batch latencies over the last warm-up pass's for batches of "
-        "the same shape (sum over sum); above 1.10 a warning says warm-up costs reached the "
-        "window. Null without warm-up.",
+    quality: QualityRecord | None = Field(
+        None, description="The measurement-quality record (null only in older results)."
     )
     measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(

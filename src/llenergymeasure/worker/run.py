@@ -103,17 +103,22 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             environment = snapshot(device, backend.library_versions(), session.gpus, session.driver)
         output_tokens = sum(o.output_tokens for o in outputs)
         report = session.report(output_tokens, len(outputs))
+        warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
+        window_shapes = [_shape(b) for b in batches]
+        ratio = window_ratio(
+            warm_shapes, last_pass, window_shapes * filled.passes, window_latencies
+        )
+        if ratio is not None:
+            log.info("window / last warm-up batch latency: %.3f", ratio)
+        quality = session.quality(
+            min_window_s=min_window_s, passes=filled.passes, latency_ratio=ratio
+        )
         has_series = session.write_timeseries(out_dir / TIMESERIES_FILE)
 
     input_tokens = sum(o.input_tokens for o in outputs)
     flops = (
         total_flops(shape, [(o.input_tokens, o.output_tokens) for o in outputs]) if shape else None
     )
-    warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
-    window_shapes = [_shape(b) for b in batches]
-    ratio = window_ratio(warm_shapes, last_pass, window_shapes * filled.passes, window_latencies)
-    if ratio is not None:
-        log.info("window / last warm-up batch latency: %.3f", ratio)
     phases = PhaseTimes(
         worker_start_s=worker_start_s,
         engine_import_s=engine_import_s,
@@ -173,7 +178,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
         window_batch_latencies_s=window_latencies,
-        window_to_warmup_latency_ratio=ratio,
+        quality=quality,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
             *ratio_warnings(ratio),
