@@ -98,3 +98,29 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert quality.edge_uncertainty_j is None
     assert quality.counter_update_period_s is None
     assert quality.status == ("check" if quality.reasons else "ok")
+
+
+def test_phase_split_runs_a_prefill_pass_of_the_same_requests(tmp_path: Path) -> None:
+    prompts = ["Energy per token", "Energy per token of a longer prompt " * 3, "a b c"]
+    result = run(
+        tmp_path,
+        prompts,
+        batch_size=2,
+        max_output_tokens=4,
+        decoding={"ignore_eos": True},
+        measurement={"sampler_hz": 0, "phase_split": True},
+    )
+    split = result.phase_split
+    assert split is not None
+    assert split.method == "prefill_pass"
+    # the same requests again, one output token each, in a window of its own (one pass on a
+    # CPU: repetition serves GPU energy only)
+    assert (split.prefill_passes, split.prefill_requests) == (1, 3)
+    assert split.prefill_output_tokens == 3
+    assert split.prefill_window_s > 0
+    assert result.output_tokens == 3 * 4  # the main window still generated the full length
+    assert split.decode_tokens == 3 * 4 - 3
+    # no energy on a CPU: every energy of the split is null, never 0
+    assert split.prefill_window_energy_j is None
+    assert split.energy_prefill_j is split.energy_decode_j is None
+    assert split.energy_per_input_token_j is split.energy_per_output_token_j is None

@@ -20,6 +20,7 @@ from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 from llenergymeasure.config.experiment import BaselineConfig, MeasurementConfig
 from llenergymeasure.measure.energy import COUNTER, INTEGRATED_INSTANT, NO_ENERGY_WARNING
 from llenergymeasure.measure.nvml import GpuReader
+from llenergymeasure.measure.phase_split import split_energy
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.session import MeasurementSession, Report
@@ -639,3 +640,96 @@ def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> Non
     assert 0 < quality.sampler_largest_gap_s < 0.6
     assert quality.status == "check"
     assert any("throttled in" in r for r in quality.reasons)
+
+
+# ------------------------------------------------------------------------ phase split
+
+
+def test_prefill_side_window_energy_and_split(tmp_path: Path) -> None:
+    """Main window: 12 s of LOAD_A (4640 J, 8 requests). Then a prefill pass at 250 W for
+    2 s serving the same 8 requests: its own window, edges synced like the main one's."""
+    clock = FakeClock(100.0013)
+    trace = Trace([*LOAD_A.points, (125, 80), (125, 250), (127, 250), (127, 80)])
+    gpu = ScriptedGpu("GPU-a", clock, trace)
+    session = fake_session(tmp_path, clock, [gpu])
+    with session:
+        session.attach(None)
+        with session.sampling():
+            clock.advance(2.0)
+            with session.window():
+                clock.advance(12.0)
+            clock.advance(125.0 - clock() - 0.05)  # the prefill pass starts at ~125 s
+            with session.side_window("prefill") as side:
+                clock.advance(2.0)
+        report = session.report(400, 8)
+    assert report.energy.energy_raw_j == exact(4640.0)  # the main window is untouched
+    assert side.method == COUNTER
+    # start edge: reads every 4 ms from 124.95, the 125.0 tick seen at 125.002; 2 s of work
+    # to 127.002; the end edge sees the 127.1 tick at 127.102. Counter 125.0 -> 127.1: 508 J,
+    # less the tail logged from 127.002 to 127.102 (80 W x 0.1 s): 500 J, within the edges'
+    # uncertainty (4 ms x 250 W) of the trace's energy over [125.002, 127.002].
+    assert (side.start_s, side.duration_s) == (exact(125.002), exact(2.0))
+    assert side.energy_j == exact(float(trace.energy_j("125.0", "127.1")) - 80 * 0.1)
+    assert side.energy_j == pytest.approx(float(trace.energy_j("125.002", "127.002")), abs=1.0)
+    split = split_energy(
+        window_energy_j=report.energy.energy_raw_j,
+        window_requests=8,
+        input_tokens=160,
+        output_tokens=400,
+        prefill_energy_j=side.energy_j,
+        prefill_requests=8,
+        prefill_output_tokens=8,
+        prefill_window_s=side.duration_s,
+        prefill_passes=1,
+    )
+    prefill_j = 500.0
+    assert split.method == "prefill_pass"
+    assert split.energy_prefill_j == exact(prefill_j)
+    assert split.energy_decode_j == exact(4640.0 - prefill_j)
+    assert split.energy_per_input_token_j == exact(prefill_j / 160)
+    assert split.decode_tokens == 400 - 8
+    assert split.energy_per_output_token_j == exact((4640.0 - prefill_j) / 392)
+
+
+@pytest.mark.parametrize(
+    ("prefill_requests", "passes", "scale"), [(8, 1, 1.0), (24, 3, 1 / 3), (4, 1, 2.0)]
+)
+def test_prefill_energy_is_scaled_per_request(
+    prefill_requests: int, passes: int, scale: float
+) -> None:
+    split = split_energy(
+        window_energy_j=1000.0,
+        window_requests=8,
+        input_tokens=80,
+        output_tokens=8,  # one token each: nothing left for decode per token
+        prefill_energy_j=300.0,
+        prefill_requests=prefill_requests,
+        prefill_output_tokens=prefill_requests,
+        prefill_window_s=1.0,
+        prefill_passes=passes,
+    )
+    assert split.energy_prefill_j == exact(300.0 * scale)
+    assert split.energy_decode_j == exact(1000.0 - 300.0 * scale)
+    assert split.decode_tokens == 0
+    assert split.energy_per_output_token_j is None  # no decode tokens: null, never a division
+
+
+def test_prefill_split_without_energy_is_null_not_zero(tmp_path: Path) -> None:
+    clock = FakeClock(5.0)
+    session = fake_session(tmp_path, clock, [])
+    with session, session.side_window("prefill") as side:
+        clock.advance(1.0)
+    assert (side.energy_j, side.duration_s) == (None, exact(1.0))
+    split = split_energy(
+        window_energy_j=None,
+        window_requests=4,
+        input_tokens=40,
+        output_tokens=20,
+        prefill_energy_j=None,
+        prefill_requests=4,
+        prefill_output_tokens=4,
+        prefill_window_s=1.0,
+        prefill_passes=1,
+    )
+    assert split.energy_prefill_j is split.energy_decode_j is None
+    assert split.energy_per_input_token_j is split.energy_per_output_token_j is None

@@ -160,6 +160,13 @@ class MeasurementConfig(_Strict):
         "windows under ~10 s is noisy and biased low. Applies when GPU energy is measured.",
         json_schema_extra=OMIT_IF_NULL,
     )
+    phase_split: bool | None = Field(
+        None,
+        description="After the measured window, serve the same requests again with one output "
+        "token each (prefill only), in a window of its own, and split the window's energy into "
+        "prefill and decode (scaled per request). Null: off.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
 
     @property
     def window_minimum_s(self) -> float:

@@ -66,6 +66,22 @@ class Window:
 
 
 @dataclass
+class SideWindow:
+    """A window after the main one, with its own energy (see MeasurementSession.side_window)."""
+
+    phase: str
+    start_s: float = 0.0
+    end_s: float = 0.0
+    energy_j: float | None = None
+    method: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
 class Report:
     energy: EnergyFigures
     flags: MeasurementFlags
@@ -242,6 +258,51 @@ class MeasurementSession:
         after = energy_mod.read_synced(ticked, self.clock)
         return [read.t_s - self._end_reads[uuid].t_s for uuid, read in after.items() if read.synced]
 
+    def _gpu_energies(
+        self,
+        start: dict[str, energy_mod.CounterRead],
+        end: dict[str, energy_mod.CounterRead],
+        t0: float,
+        t1: float,
+        warnings: list[str],
+    ) -> list[energy_mod.GpuEnergy]:
+        """Each GPU's energy between two edges: counter, else the sampler's power."""
+        return [
+            energy_mod.window_energy(
+                reader.uuid,
+                start.get(reader.uuid),
+                end.get(reader.uuid),
+                t0,
+                t1,
+                self.sampler.series(reader.uuid, "power_instant_w") if self.sampler else [],
+                self.sampler.series(reader.uuid, "power_avg_w") if self.sampler else [],
+                warnings,
+            )
+            for reader in self.readers
+        ]
+
+    @contextlib.contextmanager
+    def side_window(self, phase: str) -> Iterator[SideWindow]:
+        """A second measured window after the main one (the prefill pass of phase_split):
+        energy edges synced the same way, sampler rows tagged `phase`; the main window's
+        figures are untouched. Energy is null without a GPU or where any GPU's is unknown."""
+        side = SideWindow(phase)
+        start = energy_mod.read_synced(self.readers, self.clock)
+        if self.sampler is not None:
+            self.sampler.phase = phase
+        side.start_s = self.clock()
+        yield side
+        side.end_s = self.clock()
+        if self.sampler is not None:
+            self.sampler.phase = "cooldown"
+        end = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+        if not self.readers:
+            return
+        energies = self._gpu_energies(start, end, side.start_s, side.end_s, side.warnings)
+        if all(g.energy_j is not None for g in energies):
+            side.energy_j = sum(g.energy_j or 0.0 for g in energies)
+            side.method = energies[0].method if len({g.method for g in energies}) == 1 else "mixed"
+
     def sampler_busy_fraction(self) -> float | None:
         if self.sampler is None or self.window_edges.duration_s <= 0:
             return None
@@ -265,17 +326,10 @@ class MeasurementSession:
             return self._report
         edges = self.window_edges
         per_gpu = []
-        for reader in self.readers:
-            record = energy_mod.window_energy(
-                reader.uuid,
-                self._start_reads.get(reader.uuid),
-                self._end_reads.get(reader.uuid),
-                edges.start_s,
-                edges.end_s,
-                self.sampler.series(reader.uuid, "power_instant_w") if self.sampler else [],
-                self.sampler.series(reader.uuid, "power_avg_w") if self.sampler else [],
-                warnings,
-            )
+        energies = self._gpu_energies(
+            self._start_reads, self._end_reads, edges.start_s, edges.end_s, warnings
+        )
+        for reader, record in zip(self.readers, energies, strict=True):
             baseline = self._baselines.values.get(reader.uuid)
             per_gpu.append(
                 GpuEnergyRecord(

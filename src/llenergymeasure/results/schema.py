@@ -148,6 +148,43 @@ class MeasurementFlags(_Result):
     other_gpu_processes: bool | None = None
 
 
+PhaseSplitMethod = Literal["prefill_pass"]
+
+
+class PhaseSplit(_Result):
+    """measurement.phase_split: the window's raw energy split into prefill and decode.
+
+    Method 'prefill_pass': after the window, the same requests were served again with one
+    output token each, in a window of their own; its energy per request, times the window's
+    requests, is the prefill energy, and the rest of the window's energy is decode. The first
+    output token of each request comes from prefill, so decode tokens are output tokens minus
+    requests. Energies are null where no energy source measured both windows."""
+
+    method: PhaseSplitMethod
+    prefill_window_s: float = Field(description="Length of the prefill pass's own window.")
+    prefill_passes: int = Field(ge=1)
+    prefill_requests: int
+    prefill_output_tokens: int = Field(description="Tokens the prefill pass generated (1 each).")
+    prefill_window_energy_j: float | None = Field(
+        None, description="Raw energy measured over the prefill pass's window."
+    )
+    energy_prefill_j: float | None = Field(
+        None, description="prefill_window_energy_j / prefill_requests x the window's requests."
+    )
+    energy_decode_j: float | None = Field(
+        None, description="The window's energy_raw_j minus energy_prefill_j."
+    )
+    energy_per_input_token_j: float | None = Field(
+        None, description="energy_prefill_j / the window's input tokens."
+    )
+    energy_per_output_token_j: float | None = Field(
+        None,
+        description="energy_decode_j / decode tokens (the window's output tokens minus its "
+        "requests: each request's first token is prefill's).",
+    )
+    decode_tokens: int
+
+
 QualityStatus = Literal["ok", "check"]
 
 
@@ -315,6 +352,9 @@ class ExperimentResult(_Result):
         default_factory=list, description="Shape of each batch the window served, in order."
     )
     window_batch_latencies_s: list[float] = Field(default_factory=list)
+    phase_split: PhaseSplit | None = Field(
+        None, description="Prefill / decode energy split (measurement.phase_split); else null."
+    )
     quality: QualityRecord | None = Field(
         None, description="The measurement-quality record (null only in older results)."
     )

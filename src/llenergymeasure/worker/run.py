@@ -27,10 +27,12 @@ from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
-from llenergymeasure.measure.session import MeasurementSession, Window
+from llenergymeasure.measure.phase_split import split_energy
+from llenergymeasure.measure.session import MeasurementSession, SideWindow, Window
 from llenergymeasure.results.schema import (
     ExperimentResult,
     LatencyStats,
+    PhaseSplit,
     PhaseTimes,
     WarmupRecord,
 )
@@ -87,6 +89,18 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                     elapsed_before_s=time.perf_counter() - t_import,
                 )
                 session.window_cut_by_time_limit = filled.cut_by_time_limit
+                prefill = (
+                    _prefill_pass(
+                        backend,
+                        session,
+                        batches,
+                        min_window_s,
+                        time_limit_s=spec.time_limit_s,
+                        elapsed_before_s=time.perf_counter() - t_import,
+                    )
+                    if config.measurement.phase_split
+                    else None
+                )
             t_after = time.perf_counter()
             outputs = filled.outputs
             duration_s = window.duration_s
@@ -178,11 +192,15 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
         window_batch_latencies_s=window_latencies,
+        phase_split=(
+            _phase_split(prefill, report.energy.energy_raw_j, outputs) if prefill else None
+        ),
         quality=quality,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
             *ratio_warnings(ratio),
             *report.warnings,
+            *(f"prefill pass: {w}" for w in (prefill[0].warnings if prefill else [])),
         ],
         engine_settings=engine_settings,
     )
@@ -223,6 +241,53 @@ def _measure(
             one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
         )
     return window, filled, batch_latencies
+
+
+def _prefill_pass(
+    backend: Backend,
+    session: MeasurementSession,
+    batches: list[PreparedBatch],
+    min_window_s: float,
+    *,
+    time_limit_s: float | None,
+    elapsed_before_s: float,
+) -> tuple[SideWindow, PassRecord]:
+    """measurement.phase_split: the same batches with one output token each, in whole passes
+    (to min_window_s, like the window) inside a window of their own."""
+    with backend.prefill_only():
+        backend.synchronize()
+
+        def one_pass() -> list[RequestOutput]:
+            served = backend.serve(batches)
+            backend.synchronize()
+            return served.outputs
+
+        gc.collect()
+        with gc_paused(), session.side_window("prefill") as side:
+            filled = fill_window(
+                one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
+            )
+    log.info("prefill pass: %d requests in %.3f s", len(filled.outputs), side.duration_s)
+    return side, filled
+
+
+def _phase_split(
+    prefill: tuple[SideWindow, PassRecord],
+    window_energy_j: float | None,
+    outputs: list[RequestOutput],
+) -> PhaseSplit:
+    side, filled = prefill
+    return split_energy(
+        window_energy_j=window_energy_j,
+        window_requests=len(outputs),
+        input_tokens=sum(o.input_tokens for o in outputs),
+        output_tokens=sum(o.output_tokens for o in outputs),
+        prefill_energy_j=side.energy_j,
+        prefill_requests=len(filled.outputs),
+        prefill_output_tokens=sum(o.output_tokens for o in filled.outputs),
+        prefill_window_s=side.duration_s,
+        prefill_passes=filled.passes,
+    )
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:
