@@ -124,3 +124,7 @@ def test_phase_split_runs_a_prefill_pass_of_the_same_requests(tmp_path: Path) ->
     assert split.prefill_window_energy_j is None
     assert split.energy_prefill_j is split.energy_decode_j is None
     assert split.energy_per_input_token_j is split.energy_per_output_token_j is None
+    # host CPU energy: RAPL per socket where this host exposes it, else the reason
+    host = result.energy.host
+    assert host is not None
+    assert host.readable or (host.reason or "").startswith("not readable:")

@@ -343,7 +343,7 @@ def test_stale_cached_baseline_is_used_and_flagged_when_remeasuring_fails(
 
 def _no_gpu_energy(e: EnergyFigures) -> None:
     assert e.per_gpu == []
-    data = e.model_dump(exclude={"per_gpu", "cpu_package_energy_j"})
+    data = e.model_dump(exclude={"per_gpu", "cpu_package_energy_j", "cpu_dram_energy_j", "host"})
     assert all(v is None for v in data.values()), data
 
 
@@ -352,7 +352,12 @@ def test_no_gpu_gives_null_energy_and_the_warning_never_zero(tmp_path: Path) -> 
     session = fake_session(tmp_path, clock, [])
     report = run_window(session, clock, window_s=12.0)
     _no_gpu_energy(report.energy)
-    assert report.energy == EnergyFigures()
+    assert report.energy.model_dump(exclude={"host"}) == EnergyFigures().model_dump(
+        exclude={"host"}
+    )
+    host = report.energy.host
+    assert host is not None and not host.readable  # said so, not left blank
+    assert host.reason is not None and "no-powercap does not exist" in host.reason
     assert NO_ENERGY_WARNING in report.warnings
     assert report.flags.energy_counter_unsupported is None
     assert report.flags.baseline_stale is None
@@ -374,6 +379,8 @@ def test_no_gpu_still_reports_cpu_package_energy_from_rapl(tmp_path: Path) -> No
 
     report = run_window(session, clock, inside=cpu_work)
     assert report.energy.cpu_package_energy_j == exact(0.25)
+    assert report.energy.host is not None and report.energy.host.readable
+    assert report.energy.cpu_dram_energy_j is None  # no dram zone: null, not 0
     _no_gpu_energy(report.energy)
     assert NO_ENERGY_WARNING in report.warnings
 

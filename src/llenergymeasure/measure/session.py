@@ -44,6 +44,7 @@ from llenergymeasure.results.schema import (
     EnergyFigures,
     GpuEnergyRecord,
     GpuInfo,
+    HostEnergy,
     MeasurementFlags,
     QualityRecord,
 )
@@ -131,7 +132,7 @@ class MeasurementSession:
         self._baselines = _Baselines()
         self._start_reads: dict[str, energy_mod.CounterRead] = {}
         self._end_reads: dict[str, energy_mod.CounterRead] = {}
-        self._cpu_energy_j: float | None = None
+        self._host: HostEnergy | None = None
         self._counter_periods_s: list[float] = []
         self._report: Report | None = None
 
@@ -245,8 +246,7 @@ class MeasurementSession:
         self.window_edges.end_unix_s = self.wall_clock()
         if self.sampler is not None:
             self.sampler.phase = "cooldown"
-        if self.rapl.available:
-            self._cpu_energy_j = self.rapl.stop_j()
+        self._host = self.rapl.stop() if self.rapl.available else self.rapl.not_readable()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
         self._counter_periods_s = self._observe_counter_period()
 
@@ -320,9 +320,7 @@ class MeasurementSession:
         flags = self._flags(warnings)
         if not self.readers:
             warnings.append(energy_mod.NO_ENERGY_WARNING)
-            self._report = Report(
-                EnergyFigures(cpu_package_energy_j=self._cpu_energy_j), flags, warnings
-            )
+            self._report = Report(EnergyFigures(**self._host_figures()), flags, warnings)
             return self._report
         edges = self.window_edges
         per_gpu = []
@@ -397,7 +395,7 @@ class MeasurementSession:
     ) -> EnergyFigures:
         known = [g for g in per_gpu if g.energy_j is not None]
         if len(known) < len(per_gpu):
-            return EnergyFigures(per_gpu=per_gpu, cpu_package_energy_j=self._cpu_energy_j)
+            return EnergyFigures(per_gpu=per_gpu, **self._host_figures())
         raw = sum(g.energy_j or 0.0 for g in known)
         methods = {g.method for g in known}
         have_baseline = all(g.baseline_power_w is not None for g in per_gpu)
@@ -424,8 +422,21 @@ class MeasurementSession:
             energy_raw_per_request_j=_per(raw, n_requests),
             energy_adjusted_per_request_j=_per(adjusted, n_requests),
             per_gpu=per_gpu,
-            cpu_package_energy_j=self._cpu_energy_j,
+            **self._host_figures(),
         )
+
+    def _host_figures(self) -> dict[str, Any]:
+        """RAPL's record and its sums over sockets (null where no socket gave that domain)."""
+        host = self._host
+        if host is None:
+            return {}
+        package = [s.package_j for s in host.sockets if s.package_j is not None]
+        dram = [s.dram_j for s in host.sockets if s.dram_j is not None]
+        return {
+            "host": host,
+            "cpu_package_energy_j": sum(package) if package else None,
+            "cpu_dram_energy_j": sum(dram) if dram else None,
+        }
 
     def _flags(self, warnings: list[str]) -> MeasurementFlags:
         duration = self.window_edges.duration_s

@@ -98,6 +98,23 @@ class GpuEnergyRecord(_Result):
     baseline_power_w: float | None = None
 
 
+class CpuSocketEnergy(_Result):
+    """One CPU socket's RAPL energy over the window; null where its zone was not readable."""
+
+    socket: int
+    package_j: float | None = None
+    dram_j: float | None = None
+
+
+class HostEnergy(_Result):
+    """Host CPU energy from RAPL over the window, per socket; never added to GPU energy."""
+
+    source: Literal["rapl"] = "rapl"
+    readable: bool
+    reason: str | None = Field(None, description="Why nothing was read ('not readable: ...').")
+    sockets: list[CpuSocketEnergy] = Field(default_factory=list)
+
+
 class EnergyFigures(_Result):
     """Energy over the measured window, summed over the GPUs in use. All null when no energy
     source was available: null means 'not measured', never zero."""
@@ -125,7 +142,15 @@ class EnergyFigures(_Result):
     energy_adjusted_per_request_j: float | None = None
     per_gpu: list[GpuEnergyRecord] = Field(default_factory=list)
     cpu_package_energy_j: float | None = Field(
-        None, description="CPU package energy from RAPL over the window; never added to GPU energy."
+        None,
+        description="CPU package energy from RAPL over the window, summed over sockets; never "
+        "added to GPU energy.",
+    )
+    cpu_dram_energy_j: float | None = Field(
+        None, description="DRAM energy from RAPL over the window, summed over sockets."
+    )
+    host: HostEnergy | None = Field(
+        None, description="RAPL per socket, or why it was not readable (null: not asked)."
     )
 
 
