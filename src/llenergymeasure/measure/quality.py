@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from llenergymeasure.measure.energy import COUNTER
+from llenergymeasure.measure.energy import COUNTER, INTEGRATED_AVERAGE, INTEGRATED_INSTANT
 from llenergymeasure.results.schema import GpuEnergyRecord, QualityRecord
 
+INTEGRATED = (INTEGRATED_INSTANT, INTEGRATED_AVERAGE, "mixed")
 EDGE_UNCERTAINTY_MAX_PCT = 1.0
 """Window edges may cost at most this share of the window's energy (two ~4 ms reads on a 10 s
 window are ~0.08%; an edge that never met a counter tick is several %)."""
@@ -81,7 +82,7 @@ def assess(
             f"window edges not aligned to an energy-counter update on {', '.join(unsynced)}: "
             "each edge may be off by up to one update period"
         )
-    if measured.energy_method is not None and measured.energy_method != COUNTER:
+    if measured.energy_method in INTEGRATED:
         reasons.append(f"energy from {measured.energy_method}, not the energy counter")
     coverage, gap = _sampler_coverage(measured)
     if coverage is not None and coverage < SAMPLER_COVERAGE_MIN:

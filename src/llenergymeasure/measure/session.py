@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from llenergymeasure.config.experiment import MeasurementConfig
-from llenergymeasure.errors import MeasurementError
+from llenergymeasure.errors import ConfigError, MeasurementError
 from llenergymeasure.measure import energy as energy_mod
 from llenergymeasure.measure.baseline import Baseline, BaselineCache, measure_baseline
 from llenergymeasure.measure.environment import driver_versions, gpu_info, preflight_warnings
@@ -40,6 +40,7 @@ from llenergymeasure.measure.nvml import (
 from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.measure.sources import NVML, EnergySource, make_source, missing_extra
 from llenergymeasure.results.schema import (
     EnergyFigures,
     GpuEnergyRecord,
@@ -110,9 +111,11 @@ class MeasurementSession:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rapl: RaplReader | None = None,
+        source: EnergySource | None = None,
     ) -> None:
         """readers: inject GPU readings (tests); by default they come from NVML in attach().
-        clock, wall_clock and sleep go together: a test's fake clock needs its own sleep."""
+        clock, wall_clock and sleep go together: a test's fake clock needs its own sleep.
+        source: inject the energy source (tests); by default energy_source's, in attach()."""
         self.config, self.clock, self.wall_clock = config, clock, wall_clock
         self.sleep = sleep
         # Set by the worker when repeating passes stopped at the time limit before min_window_s.
@@ -133,10 +136,16 @@ class MeasurementSession:
         self._start_reads: dict[str, energy_mod.CounterRead] = {}
         self._end_reads: dict[str, energy_mod.CounterRead] = {}
         self._host: HostEnergy | None = None
+        self.source: EnergySource | None = source
+        self._source_j: float | None = None
         self._counter_periods_s: list[float] = []
         self._report: Report | None = None
 
     def __enter__(self) -> MeasurementSession:
+        source = self.config.energy_source
+        problem = missing_extra(source) if source else None
+        if problem is not None:  # before any model is loaded: a config error, not retried
+            raise ConfigError(problem)
         if not self._injected:
             try:
                 self._pynvml = self._stack.enter_context(nvml_session())
@@ -179,6 +188,13 @@ class MeasurementSession:
             self.warnings.extend(preflight_warnings(self.gpus))
         if self.readers and self.config.baseline.enabled:
             self._baselines = self._take_baselines()
+        if self.readers and self.config.energy_source not in (None, NVML) and self.source is None:
+            indices = [g.index for g in self.gpus]
+            known = [i for i in indices if i is not None]
+            self.source = make_source(
+                str(self.config.energy_source),
+                known if self.gpus and len(known) == len(indices) else None,
+            )
 
     def _take_baselines(self) -> _Baselines:
         now = self.wall_clock()
@@ -239,16 +255,30 @@ class MeasurementSession:
             self.rapl.start()
         if self.sampler is not None:
             self.sampler.phase = "measured"
+        if self.source is not None:
+            self.source.start()
         self.window_edges.start_s = self.clock()
         self.window_edges.start_unix_s = self.wall_clock()
         yield self.window_edges
         self.window_edges.end_s = self.clock()
         self.window_edges.end_unix_s = self.wall_clock()
+        if self.source is not None:
+            self._source_j = self._stop_source(self.source)
         if self.sampler is not None:
             self.sampler.phase = "cooldown"
         self._host = self.rapl.stop() if self.rapl.available else self.rapl.not_readable()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
         self._counter_periods_s = self._observe_counter_period()
+
+    def _stop_source(self, source: EnergySource) -> float | None:
+        try:
+            energy_j = source.stop_j()
+        except Exception as e:  # another library's failure must not cost the result
+            self.warnings.append(f"energy source {source.name} failed at the window's end: {e}")
+            return None
+        if energy_j is None:
+            self.warnings.append(f"energy source {source.name} gave no GPU energy for the window")
+        return energy_j
 
     def _observe_counter_period(self) -> list[float]:
         """One more tick after the end edge's: the time between them is the counter's update
@@ -396,17 +426,19 @@ class MeasurementSession:
         known = [g for g in per_gpu if g.energy_j is not None]
         if len(known) < len(per_gpu):
             return EnergyFigures(per_gpu=per_gpu, **self._host_figures())
-        raw = sum(g.energy_j or 0.0 for g in known)
+        nvml_j = sum(g.energy_j or 0.0 for g in known)
         methods = {g.method for g in known}
+        method = methods.pop() if len(methods) == 1 else "mixed"
+        raw: float | None = nvml_j
+        if self.source is not None:
+            raw, method = self._source_j, self.source.name
         have_baseline = all(g.baseline_power_w is not None for g in per_gpu)
-        adjusted = (
-            sum((g.energy_j or 0.0) - (g.baseline_power_w or 0.0) * g.window_s for g in per_gpu)
-            if have_baseline
-            else None
-        )
+        idle_j = sum((g.baseline_power_w or 0.0) * g.window_s for g in per_gpu)
+        adjusted = raw - idle_j if have_baseline and raw is not None else None
         first = next(iter(self._baselines.values.values()), None)
         return EnergyFigures(
-            energy_method=methods.pop() if len(methods) == 1 else "mixed",
+            energy_method=method,
+            **self._source_figures(nvml_j),
             energy_raw_j=raw,
             energy_window_s=max(g.window_s for g in per_gpu),
             baseline_power_w=(
@@ -424,6 +456,18 @@ class MeasurementSession:
             per_gpu=per_gpu,
             **self._host_figures(),
         )
+
+    def _source_figures(self, nvml_j: float) -> dict[str, Any]:
+        """Which source measured energy_raw_j, its version, and NVML's figure beside another."""
+        if self.source is None:
+            driver = self.driver[0]
+            version = f"driver {driver}" if driver else None
+            return {"energy_source": NVML, "energy_source_version": version}
+        return {
+            "energy_source": self.source.name,
+            "energy_source_version": self.source.version,
+            "energy_nvml_j": nvml_j,
+        }
 
     def _host_figures(self) -> dict[str, Any]:
         """RAPL's record and its sums over sockets (null where no socket gave that domain)."""

@@ -122,6 +122,17 @@ class EnergyFigures(_Result):
     energy_method: str | None = Field(
         None, description="nvml_energy_counter, or the power-integration fallback; null if none."
     )
+    energy_source: str | None = Field(
+        None, description="What measured energy_raw_j: nvml, zeus or codecarbon (null: none)."
+    )
+    energy_source_version: str | None = Field(
+        None, description="Its version (for nvml, the driver's)."
+    )
+    energy_nvml_j: float | None = Field(
+        None,
+        description="With zeus or codecarbon: NVML's counter over the same window, summed over "
+        "GPUs (per_gpu has each), for agreement.",
+    )
     energy_raw_j: float | None = None
     energy_window_s: float | None = Field(
         None, description="Longest per-GPU window the energy covers (see per_gpu.window_s)."
