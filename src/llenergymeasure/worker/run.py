@@ -13,8 +13,10 @@ import gc
 import logging
 import os
 import time
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,6 +43,7 @@ from llenergymeasure.worker.passes import PassRecord, fill_window
 from llenergymeasure.worker.warmup import ratio_warnings, warm_up, warmup_batches, window_ratio
 
 log = logging.getLogger("lem.worker")
+W = TypeVar("W")
 
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
@@ -211,20 +214,20 @@ def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[
     latencies[:] = backend.serve(batches).batch_latencies_s
 
 
-def _measure(
+def _passes_in(
     backend: Backend,
-    session: MeasurementSession,
+    window: AbstractContextManager[W],
     batches: list[PreparedBatch],
     min_window_s: float,
     *,
     time_limit_s: float | None,
     elapsed_before_s: float,
-) -> tuple[Window, PassRecord, list[float]]:
-    """The measured window: the prepared batches, in whole passes until it reaches
-    min_window_s, and nothing else; also every batch's latency in it."""
-    backend.reset_peak_memory()
+    batch_latencies: list[float],
+) -> tuple[W, PassRecord]:
+    """Whole passes of the prepared batches inside `window` until it reaches min_window_s,
+    and nothing else; each batch's latency is appended to batch_latencies. Returns what the
+    window yielded (its edges) and the passes."""
     backend.synchronize()
-    batch_latencies: list[float] = []
 
     def one_pass() -> list[RequestOutput]:
         served = backend.serve(batches)
@@ -235,12 +238,36 @@ def _measure(
     # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
     # pause of the collector is no part of the engine's work.
     gc.collect()
-    with gc_paused(), session.window() as window:
+    with gc_paused(), window as edges:
         crashpoint("worker.generate")
         filled = fill_window(
             one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
         )
-    return window, filled, batch_latencies
+    return edges, filled
+
+
+def _measure(
+    backend: Backend,
+    session: MeasurementSession,
+    batches: list[PreparedBatch],
+    min_window_s: float,
+    *,
+    time_limit_s: float | None,
+    elapsed_before_s: float,
+) -> tuple[Window, PassRecord, list[float]]:
+    """The measured window; also every batch's latency in it."""
+    backend.reset_peak_memory()
+    latencies: list[float] = []
+    window, filled = _passes_in(
+        backend,
+        session.window(),
+        batches,
+        min_window_s,
+        time_limit_s=time_limit_s,
+        elapsed_before_s=elapsed_before_s,
+        batch_latencies=latencies,
+    )
+    return window, filled, latencies
 
 
 def _prefill_pass(
@@ -255,18 +282,15 @@ def _prefill_pass(
     """measurement.phase_split: the same batches with one output token each, in whole passes
     (to min_window_s, like the window) inside a window of their own."""
     with backend.prefill_only():
-        backend.synchronize()
-
-        def one_pass() -> list[RequestOutput]:
-            served = backend.serve(batches)
-            backend.synchronize()
-            return served.outputs
-
-        gc.collect()
-        with gc_paused(), session.side_window("prefill") as side:
-            filled = fill_window(
-                one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
-            )
+        side, filled = _passes_in(
+            backend,
+            session.side_window("prefill"),
+            batches,
+            min_window_s,
+            time_limit_s=time_limit_s,
+            elapsed_before_s=elapsed_before_s,
+            batch_latencies=[],
+        )
     log.info("prefill pass: %d requests in %.3f s", len(filled.outputs), side.duration_s)
     return side, filled
 
