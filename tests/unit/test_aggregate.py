@@ -300,3 +300,30 @@ def test_summary_flags_runs_that_fail_their_quality_record(
     # a result written before the quality record existed says so, never 'ok'
     old = summarize(campaign_runs(tmp_path / "old", write_yaml), SETTINGS)
     assert set(old["quality"]) == {"n/a"}
+
+
+def test_server_levels_are_groups_of_their_own_with_cis_across_cycles() -> None:
+    # results.csv's shape for one server experiment, 3 cycles x 2 levels (collate.level_columns)
+    runs = pd.DataFrame(
+        [
+            {
+                "experiment_id": "pytorch-abc",
+                "cycle": cycle,
+                "status": "done",
+                "config.mode": "server",
+                "level": level,
+                "level_index": index,
+                "energy.energy_raw_per_output_token_j": 0.1 * (index + 1) + cycle / 100,
+                "achieved_rate_rps": rate + cycle / 10,
+            }
+            for cycle in (1, 2, 3)
+            for index, (level, rate) in enumerate([("r16", 16.0), ("r4", 4.0)])
+        ]
+    )
+    summary = summarize(runs, SETTINGS)
+    rate = summary[summary["metric"] == "achieved_rate_rps"]
+    assert list(rate["level"]) == ["r16", "r4"]  # level order, not text order
+    assert list(rate["n"]) == [3, 3] and rate["ci_low"].notna().all()
+    assert rate["mean"].tolist() == pytest.approx([16.2, 4.2])
+    energy = summary[summary["metric"] == "energy_raw_per_output_token_j"]
+    assert energy["mean"].tolist() == pytest.approx([0.12, 0.22])

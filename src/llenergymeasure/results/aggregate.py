@@ -33,6 +33,17 @@ METRICS: dict[str, str] = {
     "peak_memory_mb": "peak_memory_mb",
 }
 """Summary metric name -> column of the per-run table (results.csv)."""
+SERVER_METRICS: dict[str, str] = {
+    "achieved_rate_rps": "achieved_rate_rps",
+    "ttft_p99_s": "ttft_p99_s",
+    "itl_p99_s": "itl_p99_s",
+    "goodput_rps": "goodput_rps",
+    "energy_per_request_j": "energy_per_request_j",
+    "window_coverage": "window_coverage",
+}
+"""Added to METRICS when the table has server levels (mode: server)."""
+LEVEL = "level"
+LEVEL_ORDER = "level_index"
 
 STAT_COLUMNS = ("n", "mean", "std", "cv", "min", "max", "ci_low", "ci_high")
 
@@ -133,6 +144,10 @@ def summarize(
     else:
         label_columns = list(keys)
         by = list(keys)
+    levels = LEVEL in done and bool(done[LEVEL].notna().any())
+    if levels:  # a server experiment's levels are separate groups: cycles give CIs per level
+        label_columns.append(LEVEL)
+        by.append(LEVEL)
     done = done.rename(columns={CONFIG_PREFIX + k: k for k in label_columns})
     # a parameter of another backend's section has no column here: all its runs are null
     done = done.reindex(columns=[*done.columns, *(c for c in label_columns if c not in done)])
@@ -148,12 +163,14 @@ def summarize(
     rows: list[dict[str, Any]] = []
     if len(done):
         groups = [g for _, g in done.groupby(by, dropna=False, sort=False)]
-        order = [c for c in label_columns if c != "experiment_id"]
+        order = [c for c in label_columns if c not in ("experiment_id", LEVEL)]
+        if levels:
+            order.append(LEVEL_ORDER)
         groups.sort(key=lambda g: [_sort_key(_plain(g[c].iloc[0])) for c in order])
         for group in groups:
             labels = {c: _plain(group[c].iloc[0]) for c in label_columns}
             quality = quality_note(group)
-            for metric, column in METRICS.items():
+            for metric, column in (METRICS | SERVER_METRICS if levels else METRICS).items():
                 values = _numbers(group, column)
                 described = describe(values, settings)
                 rows.append(

@@ -182,6 +182,12 @@ class MeasurementFlags(_Result):
     mig_enabled: bool | None = None
     persistence_mode_off: bool | None = None
     other_gpu_processes: bool | None = None
+    other_gpu_processes_in_window: bool | None = Field(
+        None,
+        description="Another process had a compute context on a measured GPU at the window's "
+        "start or end (NVML's process list; this worker's own processes excluded): its energy "
+        "is in this result. Null: no GPU, or the list was unreadable.",
+    )
 
 
 PhaseSplitMethod = Literal["prefill_pass"]
@@ -315,8 +321,77 @@ class Environment(_Result):
     library_versions: dict[str, str]
 
 
+class ServerLevel(_Result):
+    """One load level of a `mode: server` experiment, every count over its steady-state
+    window (times in seconds from the level's first send). Null energy: not measured."""
+
+    level: str = Field(description="r<rate> (open loop) or c<concurrency> (closed loop).")
+    level_index: int
+    failed: bool = False
+    failed_reason: str | None = None
+    requests_sent: int
+    requests_ok: int
+    requests_failed: int
+    errors: list[str] = Field(default_factory=list, description="Up to 5 distinct errors.")
+    target_rate_rps: float | None
+    achieved_rate_rps: float | None = Field(description="(sends - 1) / (last - first send).")
+    send_lag_p99_s: float | None = Field(description="p99 of actual minus scheduled send time.")
+    generator_limited: bool = Field(
+        description="send_lag_p99_s above server.lag_budget_s: the generator was the limit."
+    )
+    ttft_p50_s: float | None
+    ttft_p90_s: float | None
+    ttft_p99_s: float | None
+    itl_p50_s: float | None
+    itl_p90_s: float | None
+    itl_p99_s: float | None
+    e2e_p50_s: float | None
+    e2e_p90_s: float | None
+    e2e_p99_s: float | None
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    window_s: float | None
+    window_coverage: float | None = Field(description="Window over the level's span (0-1).")
+    window_rule: str | None = None
+    mser5_truncation_s: float | None = None
+    peak_in_flight: int | None = None
+    window_output_tokens: float | None = None
+    window_input_tokens: int | None = None
+    window_requests: int | None = None
+    output_tokens_per_s: float | None
+    goodput_rps: float | None = None
+    energy_window_j: float | None = None
+    energy_window_adjusted_j: float | None = None
+    energy_per_output_token_j: float | None = None
+    energy_adjusted_per_output_token_j: float | None = None
+    energy_per_input_token_j: float | None = None
+    energy_per_request_j: float | None = None
+    energy_per_good_request_j: float | None = None
+    attributed_energy_sum_j: float | None = Field(
+        None, description="Sum of the per-request energies (requests file): equals the window's."
+    )
+    requests_file: str = Field(description="Per-request Parquet, relative to result.json.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ServerRecord(_Result):
+    """What a `mode: server` experiment measured apart from its levels, and the levels."""
+
+    command: list[str] = Field(description="The server's command line.")
+    launch_s: float = Field(description="From starting the server to its first healthy answer.")
+    launch_energy_j: float | None = Field(description="GPU energy over the launch.")
+    idle_power_w: float | None = Field(
+        description="Mean GPU power with the server up and the model loaded, no requests."
+    )
+    idle_s: float
+    warmup_requests: int
+    log_file: str = Field(description="The server's own output, relative to result.json.")
+    levels: list[ServerLevel]
+
+
 class ExperimentResult(_Result):
-    """One experiment cycle, measured."""
+    """One experiment cycle, measured. In mode: server the top-level counts are the sums over
+    the levels' steady-state windows and `server` holds each level (results.csv: one row each)."""
 
     schema_version: str = SCHEMA_VERSION
     experiment_id: str
@@ -399,6 +474,7 @@ class ExperimentResult(_Result):
         default_factory=dict,
         description="Settings as the loaded engine reported them, its own defaults resolved.",
     )
+    server: ServerRecord | None = Field(None, description="mode: server only: launch and levels.")
 
 
 class ErrorRecord(_Result):

@@ -48,6 +48,10 @@ W = TypeVar("W")
 
 def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
+    if config.mode == "server":
+        from llenergymeasure.worker.serving.experiment import run_server_mode
+
+        return run_server_mode(spec)
     started_at = datetime.now(timezone.utc)
     worker_start_s = _since_launch()
     # Importing the engine (torch + transformers: ~3 s on a 2-core CPU) is part of loading the
@@ -74,7 +78,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
             batches = backend.prepare(prompts)
             prompt_prep_s = time.perf_counter() - t0
-            session.attach(backend.gpu_uuids())
+            session.attach(backend.cuda_devices())
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
             last_pass: list[float] = []
@@ -122,11 +126,9 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         report = session.report(output_tokens, len(outputs))
         warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
         window_shapes = [_shape(b) for b in batches]
-        ratio = window_ratio(
+        ratio = _logged_ratio(
             warm_shapes, last_pass, window_shapes * filled.passes, window_latencies
         )
-        if ratio is not None:
-            log.info("window / last warm-up batch latency: %.3f", ratio)
         quality = session.quality(
             min_window_s=min_window_s, passes=filled.passes, latency_ratio=ratio
         )
@@ -207,6 +209,18 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         ],
         engine_settings=engine_settings,
     )
+
+
+def _logged_ratio(
+    warm_shapes: list[tuple[int, ...]],
+    warm_latencies_s: list[float],
+    window_shapes: list[tuple[int, ...]],
+    window_latencies_s: list[float],
+) -> float | None:
+    ratio = window_ratio(warm_shapes, warm_latencies_s, window_shapes, window_latencies_s)
+    if ratio is not None:
+        log.info("window / last warm-up batch latency: %.3f", ratio)
+    return ratio
 
 
 def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[float]) -> None:
