@@ -103,7 +103,9 @@ def campaign(
                 "energy_adjusted_per_output_token_j": r["energy"][
                     "energy_adjusted_per_output_token_j"
                 ],
-                "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
+                "window_to_warmup_latency_ratio": (r.get("quality") or {}).get(
+                    "window_to_warmup_latency_ratio", r.get("window_to_warmup_latency_ratio")
+                ),
                 "ratio_vs_last_pass": _ratio_vs_last_pass(r),
                 "passes": r.get("passes"),
                 "measured_duration_s": r["measured_duration_s"],

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -107,6 +108,19 @@ class Backend(ABC):
             latencies.append(time.perf_counter() - t0)
             host_cpu.append(time.thread_time() - c0)
         return Served(outputs, latencies, host_cpu)
+
+    @contextlib.contextmanager
+    def prefill_only(self) -> Iterator[None]:
+        """Serve with one output token per request: the prefill pass of
+        measurement.phase_split. Every backend reads max_output_tokens from self.config at
+        each call, so a swapped config is all it takes."""
+        saved = self.config
+        decoding = saved.decoding.model_copy(update={"min_output_tokens": None})
+        self.config = saved.model_copy(update={"max_output_tokens": 1, "decoding": decoding})
+        try:
+            yield
+        finally:
+            self.config = saved
 
     def generate(self, prompts: list[str]) -> list[RequestOutput]:
         """Prepare and serve all prompts (tests, benchmarks; the worker times the two apart)."""

@@ -31,10 +31,12 @@ from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
 from llenergymeasure.measure.hoststat import steal_s
-from llenergymeasure.measure.session import MeasurementSession, Window
+from llenergymeasure.measure.phase_split import split_energy
+from llenergymeasure.measure.session import MeasurementSession, SideWindow, Window
 from llenergymeasure.results.schema import (
     ExperimentResult,
     LatencyStats,
+    PhaseSplit,
     PhaseTimes,
     WarmupRecord,
 )
@@ -106,16 +108,21 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                     time_limit_s=spec.time_limit_s,
                     elapsed_before_s=time.perf_counter() - t_import,
                 )
-                session.window_cut_by_time_limit = measured.filled.cut_by_time_limit
+                prefill = (
+                    _prefill_pass(
+                        backend,
+                        session,
+                        batches,
+                        min_window_s,
+                        time_limit_s=spec.time_limit_s,
+                        elapsed_before_s=time.perf_counter() - t_import,
+                    )
+                    if config.measurement.phase_split
+                    else None
+                )
             t_after = time.perf_counter()
             outputs = measured.filled.outputs
             duration_s = measured.window.duration_s
-            log.info(
-                "measured window: %d requests in %d pass(es), %.3f s",
-                len(outputs),
-                measured.filled.passes,
-                duration_s,
-            )
 
             peak = backend.peak_memory()
             shape = backend.model_shape()
@@ -123,16 +130,19 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             environment = snapshot(device, backend.library_versions(), session.gpus, session.driver)
         output_tokens = sum(o.output_tokens for o in outputs)
         report = session.report(output_tokens, len(outputs))
+        warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
+        window_shapes = [_shape(b) for b in batches]
+        ratio, spread, reference_runs = _compare(
+            warm_shapes, warm_passes, config.warmup, window_shapes, measured
+        )
+        quality = session.quality(
+            min_window_s=min_window_s, passes=measured.filled.passes, latency_ratio=ratio
+        )
         has_series = session.write_timeseries(out_dir / TIMESERIES_FILE)
 
     input_tokens = sum(o.input_tokens for o in outputs)
     flops = (
         total_flops(shape, [(o.input_tokens, o.output_tokens) for o in outputs]) if shape else None
-    )
-    warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
-    window_shapes = [_shape(b) for b in batches]
-    ratio, spread, reference_runs = _compare(
-        warm_shapes, warm_passes, config.warmup, window_shapes, measured
     )
     last_pass = warm_passes[-1] if warm_passes else Served([], [], [])
     phases = PhaseTimes(
@@ -199,13 +209,17 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         window_batch_latencies_s=measured.served.batch_latencies_s,
         window_batch_host_cpu_s=measured.served.batch_host_cpu_s,
         window_host_steal_s=measured.steal_s,
-        window_to_warmup_latency_ratio=ratio,
         window_same_shape_latency_cv=spread,
+        phase_split=(
+            _phase_split(prefill, report.energy.energy_raw_j, outputs) if prefill else None
+        ),
+        quality=quality,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
             *ratio_warnings(ratio),
             *spread_warnings(spread),
             *report.warnings,
+            *(f"prefill pass: {w}" for w in (prefill[0].warnings if prefill else [])),
         ],
         engine_settings=engine_settings,
     )
@@ -238,28 +252,84 @@ def _measure(
     backend.reset_peak_memory()
     backend.synchronize()
     all_served = Served([], [], [])
-
-    def one_pass() -> list[RequestOutput]:
-        served = backend.serve(batches)
-        backend.synchronize()
-        all_served.batch_latencies_s.extend(served.batch_latencies_s)
-        all_served.batch_host_cpu_s.extend(served.batch_host_cpu_s)
-        return served.outputs
-
     steal_before_s = steal_s()
     with session.window() as window:
         gap_s = time.perf_counter() - warm_end
         crashpoint("worker.generate")
         filled = fill_window(
-            one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
+            lambda: _one_pass(backend, batches, all_served),
+            min_window_s,
+            time_limit_s=time_limit_s,
+            elapsed_before_s=elapsed_before_s,
         )
     steal_after_s = steal_s()
+    session.window_cut_by_time_limit = filled.cut_by_time_limit
+    log.info(
+        "measured window: %d requests in %d pass(es), %.3f s",
+        len(filled.outputs),
+        filled.passes,
+        window.duration_s,
+    )
     stolen_s = (
         steal_after_s - steal_before_s
         if steal_before_s is not None and steal_after_s is not None
         else None
     )
     return Measured(window, filled, all_served, stolen_s, gap_s)
+
+
+def _one_pass(backend: Backend, batches: list[PreparedBatch], into: Served) -> list[RequestOutput]:
+    """Every prepared batch once, to the device's end; each batch's latency and host CPU
+    time are added to `into`."""
+    served = backend.serve(batches)
+    backend.synchronize()
+    into.batch_latencies_s.extend(served.batch_latencies_s)
+    into.batch_host_cpu_s.extend(served.batch_host_cpu_s)
+    return served.outputs
+
+
+def _prefill_pass(
+    backend: Backend,
+    session: MeasurementSession,
+    batches: list[PreparedBatch],
+    min_window_s: float,
+    *,
+    time_limit_s: float | None,
+    elapsed_before_s: float,
+) -> tuple[SideWindow, PassRecord]:
+    """measurement.phase_split: the same batches with one output token each, in whole passes
+    (to min_window_s, like the window) inside a window of their own. The caller has paused
+    the garbage collector."""
+    with backend.prefill_only():
+        backend.synchronize()
+        with session.side_window("prefill") as side:
+            filled = fill_window(
+                lambda: _one_pass(backend, batches, Served([], [], [])),
+                min_window_s,
+                time_limit_s=time_limit_s,
+                elapsed_before_s=elapsed_before_s,
+            )
+    log.info("prefill pass: %d requests in %.3f s", len(filled.outputs), side.duration_s)
+    return side, filled
+
+
+def _phase_split(
+    prefill: tuple[SideWindow, PassRecord],
+    window_energy_j: float | None,
+    outputs: list[RequestOutput],
+) -> PhaseSplit:
+    side, filled = prefill
+    return split_energy(
+        window_energy_j=window_energy_j,
+        window_requests=len(outputs),
+        input_tokens=sum(o.input_tokens for o in outputs),
+        output_tokens=sum(o.output_tokens for o in outputs),
+        prefill_energy_j=side.energy_j,
+        prefill_requests=len(filled.outputs),
+        prefill_output_tokens=sum(o.output_tokens for o in filled.outputs),
+        prefill_window_s=side.duration_s,
+        prefill_passes=filled.passes,
+    )
 
 
 def _compare(

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from llenergymeasure.config.experiment import WarmupConfig
+from llenergymeasure.measure.quality import LATENCY_RATIO_MAX
 
 log = logging.getLogger("lem.worker")
 T = TypeVar("T")
-RATIO_WARN = 1.10
+RATIO_WARN = LATENCY_RATIO_MAX
 """Window batches slower than the last warm-up's by more than this: warm-up costs in the window."""
 SPREAD_WARN = 0.05
 """Same-shape window batches varying by more than this CV: the pace moved inside the window."""
