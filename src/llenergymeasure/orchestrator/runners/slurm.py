@@ -8,6 +8,7 @@ queued or running (scancel): nothing is left queued."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -264,44 +265,37 @@ class SlurmRunner:
                 raise DispatchError("the slurm runner was closed; no new job is submitted")
             if self._stopping:
                 return NOT_STARTED
-            submitted = self._executor(job).submit(run_on_node, job)
+            executor = self._executor(job)
+            executor.update_parameters(job_name=job_name(job))
+            # the callback stays here: only the files cross to the node
+            submitted = executor.submit(run_on_node, dataclasses.replace(job, on_submitted=None))
             job_id = str(submitted.job_id)
             self._active[job_id] = submitted
+        if job.on_submitted is not None:
+            job.on_submitted(job_id)
+        return self._outcome(job, submitted, job_id, t0)
+
+    def adopt(self, job: Job, job_id: str) -> Outcome:
+        """Wait for a job an earlier orchestrator submitted (it was killed, or detached) and
+        say how it ended, as run() would have: a running job is waited for, not run twice."""
+        import submitit
+
+        t0 = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise DispatchError("the slurm runner was closed")
+            submitted: Any = submitit.SlurmJob(folder=self.folder, job_id=job_id)
+            self._active[job_id] = submitted
+        return self._outcome(job, submitted, job_id, t0)
+
+    def _outcome(self, job: Job, submitted: Any, job_id: str, t0: float) -> Outcome:
         gpus = len(job.gpus) if job.gpus else 0
         try:
             state = self._wait(submitted, job_id)
         finally:
             with self._lock:
                 self._active.pop(job_id, None)
-        wall_s = time.monotonic() - t0
-        if submitted.paths.result_pickle.exists():
-            try:
-                node: NodeOutcome = submitted.result()
-            except Exception as e:  # the body raised: recorded, retried like a crash
-                self._note(job, f"slurm job {job_id}: the job body failed: {e}")
-                return Outcome(
-                    returncode=1,
-                    timed_out=False,
-                    wall_s=wall_s,
-                    slurm=SlurmRecord(job_id, None, gpus),
-                )
-            return Outcome(
-                returncode=node.returncode,
-                timed_out=node.timed_out,
-                wall_s=wall_s,
-                slurm=SlurmRecord(job_id, node.node, gpus),
-            )
-        self._note(
-            job,
-            f"slurm job {job_id} ended {state or 'lost'} without a result "
-            "(cancelled, node failure, preemption or time limit)",
-        )
-        return Outcome(
-            returncode=None,
-            timed_out=state == "TIMEOUT",
-            wall_s=wall_s,
-            slurm=SlurmRecord(job_id, None, gpus),
-        )
+        return job_outcome(job, submitted, job_id, state, time.monotonic() - t0, gpus)
 
     def _wait(self, submitted: Any, job_id: str) -> str | None:
         """Until the result file exists or Slurm says the job ended; a requeued job is
@@ -323,7 +317,47 @@ class SlurmRunner:
                 missing = 0
             time.sleep(POLL_S)
 
-    @staticmethod
-    def _note(job: Job, text: str) -> None:
-        with job.log_path.open("a") as log:
-            log.write(f"[lem slurm] {text}\n")
+
+def job_name(job: Job) -> str:
+    """The attempt's sbatch --job-name: campaign, experiment, cycle and attempt, so a resume
+    finds the job in squeue even if the orchestrator died before recording its id."""
+    env = job.env
+    return (
+        f"lem-{env.get('LEM_CAMPAIGN_ID', '')}-{env.get('LEM_EXPERIMENT_ID', '')}"
+        f"-c{env.get('LEM_CYCLE', '')}-a{env.get('LEM_ATTEMPT', '')}"
+    )
+
+
+def find_job(name: str) -> str | None:
+    """The id of the job named `name` still in Slurm's queue (squeue keeps an ended job for
+    MinJobAge), None when there is none."""
+    ids = _lines(["squeue", "-h", "-n", name, "-o", "%i"])
+    return ids[-1] if ids else None
+
+
+def job_outcome(
+    job: Job, submitted: Any, job_id: str, state: str | None, wall_s: float, gpus: int
+) -> Outcome:
+    """How a job that is no longer queued ended: its result pickle (the worker's exit) when the
+    body returned, else Slurm's last state (cancelled, node failure, preemption, time limit,
+    or gone from the queue): a lost attempt, with the reason in the entry's log."""
+    if submitted.paths.result_pickle.exists():
+        try:
+            node: NodeOutcome = submitted.result()
+        except Exception as e:  # the body raised: recorded, retried like a crash
+            _note(job, f"slurm job {job_id}: the job body failed: {e}")
+            return Outcome(1, False, wall_s, slurm=SlurmRecord(job_id, None, gpus))
+        return Outcome(
+            node.returncode, node.timed_out, wall_s, slurm=SlurmRecord(job_id, node.node, gpus)
+        )
+    _note(
+        job,
+        f"slurm job {job_id} ended {state or 'lost'} without a result "
+        "(cancelled, node failure, preemption or time limit)",
+    )
+    return Outcome(None, state == "TIMEOUT", wall_s, slurm=SlurmRecord(job_id, None, gpus))
+
+
+def _note(job: Job, text: str) -> None:
+    with job.log_path.open("a") as log:
+        log.write(f"[lem slurm] {text}\n")
