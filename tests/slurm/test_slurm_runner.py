@@ -16,6 +16,7 @@ from lem_cli import (
     load_manifest,
     only_campaign_dir,
     run_lem,
+    tiny_base,
     tiny_campaign,
     write,
 )
@@ -111,3 +112,64 @@ def test_ctrl_c_cancels_its_jobs(campaign_root: Path) -> None:
     entries = load_manifest(only_campaign_dir(campaign_root / "results")).entries
     assert "done" not in {e.status for e in entries}, out
     assert running in {e.slurm_job_id for e in entries}, out
+
+
+def job_folders(campaign_dir: Path) -> set[str]:
+    """The jobs (or array tasks) ever submitted for the campaign: submitit pickles each
+    one's call in its own folder (an array's shared submission script has a folder too)."""
+    return {p.parent.name for p in (campaign_dir / "slurm").glob("*/*_submitted.pkl")}
+
+
+def test_sigkilled_orchestrator_resumes_without_running_twice(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("kill", tail=SEEDS_1_2))
+    proc = start_slurm_campaign(campaign, campaign_root)
+    try:
+        first = running_job(campaign_root)
+        proc.kill()  # SIGKILL: no handler runs, the job keeps running in Slurm
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entry = load_manifest(campaign_dir).entries[0]
+    assert (entry.status, entry.slurm_job_id) == ("running", first)  # recorded at submission
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 0, explain(resumed)
+    assert f"waiting for Slurm job {first}" in resumed.stderr, explain(resumed)
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.attempts) for e in entries] == [("done", 1), ("done", 1)]
+    ids = [e.slurm_job_id for e in entries]
+    assert ids[0] == first and ids[1] not in (None, first)
+    assert job_folders(campaign_dir) == set(ids)  # no run was submitted twice
+    assert [a.slurm_job_id for e in entries for a in e.attempt_history] == ids
+    assert queued_jobs(campaign_root) == []
+
+
+def test_detached_campaign_status_and_resume_records_a_failed_run(campaign_root: Path) -> None:
+    # The first experiment fails in the worker (no CUDA device on this host), the second runs.
+    campaign = write(
+        campaign_root / "c.yaml",
+        "name: det\ncycles: 1\n"
+        + tiny_base()
+        + "experiments:\n  - {pytorch: {device: cuda}}\n  - {batch_size: 2}\n",
+    )
+    detached = run_lem("campaign", campaign, "--detach", cwd=campaign_root, env=SLURM)
+    assert detached.returncode == 0, explain(detached)
+    assert "Submitted 2 runs in 1 Slurm job array(s)" in detached.stderr, explain(detached)
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entries = load_manifest(campaign_dir).entries
+    ids = [e.slurm_job_id for e in entries]
+    assert [e.status for e in entries] == ["running", "running"]
+    assert ids[0] is not None and ids[1] == ids[0].replace("_0", "_1")  # one array, 2 tasks
+    shown = run_lem("status", campaign_dir, cwd=campaign_root)
+    assert shown.returncode == 0, explain(shown)
+    assert all(f"job {i}" in shown.stdout for i in ids if i), explain(shown)
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 1, explain(resumed)  # one run failed
+    bad, good = load_manifest(campaign_dir).entries
+    assert (bad.status, bad.attempts, bad.slurm_job_id) == ("failed", 1, ids[0])
+    assert bad.error == "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
+    assert (good.status, good.attempts, good.slurm_job_id) == ("done", 1, ids[1])
+    assert job_folders(campaign_dir) == set(ids)
+    after = run_lem("status", campaign_dir, cwd=campaign_root)
+    assert "1 done, 1 failed" in after.stdout, explain(after)
+    assert queued_jobs(campaign_root) == []

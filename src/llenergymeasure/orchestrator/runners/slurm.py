@@ -78,6 +78,14 @@ def run_on_node(job: Job) -> NodeOutcome:
     return NodeOutcome(outcome.returncode, outcome.timed_out, socket.gethostname())
 
 
+def run_on_node_after(job: Job, gap_s: float) -> NodeOutcome:
+    """A job array's task: the gap before this run (the cool-down since the task before it
+    ended on this node, in a one-node or per-node sequence), then the run."""
+    signal.signal(signal.SIGTERM, _slurm_ends_job)
+    time.sleep(gap_s)
+    return run_on_node(job)
+
+
 def _slurm_ends_job(signum: int, frame: object) -> None:  # noqa: ARG001
     os._exit(128 + signum)
 
@@ -287,6 +295,26 @@ class SlurmRunner:
             submitted: Any = submitit.SlurmJob(folder=self.folder, job_id=job_id)
             self._active[job_id] = submitted
         return self._outcome(job, submitted, job_id, t0)
+
+    def submit_array(self, jobs: list[Job], gaps_s: list[float], after: str | None) -> list[str]:
+        """Submit runs as one job array (submitit map_array) and return the task ids, in
+        order, without waiting: at most slurm.array_parallelism run at once, each task
+        sleeping its gap first; `after`: a job (array) that must end before any task starts
+        (afterany: a cycle's barrier). The time limit is the longest run's."""
+        longest = max(jobs, key=lambda j: j.timeout_s)
+        executor = self._executor(longest)
+        extra = dict(executor.parameters.get("additional_parameters") or {})
+        if after is not None:
+            extra["dependency"] = f"afterany:{after}"
+        env = jobs[0].env
+        executor.update_parameters(
+            job_name=f"lem-{env.get('LEM_CAMPAIGN_ID', '')}",
+            array_parallelism=self.settings.array_parallelism,
+            additional_parameters=extra,
+        )
+        plain = [dataclasses.replace(j, on_submitted=None) for j in jobs]
+        submitted = executor.map_array(run_on_node_after, plain, gaps_s)
+        return [str(s.job_id) for s in submitted]
 
     def _outcome(self, job: Job, submitted: Any, job_id: str, t0: float) -> Outcome:
         gpus = len(job.gpus) if job.gpus else 0
