@@ -8,6 +8,7 @@ queued or running (scancel): nothing is left queued."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -17,14 +18,15 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from llenergymeasure.config.slurm import SlurmSettings
+from llenergymeasure.config.slurm import NodeRunner, SlurmSettings
 from llenergymeasure.errors import DispatchError, PreflightError
-from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome
+from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, Runner
 
 POLL_S = 0.5
 ENDED = {
@@ -57,36 +59,59 @@ class NodeOutcome:
     node: str
 
 
-def run_on_node(job: Job) -> NodeOutcome:
-    """The job body (runs on the node): the worker through the local runner. Slurm gives the
-    job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run
-    per job: a fork server would pay the engine's imports for a single worker, and inside the
+def run_on_node(job: Job, node_runner: NodeRunner = "local") -> NodeOutcome:
+    """The job body (runs on the node): the worker through the local runner, or the docker
+    runner (node_runner docker: the backend's image on this node). Slurm gives the job its
+    GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run per
+    job: a fork server would pay the engine's imports for a single worker, and inside the
     job's process tree its forked workers failed to start (EOF from the server); spawn.
 
     SIGTERM means Slurm is ending the job (scancel, requeue, preemption, time limit; it
     signals the worker too). submitit's body ignores SIGTERM, so it would pickle the killed
     worker as the run's result, or finish the run while Slurm queues it again: a requeued
-    job would look failed, or run twice. The body exits at once without a result instead;
-    the orchestrator then asks Slurm how the job ended, or waits for its rerun."""
-    from llenergymeasure.orchestrator.runners.local import LocalRunner
-
+    job would look failed, or run twice. The body exits at once without a result instead
+    (a container, which Slurm cannot signal, removed first); the orchestrator then asks
+    Slurm how the job ended, or waits for its rerun."""
+    runner = _node_runner(job, node_runner)
+    _ON_END.append(runner)
     signal.signal(signal.SIGTERM, _slurm_ends_job)
-    with LocalRunner(fork_server=False) as runner:
-        outcome = runner.run(
-            Job(job.exp_path, job.output_dir, job.log_path, job.env, job.timeout_s, gpus=None)
-        )
+    with runner:
+        outcome = runner.run(dataclasses.replace(job, gpus=None))
     return NodeOutcome(outcome.returncode, outcome.timed_out, socket.gethostname())
 
 
-def run_on_node_after(job: Job, gap_s: float) -> NodeOutcome:
+_ON_END: list[Runner] = []
+"""The node's runner, stopped at once when Slurm ends the job."""
+
+
+def _node_runner(job: Job, node_runner: NodeRunner) -> Runner:
+    if node_runner == "docker":
+        from llenergymeasure.orchestrator.experiments import ExperimentSpecs
+        from llenergymeasure.orchestrator.runners.docker import DockerEngine, read_spec
+        from llenergymeasure.orchestrator.runners.docker_ephemeral import EphemeralDockerRunner
+
+        campaign_dir = job.output_dir.parent.parent  # <campaign>/<experiment>/cycle-N
+        engine = DockerEngine.connect()
+        images = engine.require_images([read_spec(job).config.backend])
+        input_dir = ExperimentSpecs(campaign_dir).base_dir
+        return EphemeralDockerRunner(engine, images, campaign_dir, input_dir)
+    from llenergymeasure.orchestrator.runners.local import LocalRunner
+
+    return LocalRunner(fork_server=False)
+
+
+def run_on_node_after(job: Job, gap_s: float, node_runner: NodeRunner = "local") -> NodeOutcome:
     """A job array's task: the gap before this run (the cool-down since the task before it
     ended on this node, in a one-node or per-node sequence), then the run."""
     signal.signal(signal.SIGTERM, _slurm_ends_job)
     time.sleep(gap_s)
-    return run_on_node(job)
+    return run_on_node(job, node_runner)
 
 
 def _slurm_ends_job(signum: int, frame: object) -> None:  # noqa: ARG001
+    for runner in _ON_END:
+        with contextlib.suppress(Exception):
+            runner.__exit__(None, None, None)
     os._exit(128 + signum)
 
 
@@ -106,8 +131,12 @@ def _squeue_state(job_id: str) -> str | None:
     return state[0].strip() if state else None
 
 
-def preflight(settings: SlurmSettings, results_dir: Path) -> None:
-    """Bad settings fail here, before anything is submitted (exit code 2)."""
+def preflight(
+    settings: SlurmSettings, results_dir: Path, sources: Mapping[str, str] | None = None
+) -> None:
+    """Bad settings fail here, before anything is submitted (exit code 2). sources: where
+    each `slurm.<key>` came from, to name it in the message."""
+    sources = sources or {}
     for tool in ("sbatch", "squeue", "scancel", "sinfo"):
         if shutil.which(tool) is None:
             raise PreflightError(
@@ -123,11 +152,18 @@ def preflight(settings: SlurmSettings, results_dir: Path) -> None:
             "up? (scripts/provision-slurm.sh sets up a one-node Slurm)"
         )
     sbatch_flags(settings.extra_sbatch)
+    if settings.node_runner == "docker" and not settings.exclusive:
+        raise PreflightError(
+            f"runner slurm: slurm.node_runner docker (from "
+            f"{sources.get('slurm.node_runner', 'default')}) needs slurm.exclusive true: a "
+            "task removes the campaign's containers it finds on its node when it starts and "
+            "ends, which would end a neighbouring task's run"
+        )
     partitions = [p.rstrip("*") for p in out.stdout.split()]
     if settings.partition is not None and settings.partition not in partitions:
         raise PreflightError(
             f"runner slurm: unknown partition {settings.partition!r} (from "
-            f"{settings.sources.get('partition', 'default')}); known: {', '.join(partitions)}"
+            f"{sources.get('slurm.partition', 'default')}); known: {', '.join(partitions)}"
         )
     nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
     if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
@@ -182,7 +218,7 @@ def _lines(cmd: list[str]) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def sbatch_flags(words: tuple[str, ...]) -> dict[str, Any]:
+def sbatch_flags(words: Sequence[str]) -> dict[str, Any]:
     """Long sbatch flags (`--name=value`, `--name value`, `--switch`) as submitit's
     additional_parameters; anything else is refused."""
     flags: dict[str, Any] = {}
@@ -197,7 +233,7 @@ def sbatch_flags(words: tuple[str, ...]) -> dict[str, Any]:
             key = None
         else:
             raise PreflightError(
-                f"runner slurm: LEM_SLURM_EXTRA_SBATCH: {word!r} is not a long flag; "
+                f"runner slurm: slurm.extra_sbatch: {word!r} is not a long flag; "
                 "write sbatch flags as --name=value"
             )
     return flags
@@ -244,7 +280,7 @@ class SlurmRunner:
 
         executor = submitit.SlurmExecutor(folder=self.folder)
         params: dict[str, Any] = {
-            "time": max(1, math.ceil(job.timeout_s / 60) + 1),
+            "time": self.settings.time_min or max(1, math.ceil(job.timeout_s / 60) + 1),
             "cpus_per_task": 1,
             "signal_delay_s": 0,
         }
@@ -276,12 +312,19 @@ class SlurmRunner:
             executor = self._executor(job)
             executor.update_parameters(job_name=job_name(job))
             # the callback stays here: only the files cross to the node
-            submitted = executor.submit(run_on_node, dataclasses.replace(job, on_submitted=None))
+            submitted = executor.submit(run_on_node, self._for_node(job), self.settings.node_runner)
             job_id = str(submitted.job_id)
             self._active[job_id] = submitted
         if job.on_submitted is not None:
             job.on_submitted(job_id)
         return self._outcome(job, submitted, job_id, t0)
+
+    def _for_node(self, job: Job) -> Job:
+        """What crosses to the node: files and the environment (slurm.environment under the
+        run's own variables); the manifest callback stays here."""
+        return dataclasses.replace(
+            job, on_submitted=None, env={**self.settings.environment, **job.env}
+        )
 
     def adopt(self, job: Job, job_id: str) -> Outcome:
         """Wait for a job an earlier orchestrator submitted (it was killed, or detached) and
@@ -312,8 +355,9 @@ class SlurmRunner:
             array_parallelism=self.settings.array_parallelism,
             additional_parameters=extra,
         )
-        plain = [dataclasses.replace(j, on_submitted=None) for j in jobs]
-        submitted = executor.map_array(run_on_node_after, plain, gaps_s)
+        plain = [self._for_node(j) for j in jobs]
+        kinds = [self.settings.node_runner] * len(jobs)
+        submitted = executor.map_array(run_on_node_after, plain, gaps_s, kinds)
         return [str(s.job_id) for s in submitted]
 
     def _outcome(self, job: Job, submitted: Any, job_id: str, t0: float) -> Outcome:
