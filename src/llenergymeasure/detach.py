@@ -16,8 +16,10 @@ never less."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.conductor import DEFAULT_CYCLES, Plan
 from llenergymeasure.errors import ConfigError
@@ -29,6 +31,8 @@ from llenergymeasure.orchestrator.manifest import ManifestEntry, ManifestStore
 from llenergymeasure.orchestrator.runners import Job
 from llenergymeasure.orchestrator.schedule import gap_between, needs_barrier
 
+ArrayBody = Callable[[Job, float, Any], Any]
+
 
 @dataclass(frozen=True)
 class Detached:
@@ -37,8 +41,9 @@ class Detached:
     arrays: int
 
 
-def detach(plan: Plan) -> Detached:
-    """Create the campaign and submit all its runs; the manifest records every job id."""
+def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
+    """Create the campaign and submit all its runs; the manifest records every job id.
+    body: the array tasks' function (see SlurmRunner.submit_array)."""
     from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
 
     if plan.campaign is None or plan.runner.name != "slurm":
@@ -74,7 +79,7 @@ def detach(plan: Plan) -> Detached:
                 for i in stretch
             ]
             stretch_jobs: list[Job] = [jobs[i] for i in stretch]
-            stretch_ids = runner.submit_array(stretch_jobs, gaps, after)
+            stretch_ids = runner.submit_array(stretch_jobs, gaps, after, body)
             after = stretch_ids[0].split("_")[0]
             arrays += 1
             for i, job_id in zip(stretch, stretch_ids, strict=True):

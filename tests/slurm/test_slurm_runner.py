@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from lem_cli import (
     SEEDS_1_2,
     explain,
@@ -22,7 +23,10 @@ from lem_cli import (
 )
 from slurm_helpers import queued_jobs
 
+from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
+
 SLURM = {"LEM_RUNNER": "slurm"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def running_job(root: Path, other_than: str = "", timeout_s: float = 240) -> str:
@@ -172,4 +176,36 @@ def test_detached_campaign_status_and_resume_records_a_failed_run(campaign_root:
     assert job_folders(campaign_dir) == set(ids)
     after = run_lem("status", campaign_dir, cwd=campaign_root)
     assert "1 done, 1 failed" in after.stdout, explain(after)
+    assert queued_jobs(campaign_root) == []
+
+
+def test_node_runner_docker_runs_the_worker_in_a_container(campaign_root: Path) -> None:
+    tag = f"cpu-test-{schema_fingerprint()}"
+    image = f"llenergymeasure-pytorch:{tag}"
+    try:
+        found = subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, check=False
+        )
+    except OSError as e:
+        pytest.skip(f"no docker client ({e}); scripts/provision-docker.sh sets one up")
+    if found.returncode != 0:
+        pytest.skip(f"no image {image} (tests/docker builds it; no engine: provision-docker.sh)")
+    campaign = write(
+        campaign_root / "c.yaml", tiny_campaign("dk", tail="slurm: {node_runner: docker}\n")
+    )
+    env = SLURM | {"LEM_IMAGE_TAG": tag, "LEM_COMPOSE_FILE": str(REPO / "compose.yaml")}
+    proc = run_lem("campaign", campaign, cwd=campaign_root, env=env)
+    assert proc.returncode == 0, explain(proc)
+    manifest = load_manifest(only_campaign_dir(campaign_root / "results"))
+    (entry,) = manifest.entries
+    assert entry.status == "done" and entry.slurm_job_id is not None
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    result = ExperimentResult.model_validate_json(
+        (campaign_dir / str(entry.result_path)).read_bytes()
+    )
+    assert result.environment.in_container  # the worker ran in the image, on the node
+    record = manifest.execution.settings
+    assert record is not None and record.slurm is not None
+    assert record.slurm.node_runner == "docker"
+    assert record.sources["slurm.node_runner"] == "campaign file"
     assert queued_jobs(campaign_root) == []

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -339,11 +339,19 @@ class SlurmRunner:
             self._active[job_id] = submitted
         return self._outcome(job, submitted, job_id, t0)
 
-    def submit_array(self, jobs: list[Job], gaps_s: list[float], after: str | None) -> list[str]:
+    def submit_array(
+        self,
+        jobs: list[Job],
+        gaps_s: list[float],
+        after: str | None,
+        body: Callable[[Job, float, NodeRunner], NodeOutcome] | None = None,
+    ) -> list[str]:
         """Submit runs as one job array (submitit map_array) and return the task ids, in
         order, without waiting: at most slurm.array_parallelism run at once, each task
         sleeping its gap first; `after`: a job (array) that must end before any task starts
-        (afterany: a cycle's barrier). The time limit is the longest run's."""
+        (afterany: a cycle's barrier). The time limit is the longest run's. body: the task's
+        function (default run_on_node_after; a benchmark of the orchestrator's side swaps in
+        one that writes a result without a worker)."""
         longest = max(jobs, key=lambda j: j.timeout_s)
         executor = self._executor(longest)
         extra = dict(executor.parameters.get("additional_parameters") or {})
@@ -357,7 +365,7 @@ class SlurmRunner:
         )
         plain = [self._for_node(j) for j in jobs]
         kinds = [self.settings.node_runner] * len(jobs)
-        submitted = executor.map_array(run_on_node_after, plain, gaps_s, kinds)
+        submitted = executor.map_array(body or run_on_node_after, plain, gaps_s, kinds)
         return [str(s.job_id) for s in submitted]
 
     def _outcome(self, job: Job, submitted: Any, job_id: str, t0: float) -> Outcome:
