@@ -50,7 +50,7 @@ name: scale{n}
 cycles: 1
 runner: slurm
 gaps: {{between_experiments_s: 0, between_cycles_s: 0}}
-slurm: {{exclusive: false, array_parallelism: 256}}
+slurm: {{exclusive: false, array_parallelism: 256, extra_sbatch: ["--nice=100"]}}
 base:
   model: builtin:tiny-llama
   n_prompts: 1
