@@ -23,6 +23,7 @@ from typing import Any
 
 from llenergymeasure.conductor import DEFAULT_CYCLES, Plan
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.entries import prepare_entry
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.layout import create_campaign
@@ -80,6 +81,7 @@ def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
             ]
             stretch_jobs: list[Job] = [jobs[i] for i in stretch]
             stretch_ids = runner.submit_array(stretch_jobs, gaps, after, body)
+            crashpoint("detach.after_submit")  # submitted, ids not yet recorded
             after = stretch_ids[0].split("_")[0]
             arrays += 1
             for i, job_id in zip(stretch, stretch_ids, strict=True):

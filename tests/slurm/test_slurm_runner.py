@@ -209,3 +209,29 @@ def test_node_runner_docker_runs_the_worker_in_a_container(campaign_root: Path) 
     assert record.slurm.node_runner == "docker"
     assert record.sources["slurm.node_runner"] == "campaign file"
     assert queued_jobs(campaign_root) == []
+
+
+def test_detach_cut_short_before_recording_ids_runs_nothing_twice(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("cut", tail=SEEDS_1_2))
+    cut = run_lem(
+        "campaign",
+        campaign,
+        "--detach",
+        cwd=campaign_root,
+        env=SLURM | {"LEM_CRASHPOINT": "detach.after_submit:1"},
+    )
+    assert cut.returncode == -signal.SIGKILL, explain(cut)
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.slurm_job_id) for e in entries] == [("running", None)] * 2
+    early = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert early.returncode == 2, explain(early)  # its tasks still run: not submitted again
+    assert "submission was cut short" in early.stderr, explain(early)
+    deadline = time.monotonic() + 180
+    while queued_jobs(campaign_root) and time.monotonic() < deadline:
+        time.sleep(1)
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 0, explain(resumed)
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.attempts) for e in entries] == [("done", 1), ("done", 1)]
+    assert len(job_folders(campaign_dir)) == 2  # the array's two tasks, nothing more

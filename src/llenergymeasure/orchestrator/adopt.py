@@ -49,6 +49,7 @@ def held_by_slurm(campaign_dir: Path, manifest: Manifest) -> list[Adopted]:
     from llenergymeasure.orchestrator.runners.slurm import find_job, job_name
 
     held = []
+    unknown = []
     for entry in manifest.entries:
         if entry.status != "running" or entry.runner != "slurm":
             continue
@@ -57,7 +58,31 @@ def held_by_slurm(campaign_dir: Path, manifest: Manifest) -> list[Adopted]:
         if job_id is not None:
             entry.slurm_job_id = job_id
             held.append(Adopted(entry, job, job_id))
+        else:
+            unknown.append(entry.key)
+    if unknown:
+        _refuse_unrecorded_arrays(manifest, {a.job_id for a in held}, unknown)
     return held
+
+
+def _refuse_unrecorded_arrays(manifest: Manifest, known: set[str], unknown: list[str]) -> None:
+    """A detached submission killed between sbatch and recording the task ids leaves runs
+    `running` with no id while their array's tasks (named lem-<campaign id>) may still run:
+    running them again now could run them twice, so the resume waits for the user."""
+    from llenergymeasure.orchestrator.runners.slurm import _lines
+
+    name = f"lem-{manifest.campaign_id}"
+    rows = _lines(["squeue", "-h", "-r", "-n", name, "-o", "%i %T"])
+    live = [r.split()[0] for r in rows if r.split()[-1] in SLURM_LIVE]
+    stray = sorted(set(live) - known)
+    if stray:
+        raise ConfigError(
+            f"Slurm runs jobs of this campaign that its manifest does not name "
+            f"({', '.join(stray[:5])}{', ...' if len(stray) > 5 else ''}) while "
+            f"{len(unknown)} run(s) have no job id (e.g. {unknown[0]}): their submission was "
+            "cut short. Wait until they end (squeue), or scancel them, then resume: a "
+            "complete result is kept, the rest runs again"
+        )
 
 
 def refuse_other_runner(held: list[Adopted], runner: Runner) -> None:
