@@ -45,7 +45,7 @@ class Detached:
 def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
     """Create the campaign and submit all its runs; the manifest records every job id.
     body: the array tasks' function (see SlurmRunner.submit_array)."""
-    from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
+    from llenergymeasure.orchestrator.runners.slurm import SlurmRunner, max_array_size
 
     if plan.campaign is None or plan.runner.name != "slurm":
         raise ConfigError(
@@ -71,22 +71,28 @@ def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
         assert isinstance(runner, SlurmRunner)
         ids: list[str] = []
         arrays = 0
-        after: str | None = None
+        after: list[str] = []
+        limit = max_array_size()
         for stretch in _stretches(entries, execution.order):
-            gaps = [
-                gap_between(
-                    entries[i - 1] if i else None, entries[i], execution.order, execution.gaps
-                ).seconds
-                for i in stretch
-            ]
-            stretch_jobs: list[Job] = [jobs[i] for i in stretch]
-            stretch_ids = runner.submit_array(stretch_jobs, gaps, after, body)
-            crashpoint("detach.after_submit")  # submitted, ids not yet recorded
-            after = stretch_ids[0].split("_")[0]
-            arrays += 1
-            for i, job_id in zip(stretch, stretch_ids, strict=True):
-                entries[i].slurm_job_id = job_id
-            ids.extend(stretch_ids)
+            stretch_arrays = []
+            for chunk in _chunks(
+                stretch, limit
+            ):  # a stretch past MaxArraySize: arrays side by side
+                gaps = [
+                    gap_between(
+                        entries[i - 1] if i else None, entries[i], execution.order, execution.gaps
+                    ).seconds
+                    for i in chunk
+                ]
+                chunk_jobs: list[Job] = [jobs[i] for i in chunk]
+                chunk_ids = runner.submit_array(chunk_jobs, gaps, ":".join(after) or None, body)
+                crashpoint("detach.after_submit")  # submitted, ids not yet recorded
+                stretch_arrays.append(chunk_ids[0].split("_")[0])
+                for i, job_id in zip(chunk, chunk_ids, strict=True):
+                    entries[i].slurm_job_id = job_id
+                ids.extend(chunk_ids)
+            after = stretch_arrays  # the next stretch starts once all of these have ended
+            arrays += len(stretch_arrays)
         store.save(manifest)
     return Detached(directory, ids, arrays)
 
@@ -100,3 +106,8 @@ def _stretches(entries: list[ManifestEntry], order: str) -> list[list[int]]:
             stretches.append([])
         stretches[-1].append(i)
     return stretches
+
+
+def _chunks(indices: list[int], size: int) -> list[list[int]]:
+    """indices cut into runs of at most size (Slurm's MaxArraySize tasks per array)."""
+    return [indices[k : k + size] for k in range(0, len(indices), size)]

@@ -192,6 +192,16 @@ SHARED_FS = {
 }
 
 
+def max_array_size() -> int:
+    """Slurm's MaxArraySize: the most tasks one array may have (its default, 1001, when
+    scontrol does not say)."""
+    for line in _lines(["scontrol", "show", "config"]):
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return max(1, int(value.strip()))
+    return 1001
+
+
 def partitions() -> list[str]:
     """Slurm's partitions (sinfo), the default one without its '*'."""
     return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
