@@ -44,21 +44,15 @@ from _record import (
     update_results_md,
     write_json,
 )
+from orchestration_overhead import CAMPAIGN as TINY_CAMPAIGN
 
-CAMPAIGN = """\
-name: scale{n}
-cycles: 1
-runner: slurm
-gaps: {{between_experiments_s: 0, between_cycles_s: 0}}
-slurm: {{exclusive: false, array_parallelism: 256, extra_sbatch: ["--nice=100"]}}
-base:
-  model: builtin:tiny-llama
-  n_prompts: 1
-  max_output_tokens: 2
-  warmup: {{runs: 0}}
-grid:
-  seed: {seeds}
-"""
+CAMPAIGN = TINY_CAMPAIGN.replace(
+    "name: overhead{n}\n",
+    "name: scale{n}\nrunner: slurm\n"
+    'slurm: {{exclusive: false, array_parallelism: 256, extra_sbatch: ["--nice=100"]}}\n',
+)
+"""orchestration_overhead's tiny campaign, run through Slurm; not exclusive, so both cores
+run tasks, and niced, so other jobs (the Slurm tests) go first."""
 
 
 COLUMNS = [
