@@ -277,8 +277,10 @@ def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
         assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
         # no GPU energy source on a CPU: every GPU energy figure null (never 0), and said so
         # (CPU package energy comes from RAPL where the host exposes it; it is never GPU energy)
-        gpu_energy = result.energy.model_dump(exclude={"cpu_package_energy_j"})
-        assert gpu_energy == EnergyFigures().model_dump(exclude={"cpu_package_energy_j"})
+        host = {"cpu_package_energy_j", "cpu_dram_energy_j", "host"}
+        gpu_energy = result.energy.model_dump(exclude=host)
+        assert gpu_energy == EnergyFigures().model_dump(exclude=host)
+        assert result.energy.host is not None  # RAPL per socket, or why not readable
         assert gpu_energy.pop("per_gpu") == []
         assert all(v is None for v in gpu_energy.values())
         assert result.energy.cpu_package_energy_j != 0
@@ -354,11 +356,15 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
         "warmup: {runs: 0}\n"
         "batch_size: 2\n",
     )
-    proc = run_lem("run", experiment, "-o", tmp_path / "out", cwd=tmp_path)
+    proc = run_lem("run", experiment, "-o", tmp_path / "out", "-v", cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
     campaign_dir = only_campaign_dir(tmp_path / "out")
     manifest = load_manifest(campaign_dir)
     assert [(e.status, e.attempts, e.cycle) for e in manifest.entries] == [("done", 1, 1)]
+    # A single run asks for no interval: no CI caveat; -v names its worker log.
+    assert "fewer than 10 runs" not in proc.stdout, explain(proc)
+    log = campaign_dir / Path(manifest.entries[0].exp_path).parent / "worker.log"
+    assert f"log {log}" in proc.stdout and log.is_file(), explain(proc)
     assert manifest.campaign_name == "experiment"
     results = list(campaign_dir.glob("*/cycle-*/result.json"))
     assert len(results) == 1

@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 that streams OpenAI-style /v1/completions with no model.
 
 For the load generator's own tests and benchmark (issue 15.8): fixed first-token delay, fixed
-gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error.
+gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error,
+and so does every request after the first `fail_after`. GET /health answers 200. Run as a script
+(`python serving_standin.py PORT [--fail-after N] ...`) it is a server process to launch.
 """
 
 from __future__ import annotations
@@ -21,19 +23,26 @@ class StandIn:
     gap_s: float = 0.0
     status: int = 200
     requests: int = 0
+    fail_after: int | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /health"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
         length = 0
         for line in head.decode().split("\r\n"):
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         body = json.loads(await reader.readexactly(length)) if length else {}
         self.requests += 1
-        if self.status != 200:
+        failing = self.fail_after is not None and self.requests > self.fail_after
+        if self.status != 200 or failing:
             msg = b'{"error": "stand-in failure"}'
             writer.write(
-                f"HTTP/1.1 {self.status} Err\r\nContent-Length: {len(msg)}\r\n"
+                f"HTTP/1.1 {500 if failing else self.status} Err\r\nContent-Length: {len(msg)}\r\n"
                 "Connection: close\r\n\r\n".encode()
                 + msg
             )
@@ -82,3 +91,26 @@ def standin_server(standin: StandIn) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--tokens", type=int, default=4)
+    parser.add_argument("--gap-s", type=float, default=0.0)
+    parser.add_argument("--first-token-s", type=float, default=0.0)
+    parser.add_argument("--fail-after", type=int, default=None)
+    args = parser.parse_args()
+    standin = StandIn(args.tokens, args.first_token_s, args.gap_s, fail_after=args.fail_after)
+
+    async def serve() -> None:
+        server = await asyncio.start_server(standin.handle, "127.0.0.1", args.port, backlog=1024)
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """The `server:` section of a `mode: server` experiment (issue 15): load levels against one launch.
 
-Strict and frozen like the rest of the config. Not yet wired into ExperimentConfig: the conductor
-owns that file this wave; `ServerSpec.model_validate(section)` is the whole contract.
+Strict and frozen like the rest of the config; ExperimentConfig holds it as `server:` beside
+`mode: server`. Infinity (`rate_rps: inf`) crosses exp.json as the string "Infinity".
 """
 
 from __future__ import annotations
@@ -10,16 +10,39 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llenergymeasure.config.descriptor import descriptors
+
+
+def server_backends() -> list[str]:
+    """Backends whose own OpenAI-compatible server the worker can launch (their descriptor's
+    `serves`): PyTorch through `transformers serve --continuous-batching`, vLLM through its API
+    server."""
+    return [name for name, found in descriptors().items() if found.serves]
+
+
+def server_mode_refusal(backend: str) -> str | None:
+    """Why `mode: server` cannot run on `backend`, naming the ones that can; None if it can."""
+    if backend in server_backends():
+        return None
+    return (
+        f"mode: server is not supported on backend '{backend}'; "
+        f"backends that support it: {', '.join(server_backends())}"
+    )
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
 
 
 class Level(_Strict):
     """One load level: an open loop at `rate_rps` (inf = all at once) or a closed loop."""
 
-    rate_rps: float | None = None
-    concurrency: int | None = Field(default=None, ge=1)
+    rate_rps: float | None = Field(
+        None, description="Open loop: requests per second (inf: all at once, the saturation point)."
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Closed loop: this many requests always in flight."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Level:
@@ -35,25 +58,50 @@ class Level(_Strict):
 
 
 class Slo(_Strict):
-    ttft_p99_s: float | None = Field(default=None, gt=0)
-    itl_p99_s: float | None = Field(default=None, gt=0)
-    e2e_p99_s: float | None = Field(default=None, gt=0)
+    ttft_p99_s: float | None = Field(
+        default=None, gt=0, description="Time to first token a good request stays within."
+    )
+    itl_p99_s: float | None = Field(
+        default=None, gt=0, description="Longest gap between chunks a good request stays within."
+    )
+    e2e_p99_s: float | None = Field(
+        default=None, gt=0, description="End-to-end time a good request stays within."
+    )
 
 
 class ServerSpec(_Strict):
-    levels: tuple[Level, ...] = Field(min_length=1)
-    arrival: Literal["poisson", "gamma", "constant"] = "poisson"
-    burstiness: float | None = Field(default=None, gt=0)
-    """Coefficient of variation of inter-arrival times; gamma only (1.0 = Poisson)."""
-    requests_per_level: int | None = Field(default=None, ge=1)
-    duration_s: float | None = Field(default=None, gt=0)
-    seed: int = 0
-    slo: Slo = Slo()
-    cooldown_s: float = Field(default=10.0, ge=0)
-    startup_timeout_s: float = Field(default=600.0, gt=0)
-    warmup_requests: int = Field(default=4, ge=0)
-    lag_budget_s: float = Field(default=0.001, gt=0)
-    """Send-lag p99 above this flags the level: the generator, not the server, was the limit."""
+    levels: tuple[Level, ...] = Field(
+        min_length=1, description="Load levels, measured one after another on one server launch."
+    )
+    arrival: Literal["poisson", "gamma", "constant"] = Field(
+        "poisson", description="Open-loop arrival process (seeded)."
+    )
+    burstiness: float | None = Field(
+        default=None,
+        gt=0,
+        description="Coefficient of variation of inter-arrival times; gamma only (1.0 = Poisson).",
+    )
+    requests_per_level: int | None = Field(
+        default=None, ge=1, description="Requests sent per level (or bound it by duration_s)."
+    )
+    duration_s: float | None = Field(
+        default=None, gt=0, description="Seconds per level after which nothing more is sent."
+    )
+    seed: int = Field(0, description="Arrival-process seed (level i uses seed + i).")
+    slo: Slo = Field(Slo(), description="Bounds a request meets to count towards goodput.")
+    cooldown_s: float = Field(default=10.0, ge=0, description="Idle pause between levels.")
+    startup_timeout_s: float = Field(
+        default=600.0, gt=0, description="The server must answer /health within this."
+    )
+    warmup_requests: int = Field(
+        default=4, ge=0, description="Requests sent at once before the first level, unmeasured."
+    )
+    lag_budget_s: float = Field(
+        default=0.001,
+        gt=0,
+        description="Send-lag p99 above this flags the level: the generator, not the server, "
+        "was the limit.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerSpec:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from llenergymeasure.config.campaign import StatisticsConfig
-from llenergymeasure.results.collate import write_tables
+from llenergymeasure.results.collate import QUALITY_REASONS, QUALITY_STATUS, write_tables
 
 SUMMARY_STEM = "summary"
 
@@ -33,6 +33,17 @@ METRICS: dict[str, str] = {
     "peak_memory_mb": "peak_memory_mb",
 }
 """Summary metric name -> column of the per-run table (results.csv)."""
+SERVER_METRICS: dict[str, str] = {
+    "achieved_rate_rps": "achieved_rate_rps",
+    "ttft_p99_s": "ttft_p99_s",
+    "itl_p99_s": "itl_p99_s",
+    "goodput_rps": "goodput_rps",
+    "energy_per_request_j": "energy_per_request_j",
+    "window_coverage": "window_coverage",
+}
+"""Added to METRICS when the table has server levels (mode: server)."""
+LEVEL = "level"
+LEVEL_ORDER = "level_index"
 
 STAT_COLUMNS = ("n", "mean", "std", "cv", "min", "max", "ci_low", "ci_high")
 
@@ -104,6 +115,8 @@ def describe(values: np.ndarray, settings: StatisticsConfig) -> Stats:
 
 VARIES_WITHIN = "varies_within"
 """Summary column: swept parameters not in group_by that differ inside the group."""
+QUALITY = "quality"
+"""Summary column: 'ok', or 'check (k of n runs): <experiment> cycle <c>: <reasons>'."""
 
 
 def swept_parameters(runs: pd.DataFrame) -> list[str]:
@@ -131,6 +144,10 @@ def summarize(
     else:
         label_columns = list(keys)
         by = list(keys)
+    levels = LEVEL in done and bool(done[LEVEL].notna().any())
+    if levels:  # a server experiment's levels are separate groups: cycles give CIs per level
+        label_columns.append(LEVEL)
+        by.append(LEVEL)
     done = done.rename(columns={CONFIG_PREFIX + k: k for k in label_columns})
     # a parameter of another backend's section has no column here: all its runs are null
     done = done.reindex(columns=[*done.columns, *(c for c in label_columns if c not in done)])
@@ -138,6 +155,7 @@ def summarize(
         *label_columns,
         "n_experiments",
         VARIES_WITHIN,
+        QUALITY,
         "metric",
         *STAT_COLUMNS,
         "confidence",
@@ -145,11 +163,14 @@ def summarize(
     rows: list[dict[str, Any]] = []
     if len(done):
         groups = [g for _, g in done.groupby(by, dropna=False, sort=False)]
-        order = [c for c in label_columns if c != "experiment_id"]
+        order = [c for c in label_columns if c not in ("experiment_id", LEVEL)]
+        if levels:
+            order.append(LEVEL_ORDER)
         groups.sort(key=lambda g: [_sort_key(_plain(g[c].iloc[0])) for c in order])
         for group in groups:
             labels = {c: _plain(group[c].iloc[0]) for c in label_columns}
-            for metric, column in METRICS.items():
+            quality = quality_note(group)
+            for metric, column in (METRICS | SERVER_METRICS if levels else METRICS).items():
                 values = _numbers(group, column)
                 described = describe(values, settings)
                 rows.append(
@@ -157,6 +178,7 @@ def summarize(
                     | {
                         "n_experiments": int(group["experiment_id"].nunique()),
                         VARIES_WITHIN: _varies_within(group, pooled),
+                        QUALITY: quality,
                         "metric": metric,
                         **{s: getattr(described, s) for s in STAT_COLUMNS},
                         "confidence": settings.confidence,
@@ -166,6 +188,23 @@ def summarize(
     float_columns = [c for c in STAT_COLUMNS if c != "n"]
     frame[float_columns] = frame[float_columns].astype("Float64")
     return frame.astype({"n": "Int64", "n_experiments": "Int64"})
+
+
+def quality_note(group: pd.DataFrame) -> str:
+    """'ok' when every run of the group passed its quality record; else 'check', how many
+    runs failed it, and which (experiment, cycle) and why. Failing runs stay in the
+    statistics, flagged here: the reader decides (issue 17.5)."""
+    if QUALITY_STATUS not in group:
+        return "n/a"
+    status = group[QUALITY_STATUS]
+    failed = group[status.astype("string") == "check"]
+    if not len(failed):
+        return "ok" if status.notna().all() else "n/a"
+    lines = [
+        f"{row['experiment_id']} cycle {row['cycle']}: {_plain(row.get(QUALITY_REASONS)) or '?'}"
+        for _, row in failed.iterrows()
+    ]
+    return f"check ({len(failed)} of {len(group)} runs): " + " | ".join(lines)
 
 
 def _varies_within(group: pd.DataFrame, pooled: list[str]) -> str:

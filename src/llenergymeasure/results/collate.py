@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.flatten import flatten
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.results.schema import ExperimentResult, ServerLevel
 
 if TYPE_CHECKING:
     from llenergymeasure.results.views import CampaignView
@@ -19,6 +19,8 @@ RESULTS_STEM = "results"
 RESULTS_CSV = f"{RESULTS_STEM}.csv"
 RESULTS_PARQUET = f"{RESULTS_STEM}.parquet"
 J_PER_KWH = 3.6e6
+QUALITY_STATUS = "quality.status"
+QUALITY_REASONS = "quality.reasons"
 
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
@@ -26,6 +28,8 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
     data = result.model_dump(mode="json", exclude={"request_latencies_s", "measurement_warnings"})
     row = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
     row["measurement_warnings"] = "; ".join(result.measurement_warnings)
+    if result.quality is not None:
+        row[QUALITY_REASONS] = "; ".join(result.quality.reasons)
     return row
 
 
@@ -60,9 +64,51 @@ def results_frame(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
                 warnings = [*entry.warnings, *result.measurement_warnings]
                 row["measurement_warnings"] = "; ".join(warnings)
                 row |= derived_energy(result.energy.energy_raw_j, pue, carbon)
+                if result.server is not None:
+                    for level in result.server.levels:
+                        level_row = row | level_columns(level, entry.warnings)
+                        level_row |= derived_energy(level.energy_window_j, pue, carbon)
+                        rows.append(level_row)
+                    continue
         rows.append(row)
     # Nullable dtypes: a failed row's gaps must not turn integer columns into floats.
     return pd.DataFrame(rows).convert_dtypes()
+
+
+LEVEL_COLUMN = "level"
+"""results.csv: the server load level a row measured (empty for offline experiments)."""
+
+
+def level_columns(level: ServerLevel, entry_warnings: list[str]) -> dict[str, Any]:
+    """A server level as a results row: its own figures under their names, and the offline
+    headline columns (energy, throughput, latency, window) refilled from the level so that
+    summaries and plots read one column per metric whichever the mode."""
+    data = level.model_dump(mode="json", exclude={"errors", "warnings", "level"})
+    out: dict[str, Any] = {LEVEL_COLUMN: level.level, **data}
+    out |= {
+        "status": "failed" if level.failed else "done",
+        "error": level.failed_reason,
+        "measured_duration_s": level.window_s,
+        "n_requests": level.window_requests,
+        "input_tokens": level.window_input_tokens,
+        "output_tokens": level.window_output_tokens,
+        "requests_per_s": None,
+        "total_tokens_per_s": None,
+        "energy.energy_raw_j": level.energy_window_j,
+        "energy.energy_adjusted_j": level.energy_window_adjusted_j,
+        "energy.energy_raw_per_output_token_j": level.energy_per_output_token_j,
+        "energy.energy_adjusted_per_output_token_j": level.energy_adjusted_per_output_token_j,
+        "energy.energy_raw_per_request_j": level.energy_per_request_j,
+        "energy.energy_adjusted_per_request_j": None,
+        "energy.energy_window_s": level.window_s if level.energy_window_j is not None else None,
+        "latency.mean_s": None,
+        "latency.p50_s": level.e2e_p50_s,
+        "latency.p90_s": level.e2e_p90_s,
+        "latency.p99_s": level.e2e_p99_s,
+        "latency.max_s": None,
+        "measurement_warnings": "; ".join([*entry_warnings, *level.warnings]),
+    }
+    return out
 
 
 def derived_energy(

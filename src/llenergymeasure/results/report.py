@@ -17,17 +17,19 @@ from matplotlib.figure import Figure
 
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.results import compare, plots
+from llenergymeasure.results import compare, plots, serving_plots
 from llenergymeasure.results.aggregate import (
     CONFIG_PREFIX,
     FEW_RUNS,
     FEW_RUNS_CAVEAT,
+    LEVEL,
     summarize,
     swept_parameters,
 )
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
+    from llenergymeasure.config.campaign import StatisticsConfig
     from llenergymeasure.results.views import LoadedCampaign
 
 REPORT_DIR = "report"
@@ -53,6 +55,9 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     statistics = loaded.manifest.execution.statistics
     runs = without_unused_settings(loaded.runs)
+    # server levels get their own figures; the offline figures read one row per run
+    at_level = runs[LEVEL].notna() if LEVEL in runs else pd.Series(False, index=runs.index)
+    level_runs, runs = runs[at_level], runs[~at_level]
     per_experiment = summarize(runs, statistics.model_copy(update={"group_by": None}))
     swept = swept_parameters(runs)
     labels = _labels(per_experiment, swept)
@@ -66,14 +71,23 @@ def write_report(
         )
         for p in swept
     ]
-    figures += [
-        Plot(
-            "pareto", "Throughput vs energy per token", plots.pareto_figure(per_experiment, labels)
-        ),
-        Plot("power_timeseries", "Power time-series", plots.timeseries_figure(series)),
-        Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(runs, labels)),
-        _forest(loaded, labels),
-    ]
+    offline = len(runs) > 0 or len(level_runs) == 0
+    if offline:
+        figures.append(
+            Plot(
+                "pareto",
+                "Throughput vs energy per token",
+                plots.pareto_figure(per_experiment, labels),
+            )
+        )
+    figures.append(Plot("power_timeseries", "Power time-series", plots.timeseries_figure(series)))
+    if offline:
+        figures += [
+            Plot("cycle_spread", "Per-cycle spread", plots.cycle_spread_figure(runs, labels)),
+            _forest(loaded, labels),
+        ]
+    if len(level_runs):
+        figures += _server_figures(level_runs, statistics)
     images: list[tuple[Plot, str]] = []
     for plot in figures:
         buffer = io.BytesIO()
@@ -104,6 +118,23 @@ def without_unused_settings(runs: pd.DataFrame) -> pd.DataFrame:
         if column in runs:
             runs[column] = runs[column].astype(object).where(~greedy, None)
     return runs
+
+
+def _server_figures(level_runs: pd.DataFrame, statistics: StatisticsConfig) -> list[Plot]:
+    per_level = summarize(level_runs, statistics.model_copy(update={"group_by": None}))
+    labels = _labels(per_level, swept_parameters(level_runs))
+    return [
+        Plot(
+            "server_load",
+            "Server levels: energy per token and p99 latency vs achieved rate",
+            serving_plots.load_figure(per_level, labels),
+        ),
+        Plot(
+            "server_pareto",
+            "Server levels: energy per token vs p99 latency (Pareto front)",
+            serving_plots.pareto_figure(per_level, labels),
+        ),
+    ]
 
 
 def _forest(loaded: LoadedCampaign, labels: dict[str, str]) -> Plot:

@@ -63,6 +63,15 @@ class CounterSeries:
             self.read_once()
 
     def energy_j(self, start: float, end: float) -> float | None:
+        """Counter energy over [start, end]; waits (up to two periods) for a read past `end`,
+        so a window that ends just now is still covered. None when no reads cover it."""
+        deadline = time.monotonic() + 2 * self.period_s
+        while (
+            self._thread.is_alive()
+            and (not self.points or self.points[-1][0] < end)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(self.period_s / 10)
         if len(self.points) < 2 or start < self.points[0][0] or end > self.points[-1][0]:
             return None
         return _at(self.points, end) - _at(self.points, start)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -84,11 +84,12 @@ async def run_level(
     concurrency: int | None = None,
     duration_s: float | None = None,
     request_timeout_s: float = 120.0,
+    extra_body: Mapping[str, object] | None = None,
 ) -> tuple[float, list[RequestRecord]]:
     """Run one level; returns (level start on monotonic clock, records with times from that start).
 
     Open loop when `offsets_s` is given (one request per offset), closed loop at `concurrency`
-    over all `prompts` otherwise.
+    over all `prompts` otherwise. extra_body: decoding fields as the engine spells them.
     """
     url = base_url.rstrip("/") + "/v1/completions"
 
@@ -99,6 +100,7 @@ async def run_level(
             "max_tokens": max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **(extra_body or {}),
         }
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)

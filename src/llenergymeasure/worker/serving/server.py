@@ -9,6 +9,7 @@ measured from Popen to the first healthy answer, apart from any level.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -21,9 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from llenergymeasure.config.server import server_mode_refusal
 from llenergymeasure.errors import BackendError
-
-SERVER_BACKENDS = ("vllm", "pytorch", "tensorrt")
 
 
 def free_port() -> int:
@@ -35,7 +35,8 @@ def free_port() -> int:
 def server_command(
     backend: str, model: str, port: int, extra: list[str] | None = None
 ) -> list[str]:
-    """Each engine's documented serving CLI, bound to 127.0.0.1:port."""
+    """Each engine's documented serving CLI, bound to 127.0.0.1:port (for the backends whose
+    descriptor `serves`)."""
     extra = extra or []
     host = ["--host", "127.0.0.1", "--port", str(port)]
     bindir = Path(sys.executable).parent
@@ -58,11 +59,7 @@ def server_command(
             *extra,
             model,
         ]
-    if backend == "tensorrt":
-        return [str(bindir / "trtllm-serve"), "serve", model, *host, *extra]
-    raise BackendError(
-        f"mode: server supports backends {', '.join(SERVER_BACKENDS)}, not {backend!r}"
-    )
+    raise BackendError(server_mode_refusal(backend) or f"no server command for {backend!r}")
 
 
 @dataclass
@@ -71,6 +68,17 @@ class RunningServer:
     pid: int
     launch_s: float
     log_path: Path
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent() -> None:
+    """In the server's child before exec: SIGTERM it if the worker dies (even by SIGKILL),
+    so a killed worker leaves no server behind; libc was loaded before the fork."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
@@ -99,7 +107,12 @@ def launched(
     t0 = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            preexec_fn=_term_with_parent,  # noqa: PLW1509 (prctl only: async-signal-safe)
         )
     base = f"http://127.0.0.1:{port}"
     try:

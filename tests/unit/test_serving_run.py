@@ -1,0 +1,93 @@
+"""A server-mode experiment's levels end to end against a launched stand-in server process (no
+model): level energy and per-request attribution from injected GPU readings (no NVML here),
+failed levels with their reasons, and nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from llenergymeasure.config.server import ServerSpec
+from llenergymeasure.errors import BackendError
+from llenergymeasure.worker.serving.run import Load, run_server_experiment
+from llenergymeasure.worker.serving.server import free_port
+
+STANDIN = Path(__file__).with_name("serving_standin.py")
+WATTS = 200.0
+
+
+class SteadyGpu:
+    """An energy counter that reads WATTS on the real clock (what NVML would count)."""
+
+    uuid = "GPU-injected"
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def energy_mj(self) -> int:
+        return int((time.monotonic() - self.t0) * WATTS * 1000)
+
+
+def _run(tmp_path: Path, levels: list[dict[str, object]], *standin_args: str, **spec: object):
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(STANDIN),
+        str(port),
+        "--tokens",
+        "6",
+        "--gap-s",
+        "0.02",
+        *standin_args,
+    ]
+    server = ServerSpec.model_validate(
+        {"levels": levels, "requests_per_level": 20, "arrival": "constant", "cooldown_s": 0}
+        | {"warmup_requests": 1, "startup_timeout_s": 30}
+        | spec
+    )
+    load = Load("", "standin", ["a prompt", "another prompt"], 6)
+    run = run_server_experiment(server, cmd, port, load, tmp_path, [SteadyGpu()], baseline_s=0.5)
+    return run, port
+
+
+def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
+    run, _ = _run(tmp_path, [{"rate_rps": 20}, {"concurrency": 4}])
+    assert run.record.idle_power_w == pytest.approx(WATTS, rel=0.05)
+    for level in run.record.levels:
+        assert not level.failed and level.requests_ok == 20
+        assert level.energy_window_j == pytest.approx(WATTS * (level.window_s or 0), rel=0.05)
+        assert level.attributed_energy_sum_j == pytest.approx(level.energy_window_j, rel=1e-9)
+        table = pq.read_table(tmp_path / level.requests_file).to_pydict()
+        shares = [e for e in table["energy_j"] if e is not None]
+        assert sum(shares) == pytest.approx(level.energy_window_j, rel=1e-9)
+        assert level.window_start_s is not None and level.window_end_s is not None
+        assert min(table["send_s"]) <= level.window_start_s < level.window_end_s
+        assert level.window_end_s <= max(table["end_s"])
+    assert run.record.levels[0].achieved_rate_rps == pytest.approx(20, rel=0.10)
+
+
+def test_a_failing_level_keeps_the_other_levels_result(tmp_path: Path) -> None:
+    # 1 warm-up + 20 requests answered, then every request gets HTTP 500
+    run, port = _run(tmp_path, [{"rate_rps": 40}, {"rate_rps": 40}], "--fail-after", "21")
+    first, second = run.record.levels
+    assert not first.failed and first.requests_ok == 20
+    assert second.failed and second.requests_ok == 0
+    assert second.failed_reason is not None and second.failed_reason.startswith("HTTP 500")
+    assert pq.read_table(tmp_path / second.requests_file).num_rows == 20
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the stand-in server outlived the run"
+
+
+def test_a_server_that_never_answers_health_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerSpec.model_validate(
+        {"levels": [{"rate_rps": 1}], "requests_per_level": 1, "startup_timeout_s": 1}
+    )
+    cmd = [sys.executable, "-c", "import time; time.sleep(60)", str(port)]
+    with pytest.raises(BackendError, match="not healthy within startup_timeout_s=1 s"):
+        run_server_experiment(server, cmd, port, Load("", "m", ["p"], 1), tmp_path)
