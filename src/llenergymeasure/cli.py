@@ -145,6 +145,14 @@ def campaign(
     retries: Retries = None,
     yes: Yes = False,
     wait_for_gpus: WaitForGpus = True,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="runner slurm: submit every run and return; `lem status` shows them, "
+            "`lem resume` collates them.",
+        ),
+    ] = False,
 ) -> None:
     """Expand a campaign file's grid and run every experiment, cycle after cycle."""
     from llenergymeasure import conductor
@@ -164,6 +172,22 @@ def campaign(
     plan = conductor.plan_campaign(
         lambda keys, limit: load_campaign(file, overrides=keys, max_experiments=limit), overrides
     )
+    if detach and not dry_run:
+        from llenergymeasure.detach import detach as submit_all
+
+        done = submit_all(plan)
+        if json_out:
+            out.print_json(
+                json.dumps({"campaign_dir": str(done.campaign_dir), "jobs": done.job_ids})
+            )
+        elif not quiet:
+            err.print(
+                f"Submitted {len(done.job_ids)} runs in {done.arrays} Slurm job array(s) for "
+                f"{done.campaign_dir}; `lem status {done.campaign_dir}` shows them, "
+                f"`lem resume {done.campaign_dir}` collates them.",
+                soft_wrap=True,
+            )
+        return
     _start(plan, _Run(quiet, verbose, json_out, single=False), dry_run)
 
 
@@ -298,6 +322,21 @@ def resume(
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
+
+
+@app.command()
+def status(campaign_dir: CampaignDir, json_out: JsonOut = False) -> None:
+    """Where each run stands: the manifest, and Slurm's own state for runs it holds."""
+    from llenergymeasure.orchestrator.status import campaign_status, counts
+
+    rows = campaign_status(campaign_dir)
+    if json_out:
+        out.print_json(json.dumps([r.__dict__ for r in rows]))
+        return
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts(rows).items())))
+    for r in rows:
+        job = f" job {r.slurm_job_id}" if r.slurm_job_id else ""
+        out.print(escape(f"{r.key}: {r.status}{job} {r.detail}".rstrip()), soft_wrap=True)
 
 
 @app.command()

@@ -318,7 +318,8 @@ def _slurm(settings: UserSettings | None) -> list[Check]:
         return [Check("slurm", "fail", "runner slurm, but sbatch/squeue not found", fix)]
     root = Path(settings.results_dir if settings is not None else "results").resolve()
     try:
-        preflight(SlurmSettings.from_env(), root)
+        slurm = settings.slurm if settings is not None else SlurmSettings()
+        preflight(slurm, root, settings.sources if settings is not None else None)
     except PreflightError as e:
         fix = "LEM_SLURM_PARTITION: one sinfo lists; results on a shared filesystem (-o DIR)"
         return [Check("slurm", "fail" if needed else "warn", printable(str(e), 600), fix)]

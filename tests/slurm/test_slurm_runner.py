@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from lem_cli import (
     SEEDS_1_2,
     explain,
@@ -16,12 +17,16 @@ from lem_cli import (
     load_manifest,
     only_campaign_dir,
     run_lem,
+    tiny_base,
     tiny_campaign,
     write,
 )
 from slurm_helpers import queued_jobs
 
+from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
+
 SLURM = {"LEM_RUNNER": "slurm"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def running_job(root: Path, other_than: str = "", timeout_s: float = 240) -> str:
@@ -111,3 +116,122 @@ def test_ctrl_c_cancels_its_jobs(campaign_root: Path) -> None:
     entries = load_manifest(only_campaign_dir(campaign_root / "results")).entries
     assert "done" not in {e.status for e in entries}, out
     assert running in {e.slurm_job_id for e in entries}, out
+
+
+def job_folders(campaign_dir: Path) -> set[str]:
+    """The jobs (or array tasks) ever submitted for the campaign: submitit pickles each
+    one's call in its own folder (an array's shared submission script has a folder too)."""
+    return {p.parent.name for p in (campaign_dir / "slurm").glob("*/*_submitted.pkl")}
+
+
+def test_sigkilled_orchestrator_resumes_without_running_twice(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("kill", tail=SEEDS_1_2))
+    proc = start_slurm_campaign(campaign, campaign_root)
+    try:
+        first = running_job(campaign_root)
+        proc.kill()  # SIGKILL: no handler runs, the job keeps running in Slurm
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entry = load_manifest(campaign_dir).entries[0]
+    assert (entry.status, entry.slurm_job_id) == ("running", first)  # recorded at submission
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 0, explain(resumed)
+    assert f"waiting for Slurm job {first}" in resumed.stderr, explain(resumed)
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.attempts) for e in entries] == [("done", 1), ("done", 1)]
+    ids = [e.slurm_job_id for e in entries]
+    assert ids[0] == first and ids[1] not in (None, first)
+    assert job_folders(campaign_dir) == set(ids)  # no run was submitted twice
+    assert [a.slurm_job_id for e in entries for a in e.attempt_history] == ids
+    assert queued_jobs(campaign_root) == []
+
+
+def test_detached_campaign_status_and_resume_records_a_failed_run(campaign_root: Path) -> None:
+    # The first experiment fails in the worker (no CUDA device on this host), the second runs.
+    campaign = write(
+        campaign_root / "c.yaml",
+        "name: det\ncycles: 1\n"
+        + tiny_base()
+        + "experiments:\n  - {pytorch: {device: cuda}}\n  - {batch_size: 2}\n",
+    )
+    detached = run_lem("campaign", campaign, "--detach", cwd=campaign_root, env=SLURM)
+    assert detached.returncode == 0, explain(detached)
+    assert "Submitted 2 runs in 1 Slurm job array(s)" in detached.stderr, explain(detached)
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entries = load_manifest(campaign_dir).entries
+    ids = [e.slurm_job_id for e in entries]
+    assert [e.status for e in entries] == ["running", "running"]
+    assert ids[0] is not None and ids[1] == ids[0].replace("_0", "_1")  # one array, 2 tasks
+    shown = run_lem("status", campaign_dir, cwd=campaign_root)
+    assert shown.returncode == 0, explain(shown)
+    assert all(f"job {i}" in shown.stdout for i in ids if i), explain(shown)
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 1, explain(resumed)  # one run failed
+    bad, good = load_manifest(campaign_dir).entries
+    assert (bad.status, bad.attempts, bad.slurm_job_id) == ("failed", 1, ids[0])
+    assert bad.error == "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
+    assert (good.status, good.attempts, good.slurm_job_id) == ("done", 1, ids[1])
+    assert job_folders(campaign_dir) == set(ids)
+    after = run_lem("status", campaign_dir, cwd=campaign_root)
+    assert "1 done, 1 failed" in after.stdout, explain(after)
+    assert queued_jobs(campaign_root) == []
+
+
+def test_node_runner_docker_runs_the_worker_in_a_container(campaign_root: Path) -> None:
+    tag = f"cpu-test-{schema_fingerprint()}"
+    image = f"llenergymeasure-pytorch:{tag}"
+    try:
+        found = subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, check=False
+        )
+    except OSError as e:
+        pytest.skip(f"no docker client ({e}); scripts/provision-docker.sh sets one up")
+    if found.returncode != 0:
+        pytest.skip(f"no image {image} (tests/docker builds it; no engine: provision-docker.sh)")
+    campaign = write(
+        campaign_root / "c.yaml", tiny_campaign("dk", tail="slurm: {node_runner: docker}\n")
+    )
+    env = SLURM | {"LEM_IMAGE_TAG": tag, "LEM_COMPOSE_FILE": str(REPO / "compose.yaml")}
+    proc = run_lem("campaign", campaign, cwd=campaign_root, env=env)
+    assert proc.returncode == 0, explain(proc)
+    manifest = load_manifest(only_campaign_dir(campaign_root / "results"))
+    (entry,) = manifest.entries
+    assert entry.status == "done" and entry.slurm_job_id is not None
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    result = ExperimentResult.model_validate_json(
+        (campaign_dir / str(entry.result_path)).read_bytes()
+    )
+    assert result.environment.in_container  # the worker ran in the image, on the node
+    record = manifest.execution.settings
+    assert record is not None and record.slurm is not None
+    assert record.slurm.node_runner == "docker"
+    assert record.sources["slurm.node_runner"] == "campaign file"
+    assert queued_jobs(campaign_root) == []
+
+
+def test_detach_cut_short_before_recording_ids_runs_nothing_twice(campaign_root: Path) -> None:
+    campaign = write(campaign_root / "c.yaml", tiny_campaign("cut", tail=SEEDS_1_2))
+    cut = run_lem(
+        "campaign",
+        campaign,
+        "--detach",
+        cwd=campaign_root,
+        env=SLURM | {"LEM_CRASHPOINT": "detach.after_submit:1"},
+    )
+    assert cut.returncode == -signal.SIGKILL, explain(cut)
+    campaign_dir = only_campaign_dir(campaign_root / "results")
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.slurm_job_id) for e in entries] == [("running", None)] * 2
+    early = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert early.returncode == 2, explain(early)  # its tasks still run: not submitted again
+    assert "submission was cut short" in early.stderr, explain(early)
+    deadline = time.monotonic() + 180
+    while queued_jobs(campaign_root) and time.monotonic() < deadline:
+        time.sleep(1)
+    resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
+    assert resumed.returncode == 0, explain(resumed)
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.attempts) for e in entries] == [("done", 1), ("done", 1)]
+    assert len(job_folders(campaign_dir)) == 2  # the array's two tasks, nothing more

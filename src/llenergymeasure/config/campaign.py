@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.config.experiment import parameter_names
+from llenergymeasure.config.slurm import SlurmSettings
 
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -138,6 +139,12 @@ class CampaignConfig(BaseModel):
         description="Results root: in a campaign file, a folder under the working directory "
         "(relative, no '..'); unset: results_dir of the user settings.",
     )
+    slurm: SlurmSettings | None = Field(
+        None,
+        description="runner slurm: partition, account, qos, exclusive, time_min, node_runner, "
+        "extra_sbatch, environment, array_parallelism; the keys set here override the "
+        "environment and `.lem-config.yaml`.",
+    )
     runner: RunnerChoice | None = Field(
         None,
         description="local: a fresh `lem-worker` subprocess per experiment; docker: a fresh "
@@ -212,6 +219,7 @@ class SettingsRecord(BaseModel):
         None, description="GPU indices the campaign runs on (--gpus); null: not pinned."
     )
     webhook_hosts: list[str] = Field(description="scheme://host of each webhook; no paths.")
+    slurm: SlurmSettings | None = Field(None, description="runner slurm: the settings it used.")
     sources: dict[str, str] = Field(
         description="Where each setting that is not a default came from."
     )

@@ -12,6 +12,7 @@ dump, repr or log can show them, and recorded only as their hosts.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from llenergymeasure.config.campaign import CampaignConfig, Gaps, SettingsRecord
 from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.grid import DEFAULT_MAX_EXPERIMENTS, HARD_MAX_EXPERIMENTS
 from llenergymeasure.config.loader import explain_validation_error, format_path, read_yaml
+from llenergymeasure.config.slurm import SlurmSettings
 from llenergymeasure.errors import ConfigError, printable
 
 SETTINGS_FILE = ".lem-config.yaml"
@@ -134,6 +136,9 @@ class UserSettings(BaseModel):
     webhooks: WebhookSettings | None = Field(
         None, description="POST a JSON notification when experiments and campaigns end."
     )
+    slurm: SlurmSettings = Field(
+        default_factory=SlurmSettings, description="runner slurm: how runs are submitted."
+    )
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
@@ -171,6 +176,7 @@ class UserSettings(BaseModel):
                 "max_experiments": record.max_experiments,
                 "carbon_intensity_g_per_kwh": record.carbon_intensity_g_per_kwh,
                 "pue": record.pue,
+                "slurm": record.slurm or self.slurm,
             }
         )
         webhooks = {k: v for k, v in self._sources.items() if k.startswith("webhooks")}
@@ -187,6 +193,7 @@ class UserSettings(BaseModel):
             carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
             pue=self.pue,
             webhook_hosts=self.webhooks.hosts() if self.webhooks is not None else [],
+            slurm=self.slurm,
             sources=self.sources,
         )
 
@@ -209,6 +216,27 @@ def _urls(text: str) -> list[str]:
     return text.split()
 
 
+def _flag(text: str) -> bool:
+    """true or false (1/0, yes/no, on/off)"""
+    word = text.strip().lower()
+    if word not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ValueError(word)
+    return word in {"1", "true", "yes", "on"}
+
+
+def _words(text: str) -> list[str]:
+    """words, quoted as in a shell"""
+    return shlex.split(text)
+
+
+def _assignments(text: str) -> dict[str, str]:
+    """NAME=value pairs separated by spaces"""
+    pairs = [w.partition("=") for w in shlex.split(text)]
+    if any(not eq or not name for name, eq, _ in pairs):
+        raise ValueError(text)
+    return {name: value for name, _, value in pairs}
+
+
 ENV_VARS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "LEM_OUTPUT_DIR": (("results_dir",), _text),
     "LEM_RUNNER": (("runner",), _text),
@@ -218,6 +246,15 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "LEM_WEBHOOK_URL": (("webhooks", "urls"), _urls),
     "LEM_GAP_BETWEEN_EXPERIMENTS_S": (("gaps", "between_experiments_s"), _number(float)),
     "LEM_GAP_BETWEEN_CYCLES_S": (("gaps", "between_cycles_s"), _number(float)),
+    "LEM_SLURM_PARTITION": (("slurm", "partition"), _text),
+    "LEM_SLURM_ACCOUNT": (("slurm", "account"), _text),
+    "LEM_SLURM_QOS": (("slurm", "qos"), _text),
+    "LEM_SLURM_EXCLUSIVE": (("slurm", "exclusive"), _flag),
+    "LEM_SLURM_TIME_MIN": (("slurm", "time_min"), _number(int)),
+    "LEM_SLURM_NODE_RUNNER": (("slurm", "node_runner"), _text),
+    "LEM_SLURM_EXTRA_SBATCH": (("slurm", "extra_sbatch"), _words),
+    "LEM_SLURM_ENVIRONMENT": (("slurm", "environment"), _assignments),
+    "LEM_SLURM_ARRAY_PARALLELISM": (("slurm", "array_parallelism"), _number(int)),
 }
 """Environment variable -> the setting it sets and how its text is read. Unset or empty
 variables are ignored."""
@@ -296,11 +333,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dotted_keys(data: dict[str, Any]) -> list[str]:
-    """Top-level keys, and gaps' own keys (each may come from another place)."""
-    keys = [k for k in data if k != "gaps"]
-    gaps = data.get("gaps")
-    if isinstance(gaps, dict):
-        keys += [f"gaps.{k}" for k in gaps]
+    """Top-level keys, and gaps' and slurm's own keys (each may come from another place)."""
+    keys = [k for k in data if k not in ("gaps", "slurm")]
+    for section in ("gaps", "slurm"):
+        nested = data.get(section)
+        if isinstance(nested, dict):
+            keys += [f"{section}.{k}" for k in nested]
     return keys
 
 
@@ -338,6 +376,10 @@ def resolve_settings(
     if campaign.gaps is not None:
         resolved = resolved.model_copy(update={"gaps": campaign.gaps.over(settings.gaps)})
         set_here = {f"gaps.{k}": CAMPAIGN_FILE_SOURCE for k in campaign.gaps.model_fields_set}
+        resolved = resolved.with_sources(set_here)
+    if campaign.slurm is not None:
+        resolved = resolved.model_copy(update={"slurm": campaign.slurm.over(settings.slurm)})
+        set_here = {f"slurm.{k}": CAMPAIGN_FILE_SOURCE for k in campaign.slurm.model_fields_set}
         resolved = resolved.with_sources(set_here)
     for key, (given, source) in (flags or {}).items():
         value = str(given) if isinstance(given, Path) else given

@@ -24,6 +24,13 @@ from llenergymeasure.config.campaign import SettingsRecord
 from llenergymeasure.config.settings import load_settings
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
+from llenergymeasure.orchestrator.adopt import (
+    Adopted,
+    held_by_slurm,
+    held_keys,
+    refuse_other_runner,
+    wait_adopted,
+)
 from llenergymeasure.orchestrator.dispatch import Dispatcher, StopRequest, WaitEvents
 from llenergymeasure.orchestrator.entries import complete_entry, end_attempt, prepare_entry, recover
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
@@ -158,16 +165,17 @@ def _run_locked(
         torn.unlink(missing_ok=True)
     summary = RunSummary(campaign_dir=campaign_dir, manifest=manifest)
     specs = ExperimentSpecs(campaign_dir)
-    _settle(campaign_dir, manifest, summary, events)
-    to_run = manifest.pending(settings.retry_failed)
+    held = _settle(campaign_dir, manifest, summary, events, runner)
+    keys = held_keys(held)
+    to_run = [e for e in manifest.pending(settings.retry_failed) if e.key not in keys]
     needs: dict[str, int] = {}
     if settings.gpus is not None:
         for entry in to_run:
             needs[entry.experiment_id] = specs.config(entry.experiment_id).gpus_required()
         check_gpu_needs(list(needs.items()), settings.gpus)
     store.save(manifest)  # folds in the journal of an earlier run, with what was settled
-    events.campaign_started(manifest, to_run)
-    _CampaignRun(store, specs, manifest, summary, events, settings).run(runner, to_run, needs)
+    events.campaign_started(manifest, [a.entry for a in held] + to_run)
+    _CampaignRun(store, specs, manifest, summary, events, settings).run(runner, to_run, needs, held)
     return summary
 
 
@@ -193,7 +201,11 @@ class _CampaignRun:
         self.runner_name = ""
 
     def run(
-        self, runner: Runner | None, to_run: list[ManifestEntry], needs: dict[str, int]
+        self,
+        runner: Runner | None,
+        to_run: list[ManifestEntry],
+        needs: dict[str, int],
+        held: list[Adopted] | None = None,
     ) -> None:
         gpus, stop = self.settings.gpus, self.stop
         with _signals_stop(stop):
@@ -207,6 +219,17 @@ class _CampaignRun:
                     ) as active,
                 ):
                     self.runner_name = active.name
+                    if held:  # submitted before (killed orchestrator, --detach): waited for
+                        again = wait_adopted(
+                            held,
+                            active,
+                            executor,
+                            self.complete,
+                            self.events,
+                            stop,
+                            self.settings.stop_grace_s,
+                        )
+                        to_run = [] if stop.reason else again + to_run
                     Dispatcher(
                         execution=self.manifest.execution,
                         runner=active,
@@ -250,7 +273,12 @@ class _CampaignRun:
         self.store.update(self.manifest, entry)
         crashpoint("campaign.after_start_save")
         self.events.experiment_started(entry)
-        return dataclasses.replace(job, gpus=pinned)
+
+        def submitted(job_id: str) -> None:  # a batch runner's job id, recorded at once
+            entry.slurm_job_id = job_id
+            self.store.update(self.manifest, entry)
+
+        return dataclasses.replace(job, gpus=pinned, on_submitted=submitted)
 
     def complete(self, entry: ManifestEntry, job: Job, outcome: Outcome) -> bool:
         """Save how the attempt ended; True: run it again (a retry)."""
@@ -306,8 +334,15 @@ def _default_runner(campaign_dir: Path, events: Events, retry_failed: bool) -> R
     return plan.open(campaign_dir)
 
 
-def _settle(campaign_dir: Path, manifest: Manifest, summary: RunSummary, events: Events) -> None:
-    """Before anything runs: make the manifest say what the files say.
+def _settle(
+    campaign_dir: Path,
+    manifest: Manifest,
+    summary: RunSummary,
+    events: Events,
+    runner: Runner | None = None,
+) -> list[Adopted]:
+    """Before anything runs: make the manifest say what the files say; returns the entries
+    whose Slurm job is still known (adopt.py), which are waited for, not run again.
 
     - `running` (its orchestrator died): done if its result.json is complete, else
       `interrupted`, the lost attempt in its history;
@@ -333,10 +368,17 @@ def _settle(campaign_dir: Path, manifest: Manifest, summary: RunSummary, events:
             entry.status, entry.result_path = "pending", None
         elif recover(campaign_dir, manifest, entry):
             summary.recovered.append(entry)
-        elif entry.status == "running":
+    held = held_by_slurm(campaign_dir, manifest)
+    if held and runner is not None and not hasattr(runner, "adopt"):
+        refuse_other_runner(held, runner)  # none still runs: those attempts are lost
+        held = []
+    keys = held_keys(held)
+    for entry in manifest.entries:
+        if entry.status == "running" and entry.key not in keys:
             end_attempt(
                 entry,
                 "lost",
                 "the orchestrator stopped while it ran (killed or crashed); no result",
                 final="interrupted",
             )
+    return held

@@ -46,8 +46,21 @@ def prepare_entry(
     entry.slurm_job_id = entry.slurm_node = None
     entry.slurm_gpus = None
     entry.container_start_s = None
+    return entry_job(specs.campaign_dir, manifest, entry, timeout_s, exp_path)
+
+
+def entry_job(
+    campaign_dir: Path,
+    manifest: Manifest,
+    entry: ManifestEntry,
+    timeout_s: float | None,
+    exp_path: Path | None = None,
+) -> Job:
+    """The Job of the entry's current attempt (its exp.json already written): also how a
+    resume describes an attempt a batch scheduler still runs, to wait for it."""
+    out_dir = (campaign_dir / entry.exp_path).parent
     return Job(
-        exp_path=exp_path,
+        exp_path=exp_path or campaign_dir / entry.exp_path,
         output_dir=out_dir,
         log_path=out_dir / LOG_FILE,
         env={
@@ -118,6 +131,7 @@ def end_attempt(
             status=how,
             reason=reason,
             runner=entry.runner,
+            slurm_job_id=entry.slurm_job_id,
             started_at=entry.started_at,
             finished_at=entry.finished_at,
         )

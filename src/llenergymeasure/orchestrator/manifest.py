@@ -61,6 +61,7 @@ class Attempt(BaseModel):
     status: AttemptStatus
     reason: str | None = Field(None, description="Why it did not end done.")
     runner: str
+    slurm_job_id: str | None = Field(None, description="runner slurm: the attempt's job.")
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

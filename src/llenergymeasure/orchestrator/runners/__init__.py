@@ -14,7 +14,8 @@ grace_s; run() then returns as usual. __exit__ (the second Ctrl+C, or any error)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -29,6 +30,10 @@ class Job:
     timeout_s: float
     gpus: tuple[int, ...] | None = None
     """GPU indices (nvidia-smi order) the worker must see and use alone; None: not pinned."""
+    on_submitted: Callable[[str], None] | None = field(default=None, compare=False)
+    """Called with the scheduler's job id as soon as a batch runner (Slurm) has submitted
+    the attempt, before it ends: the manifest records it at once, so an orchestrator killed
+    while the job runs leaves a resume the id to wait for instead of submitting it again."""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class RunnerPlan:
     engine: DockerEngine | None = None
     images: dict[str, Image] | None = None
     input_dir: Path | None = None
+    slurm: SlurmSettings | None = None
 
     def open(self, campaign_dir: Path) -> Runner:
         return OPENERS[self.name](self, campaign_dir)
@@ -96,10 +97,10 @@ def _docker_persistent(plan: RunnerPlan, campaign_dir: Path) -> Runner:
     return PersistentDockerRunner(plan.engine, campaign_dir, plan.input_dir)
 
 
-def _slurm(_plan: RunnerPlan, campaign_dir: Path) -> Runner:  # issue 16
+def _slurm(plan: RunnerPlan, campaign_dir: Path) -> Runner:  # issue 16
     from llenergymeasure.orchestrator.runners.slurm import SlurmRunner
 
-    return SlurmRunner(SlurmSettings.from_env(), campaign_dir)
+    return SlurmRunner(plan.slurm or SlurmSettings(), campaign_dir)
 
 
 OPENERS: dict[str, Callable[[RunnerPlan, Path], Runner]] = {
@@ -130,8 +131,8 @@ def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
     if choice == "slurm":  # runner slurm (issue 16): settings checked before any submission
         from llenergymeasure.orchestrator.runners.slurm import preflight
 
-        preflight(SlurmSettings.from_env(), workload.results_dir)
-        return RunnerPlan("slurm", notices)
+        preflight(settings.slurm, workload.results_dir, settings.sources)
+        return RunnerPlan("slurm", notices, slurm=settings.slurm)
     if choice == "auto":
         try:
             engine = DockerEngine.connect()

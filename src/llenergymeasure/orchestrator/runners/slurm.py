@@ -8,6 +8,8 @@ queued or running (scancel): nothing is left queued."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -16,14 +18,15 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from llenergymeasure.config.slurm import SlurmSettings
+from llenergymeasure.config.slurm import NodeRunner, SlurmSettings
 from llenergymeasure.errors import DispatchError, PreflightError
-from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome
+from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, Runner
 
 POLL_S = 0.5
 ENDED = {
@@ -56,28 +59,59 @@ class NodeOutcome:
     node: str
 
 
-def run_on_node(job: Job) -> NodeOutcome:
-    """The job body (runs on the node): the worker through the local runner. Slurm gives the
-    job its GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run
-    per job: a fork server would pay the engine's imports for a single worker, and inside the
+def run_on_node(job: Job, node_runner: NodeRunner = "local") -> NodeOutcome:
+    """The job body (runs on the node): the worker through the local runner, or the docker
+    runner (node_runner docker: the backend's image on this node). Slurm gives the job its
+    GPUs (CUDA_VISIBLE_DEVICES), so the host's indices are not applied here. One run per
+    job: a fork server would pay the engine's imports for a single worker, and inside the
     job's process tree its forked workers failed to start (EOF from the server); spawn.
 
     SIGTERM means Slurm is ending the job (scancel, requeue, preemption, time limit; it
     signals the worker too). submitit's body ignores SIGTERM, so it would pickle the killed
     worker as the run's result, or finish the run while Slurm queues it again: a requeued
-    job would look failed, or run twice. The body exits at once without a result instead;
-    the orchestrator then asks Slurm how the job ended, or waits for its rerun."""
-    from llenergymeasure.orchestrator.runners.local import LocalRunner
-
+    job would look failed, or run twice. The body exits at once without a result instead
+    (a container, which Slurm cannot signal, removed first); the orchestrator then asks
+    Slurm how the job ended, or waits for its rerun."""
+    runner = _node_runner(job, node_runner)
+    _ON_END.append(runner)
     signal.signal(signal.SIGTERM, _slurm_ends_job)
-    with LocalRunner(fork_server=False) as runner:
-        outcome = runner.run(
-            Job(job.exp_path, job.output_dir, job.log_path, job.env, job.timeout_s, gpus=None)
-        )
+    with runner:
+        outcome = runner.run(dataclasses.replace(job, gpus=None))
     return NodeOutcome(outcome.returncode, outcome.timed_out, socket.gethostname())
 
 
+_ON_END: list[Runner] = []
+"""The node's runner, stopped at once when Slurm ends the job."""
+
+
+def _node_runner(job: Job, node_runner: NodeRunner) -> Runner:
+    if node_runner == "docker":
+        from llenergymeasure.orchestrator.experiments import ExperimentSpecs
+        from llenergymeasure.orchestrator.runners.docker import DockerEngine, read_spec
+        from llenergymeasure.orchestrator.runners.docker_ephemeral import EphemeralDockerRunner
+
+        campaign_dir = job.output_dir.parent.parent  # <campaign>/<experiment>/cycle-N
+        engine = DockerEngine.connect()
+        images = engine.require_images([read_spec(job).config.backend])
+        input_dir = ExperimentSpecs(campaign_dir).base_dir
+        return EphemeralDockerRunner(engine, images, campaign_dir, input_dir)
+    from llenergymeasure.orchestrator.runners.local import LocalRunner
+
+    return LocalRunner(fork_server=False)
+
+
+def run_on_node_after(job: Job, gap_s: float, node_runner: NodeRunner = "local") -> NodeOutcome:
+    """A job array's task: the gap before this run (the cool-down since the task before it
+    ended on this node, in a one-node or per-node sequence), then the run."""
+    signal.signal(signal.SIGTERM, _slurm_ends_job)
+    time.sleep(gap_s)
+    return run_on_node(job, node_runner)
+
+
 def _slurm_ends_job(signum: int, frame: object) -> None:  # noqa: ARG001
+    for runner in _ON_END:
+        with contextlib.suppress(Exception):
+            runner.__exit__(None, None, None)
     os._exit(128 + signum)
 
 
@@ -97,8 +131,12 @@ def _squeue_state(job_id: str) -> str | None:
     return state[0].strip() if state else None
 
 
-def preflight(settings: SlurmSettings, results_dir: Path) -> None:
-    """Bad settings fail here, before anything is submitted (exit code 2)."""
+def preflight(
+    settings: SlurmSettings, results_dir: Path, sources: Mapping[str, str] | None = None
+) -> None:
+    """Bad settings fail here, before anything is submitted (exit code 2). sources: where
+    each `slurm.<key>` came from, to name it in the message."""
+    sources = sources or {}
     for tool in ("sbatch", "squeue", "scancel", "sinfo"):
         if shutil.which(tool) is None:
             raise PreflightError(
@@ -114,11 +152,18 @@ def preflight(settings: SlurmSettings, results_dir: Path) -> None:
             "up? (scripts/provision-slurm.sh sets up a one-node Slurm)"
         )
     sbatch_flags(settings.extra_sbatch)
+    if settings.node_runner == "docker" and not settings.exclusive:
+        raise PreflightError(
+            f"runner slurm: slurm.node_runner docker (from "
+            f"{sources.get('slurm.node_runner', 'default')}) needs slurm.exclusive true: a "
+            "task removes the campaign's containers it finds on its node when it starts and "
+            "ends, which would end a neighbouring task's run"
+        )
     partitions = [p.rstrip("*") for p in out.stdout.split()]
     if settings.partition is not None and settings.partition not in partitions:
         raise PreflightError(
             f"runner slurm: unknown partition {settings.partition!r} (from "
-            f"{settings.sources.get('partition', 'default')}); known: {', '.join(partitions)}"
+            f"{sources.get('slurm.partition', 'default')}); known: {', '.join(partitions)}"
         )
     nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
     if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
@@ -147,6 +192,16 @@ SHARED_FS = {
 }
 
 
+def max_array_size() -> int:
+    """Slurm's MaxArraySize: the most tasks one array may have (its default, 1001, when
+    scontrol does not say)."""
+    for line in _lines(["scontrol", "show", "config"]):
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return max(1, int(value.strip()))
+    return 1001
+
+
 def partitions() -> list[str]:
     """Slurm's partitions (sinfo), the default one without its '*'."""
     return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
@@ -173,7 +228,7 @@ def _lines(cmd: list[str]) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def sbatch_flags(words: tuple[str, ...]) -> dict[str, Any]:
+def sbatch_flags(words: Sequence[str]) -> dict[str, Any]:
     """Long sbatch flags (`--name=value`, `--name value`, `--switch`) as submitit's
     additional_parameters; anything else is refused."""
     flags: dict[str, Any] = {}
@@ -188,7 +243,7 @@ def sbatch_flags(words: tuple[str, ...]) -> dict[str, Any]:
             key = None
         else:
             raise PreflightError(
-                f"runner slurm: LEM_SLURM_EXTRA_SBATCH: {word!r} is not a long flag; "
+                f"runner slurm: slurm.extra_sbatch: {word!r} is not a long flag; "
                 "write sbatch flags as --name=value"
             )
     return flags
@@ -235,7 +290,7 @@ class SlurmRunner:
 
         executor = submitit.SlurmExecutor(folder=self.folder)
         params: dict[str, Any] = {
-            "time": max(1, math.ceil(job.timeout_s / 60) + 1),
+            "time": self.settings.time_min or max(1, math.ceil(job.timeout_s / 60) + 1),
             "cpus_per_task": 1,
             "signal_delay_s": 0,
         }
@@ -264,44 +319,73 @@ class SlurmRunner:
                 raise DispatchError("the slurm runner was closed; no new job is submitted")
             if self._stopping:
                 return NOT_STARTED
-            submitted = self._executor(job).submit(run_on_node, job)
+            executor = self._executor(job)
+            executor.update_parameters(job_name=job_name(job))
+            # the callback stays here: only the files cross to the node
+            submitted = executor.submit(run_on_node, self._for_node(job), self.settings.node_runner)
             job_id = str(submitted.job_id)
             self._active[job_id] = submitted
+        if job.on_submitted is not None:
+            job.on_submitted(job_id)
+        return self._outcome(job, submitted, job_id, t0)
+
+    def _for_node(self, job: Job) -> Job:
+        """What crosses to the node: files and the environment (slurm.environment under the
+        run's own variables); the manifest callback stays here."""
+        return dataclasses.replace(
+            job, on_submitted=None, env={**self.settings.environment, **job.env}
+        )
+
+    def adopt(self, job: Job, job_id: str) -> Outcome:
+        """Wait for a job an earlier orchestrator submitted (it was killed, or detached) and
+        say how it ended, as run() would have: a running job is waited for, not run twice."""
+        import submitit
+
+        t0 = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise DispatchError("the slurm runner was closed")
+            submitted: Any = submitit.SlurmJob(folder=self.folder, job_id=job_id)
+            self._active[job_id] = submitted
+        return self._outcome(job, submitted, job_id, t0)
+
+    def submit_array(
+        self,
+        jobs: list[Job],
+        gaps_s: list[float],
+        after: str | None,
+        body: Callable[[Job, float, NodeRunner], NodeOutcome] | None = None,
+    ) -> list[str]:
+        """Submit runs as one job array (submitit map_array) and return the task ids, in
+        order, without waiting: at most slurm.array_parallelism run at once, each task
+        sleeping its gap first; `after`: a job (array) that must end before any task starts
+        (afterany: a cycle's barrier). The time limit is the longest run's. body: the task's
+        function (default run_on_node_after; a benchmark of the orchestrator's side swaps in
+        one that writes a result without a worker)."""
+        longest = max(jobs, key=lambda j: j.timeout_s)
+        executor = self._executor(longest)
+        extra = dict(executor.parameters.get("additional_parameters") or {})
+        if after is not None:
+            extra["dependency"] = f"afterany:{after}"
+        env = jobs[0].env
+        executor.update_parameters(
+            job_name=f"lem-{env.get('LEM_CAMPAIGN_ID', '')}",
+            array_parallelism=self.settings.array_parallelism,
+            additional_parameters=extra,
+        )
+        plain = [self._for_node(j) for j in jobs]
+        kinds = [self.settings.node_runner] * len(jobs)
+        submitted = executor.map_array(body or run_on_node_after, plain, gaps_s, kinds)
+        return [str(s.job_id) for s in submitted]
+
+    def _outcome(self, job: Job, submitted: Any, job_id: str, t0: float) -> Outcome:
         gpus = len(job.gpus) if job.gpus else 0
         try:
             state = self._wait(submitted, job_id)
         finally:
             with self._lock:
                 self._active.pop(job_id, None)
-        wall_s = time.monotonic() - t0
-        if submitted.paths.result_pickle.exists():
-            try:
-                node: NodeOutcome = submitted.result()
-            except Exception as e:  # the body raised: recorded, retried like a crash
-                self._note(job, f"slurm job {job_id}: the job body failed: {e}")
-                return Outcome(
-                    returncode=1,
-                    timed_out=False,
-                    wall_s=wall_s,
-                    slurm=SlurmRecord(job_id, None, gpus),
-                )
-            return Outcome(
-                returncode=node.returncode,
-                timed_out=node.timed_out,
-                wall_s=wall_s,
-                slurm=SlurmRecord(job_id, node.node, gpus),
-            )
-        self._note(
-            job,
-            f"slurm job {job_id} ended {state or 'lost'} without a result "
-            "(cancelled, node failure, preemption or time limit)",
-        )
-        return Outcome(
-            returncode=None,
-            timed_out=state == "TIMEOUT",
-            wall_s=wall_s,
-            slurm=SlurmRecord(job_id, None, gpus),
-        )
+        return job_outcome(job, submitted, job_id, state, time.monotonic() - t0, gpus)
 
     def _wait(self, submitted: Any, job_id: str) -> str | None:
         """Until the result file exists or Slurm says the job ended; a requeued job is
@@ -323,7 +407,47 @@ class SlurmRunner:
                 missing = 0
             time.sleep(POLL_S)
 
-    @staticmethod
-    def _note(job: Job, text: str) -> None:
-        with job.log_path.open("a") as log:
-            log.write(f"[lem slurm] {text}\n")
+
+def job_name(job: Job) -> str:
+    """The attempt's sbatch --job-name: campaign, experiment, cycle and attempt, so a resume
+    finds the job in squeue even if the orchestrator died before recording its id."""
+    env = job.env
+    return (
+        f"lem-{env.get('LEM_CAMPAIGN_ID', '')}-{env.get('LEM_EXPERIMENT_ID', '')}"
+        f"-c{env.get('LEM_CYCLE', '')}-a{env.get('LEM_ATTEMPT', '')}"
+    )
+
+
+def find_job(name: str) -> str | None:
+    """The id of the job named `name` still in Slurm's queue (squeue keeps an ended job for
+    MinJobAge), None when there is none."""
+    ids = _lines(["squeue", "-h", "-n", name, "-o", "%i"])
+    return ids[-1] if ids else None
+
+
+def job_outcome(
+    job: Job, submitted: Any, job_id: str, state: str | None, wall_s: float, gpus: int
+) -> Outcome:
+    """How a job that is no longer queued ended: its result pickle (the worker's exit) when the
+    body returned, else Slurm's last state (cancelled, node failure, preemption, time limit,
+    or gone from the queue): a lost attempt, with the reason in the entry's log."""
+    if submitted.paths.result_pickle.exists():
+        try:
+            node: NodeOutcome = submitted.result()
+        except Exception as e:  # the body raised: recorded, retried like a crash
+            _note(job, f"slurm job {job_id}: the job body failed: {e}")
+            return Outcome(1, False, wall_s, slurm=SlurmRecord(job_id, None, gpus))
+        return Outcome(
+            node.returncode, node.timed_out, wall_s, slurm=SlurmRecord(job_id, node.node, gpus)
+        )
+    _note(
+        job,
+        f"slurm job {job_id} ended {state or 'lost'} without a result "
+        "(cancelled, node failure, preemption or time limit)",
+    )
+    return Outcome(None, state == "TIMEOUT", wall_s, slurm=SlurmRecord(job_id, None, gpus))
+
+
+def _note(job: Job, text: str) -> None:
+    with job.log_path.open("a") as log:
+        log.write(f"[lem slurm] {text}\n")
