@@ -14,8 +14,11 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-# `make images BACKENDS=pytorch` builds one; see README, "Running in containers".
-BACKENDS ?= pytorch vllm tensorrt
+# `make images BACKENDS=pytorch` builds one; see README, "Running in containers". By default
+# every backend's compose service, as the backends' descriptors name them.
+SERVICES = $(shell $(BIN)/python -m llenergymeasure.config.descriptor)
+CPU_SERVICES = $(shell $(BIN)/python -m llenergymeasure.config.descriptor --cpu)
+BACKENDS ?= $(SERVICES)
 
 .PHONY: setup setup-vllm demo test test-vllm lint unit integration images images-local bench clean
 
@@ -69,11 +72,11 @@ images: $(STAMP)
 		docker compose $(COMPOSE_FILES) build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(BACKENDS)
 
 # No registry (no Docker Hub): a Debian base built locally by debootstrap, then the CPU images
-# on it. pip in the build still needs PyPI, or PIP_FIND_LINKS/PIP_NO_INDEX (README).
+# on it, pip in the build reading only a wheelhouse that the host's pip fills (README).
 LOCAL_BASE_IMAGE ?= llenergymeasure-base:bookworm
 images-local: $(STAMP)
-	scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
-	$(MAKE) images BASE_IMAGE=$(LOCAL_BASE_IMAGE) BACKENDS="$(or $(filter-out tensorrt,$(BACKENDS)),pytorch)"
+	PYTHON=$(BIN)/python scripts/build-images-local.sh $(LOCAL_BASE_IMAGE) \
+		$(or $(filter $(CPU_SERVICES),$(BACKENDS)),$(CPU_SERVICES))
 
 # Timed targets live here, never in `make test`. Each benchmark writes results/<name>.json and
 # its section of benchmarks/RESULTS.md; the docker runners run only where an engine and the

@@ -7,13 +7,13 @@ Run: .venv/bin/python benchmarks/bootstrap_coverage.py [--trials 2000] [--out FI
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _record import coverage_args
 
 from llenergymeasure.results.aggregate import bootstrap_ci
 
@@ -26,13 +26,7 @@ DISTRIBUTIONS: dict[str, tuple[Sampler, float]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=2000)
-    parser.add_argument("--resamples", type=int, default=10_000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--out", help="also write the coverage table as JSON here")
-    args = parser.parse_args()
-    print(f"trials {args.trials}, resamples {args.resamples}, confidence {args.confidence}")
+    args = coverage_args(__doc__, trials=2000, resamples=10_000)
     print("| distribution | n=3 | n=5 | n=10 | n=30 |")
     print("| --- | --- | --- | --- | --- |")
     rng = np.random.default_rng(20251123)

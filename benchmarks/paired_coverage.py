@@ -9,12 +9,12 @@ Run: .venv/bin/python benchmarks/paired_coverage.py [--trials 1000] [--out FILE.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _record import coverage_args
 
 from llenergymeasure.results.compare import paired_ratio_ci
 
@@ -22,16 +22,10 @@ TRUE_RATIO = 0.8
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--out", help="also write the coverage table as JSON here")
-    args = parser.parse_args()
+    args = coverage_args(__doc__, trials=1000, resamples=2000)
     rng = np.random.default_rng(20261204)
     t0 = time.perf_counter()
     coverage: dict[int, float] = {}
-    print(f"trials {args.trials}, resamples {args.resamples}, confidence {args.confidence}")
     print("| cycles | coverage | median CI width |")
     print("| --- | --- | --- |")
     for n in (3, 5, 10, 30):

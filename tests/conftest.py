@@ -17,6 +17,14 @@ for _name in [name for name in os.environ if name.startswith("LEM_")]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _own_gpu_locks(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """This session's campaigns lock devices in a directory of their own: the host-wide
+    default would make test runs of two checkouts (or a user's campaign) wait for each
+    other. Tests of the locks themselves set their own directory."""
+    os.environ["LEM_GPU_LOCK_DIR"] = str(tmp_path_factory.mktemp("gpu-locks"))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_settings_file_above_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     stray = find_settings_file(tmp_path_factory.getbasetemp().parent)
     if stray is not None:

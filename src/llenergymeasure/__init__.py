@@ -39,5 +39,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """The API shows in dir() and completion, though it is imported on first use."""
-    return sorted({*globals(), *__all__})
+    """The API shows in dir() and completion, though it is imported on first use; the
+    module's own imports (typing helpers) do not."""
+    return sorted({*__all__, "__version__", *(n for n in globals() if n.startswith("__"))})

@@ -15,11 +15,12 @@ continues it) and raises KeyboardInterrupt.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
@@ -35,6 +36,7 @@ from llenergymeasure.config.grid import (
     load_experiment,
 )
 from llenergymeasure.errors import ConfigError, LemError
+from llenergymeasure.faces import in_library_words
 from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
@@ -44,6 +46,21 @@ from llenergymeasure.results.schema import ExperimentResult
 
 ConfigOrPath = str | Path | Mapping[str, Any] | BaseModel
 log = logging.getLogger("llenergymeasure")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def library_words(function: F) -> F:
+    """Raise the function's LemErrors in library words: keyword arguments, not CLI flags."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except LemError as e:
+            in_library_words(e)
+            raise
+
+    return cast(F, call)
 
 
 class ExperimentFailedError(LemError):
@@ -69,6 +86,7 @@ class CampaignResults:
         return self.manifest.failed()
 
 
+@library_words
 def run_campaign(
     config_or_path: ConfigOrPath,
     *,
@@ -77,19 +95,23 @@ def run_campaign(
     runner: str | None = None,
     timeout_s: float | None = None,
     retries: int | None = None,
+    allow_large: bool = False,
+    wait_for_gpus: bool = True,
     **overrides: Any,
 ) -> CampaignResults:
     """Run a campaign (a YAML path, a mapping or a CampaignConfig) to the end. overrides
     replace top-level campaign keys (cycles=3, order="shuffled", output_dir=...). Failed
     experiments do not raise: see .failed. User settings (.lem-config.yaml, LEM_* variables)
-    apply as from the CLI; a campaign over their max_experiments is refused (raise the
-    `max_experiments` user setting to allow it)."""
+    apply as from the CLI; a campaign over their max_experiments is refused unless
+    allow_large=True (the CLI's --yes)."""
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
         timeout_s=timeout_s,
         retries=retries,
         gpus=gpus,
+        allow_large=allow_large,
+        wait_for_gpus=wait_for_gpus,
     )
     if isinstance(config_or_path, (str, Path)):
         path = Path(config_or_path)
@@ -108,6 +130,7 @@ def run_campaign(
     return _run(plan, events)
 
 
+@library_words
 def run_experiment(
     config_or_path: ConfigOrPath,
     *,
@@ -115,6 +138,7 @@ def run_experiment(
     timeout_s: float | None = None,
     gpus: tuple[int, ...] | None = None,
     runner: str | None = None,
+    wait_for_gpus: bool = True,
     **overrides: Any,
 ) -> ExperimentResult:
     """Run one experiment once (a YAML path, a mapping or an ExperimentConfig) and return
@@ -126,6 +150,7 @@ def run_experiment(
         runner=_runner_choice(runner),
         timeout_s=timeout_s,
         gpus=gpus,
+        wait_for_gpus=wait_for_gpus,
     )
     if isinstance(config_or_path, (str, Path)):
         path = Path(config_or_path)
@@ -145,6 +170,7 @@ def run_experiment(
     return outcome.results[0]
 
 
+@library_words
 def resume(
     campaign_dir: str | Path,
     *,
@@ -154,9 +180,12 @@ def resume(
     retries: int | None = None,
     gpus: tuple[int, ...] | None = None,
     retry_failed: bool = False,
+    force_unlock: bool = False,
+    wait_for_gpus: bool = True,
 ) -> CampaignResults:
     """Finish a campaign with the settings it recorded; arguments given here replace them
-    (and are recorded). Finished results are never redone."""
+    (and are recorded). Finished results are never redone. force_unlock: take over a lock
+    that names another machine (only once no orchestrator runs it there)."""
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
@@ -164,10 +193,13 @@ def resume(
         retries=retries,
         gpus=gpus,
         retry_failed=retry_failed,
+        force_unlock=force_unlock,
+        wait_for_gpus=wait_for_gpus,
     )
     return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
 
 
+@library_words
 def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) -> CampaignResults:
     """Read a campaign directory (finished or not). group_by overrides the campaign's own
     grouping for the summary (e.g. ["batch_size"]); the files on disk are not changed."""

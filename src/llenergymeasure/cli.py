@@ -102,6 +102,14 @@ Yes = Annotated[
         "default 10,000).",
     ),
 ]
+WaitForGpus = Annotated[
+    bool,
+    typer.Option(
+        "--wait-for-gpus/--no-wait-for-gpus",
+        help="When another campaign on this host holds a GPU this one needs (the CPU on a host "
+        "without GPUs): wait for it (default), or refuse at once (exit 2).",
+    ),
+]
 config_app = typer.Typer(help="What can be configured.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -136,6 +144,7 @@ def campaign(
     runner: RunnerOpt = None,
     retries: Retries = None,
     yes: Yes = False,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Expand a campaign file's grid and run every experiment, cycle after cycle."""
     from llenergymeasure import conductor
@@ -150,6 +159,7 @@ def campaign(
         retries=retries,
         gpus=_parse_gpus(gpus),
         allow_large=yes,
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(
         lambda keys, limit: load_campaign(file, overrides=keys, max_experiments=limit), overrides
@@ -169,6 +179,7 @@ def run(
     gpus: Gpus = None,
     runner: RunnerOpt = None,
     retries: Retries = None,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Run a single experiment once (a campaign of one, one cycle)."""
     from llenergymeasure import conductor
@@ -180,6 +191,7 @@ def run(
         timeout_s=timeout,
         retries=retries,
         gpus=_parse_gpus(gpus),
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
     _start(plan, _Run(quiet, verbose, json_out, single=True), dry_run)
@@ -220,6 +232,7 @@ def resume(
             "you know no orchestrator runs it there).",
         ),
     ] = False,
+    wait_for_gpus: WaitForGpus = True,
 ) -> None:
     """Finish a campaign with the settings it was created with.
 
@@ -228,7 +241,7 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
-    from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.manifest import ManifestStore, result_missing, to_resume
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
@@ -241,9 +254,13 @@ def resume(
         return
     directory = directory.resolve()
     manifest = ManifestStore(directory).load()
-    pending = manifest.pending(retry_failed)
+    pending = to_resume(directory, manifest, retry_failed)
     if dry_run:
-        _print_entries(f"Would run ({len(pending)})", [describe(e) for e in pending], json_out)
+        rows = [
+            describe(e) + (" (result.json missing)" if result_missing(directory, e) else "")
+            for e in pending
+        ]
+        _print_entries(f"Would run ({len(pending)})", rows, json_out)
         return
     # A lock left behind means its orchestrator died: its end (results.csv, summary.csv, the
     # lock itself) still has to be done, even with nothing left to run.
@@ -268,6 +285,7 @@ def resume(
         gpus=_parse_gpus(gpus),
         retry_failed=retry_failed,
         force_unlock=force_unlock,
+        wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_resume(directory, overrides)
     options = _Run(quiet, verbose, json_out, single=False)
@@ -280,6 +298,22 @@ def resume(
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
+
+
+@app.command()
+def repair(
+    campaign_dir: CampaignDir,
+    force_unlock: Annotated[
+        bool, typer.Option(FORCE_FLAG, help="Take over a lock that names another machine.")
+    ] = False,
+) -> None:
+    """Rebuild a damaged manifest.json from the result files and the journal; says what it
+    could not recover. The damaged files are kept beside it."""
+    from llenergymeasure.orchestrator.repair import repair_campaign
+
+    report = repair_campaign(campaign_dir, force_unlock=force_unlock, notice=err.print)
+    for line in report.lines():
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -455,9 +489,9 @@ def config_list(
 ) -> None:
     """Every parameter per backend (type, default, description), and the campaign keys."""
     from llenergymeasure.config.describe import campaign_parameters, parameters
-    from llenergymeasure.config.experiment import BACKEND_SECTIONS
+    from llenergymeasure.config.descriptor import backend_names
 
-    tables = {b: parameters(b) for b in ([backend] if backend else BACKEND_SECTIONS)}
+    tables = {b: parameters(b) for b in ([backend] if backend else backend_names())}
     if not backend:
         tables["campaign file"] = campaign_parameters()
     if json_out:
@@ -676,7 +710,7 @@ def describe(entry: ManifestEntry) -> str:
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
     """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import ManifestStore
+    from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
     from llenergymeasure.orchestrator.names import MANIFEST_FILE
 
     candidates = []
@@ -685,7 +719,7 @@ def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
             manifest = ManifestStore(manifest_path.parent).load()
         except LemError:
             continue
-        if manifest.pending(retry_failed):
+        if to_resume(manifest_path.parent, manifest, retry_failed):
             candidates.append((manifest.created_at, manifest_path.parent))
     return max(candidates)[1] if candidates else None
 

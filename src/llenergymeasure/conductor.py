@@ -27,6 +27,7 @@ from llenergymeasure.config.settings import (
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
+from llenergymeasure.orchestrator.gpu_locks import REMOTE_RUNNERS, DeviceLocks, host_devices
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
@@ -57,6 +58,8 @@ class Overrides:
     force_unlock: bool = False
     allow_large: bool = False
     """Past the user settings' max_experiments (the CLI's --yes)."""
+    wait_for_gpus: bool = True
+    """A device held by another campaign: wait for it (else refuse; see gpu_locks.py)."""
 
     def source(self, key: str) -> str:
         """How the record names a value set here: `--runner`, `lem resume --runner`,
@@ -205,7 +208,21 @@ def execute(
             retry_failed=overrides.retry_failed,
             force_unlock=overrides.force_unlock,
             record=settings.record() if plan.resuming else None,
+            devices=_device_locks(plan, directory),
         )
         if notifier is not None:
             notifier.campaign_finished(summary)
     return summary
+
+
+def _device_locks(
+    plan: Plan, directory: Path
+) -> Callable[[Events], contextlib.AbstractContextManager[object]] | None:
+    """The host-wide locks of the devices the campaign runs on here (none for a runner that
+    runs elsewhere)."""
+    if plan.runner.name in REMOTE_RUNNERS:
+        return None
+    devices = host_devices(plan.settings.gpus_tuple())
+    return lambda events: DeviceLocks(
+        devices, directory.name, wait=plan.overrides.wait_for_gpus, notice=events.notice
+    )

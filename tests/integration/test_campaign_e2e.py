@@ -354,11 +354,15 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
         "warmup: {runs: 0}\n"
         "batch_size: 2\n",
     )
-    proc = run_lem("run", experiment, "-o", tmp_path / "out", cwd=tmp_path)
+    proc = run_lem("run", experiment, "-o", tmp_path / "out", "-v", cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
     campaign_dir = only_campaign_dir(tmp_path / "out")
     manifest = load_manifest(campaign_dir)
     assert [(e.status, e.attempts, e.cycle) for e in manifest.entries] == [("done", 1, 1)]
+    # A single run asks for no interval: no CI caveat; -v names its worker log.
+    assert "fewer than 10 runs" not in proc.stdout, explain(proc)
+    log = campaign_dir / Path(manifest.entries[0].exp_path).parent / "worker.log"
+    assert f"log {log}" in proc.stdout and log.is_file(), explain(proc)
     assert manifest.campaign_name == "experiment"
     results = list(campaign_dir.glob("*/cycle-*/result.json"))
     assert len(results) == 1

@@ -112,6 +112,8 @@ class ScriptedGpu:
     throttle_reasons: int | None = 0
     temperature_c: float | None = 40.0
     fail_sample: bool = False
+    pids: list[set[int] | None] = field(default_factory=list)
+    """compute_pids() answers, one per call in order (the last repeats); none: no processes."""
     energy_calls: int = 0
     sample_calls: int = 0
     energy_reads: list[tuple[float, int]] = field(default_factory=list)
@@ -150,6 +152,11 @@ class ScriptedGpu:
     def power_instant_w(self) -> float | None:
         self._cost(self.instant_cost_s)
         return float(self.trace.power(self._now())) if self.instant else None
+
+    def compute_pids(self) -> set[int] | None:
+        if not self.pids:
+            return set()
+        return self.pids.pop(0) if len(self.pids) > 1 else self.pids[0]
 
     def sample(self) -> GpuSample:
         self.sample_calls += 1

@@ -210,6 +210,23 @@ def test_output_root_defaults_to_campaign_output_dir(
 # ------------------------------------------------------------------------- runners in tests
 
 
+def worker_failed(job: Job, message: str, category: str = "backend") -> Outcome:
+    """What a worker that failed leaves: error.json in its folder and exit code 1."""
+    spec = read_spec(job.exp_path)
+    record = ErrorRecord(
+        experiment_id=spec.experiment_id,
+        cycle=spec.cycle,
+        attempt=spec.attempt,
+        category=category,  # type: ignore[arg-type]
+        error_type="BackendError",
+        message=message,
+        traceback="Traceback ...",
+        at=datetime.now(timezone.utc),
+    )
+    write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
+    return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+
+
 class NeverRunner:
     """A runner for campaigns where nothing should run."""
 
@@ -251,18 +268,7 @@ class FakeWorkerRunner(NeverRunner):
         spec = read_spec(job.exp_path)
         job.log_path.write_text("loading\nworking\n", encoding="utf-8")
         if len(self.jobs) in self.fail:
-            record = ErrorRecord(
-                experiment_id=spec.experiment_id,
-                cycle=spec.cycle,
-                attempt=spec.attempt,
-                category="backend",
-                error_type="BackendError",
-                message="out of memory",
-                traceback="Traceback ...",
-                at=datetime.now(timezone.utc),
-            )
-            write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
-            return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+            return worker_failed(job, "out of memory")
         result = self.result_for(spec)
         write_text_atomic(job.output_dir / RESULT_FILE, result.model_dump_json())
         return Outcome(returncode=0, timed_out=False, wall_s=0.1)
@@ -693,18 +699,7 @@ class FailingRunner(FakeWorkerRunner):
         if spec.attempt > self.failures:
             return super().run(job)
         self.jobs.append(job)
-        record = ErrorRecord(
-            experiment_id=spec.experiment_id,
-            cycle=spec.cycle,
-            attempt=spec.attempt,
-            category=self.category,  # type: ignore[arg-type]
-            error_type="BackendError",
-            message=f"attempt {spec.attempt} broke",
-            traceback="Traceback ...",
-            at=datetime.now(timezone.utc),
-        )
-        write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
-        return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+        return worker_failed(job, f"attempt {spec.attempt} broke", self.category)
 
 
 def test_retries_from_the_campaign_file_with_each_reason_kept(
@@ -762,19 +757,7 @@ def test_an_engine_child_running_out_of_memory_is_read_from_the_log(
                 "(EngineCore pid=42) ValueError: No available memory for the cache blocks.\n"
                 "RuntimeError: Engine core initialization failed. See root cause above.\n"
             )
-            spec = read_spec(job.exp_path)
-            record = ErrorRecord(
-                experiment_id=spec.experiment_id,
-                cycle=spec.cycle,
-                attempt=spec.attempt,
-                category="backend",
-                error_type="BackendError",
-                message="Engine core initialization failed. See root cause above.",
-                traceback="Traceback ...",
-                at=datetime.now(timezone.utc),
-            )
-            write_text_atomic(job.output_dir / ERROR_FILE, record.model_dump_json())
-            return Outcome(returncode=1, timed_out=False, wall_s=0.1)
+            return worker_failed(job, "Engine core initialization failed. See root cause above.")
 
     directory = small_campaign(tmp_path, write_yaml)
     summary = run_campaign_dir(directory, runner=EngineDied(result_for))

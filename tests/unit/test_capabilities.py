@@ -14,17 +14,11 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
-from llenergymeasure.backends import REGISTRY
 from llenergymeasure.config import ExperimentConfig, load_campaign
 from llenergymeasure.config.backends import TensorRTConfig, VLLMConfig
-from llenergymeasure.config.capabilities import (
-    CAPABILITIES,
-    UNSUPPORTED_VALUE,
-    BackendName,
-    Precision,
-    Quantization,
-)
+from llenergymeasure.config.capabilities import UNSUPPORTED_VALUE, Precision, Quantization
 from llenergymeasure.config.describe import campaign_parameters, parameters
+from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.config.experiment import BACKEND_SECTIONS
 from llenergymeasure.config.grid import KNOWN_BACKENDS
 from llenergymeasure.errors import ConfigError
@@ -36,15 +30,22 @@ WriteYaml = Callable[..., Path]
 # ------------------------------------------------------------------------ one source of truth
 
 
-def test_backend_names_registry_sections_and_table_agree() -> None:
-    names = set(get_args(BackendName))
-    assert set(REGISTRY) == names
-    assert set(CAPABILITIES) == names
+CAPABILITIES = {name: d.capabilities for name, d in descriptors().items()}
+BUILTIN = ("pytorch", "vllm", "tensorrt")
+
+
+def test_backend_names_descriptors_sections_and_grid_agree() -> None:
+    names = set(descriptors())
+    assert names >= set(BUILTIN)
     assert set(BACKEND_SECTIONS) == names
     assert set(KNOWN_BACKENDS) == names
+    assert set(get_args(ExperimentConfig.model_fields["backend"].annotation)) == names
+    for name, found in descriptors().items():
+        assert found.name == name
+        assert ExperimentConfig.model_fields[name].annotation == found.settings | None
 
 
-def test_table_only_names_values_the_config_types_allow() -> None:
+def test_capabilities_only_name_values_the_config_types_allow() -> None:
     for caps in CAPABILITIES.values():
         assert set(caps.precision) <= set(get_args(Precision))
         assert set(caps.quantization) <= {None, *get_args(Quantization)}
@@ -57,7 +58,7 @@ def test_table_only_names_values_the_config_types_allow() -> None:
     ("backend", "quantization"),
     [
         (b, q)
-        for b in get_args(BackendName)
+        for b in BUILTIN
         for q in (None, *get_args(Quantization))
         if q in CAPABILITIES[b].quantization
     ],

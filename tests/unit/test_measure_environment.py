@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from llenergymeasure.measure.environment import driver_versions, gpu_info, preflight_warnings
-from llenergymeasure.measure.nvml import NvmlGpu, visible_gpu_uuids
+from llenergymeasure.measure.nvml import NvmlGpu, cuda_device_uuids, visible_gpu_uuids
 from llenergymeasure.results.schema import GpuInfo
 
 UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
@@ -156,6 +156,30 @@ def test_cuda_visible_devices_is_honoured(
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
     assert visible_gpu_uuids(three_gpus()) == expected
+
+
+@pytest.mark.parametrize(
+    ("visible", "devices", "expected"),
+    [
+        ("2,0", [0], [UUID_C]),  # a backend's device 0 is the first visible GPU
+        ("2,0", [1, 0], [UUID_A, UUID_C]),
+        ("2,0", None, [UUID_C, UUID_A]),  # the engine cannot say: every visible GPU
+        ("2,0", [2], [UUID_C, UUID_A]),  # past the visible ones: every visible GPU
+        (None, [1], [UUID_B]),
+    ],
+)
+def test_cuda_device_numbers_map_to_visible_gpus(
+    monkeypatch: pytest.MonkeyPatch,
+    visible: str | None,
+    devices: list[int] | None,
+    expected: list[str],
+) -> None:
+    """Backends report CUDA device numbers; measurement alone turns them into NVML UUIDs."""
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert cuda_device_uuids(three_gpus(), devices) == expected
 
 
 def test_ambiguous_uuid_prefix_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llenergymeasure.measure.flops import ModelShape, request_flops, total_flops
+from llenergymeasure.backends.base import ModelShape
+from llenergymeasure.measure.flops import request_flops, total_flops
 
 SHAPE = ModelShape(total_params=1_500, non_embedding_params=1_000, n_layers=2, attention_dim=128)
 
@@ -50,7 +51,7 @@ def test_pytorch_model_shape_of_the_builtin_model(monkeypatch: pytest.MonkeyPatc
     with PyTorchBackend(config) as backend:
         shape = backend.model_shape()
         n_unique = sum(p.numel() for p in backend.model.parameters())
-        assert backend.gpu_uuids() == []  # CPU: no GPU to measure
+        assert backend.cuda_devices() == []  # CPU: no GPU to measure
     # vocab 512, hidden 128, 2 layers, 2 heads x 64, MLP 256, tied embeddings:
     # embeddings 512*128 = 65_536; per layer q,k,v,o 4*128*128 + MLP 3*128*256 + 2 norms 2*128
     # = 164_096; final norm 128. Total 65_536 + 2*164_096 + 128 = 393_856.

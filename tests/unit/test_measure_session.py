@@ -134,7 +134,10 @@ def test_one_gpu_counter_window_baseline_and_per_token(tmp_path: Path) -> None:
     assert e.energy_window_s >= w.duration_s  # the counter window covers the measured one
 
     assert report.flags == MeasurementFlags(
-        short_window=False, energy_counter_unsupported=False, baseline_stale=False
+        short_window=False,
+        energy_counter_unsupported=False,
+        baseline_stale=False,
+        other_gpu_processes_in_window=False,  # the scripted GPU lists no process
     )
     assert report.warnings == []
     assert session.write_timeseries(tmp_path / "ts.parquet") is False  # sampler off
@@ -534,3 +537,41 @@ def test_timeseries_power_w_falls_back_to_average_power(tmp_path: Path) -> None:
 def test_sampler_rate_is_bounded(hz: float) -> None:
     with pytest.raises(ValueError, match="sampler rate"):
         Sampler([], hz)
+
+
+# ------------------------------------------------------------ other processes in the window
+
+ME = 4242  # the worker's own context, seen from attach (after load) on
+
+
+@pytest.mark.parametrize(
+    ("pids", "others"),
+    [
+        # answers: attach, window start, window end
+        ([{ME}, {ME}, {ME}], None),
+        ([{ME}, {ME}, {ME, 777}], "777"),  # started during the window, still there at its end
+        ([{ME}, {ME, 555}, {ME}], "555"),  # left during the window
+        ([{ME}, {ME}, None], None),  # unreadable at one edge: unknown, not a false "alone"
+    ],
+    ids=["alone", "arrived", "left", "one-edge-unreadable"],
+)
+def test_other_processes_at_the_window_edges_are_flagged(
+    tmp_path: Path, pids: list[set[int] | None], others: str | None
+) -> None:
+    clock = FakeClock(100.0)
+    gpu = ScriptedGpu("GPU-a", clock, LOAD_A, pids=list(pids))
+    report = run_window(fake_session(tmp_path, clock, [gpu], baseline=False), clock)
+    if pids[2] is None:
+        assert report.flags.other_gpu_processes_in_window is None
+        return
+    assert report.flags.other_gpu_processes_in_window is (others is not None)
+    said = [w for w in report.warnings if "during the measured window" in w]
+    assert len(said) == (0 if others is None else 1), report.warnings
+    assert all(w.startswith("GPU-a: 1 other process(es) used the GPU") for w in said)
+    assert all(f"(pid {others})" in w and "energy is counted" in w for w in said)
+
+
+def test_no_gpu_leaves_the_window_process_flag_unknown(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    report = run_window(fake_session(tmp_path, clock, []), clock)
+    assert report.flags.other_gpu_processes_in_window is None

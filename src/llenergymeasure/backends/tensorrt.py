@@ -23,22 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.backends import REGISTRY
-from llenergymeasure.backends.base import Backend, PeakMemory, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import (
+    Backend,
+    ModelShape,
+    PeakMemory,
+    PreparedBatch,
+    RequestOutput,
+)
 from llenergymeasure.backends.common import (
     ENGINE_DTYPES,
     checkpoint_shape,
-    first_visible_gpus,
     load_tokenizer,
     model_path,
     sampling_kwargs,
     token_id_batches,
 )
-from llenergymeasure.config.backends import TensorRTConfig
+from llenergymeasure.config.backends import TENSORRT, TensorRTConfig
 from llenergymeasure.config.experiment import ExperimentConfig, config_hash
-from llenergymeasure.errors import BackendError, MeasurementError
-from llenergymeasure.measure.flops import ModelShape
-from llenergymeasure.measure.nvml import nvml_session
+from llenergymeasure.errors import BackendError
 
 QUANT_ALGOS = {
     "fp8": "FP8",
@@ -63,7 +65,7 @@ class BuildLimits:
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> BuildLimits:
-        settings = config.tensorrt or TensorRTConfig()
+        settings = config.backend_settings(TensorRTConfig)
         needed = config.max_input_tokens + config.max_output_tokens
         max_seq_len = settings.max_seq_len or needed
         if max_seq_len < needed:
@@ -82,7 +84,7 @@ def engine_key(
     """Everything that decides what engine gets built: model (and its files), precision,
     quantisation, tp x pp, the build limits, the GPU model and the library version (an engine
     only loads in the version, and on the GPU architecture, that built it)."""
-    settings = config.tensorrt or TensorRTConfig()
+    settings = config.backend_settings(TensorRTConfig)
     limits = BuildLimits.of(config)
     return {
         "model": model,
@@ -135,7 +137,7 @@ def _trtllm() -> Any:
     except ImportError as e:
         raise BackendError(
             f"backend 'tensorrt' needs TensorRT-LLM, which is not installed ({e.name or e}); "
-            f"install it with: {REGISTRY['tensorrt'].install_hint}"
+            f"install it with: {TENSORRT.install}"
         ) from e
     return tensorrt_llm
 
@@ -145,7 +147,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: TensorRTConfig = config.tensorrt or TensorRTConfig()
+        self.settings: TensorRTConfig = config.backend_settings(TensorRTConfig)
         self._llm: Any = None
         self._tokenizer: Any = None
         self._path = ""
@@ -216,7 +218,7 @@ class TensorRTBackend(Backend):
         self._trt = trt = _trtllm()
         self._path = model_path(self.config.model)
         self._tokenizer = load_tokenizer(self._path)
-        gpus = _gpu_names(first_visible_gpus(self.world_size) or [])
+        gpus = _gpu_names(self.world_size)
         key = engine_key(self.config, self._path, trt.__version__, gpus)
         engine_dir = engine_dir_for(key)
         llm_cls = trt._tensorrt_engine.LLM
@@ -258,8 +260,8 @@ class TensorRTBackend(Backend):
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns once every request has finished."""
 
-    def gpu_uuids(self) -> list[str] | None:
-        return first_visible_gpus(self.world_size)
+    def cuda_devices(self) -> list[int] | None:
+        return list(range(self.world_size))  # ranks take the first visible devices in order
 
     def model_shape(self) -> ModelShape | None:
         return checkpoint_shape(self._path)
@@ -315,17 +317,14 @@ def _save_engine(llm: Any, engine_dir: Path, key: dict[str, Any]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _gpu_names(uuids: list[str]) -> list[str]:
-    """GPU model names: an engine is built for one GPU architecture."""
-    if not uuids:
+def _gpu_names(count: int) -> list[str]:
+    """Model names of the first `count` visible GPUs (an engine is built for one GPU
+    architecture); [] when fewer are visible."""
+    import torch  # TensorRT-LLM's own dependency
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < count:
         return []
-    try:
-        with nvml_session() as pynvml:
-            return [
-                str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByUUID(u))) for u in uuids
-            ]
-    except MeasurementError:
-        return []
+    return [str(torch.cuda.get_device_name(i)) for i in range(count)]
 
 
 def _request_output(served: Any, latency_s: float) -> RequestOutput:

@@ -22,11 +22,16 @@ import vllm
 from vllm import LLM, SamplingParams
 from vllm.platforms import current_platform
 
-from llenergymeasure.backends.base import Backend, PeakMemory, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import (
+    Backend,
+    ModelShape,
+    PeakMemory,
+    PreparedBatch,
+    RequestOutput,
+)
 from llenergymeasure.backends.common import (
     ENGINE_DTYPES,
     checkpoint_shape,
-    first_visible_gpus,
     load_tokenizer,
     model_path,
     sampling_kwargs,
@@ -36,7 +41,6 @@ from llenergymeasure.config.backends import VLLMConfig
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.cpu_features import CPUINFO_ENV, fp8_kv_cache_refusal, read_cpu_features
 from llenergymeasure.errors import BackendError, ConfigError
-from llenergymeasure.measure.flops import ModelShape
 
 QUANTIZATION = {"fp8": "fp8", "awq": "awq", "gptq": "gptq"}
 MULTIPROC_METHOD = "VLLM_WORKER_MULTIPROC_METHOD"
@@ -49,7 +53,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.settings: VLLMConfig = config.vllm or VLLMConfig()
+        self.settings: VLLMConfig = config.backend_settings(VLLMConfig)
         self._llm: LLM | None = None
         self._tokenizer: Any = None
         self._path = ""
@@ -138,10 +142,10 @@ class VLLMBackend(Backend):
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns once every request has finished."""
 
-    def gpu_uuids(self) -> list[str] | None:
+    def cuda_devices(self) -> list[int] | None:
         if current_platform.is_cpu():
             return []
-        return first_visible_gpus(self.settings.tensor_parallel_size)
+        return list(range(self.settings.tensor_parallel_size))  # its workers take these
 
     def model_shape(self) -> ModelShape | None:
         return checkpoint_shape(self._path)

@@ -10,12 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llenergymeasure.config.backends import PyTorchConfig
     from llenergymeasure.config.campaign import CampaignConfig
     from llenergymeasure.config.experiment import (
         DecodingConfig,
         ExperimentConfig,
         PromptSource,
-        PyTorchConfig,
         config_hash,
     )
     from llenergymeasure.config.grid import (
@@ -32,7 +32,7 @@ _HOMES = {
     "ExperimentConfig": "experiment",
     "PlannedExperiment": "grid",
     "PromptSource": "experiment",
-    "PyTorchConfig": "experiment",
+    "PyTorchConfig": "backends",
     "config_hash": "experiment",
     "load_campaign": "grid",
     "load_experiment": "grid",

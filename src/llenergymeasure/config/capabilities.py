@@ -1,5 +1,5 @@
-"""Which values of the shared parameters each backend supports: the one table that config
-validation, grid expansion (and `skip_invalid`) and `lem config list` all read.
+"""Which values of the shared parameters a backend supports (its descriptor's `capabilities`):
+what config validation, grid expansion (and `skip_invalid`) and `lem config list` all read.
 
 Only parameters whose valid values depend on the backend live here. Settings that exist for one
 backend only are typed in that backend's section (config/backends.py) instead.
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-BackendName = Literal["pytorch", "vllm", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Quantization = Literal[
     "bnb_4bit", "bnb_8bit", "fp8", "awq", "gptq", "int8_weight_only", "int4_weight_only"
@@ -28,34 +27,18 @@ class Capabilities:
     quantization: tuple[Quantization | None, ...]
 
 
-CAPABILITIES: dict[str, Capabilities] = {
-    # transformers: bitsandbytes quantises on load (needs the bitsandbytes package).
-    "pytorch": Capabilities(
-        precision=("fp32", "fp16", "bf16"),
-        quantization=(None, "bnb_4bit", "bnb_8bit"),
-    ),
-    # vLLM: fp8 quantises on load; awq and gptq need a checkpoint already in that format.
-    "vllm": Capabilities(
-        precision=("fp32", "fp16", "bf16"),
-        quantization=(None, "fp8", "awq", "gptq"),
-    ),
-    # TensorRT-LLM: QuantAlgo FP8, W4A16_AWQ, W4A16_GPTQ, W8A16, W4A16, applied at engine build.
-    "tensorrt": Capabilities(
-        precision=("fp32", "fp16", "bf16"),
-        quantization=(None, "fp8", "awq", "gptq", "int8_weight_only", "int4_weight_only"),
-    ),
-}
-
-
 LIMITED_PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(Capabilities))
 """Parameters whose valid values depend on the backend."""
 
 
 def supported_values(backend: str, parameter: str) -> tuple[object, ...] | None:
     """The values `backend` accepts for `parameter`; None if the table does not limit it."""
-    caps = CAPABILITIES.get(backend)
-    if caps is None or parameter not in LIMITED_PARAMETERS:
+    from llenergymeasure.config.descriptor import descriptors
+
+    found = descriptors().get(backend)
+    if found is None or parameter not in LIMITED_PARAMETERS:
         return None
+    caps = found.capabilities
     values: tuple[object, ...] = getattr(caps, parameter)
     return values
 

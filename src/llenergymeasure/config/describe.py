@@ -1,5 +1,5 @@
 """`lem config list`: every parameter of every backend with its type, default and description,
-read from the pydantic models and the capability table (nothing is written here per
+read from the pydantic models and the backends' descriptors (nothing is written here per
 parameter, so the listing cannot drift from what validation accepts)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pydantic.fields import FieldInfo
 
 from llenergymeasure.config.campaign import CampaignConfig
 from llenergymeasure.config.capabilities import LIMITED_PARAMETERS, supported_values
-from llenergymeasure.config.experiment import BACKEND_SECTIONS, ExperimentConfig
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.config.descriptor import backend_names, descriptor
+from llenergymeasure.config.experiment import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,10 @@ class Parameter:
 def parameters(backend: str) -> list[Parameter]:
     """The keys an experiment on `backend` can set: the shared ones (with the values this
     backend supports where the capability table limits them) and its own section's."""
-    if backend not in BACKEND_SECTIONS:
-        raise ConfigError(
-            f"unknown backend '{backend}'; expected one of: {', '.join(BACKEND_SECTIONS)}"
-        )
+    descriptor(backend)  # an unknown backend is a ConfigError naming the known ones
     rows: list[Parameter] = []
     for name, field in ExperimentConfig.model_fields.items():
-        if name in BACKEND_SECTIONS and name != backend:
+        if name in backend_names() and name != backend:
             continue
         if name in LIMITED_PARAMETERS:
             values = supported_values(backend, name) or ()

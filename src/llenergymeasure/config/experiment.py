@@ -10,32 +10,40 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from llenergymeasure.config.backends import OMIT_IF_NULL, TensorRTConfig, VLLMConfig
+from llenergymeasure.config.backends import OMIT_IF_NULL
 from llenergymeasure.config.capabilities import (
     UNSUPPORTED_VALUE,
-    BackendName,
     Precision,
     Quantization,
     unsupported_message,
+)
+from llenergymeasure.config.descriptor import (
+    DEFAULT_BACKEND,
+    BackendSettings,
+    backend_names,
+    descriptors,
 )
 from llenergymeasure.config.server import ServerSpec, server_mode_refusal
 
 DEFAULT_MIN_WINDOW_S = 10.0
 """Shortest measured window worth an energy reading (measurement.min_window_s)."""
-BACKEND_SECTIONS: tuple[str, ...] = get_args(BackendName)
-"""Per-backend sections of ExperimentConfig; a grid key `<section>.x` is scoped to that backend."""
+BACKEND_SECTIONS: tuple[str, ...] = backend_names()
+"""Per-backend sections of ExperimentConfig, one per registered backend (config/descriptor.py);
+a grid key `<section>.x` is scoped to that backend."""
+SettingsT = TypeVar("SettingsT", bound=BackendSettings)
 
 
 class _Strict(BaseModel):
@@ -235,47 +243,6 @@ class WarmupConfig(_Strict):
         return self
 
 
-class PyTorchConfig(_Strict):
-    """Settings only the PyTorch/transformers backend understands."""
-
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
-        "sdpa",
-        description="Attention kernel passed to from_pretrained; flash_attention_2 needs a CUDA "
-        "GPU and the flash-attn package.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: the first CUDA device when present, else the CPU."
-    )
-    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = Field(
-        None,
-        description="Spread the model's layers over every visible GPU (from_pretrained "
-        "device_map, via accelerate); null: the whole model on `device`.",
-        json_schema_extra=OMIT_IF_NULL,
-    )
-    torch_compile: Literal["default", "reduce-overhead", "max-autotune"] | None = Field(
-        None,
-        description="torch.compile the model's forward pass with this mode; null: not compiled.",
-        json_schema_extra=OMIT_IF_NULL,
-    )
-    cache_implementation: Literal["static"] | None = Field(
-        None,
-        description="static: a KV cache pre-allocated at full length (generate's "
-        "cache_implementation); null: transformers' dynamic cache.",
-        json_schema_extra=OMIT_IF_NULL,
-    )
-    padding_side: Literal["left"] = Field(
-        "left", description="Decoder-only models must be left-padded for batched generation."
-    )
-
-    @model_validator(mode="after")
-    def _device_map_needs_gpus(self) -> PyTorchConfig:
-        if self.device_map is not None and self.device == "cpu":
-            raise ValueError(
-                "device_map spreads the model over GPUs; it cannot go with device: cpu"
-            )
-        return self
-
-
 class ExperimentConfig(_Strict):
     """Everything that defines one measured configuration."""
 
@@ -284,7 +251,7 @@ class ExperimentConfig(_Strict):
         min_length=1,
         description="Hugging Face id, local directory, or builtin:tiny-llama.",
     )
-    backend: BackendName = Field("pytorch", description="Inference engine.")
+    backend: str = Field(DEFAULT_BACKEND, description="Inference engine.")
     mode: Literal["offline", "server"] = Field(
         "offline",
         description="offline: the prompt set submitted in batches inside one window; server: "
@@ -316,19 +283,6 @@ class ExperimentConfig(_Strict):
     )
     measurement: MeasurementConfig = Field(
         default=MeasurementConfig(), description="Energy and time-series measurement."
-    )
-    pytorch: PyTorchConfig | None = Field(
-        None,
-        description="PyTorch backend settings (backend: pytorch).",
-        json_schema_extra=OMIT_IF_NULL,
-    )
-    vllm: VLLMConfig | None = Field(
-        None, description="vLLM backend settings (backend: vllm).", json_schema_extra=OMIT_IF_NULL
-    )
-    tensorrt: TensorRTConfig | None = Field(
-        None,
-        description="TensorRT-LLM backend settings (backend: tensorrt).",
-        json_schema_extra=OMIT_IF_NULL,
     )
     passthrough_kwargs: dict[str, Any] = Field(
         default_factory=dict,
@@ -394,12 +348,12 @@ class ExperimentConfig(_Strict):
     def _fill_own_section(cls, data: Any) -> Any:
         """Give the chosen backend its section, so `pytorch: {}` and no section hash alike."""
         if isinstance(data, dict):
-            backend = data.get("backend", "pytorch")
+            backend = data.get("backend", DEFAULT_BACKEND)
             if backend in BACKEND_SECTIONS and data.get(backend) is None:
                 data = {**data, backend: {}}
         return data
 
-    @field_validator(*BACKEND_SECTIONS)
+    @field_validator(*BACKEND_SECTIONS, check_fields=False)  # the sections: see the end
     @classmethod
     def _no_foreign_section(cls, value: Any, info: ValidationInfo) -> Any:
         backend = info.data.get("backend")
@@ -421,13 +375,17 @@ class ExperimentConfig(_Strict):
         return self
 
     def gpus_required(self) -> int:
-        """GPUs one run occupies, for the scheduler: the engine's tensor x pipeline parallel
-        size (PyTorch's device_map spreads over whatever GPUs the run is given)."""
-        if self.vllm is not None:
-            return self.vllm.tensor_parallel_size
-        if self.tensorrt is not None:
-            return self.tensorrt.tensor_parallel_size * self.tensorrt.pipeline_parallel_size
-        return 1
+        """GPUs one run occupies, for the scheduler, as the backend's settings say (the
+        engine's tensor x pipeline parallel size; PyTorch's device_map spreads over whatever
+        GPUs the run is given)."""
+        return self.backend_settings(BackendSettings).gpus_required()
+
+    def backend_settings(self, model: type[SettingsT]) -> SettingsT:
+        """The chosen backend's settings section, as the model its engine expects."""
+        section = getattr(self, self.backend, None)
+        if not isinstance(section, model):
+            raise TypeError(f"backend {self.backend!r} has settings {section!r}, not {model}")
+        return section
 
     def identity(self) -> dict[str, Any]:
         """The effective config as canonical JSON-able data: what the experiment id hashes.
@@ -441,6 +399,38 @@ class ExperimentConfig(_Strict):
     def experiment_id(self) -> str:
         """Stable id: same effective config -> same id, on every run and machine."""
         return f"{self.backend}-{config_hash(self.identity())[:12]}"
+
+
+def _with_backend_sections(fields: type[ExperimentConfig]) -> type[ExperimentConfig]:
+    """ExperimentConfig with one optional settings section per registered backend and
+    `backend` limited to their names: built from the descriptors, so a backend registered as a
+    plugin validates, expands in grids and is listed like a built-in one."""
+    names = backend_names()
+    sections: dict[str, Any] = {
+        name: (
+            found.settings | None,
+            Field(
+                None,
+                description=found.section_description,
+                json_schema_extra=OMIT_IF_NULL,
+            ),
+        )
+        for name, found in descriptors().items()
+    }
+    backend = fields.model_fields["backend"]
+    names_type: Any = Literal[names]
+    return create_model(
+        "ExperimentConfig",
+        __base__=fields,
+        __module__=__name__,
+        __doc__=fields.__doc__,
+        backend=(names_type, Field(backend.default, description=backend.description)),
+        **sections,
+    )
+
+
+if not TYPE_CHECKING:  # for the type checker the sections are reached by backend_settings()
+    ExperimentConfig = _with_backend_sections(ExperimentConfig)
 
 
 PruningPlan = tuple[tuple[str, ...], tuple[tuple[str, "PruningPlan"], ...]]

@@ -22,12 +22,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
 from llenergymeasure.config.campaign import CampaignConfig
 from llenergymeasure.config.capabilities import UNSUPPORTED_VALUE
+from llenergymeasure.config.descriptor import DEFAULT_BACKEND, backend_names, descriptor
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.loader import (
     Locator,
@@ -40,7 +41,7 @@ from llenergymeasure.errors import ConfigError, printable
 from llenergymeasure.flatten import flatten
 from llenergymeasure.gc_pause import gc_paused
 
-KNOWN_BACKENDS: tuple[str, ...] = get_args(ExperimentConfig.model_fields["backend"].annotation)
+KNOWN_BACKENDS: tuple[str, ...] = backend_names()
 DEFAULT_MAX_EXPERIMENTS = 10_000
 """Experiments a campaign may expand to without confirmation (`--yes`, or `max_experiments`
 in .lem-config.yaml)."""
@@ -172,7 +173,7 @@ def count_experiments(config: CampaignConfig) -> int:
     grid = config.grid
     if grid is None:
         return count or 1
-    backends = grid.get("backend", [config.base.get("backend", "pytorch")])
+    backends = grid.get("backend", [config.base.get("backend", DEFAULT_BACKEND)])
     for backend in backends:
         sizes = [
             len(values)
@@ -302,7 +303,7 @@ def _expand_grid(
 ) -> list[PlannedExperiment | SkippedExperiment]:
     assert config.grid is not None
     grid = config.grid
-    base_backend = config.base.get("backend", "pytorch")
+    base_backend = config.base.get("backend", DEFAULT_BACKEND)
     backends: list[Any] = grid.get("backend", [base_backend])
     for i, backend in enumerate(backends):
         if backend not in KNOWN_BACKENDS:
@@ -368,11 +369,7 @@ def _scoped_path(backend: str, rest: str) -> tuple[str, ...]:
     """`pytorch.attn_implementation` -> the backend section; `pytorch.batch_size` -> the
     universal field, but only in that backend's grid."""
     parts = tuple(rest.split("."))
-    section_model = ExperimentConfig.model_fields[backend].annotation
-    section_fields: dict[str, Any] = next(
-        (a.model_fields for a in get_args(section_model) if hasattr(a, "model_fields")), {}
-    )
-    if parts[0] in section_fields:
+    if parts[0] in descriptor(backend).settings.model_fields:
         return (backend, *parts)
     return parts
 

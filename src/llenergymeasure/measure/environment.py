@@ -12,10 +12,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.measure.nvml import _text
 from llenergymeasure.results.schema import Environment, GpuInfo
 
-OPTIONAL_LIBRARIES = ("torch", "transformers", "vllm", "tensorrt_llm", "nvidia-ml-py")
+MEASUREMENT_LIBRARIES = ("nvidia-ml-py",)
 
 
 def in_container() -> bool:
@@ -45,8 +46,11 @@ def cpu_governor() -> str | None:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of every registered backend's engine distributions installed here, and of
+    the measurement libraries."""
+    names = [d for found in descriptors().values() for d in found.distributions]
     versions = {}
-    for name in OPTIONAL_LIBRARIES:
+    for name in (*names, *MEASUREMENT_LIBRARIES):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return versions

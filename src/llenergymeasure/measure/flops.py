@@ -8,26 +8,28 @@ A request with I input and O output tokens therefore costs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs from a model."""
+class Shape(Protocol):
+    """What the estimate needs from a model (backends.base.ModelShape is one: a backend
+    describes its model, and measurement never imports a backend)."""
 
-    total_params: int
-    non_embedding_params: int
-    n_layers: int
-    attention_dim: int
+    @property
+    def non_embedding_params(self) -> int: ...
+    @property
+    def n_layers(self) -> int: ...
+    @property
+    def attention_dim(self) -> int: ...
 
 
-def request_flops(shape: ModelShape, input_tokens: int, output_tokens: int) -> float:
+def request_flops(shape: Shape, input_tokens: int, output_tokens: int) -> float:
     tokens = input_tokens + output_tokens
     weights = 2.0 * shape.non_embedding_params * tokens
     attention = 2.0 * shape.n_layers * shape.attention_dim * tokens * (tokens + 1)
     return weights + attention
 
 
-def total_flops(shape: ModelShape, requests: list[tuple[int, int]]) -> float:
+def total_flops(shape: Shape, requests: list[tuple[int, int]]) -> float:
     """Sum over (input_tokens, output_tokens) pairs."""
     return sum(request_flops(shape, i, o) for i, o in requests)

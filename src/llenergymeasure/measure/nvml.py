@@ -57,6 +57,10 @@ class GpuReader(Protocol):
         """Everything the sampler records, in one go."""
         ...
 
+    def compute_pids(self) -> set[int] | None:
+        """Processes with a compute context on the GPU now; None if unreadable."""
+        ...
+
 
 def _pynvml() -> Any:
     try:
@@ -133,6 +137,10 @@ class NvmlGpu:
         _, instant = self._field_powers_w()
         return instant
 
+    def compute_pids(self) -> set[int] | None:
+        procs = self._call("nvmlDeviceGetComputeRunningProcesses")
+        return None if procs is None else {int(p.pid) for p in procs}
+
     def sample(self) -> GpuSample:
         avg, instant = self._field_powers_w()
         if avg is None:
@@ -187,6 +195,16 @@ def visible_gpu_uuids(pynvml: Any) -> list[str]:
                 break
             chosen.append(matches[0])
     return chosen
+
+
+def cuda_device_uuids(pynvml: Any, devices: list[int] | None) -> list[str]:
+    """UUIDs of the GPUs a backend reports by CUDA device number (its process's numbering:
+    0 is the first visible device). None, or a number past the visible devices (the engine
+    could not say, or it sees other devices than NVML): every visible GPU."""
+    visible = visible_gpu_uuids(pynvml)
+    if devices is None or any(not 0 <= d < len(visible) for d in devices):
+        return visible
+    return [visible[d] for d in devices]
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,7 @@
 
     with MeasurementSession(config, cache_dir) as session:   # NVML up, pre-flight checks
         ...load the model...
-        session.attach(gpu_uuids)                            # GPU facts, idle baseline
+        session.attach(cuda_devices)                         # GPU facts, idle baseline
         with session.sampling():                             # time series from here on
             ...warm-up...
             with session.window() as window:                 # synced energy edges
@@ -16,6 +16,7 @@ warning: a result is never lost for want of a measurement.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from llenergymeasure.measure.nvml import (
     THERMAL_BITS,
     GpuReader,
     NvmlGpu,
+    cuda_device_uuids,
     nvml_session,
     visible_gpu_uuids,
 )
@@ -110,6 +112,10 @@ class MeasurementSession:
         self._stack = contextlib.ExitStack()
         self._pynvml: Any = None
         self._processes_before: dict[str, int] = {}
+        self._pids_before: dict[str, set[int]] = {}
+        self._ours: dict[str, set[int]] = {}
+        """Per GPU: the processes that appeared while this worker loaded (its own contexts)."""
+        self._window_pids: dict[str, set[int] | None] = {}
         self._baselines = _Baselines()
         self._start_reads: dict[str, energy_mod.CounterRead] = {}
         self._end_reads: dict[str, energy_mod.CounterRead] = {}
@@ -141,12 +147,14 @@ class MeasurementSession:
                 handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
                 procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
                 self._processes_before[uuid] = len(procs)
+                self._pids_before[uuid] = {int(p.pid) for p in procs}
 
-    def attach(self, gpu_uuids: list[str] | None) -> None:
-        """Bind to the GPUs the backend uses (None: unknown, use the visible ones; []: none),
-        record their state and take the idle baseline. Call after load, before warm-up."""
-        if not self._injected and self._pynvml is not None and gpu_uuids != []:
-            uuids = gpu_uuids if gpu_uuids else visible_gpu_uuids(self._pynvml)
+    def attach(self, cuda_devices: list[int] | None) -> None:
+        """Bind to the GPUs the backend uses, by CUDA device number (None: unknown, use the
+        visible ones; []: none), record their state and take the idle baseline. Call after
+        load, before warm-up."""
+        if not self._injected and self._pynvml is not None and cuda_devices != []:
+            uuids = cuda_device_uuids(self._pynvml, cuda_devices)
             self.readers = [NvmlGpu(self._pynvml, uuid) for uuid in uuids]
             self.gpus = [
                 gpu_info(self._pynvml, u).model_copy(
@@ -156,6 +164,9 @@ class MeasurementSession:
             ]
             self.driver = driver_versions(self._pynvml)
             self.warnings.extend(preflight_warnings(self.gpus))
+        for reader in self.readers:
+            pids = reader.compute_pids()
+            self._ours[reader.uuid] = (pids or set()) - self._pids_before.get(reader.uuid, set())
         if self.readers and self.config.baseline.enabled:
             self._baselines = self._take_baselines()
 
@@ -212,7 +223,9 @@ class MeasurementSession:
     @contextlib.contextmanager
     def window(self) -> Iterator[Window]:
         """The measured window: energy read at counter ticks on both edges (the caller has
-        synchronised the device before entering and synchronises before leaving)."""
+        synchronised the device before entering and synchronises before leaving). The GPUs'
+        process lists are read just outside both edges: who else ran on them meanwhile."""
+        self._note_window_pids()
         self._start_reads = energy_mod.read_synced(self.readers, self.clock)
         if self.rapl.available:
             self.rapl.start()
@@ -228,6 +241,32 @@ class MeasurementSession:
         if self.rapl.available:
             self._cpu_energy_j = self.rapl.stop_j()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+        self._note_window_pids()
+
+    def _note_window_pids(self) -> None:
+        for reader in self.readers:
+            pids = reader.compute_pids()
+            seen = self._window_pids.get(reader.uuid, set())
+            self._window_pids[reader.uuid] = None if pids is None or seen is None else seen | pids
+
+    def _others_in_window(self, warnings: list[str]) -> bool | None:
+        """Whether another process used a measured GPU at the window's edges (a warning names
+        how many); None when no process list could be read."""
+        known = {u: p for u, p in self._window_pids.items() if p is not None}
+        if not known:
+            return None
+        me = {os.getpid()}
+        found = False
+        for uuid, pids in known.items():
+            others = pids - self._ours.get(uuid, set()) - me
+            if others:
+                found = True
+                warnings.append(
+                    f"{uuid}: {len(others)} other process(es) used the GPU during the measured "
+                    f"window (pid {', '.join(map(str, sorted(others)))}): their energy is "
+                    "counted in this result"
+                )
+        return found
 
     def sampler_busy_fraction(self) -> float | None:
         if self.sampler is None or self.window_edges.duration_s <= 0:
@@ -343,6 +382,7 @@ class MeasurementSession:
                 any(g.persistence_mode is False for g in self.gpus) if self.gpus else None
             ),
             other_gpu_processes=any(g.compute_processes for g in self.gpus) if self.gpus else None,
+            other_gpu_processes_in_window=self._others_in_window(warnings),
         )
         rows = [r for r in (self.sampler.rows if self.sampler else []) if r.phase == "measured"]
         reasons = [r.sample.throttle_reasons for r in rows if r.sample.throttle_reasons is not None]

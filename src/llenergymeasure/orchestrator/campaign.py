@@ -12,7 +12,7 @@ import dataclasses
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +95,7 @@ def run_campaign_dir(
     force_unlock: bool = False,
     stop_grace_s: float = STOP_GRACE_S,
     record: SettingsRecord | None = None,
+    devices: Callable[[Events], contextlib.AbstractContextManager[object]] | None = None,
 ) -> RunSummary:
     """Run every entry of the campaign that has not ended (see Manifest.pending; failed and
     oom ones too with retry_failed); safe to call again after a crash. With gpus, up to one
@@ -107,9 +108,15 @@ def run_campaign_dir(
     exits, and is killed if it has not within stop_grace_s; its entry ends `interrupted`. A
     second signal stops at once: running workers are killed. Either way the manifest and the
     tables are written before it returns. record: the settings this run goes on with (a
-    resume's, overrides included), saved in the manifest's execution once the lock is held."""
+    resume's, overrides included), saved in the manifest's execution once the lock is held.
+    devices(events): the host-wide device locks (gpu_locks.py), taken after the campaign's own
+    lock (a second orchestrator of this campaign is refused, not made to wait) and held to
+    the end."""
     events = events or Events()
-    with CampaignLock(campaign_dir, force=force_unlock, notice=events.notice):
+    with (
+        CampaignLock(campaign_dir, force=force_unlock, notice=events.notice),
+        devices(events) if devices is not None else contextlib.nullcontext(),
+    ):
         crashpoint("campaign.locked")
         return _run_locked(
             campaign_dir,

@@ -20,8 +20,8 @@ from llenergymeasure.config.grid import PlannedExperiment
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
+from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE
 
-EXPERIMENTS_FILE = "experiments.json"
 CACHE_DIR = ".cache"
 
 
@@ -56,6 +56,10 @@ class ExperimentSpecs:
     def base_dir(self) -> Path:
         """The campaign file's directory: relative paths in configs start there."""
         return Path(self._data()["base_dir"])
+
+    def experiment_ids(self) -> list[str]:
+        """Every experiment of the campaign, in the order it was planned."""
+        return list(self._data()["configs"])
 
     def config(self, experiment_id: str) -> ExperimentConfig:
         """The validated config of one experiment; its id must hash to experiment_id."""

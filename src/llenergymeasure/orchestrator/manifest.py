@@ -29,7 +29,7 @@ from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
-from llenergymeasure.orchestrator.names import MANIFEST_FILE
+from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE, MANIFEST_FILE
 
 JOURNAL_FILE = "manifest.journal"
 COMPACT_MIN_BYTES = 1 << 20
@@ -277,18 +277,27 @@ class ManifestStore:
         try:
             text = self.path.read_bytes()
         except FileNotFoundError as e:
+            if (self.campaign_dir / EXPERIMENTS_FILE).is_file():
+                raise self._damaged(f"{MANIFEST_FILE} is missing") from e
             raise ConfigError(
                 f"{self.campaign_dir} is not a campaign directory (no {MANIFEST_FILE})"
             ) from e
         except OSError as e:
-            raise ConfigError(f"{self.path} is unreadable or not a manifest: {e}") from e
+            raise ConfigError(f"{self.path} is unreadable: {e}") from e
         try:
             manifest = Manifest.model_validate_json(text)
         except ValidationError as e:
             self._check_version(_manifest_version(text))
-            raise ConfigError(f"{self.path} is unreadable or not a manifest: {e}") from e
+            raise self._damaged(f"{self.path} is damaged ({_first_error(e)})") from e
         self._check_version(manifest.manifest_version)
         return manifest, len(text)
+
+    def _damaged(self, what: str) -> ConfigError:
+        """One line: what is wrong and the command that rebuilds the manifest."""
+        return ConfigError(
+            f"{what}; rebuild it from the result files and the journal with: "
+            f"lem repair {self.campaign_dir}"
+        )
 
     def _check_version(self, version: object) -> None:
         if version is not None and version != MANIFEST_VERSION:
@@ -315,7 +324,9 @@ class ManifestStore:
         except ValidationError as e:
             if len(lines) == 1:  # the header itself was cut short
                 return None
-            raise ConfigError(f"{self.journal_path}, line 1: not a journal header: {e}") from e
+            raise self._damaged(
+                f"{self.journal_path}, line 1: not a journal header ({_first_error(e)})"
+            ) from e
         if header.snapshot_updated_at != stamp:
             return None
         records: list[_JournalRecord] = []
@@ -326,9 +337,9 @@ class ManifestStore:
             except ValidationError as e:
                 if number == len(lines):  # the last line: an append a crash cut short
                     break
-                raise ConfigError(
-                    f"{self.journal_path}, line {number}: not a manifest journal record "
-                    f"(only the last line may be torn): {e}"
+                raise self._damaged(
+                    f"{self.journal_path}, line {number}: not a manifest journal record, and "
+                    f"only the last line may be torn ({_first_error(e)})"
                 ) from e
             end += len(line) + 1
         return records, end
@@ -363,6 +374,32 @@ class ManifestStore:
         # unlink below survives a crash.
         self.journal_path.unlink(missing_ok=True)
         self._journal_bytes = None
+
+
+def _first_error(error: ValidationError) -> str:
+    """A pydantic error in a few words: not JSON, or the first field that is wrong."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    if first["type"] in {"json_invalid", "json_type"}:
+        return f"not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+    where = ".".join(str(p) for p in first["loc"]) or "top level"
+    more = error.error_count() - 1
+    return f"{where}: {first['msg']}" + (f", and {more} more" if more else "")
+
+
+def result_missing(campaign_dir: Path, entry: ManifestEntry) -> bool:
+    """A done entry whose result.json is gone (deleted, a lost disk): it runs again."""
+    return entry.status == "done" and not (
+        entry.result_path and (campaign_dir / entry.result_path).is_file()
+    )
+
+
+def to_resume(
+    campaign_dir: Path, manifest: Manifest, retry_failed: bool = False
+) -> list[ManifestEntry]:
+    """What `lem resume` runs: the manifest's pending entries (see Manifest.pending) and the
+    done ones whose result.json is missing, in the manifest's order."""
+    skip = ("done",) if retry_failed else ("done", *FAILED)
+    return [e for e in manifest.entries if e.status not in skip or result_missing(campaign_dir, e)]
 
 
 def _manifest_version(text: bytes) -> object:

@@ -2,5 +2,6 @@
 light enough for the CLI's start (the manifest and lock modules load pydantic)."""
 
 MANIFEST_FILE = "manifest.json"
+EXPERIMENTS_FILE = "experiments.json"
 LOCK_FILE = "lem.lock"
 FORCE_FLAG = "--force-unlock"

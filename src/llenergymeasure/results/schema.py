@@ -146,6 +146,12 @@ class MeasurementFlags(_Result):
     mig_enabled: bool | None = None
     persistence_mode_off: bool | None = None
     other_gpu_processes: bool | None = None
+    other_gpu_processes_in_window: bool | None = Field(
+        None,
+        description="Another process had a compute context on a measured GPU at the window's "
+        "start or end (NVML's process list; this worker's own processes excluded): its energy "
+        "is in this result. Null: no GPU, or the list was unreadable.",
+    )
 
 
 class GpuInfo(_Result):

@@ -1,7 +1,8 @@
-"""Imported once by the local runner's fork server: the PyTorch engine and the worker's own
-modules, so forked workers start with them loaded. Importing torch does not create a CUDA
-context; if something here ever does, forking would be unsafe and the check below stops it
-(the fork server skips a preload module that fails; workers then import on their own)."""
+"""Imported once by the local runner's fork server: the engines whose descriptor says they
+may be forked (PyTorch) and the worker's own modules, so forked workers start with them
+loaded. Importing torch does not create a CUDA context; if something here ever does, forking
+would be unsafe and the check below stops it (the fork server skips a preload module that
+fails; workers then import on their own)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import warnings
 
 import torch
 
-import llenergymeasure.backends.pytorch
 import llenergymeasure.worker.__main__
 import llenergymeasure.worker.run  # noqa: F401
+from llenergymeasure.backends import get_backend
+from llenergymeasure.config.descriptor import descriptors
+
+for _name, _found in descriptors().items():
+    if _found.forkable:
+        get_backend(_name)
 
 # Every forked child re-runs the host's main module first (multiprocessing's preparation);
 # under `python -m llenergymeasure.cli` runpy then warns, once per run on the campaign's

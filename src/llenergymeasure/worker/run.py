@@ -73,7 +73,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             prompts = select_prompts(config, Path(spec.base_dir), backend.tokenizer)
             batches = backend.prepare(prompts)
             prompt_prep_s = time.perf_counter() - t0
-            session.attach(backend.gpu_uuids())
+            session.attach(backend.cuda_devices())
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
             last_pass: list[float] = []

@@ -36,6 +36,7 @@ from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.descriptor import descriptor
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import prompt_file
@@ -171,6 +172,7 @@ class DockerEngine:
 
     def image_ref(self, backend: str) -> str:
         """The image compose.yaml names for a backend's service."""
+        service = service_of(backend)
         if self._services is None:
             try:
                 config = self.client.compose.config(return_json=True)
@@ -179,9 +181,11 @@ class DockerEngine:
                     f"{self.files[0]} is not a valid compose file: {last_line(e)}"
                 ) from e
             self._services = {name: str(s["image"]) for name, s in config["services"].items()}
-        if backend not in self._services:
-            raise PreflightError(f"{self.files[0]} has no service for backend {backend!r}")
-        return self._services[backend]
+        if service not in self._services:
+            raise PreflightError(
+                f"{self.files[0]} has no service {service!r} for backend {backend!r}"
+            )
+        return self._services[service]
 
     def image(self, backend: str) -> Image | None:
         """The backend's image, or None when it has not been built."""
@@ -221,13 +225,26 @@ class DockerEngine:
             env["LEM_IMAGE_TAG"] = os.environ["LEM_IMAGE_TAG"]
         compose = shlex.join(
             [f"{k}={v}" for k, v in env.items()]
-            + ["docker", "compose", "-f", str(self.files[0]), "build", backend]
+            + ["docker", "compose", "-f", str(self.files[0]), "build", service_of(backend)]
         )
         repo = self.files[0].parent
         if (repo / "Makefile").is_file():
-            make = shlex.join(["make", "-C", str(repo), "images", f"BACKENDS={backend}"])
+            make = shlex.join(
+                ["make", "-C", str(repo), "images", f"BACKENDS={service_of(backend)}"]
+            )
             return f"build it with `{make}` (or `{compose}`)"
         return f"build it with `{compose}`"
+
+
+def service_of(backend: str) -> str:
+    """The compose service (image) that runs a backend, as its descriptor names it."""
+    service = descriptor(backend).service
+    if service is None:
+        raise PreflightError(
+            f"backend {backend!r} has no image (its descriptor names no compose service); "
+            "use --runner local"
+        )
+    return service
 
 
 def unreachable_paths(

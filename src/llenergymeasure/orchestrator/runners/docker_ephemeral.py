@@ -24,6 +24,7 @@ from llenergymeasure.orchestrator.runners.docker import (
     env_args,
     outcome,
     read_spec,
+    service_of,
 )
 
 
@@ -62,7 +63,7 @@ class EphemeralDockerRunner:
         name = f"{self.project.name}-{spec.experiment_id}-c{spec.cycle}-a{spec.attempt}"
         args = [
             "run", "--rm", "--no-TTY", "--name", name, *env_args(job.env | gpu_env(job.gpus)),
-            backend, "lem-worker", str(job.exp_path),
+            service_of(backend), "lem-worker", str(job.exp_path),
         ]  # fmt: skip
         found: list[ContainerRecord] = []
         signalled = False

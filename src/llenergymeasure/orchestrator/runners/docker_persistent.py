@@ -36,6 +36,7 @@ from llenergymeasure.orchestrator.runners.docker import (
     last_line,
     outcome,
     read_spec,
+    service_of,
 )
 
 # Runs inside the container, as root: send signal argv[2] to every process whose command line
@@ -120,7 +121,7 @@ class PersistentDockerRunner:
             self.busy[backend] += 1
         args = [
             "exec", "--no-TTY", *env_args(job.env | gpu_env(job.gpus)),
-            backend, "lem-worker", str(job.exp_path),
+            service_of(backend), "lem-worker", str(job.exp_path),
         ]  # fmt: skip
         signalled = killed = False
 
@@ -164,10 +165,11 @@ class PersistentDockerRunner:
         self.project.refuse_if_closed()
         t0 = time.monotonic()
         try:
+            service = service_of(backend)
             self.project.client.compose.up(
-                [backend], detach=True, wait=True, wait_timeout=60, quiet=True
+                [service], detach=True, wait=True, wait_timeout=60, quiet=True
             )
-            (started,) = self.project.client.compose.ps(services=[backend])
+            (started,) = self.project.client.compose.ps(services=[service])
         except (DockerException, ValueError) as e:
             detail = last_line(e) if isinstance(e, DockerException) else str(e)
             raise DispatchError(f"could not start the {backend} container: {detail}") from e

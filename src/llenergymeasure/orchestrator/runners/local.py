@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, gpu_env
 from llenergymeasure.worker.forked import PRELOAD, child_main
@@ -146,7 +147,6 @@ PRELOADS = ["llenergymeasure.cli", PRELOAD]
 forkserver re-runs the parent's main script in every child before its target (0.6 s a worker
 on 2 cores for `lem`; instant with what the script imports already loaded)."""
 FORK_SERVER_ENV = "LEM_FORK_SERVER"
-FORKABLE_BACKENDS = frozenset({"pytorch"})
 IMPORT_SAFE_ENV = ("LEM_", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 """Job environment read after import (at CUDA start or by the worker): fine to set after a fork."""
 
@@ -157,7 +157,8 @@ def spawn_reason(job: Job) -> str | None:
         backend = json.loads(job.exp_path.read_bytes())["config"]["backend"]
     except (OSError, ValueError, KeyError, TypeError):
         return "the experiment spec could not be read here (the worker will say why)"
-    if backend not in FORKABLE_BACKENDS:
+    found = descriptors().get(backend)
+    if found is None or not found.forkable:
         return f"the {backend} engine is not forked (it starts threads, processes or CUDA)"
     late = sorted(k for k in job.env if not k.startswith(IMPORT_SAFE_ENV))
     if late:

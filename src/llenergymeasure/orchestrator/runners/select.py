@@ -18,7 +18,7 @@ from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.slurm import SlurmSettings
 from llenergymeasure.errors import PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
-from llenergymeasure.orchestrator.manifest import ManifestStore
+from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
 from llenergymeasure.orchestrator.runners import Runner
 from llenergymeasure.orchestrator.runners.docker import DockerEngine, Image, unreachable_paths
 
@@ -52,7 +52,8 @@ class Workload:
         """What is left to run in an existing campaign (for `lem resume`)."""
         manifest = ManifestStore(campaign_dir).load()
         specs = ExperimentSpecs(campaign_dir)
-        pending = dict.fromkeys(e.experiment_id for e in manifest.pending(retry_failed))
+        left = to_resume(campaign_dir, manifest, retry_failed)
+        pending = dict.fromkeys(e.experiment_id for e in left)
         return cls(
             configs=[specs.config(experiment_id) for experiment_id in pending],
             input_dir=specs.base_dir,

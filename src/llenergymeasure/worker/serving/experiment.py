@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.backends.common import ENGINE_DTYPES, load_tokenizer, model_path
+from llenergymeasure.config.backends import PyTorchConfig, VLLMConfig
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import select_prompts
@@ -48,18 +49,17 @@ def engine_args(config: ExperimentConfig) -> list[str]:
         }
         if config.quantization is not None:
             settings["quantization"] = config.quantization
-        if config.vllm is not None:
-            settings |= config.vllm.model_dump(exclude_none=True)
+        settings |= config.backend_settings(VLLMConfig).model_dump(exclude_none=True)
         return _flags(settings | config.passthrough_kwargs)
-    torch_cfg = config.pytorch
-    settings = {"dtype": ENGINE_DTYPES[config.precision], "default_seed": config.seed}
-    if torch_cfg is not None:
-        settings |= {
-            "device": torch_cfg.device,
-            "attn_implementation": torch_cfg.attn_implementation,
-        }
-        if torch_cfg.torch_compile is not None:
-            settings["compile"] = True
+    torch_cfg = config.backend_settings(PyTorchConfig)
+    settings = {
+        "dtype": ENGINE_DTYPES[config.precision],
+        "default_seed": config.seed,
+        "device": torch_cfg.device,
+        "attn_implementation": torch_cfg.attn_implementation,
+    }
+    if torch_cfg.torch_compile is not None:
+        settings["compile"] = True
     return _flags(settings | config.passthrough_kwargs)
 
 

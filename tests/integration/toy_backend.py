@@ -1,0 +1,29 @@
+"""A backend added from outside the package, through its descriptor alone: what
+test_backend_plugin.py registers with LEM_BACKENDS=toy_backend:TOY. Its engine (toy_engine.py)
+is a real, small computation on the CPU, so a campaign measures real work."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from llenergymeasure.config.capabilities import Capabilities
+from llenergymeasure.config.descriptor import BackendDescriptor, BackendSettings
+
+
+class ToySettings(BackendSettings):
+    """Settings of the toy engine."""
+
+    width: int = Field(16, ge=1, le=4096, description="Width of the toy model's state.")
+
+
+TOY = BackendDescriptor(
+    name="toy",
+    settings=ToySettings,
+    capabilities=Capabilities(precision=("fp32",), quantization=(None,)),
+    engine="toy_engine:ToyEngine",
+    extra="toy",
+    import_check="numpy",
+    distributions=("numpy",),
+    service=None,
+    label="Toy",
+)
