@@ -89,6 +89,20 @@ def test_server_campaign_levels_are_rows_with_ordered_requests(tmp_path: Path) -
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server's port is still open"
     assert not _processes_with(f"--port\0{port}"), "a server process outlived the campaign"
+    assert not _in_group(server["pid"]), "a process of the server's group outlived the campaign"
+
+
+def _in_group(pgid: int) -> list[int]:
+    """Live processes of a process group (the server's children, e.g. its model process)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
 
 
 def _processes_with(needle: str) -> list[int]:

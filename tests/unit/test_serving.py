@@ -277,3 +277,16 @@ def test_server_mode_keeps_offline_ids_and_round_trips_infinity() -> None:
     )
     again = ExperimentConfig.model_validate_json(config.model_dump_json())
     assert again == config and again.experiment_id() == config.experiment_id()
+
+
+def test_a_closed_loop_counts_the_requests_its_window_completed() -> None:
+    # 4 slots, 8 requests of 9 chunks: every first token of the first 4 lands before the window
+    # opens (at the 4th first token), so per-request figures count the requests that ended in it.
+    recs = [_req(i, (i // 4) * 1.0, (i // 4) * 1.0 + 0.1 + i % 4 * 0.01, 0.1, 9) for i in range(8)]
+    w = steady_window(recs)
+    assert w is not None
+    m = level_metrics(recs, w, 80.0, Slo(), None, 0.001)
+    ended = [r for r in recs if r.end_s is not None and w.start_s <= r.end_s <= w.end_s]
+    assert m["window_requests"] == len(ended) >= 1
+    assert m["energy_per_request_j"] == pytest.approx(80.0 / len(ended))
+    assert m["window_input_tokens"] == 3 * len(ended)

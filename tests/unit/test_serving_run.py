@@ -58,6 +58,7 @@ def _run(tmp_path: Path, levels: list[dict[str, object]], *standin_args: str, **
 def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
     run, _ = _run(tmp_path, [{"rate_rps": 20}, {"concurrency": 4}])
     assert run.record.idle_power_w == pytest.approx(WATTS, rel=0.05)
+    assert run.record.launch_energy_j == pytest.approx(WATTS * run.record.launch_s, rel=0.05)
     for level in run.record.levels:
         assert not level.failed and level.requests_ok == 20
         assert level.energy_window_j == pytest.approx(WATTS * (level.window_s or 0), rel=0.05)
