@@ -4,14 +4,11 @@ attribution sums are proven on injected readings in tests/unit/test_serving_run.
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from lem_cli import NO_GAPS_SETTINGS, explain, only_campaign_dir, run_lem, write
+from lem_cli import NO_GAPS_SETTINGS
+from serving_checks import check_levels, run_server_campaign
 from vllm_helpers import KV_CACHE_BYTES
 
 pytest.importorskip(
@@ -19,8 +16,6 @@ pytest.importorskip(
 )
 pytestmark = pytest.mark.integration
 
-RATE_TOLERANCE = 0.10
-"""Constant arrivals at 4 rps: the achieved rate within 10%."""
 MAX_OUTPUT_TOKENS = 6
 CAMPAIGN = (
     "name: vllm-serve\ncycles: 1\nrunner: local\n"
@@ -48,39 +43,7 @@ CAMPAIGN = (
 
 @pytest.mark.timeout(600)
 def test_vllm_api_server_two_levels_through_lem_campaign(tmp_path: Path) -> None:
-    proc = run_lem("campaign", write(tmp_path / "c.yaml", CAMPAIGN), "--yes", cwd=tmp_path)
-    assert proc.returncode == 0, explain(proc)
-    campaign = only_campaign_dir(tmp_path / "results")
-    rows = pd.read_csv(campaign / "results.csv")
-    assert list(rows["level"]) == ["r4", "c2"] and set(rows["status"]) == {"done"}, rows
-    (result_path,) = campaign.glob("*/cycle-1/result.json")
-    server = json.loads(result_path.read_text())["server"]
+    result_dir, server = run_server_campaign(tmp_path, CAMPAIGN, ["r4", "c2"])
     assert "vllm.entrypoints.openai.api_server" in server["command"]
-    for level in server["levels"]:
-        table = pq.read_table(result_path.parent / level["requests_file"]).to_pydict()
-        for send, first, end in zip(
-            table["send_s"], table["first_token_s"], table["end_s"], strict=True
-        ):
-            assert send < first <= end
-        # ignore_eos reaches vLLM: every request generates exactly max_output_tokens
-        assert set(table["completion_tokens"]) == {MAX_OUTPUT_TOKENS}
-        span = (min(table["send_s"]), max(table["end_s"]))
-        assert span[0] <= level["window_start_s"] < level["window_end_s"] <= span[1]
-        assert level["energy_window_j"] is None and set(table["energy_j"]) == {None}
-    rate = server["levels"][0]["achieved_rate_rps"]
-    assert abs(rate / 4 - 1) <= RATE_TOLERANCE, rate
-    port = int(server["command"][server["command"].index("--port") + 1])
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0, "vLLM's port is still open"
-    assert not [
-        d.name
-        for d in Path("/proc").iterdir()
-        if d.name.isdigit() and _reads(d / "cmdline", f"--port\0{port}\0")
-    ], "a vLLM server process outlived the campaign"
-
-
-def _reads(path: Path, needle: str) -> bool:
-    try:
-        return needle.encode() in path.read_bytes()
-    except OSError:
-        return False
+    # ignore_eos reaches vLLM: every request generates exactly max_output_tokens
+    check_levels(result_dir, server, requests=8, completion_tokens=MAX_OUTPUT_TOKENS, rate_rps=4)
