@@ -83,6 +83,9 @@ def main() -> int:
         f"{r['send_lag_p99_ms']:.3f} | {r['cpu_share']:.2f} |"
         for r in rows
     )
+    best = data["highest_rate_within_budget_rps"]
+    tried = f"{rows[0]['rate_rps']}-{rows[-1]['rate_rps']} rps"
+    verdict = f"{best} rps" if best is not None else f"none of the rates tried ({tried})"
     update_results_md(
         "loadgen_limits",
         f"""## Load generator limits against a stand-in endpoint (issue 15.8)
@@ -92,8 +95,10 @@ def main() -> int:
 tests/unit/serving_standin.py in its own process on the same cores (4 chunks per request, no
 delay). CPU share: the generator's user + system time over wall time (1.0 = one core).
 
-Highest rate with send-lag p99 under {BUDGET_S * 1e3:g} ms:
-**{data["highest_rate_within_budget_rps"]} rps** (of the rates tried).
+Highest rate with send-lag p99 under {BUDGET_S * 1e3:g} ms: **{verdict}**. On a shared 2-core
+machine the p99 is set by how soon the OS runs the generator again after each sleep, not by the
+generator's own work (see its CPU share); a level records its own lag and is flagged
+`generator_limited` when its p99 passes `server.lag_budget_s`.
 
 | rate (rps) | requests | failed | send lag p50 (ms) | send lag p99 (ms) | CPU share |
 |---|---|---|---|---|---|
