@@ -10,6 +10,8 @@ prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, ga
           3 cycles;
   profile: in one process, torch.profiler over the first and second generate at batch 32,
           with and without Backend.initialize() first;
+  hostprobe: in one process, batches back to back and after 0.5 s idle gaps, each with the
+          serving thread's CPU time, steal, the SM clock while it ran and the host CPU's speed;
   peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
           study.yaml` on the same model, prompts, lengths, batch and cycles.
 For each campaign: wall time, per run the phases (result.json phases_s) and the time outside
@@ -101,7 +103,16 @@ def campaign(
                 "energy_adjusted_per_output_token_j": r["energy"][
                     "energy_adjusted_per_output_token_j"
                 ],
-                "window_to_warmup_latency_ratio": r.get("window_to_warmup_latency_ratio"),
+                "window_to_warmup_latency_ratio": (r.get("quality") or {}).get(
+                    "window_to_warmup_latency_ratio", r.get("window_to_warmup_latency_ratio")
+                ),
+                "ratio_vs_last_pass": _ratio_vs_last_pass(r),
+                "passes": r.get("passes"),
+                "measured_duration_s": r["measured_duration_s"],
+                "reference_runs": r["warmup"].get("reference_runs"),
+                "window_batch_host_cpu_s": r.get("window_batch_host_cpu_s"),
+                "warmup_last_pass_host_cpu_s": r["warmup"].get("last_run_batch_host_cpu_s"),
+                "window_host_steal_s": r.get("window_host_steal_s"),
                 "window_batch_latencies_s": r.get("window_batch_latencies_s"),
                 "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
                 "warmup_latencies_s": r["warmup"]["latencies_s"],
@@ -137,6 +148,111 @@ def campaign(
     }
     print(name, json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1), flush=True)
     return summary
+
+
+def _ratio_vs_last_pass(r: dict[str, Any]) -> float | None:
+    """The ratio as main defined it before: window batches over the last pass's, by shape."""
+    last = r["warmup"].get("last_run_batch_latencies_s") or []
+    shapes = [tuple(s) for s in r["warmup"].get("batch_shapes") or []]
+    window = r.get("window_batch_latencies_s") or []
+    if not last or not window:
+        return None
+    by_shape = dict(zip(shapes, last, strict=True))
+    shapes_run = [tuple(s) for s in r["window_batch_shapes"]] * (r.get("passes") or 1)
+    ref = sum(by_shape.get(s, statistics.fmean(last)) for s in shapes_run)
+    return sum(window) / ref
+
+
+def hostprobe(model: Path, deadline: float) -> dict[str, Any]:
+    """In one process, after a first pass over both shapes: batches back to back, then after
+    idle gaps of 0.5 s (the gap before a window opens). Per batch: wall time, the serving
+    thread's CPU time, /proc/stat steal, the SM clock sampled at 20 Hz while it ran, and a fixed
+    pure-Python loop timed just before it (the host CPU's speed at that moment)."""
+    import threading
+
+    import pynvml
+    import torch
+
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.config.experiment import ExperimentConfig
+    from llenergymeasure.datasets import builtin_prompts
+    from llenergymeasure.measure.hoststat import steal_s
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    clocks: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            mhz = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+            clocks.append((time.perf_counter(), mhz))
+
+    def cpu_loop_ms() -> float:
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i & 7
+        return (time.perf_counter() - t0) * 1e3
+
+    config = ExperimentConfig.model_validate(
+        {
+            "model": str(model),
+            "precision": "bf16",
+            "n_prompts": N_PROMPTS,
+            "batch_size": BATCH,
+            "max_input_tokens": TOKENS,
+            "max_output_tokens": TOKENS,
+            "decoding": {"ignore_eos": True},
+        }
+    )
+    rows: list[dict[str, Any]] = []
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    with PyTorchBackend(config) as backend:
+        backend.initialize()
+        batches = backend.prepare(builtin_prompts()[:N_PROMPTS])
+        backend.serve(batches)  # first pass: every shape's first-time costs
+        gc_collect_s = _timed_gc()
+        plan = [("steady", 0.0)] * 6 + [("after_gap", 0.5), ("steady", 0.0)] * 3
+        for i, (arm, gap_s) in enumerate(plan):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(gap_s)
+            loop_ms = cpu_loop_ms()
+            batch = batches[i % len(batches)]
+            st0, c0, t0 = steal_s(), time.thread_time(), time.perf_counter()
+            backend.run_batch(batch)
+            t1 = time.perf_counter()
+            st1 = steal_s()
+            during = [mhz for t, mhz in clocks if t0 <= t <= t1]
+            rows.append(
+                {
+                    "arm": arm,
+                    "shape": list(batch.shape),
+                    "wall_s": t1 - t0,
+                    "thread_cpu_s": time.thread_time() - c0,
+                    "steal_s": st1 - st0 if st0 is not None and st1 is not None else None,
+                    "cpu_loop_ms": loop_ms,
+                    "sm_mhz_mean": statistics.fmean(during) if during else None,
+                    "sm_mhz_min": min(during) if during else None,
+                    "sm_mhz_first": during[:6],
+                }
+            )
+            print("hostprobe", json.dumps(rows[-1]), flush=True)
+    stop.set()
+    torch.cuda.empty_cache()
+    report: dict[str, Any] = {"rows": rows, "gc_collect_s": gc_collect_s}
+    print("hostprobe gc.collect s", gc_collect_s, flush=True)
+    return report
+
+
+def _timed_gc() -> float:
+    import gc
+
+    t0 = time.perf_counter()
+    gc.collect()
+    return time.perf_counter() - t0
 
 
 def _ts(text: str) -> float:
@@ -316,6 +432,8 @@ def main() -> None:
                 )
             elif step == "profile":
                 summary[step] = profile(model, out)
+            elif step == "hostprobe":
+                summary[step] = hostprobe(model, deadline)
             elif step == "peer" and args.peer_site:
                 summary[step] = peer(model, out, args.peer_site, deadline)
         except Exception as e:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
-from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT, VARIES_WITHIN
+from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT, QUALITY, VARIES_WITHIN
 from llenergymeasure.results.schema import ExperimentResult
 
 
@@ -188,6 +188,9 @@ def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> 
     table.add_column("runs", justify="right")
     for name in TABLE_METRICS.values():
         table.add_column(name, justify="right")
+    quality = QUALITY in statistics.columns
+    if quality:
+        table.add_column("quality", max_width=40)
     for _, group in statistics.groupby(labels, dropna=False, sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = group.iloc[0]
@@ -198,6 +201,7 @@ def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> 
             escape(label),
             str(by_metric["output_tokens_per_s"]["n"]),
             *(_estimate(by_metric[m]) for m in TABLE_METRICS),
+            *([escape(str(first[QUALITY]))] if quality else []),
         )
     if len(statistics):
         confidence = float(statistics["confidence"].iloc[0])

@@ -63,6 +63,20 @@ def test_auto_runs_locally_without_the_image(pytorch_image: str, tmp_path: Path)
     assert "notice: running locally: no image for pytorch" in proc.stderr, explain(proc)
 
 
+def test_auto_runs_locally_with_a_stale_image(stale_image: str, tmp_path: Path) -> None:
+    env = image_env(LEM_IMAGE_TAG=stale_image.rpartition(":")[2])
+    proc = run_lem(
+        "campaign", write(tmp_path / "one.yaml", ONE), "-o", "out", cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0, explain(proc)
+    (entry,) = load_manifest(only_campaign_dir(tmp_path / "out")).entries
+    assert entry.runner == "local"
+    assert (
+        "notice: running locally: the image for pytorch was built from another version"
+        in proc.stderr
+    ), explain(proc)
+
+
 def test_cold_start_turns_persistent_into_ephemeral(pytorch_image: str, tmp_path: Path) -> None:
     text = ONE + "runner: docker-persistent\ncold_start: true\n"
     proc = run_lem("campaign", write(tmp_path / "one.yaml", text), "-o", "out", cwd=tmp_path)

@@ -4,6 +4,7 @@ warm-up already ran."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -86,5 +87,85 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert len(result.warmup.latencies_s) == 2
     assert len(result.warmup.last_run_batch_latencies_s) == len(result.warmup.batch_shapes)
     assert len(result.window_batch_latencies_s) == 2
-    assert result.window_to_warmup_latency_ratio is not None
-    assert result.window_to_warmup_latency_ratio > 0
+    assert result.warmup.reference_runs == 1  # the second pass; the first paid the start-up
+    # The serving thread's CPU time, batch by batch, in both phases.
+    assert len(result.window_batch_host_cpu_s) == 2
+    assert len(result.warmup.last_run_batch_host_cpu_s) == len(result.warmup.batch_shapes)
+    assert all(c > 0 for c in result.window_batch_host_cpu_s)
+    assert result.window_same_shape_latency_cv is None  # each shape ran once in the window
+
+    assert result.quality is not None
+    ratio = result.quality.window_to_warmup_latency_ratio
+    assert ratio is not None
+    assert ratio > 0
+    assert ("warm-up's" in " ".join(result.quality.reasons)) is (ratio > 1.10)
+    # on a CPU: the window's own items are there, the energy items null (nothing measured)
+    quality = result.quality
+    assert (quality.passes, quality.window_s) == (result.passes, result.measured_duration_s)
+    assert (quality.min_window_s, quality.window_meets_minimum) == (0.0, True)
+    assert quality.edge_uncertainty_j is None
+    assert quality.counter_update_period_s is None
+    assert quality.status == ("check" if quality.reasons else "ok")
+
+
+def test_warm_up_and_window_both_run_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like with like: the passes the window is compared with ran under its conditions; and
+    the one collection comes before the warm-up, so none (0.2 s on the H200 host) idles the
+    device between warm-up and window, where it slowed the next host-bound batch."""
+    from llenergymeasure.backends.pytorch import PyTorchBackend
+    from llenergymeasure.worker import run as worker_run
+
+    events: list[str] = []
+    serve, collect = PyTorchBackend.serve, gc.collect
+
+    def spy_serve(self: PyTorchBackend, batches: Any) -> Any:
+        events.append("serve, collector on" if gc.isenabled() else "serve")
+        return serve(self, batches)
+
+    def spy_collect(*args: Any) -> int:
+        events.append("collect")
+        return collect(*args)
+
+    monkeypatch.setattr(PyTorchBackend, "serve", spy_serve)
+    monkeypatch.setattr(worker_run.gc, "collect", spy_collect)
+    assert gc.isenabled()
+    result = run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
+
+    # two warm-up passes, then the window's one pass
+    assert events == ["collect", "serve", "serve", "serve"]
+    assert gc.isenabled()
+    assert result.phases_s is not None
+    assert result.phases_s.pre_window_gap_s is not None
+    assert result.phases_s.pre_window_gap_s >= 0
+
+
+def test_phase_split_runs_a_prefill_pass_of_the_same_requests(tmp_path: Path) -> None:
+    prompts = ["Energy per token", "Energy per token of a longer prompt " * 3, "a b c"]
+    result = run(
+        tmp_path,
+        prompts,
+        batch_size=2,
+        max_output_tokens=4,
+        decoding={"ignore_eos": True},
+        measurement={"sampler_hz": 0, "phase_split": True},
+    )
+    split = result.phase_split
+    assert split is not None
+    assert split.method == "prefill_pass"
+    # the same requests again, one output token each, in a window of its own (one pass on a
+    # CPU: repetition serves GPU energy only)
+    assert (split.prefill_passes, split.prefill_requests) == (1, 3)
+    assert split.prefill_output_tokens == 3
+    assert split.prefill_window_s > 0
+    assert result.output_tokens == 3 * 4  # the main window still generated the full length
+    assert split.decode_tokens == 3 * 4 - 3
+    # no energy on a CPU: every energy of the split is null, never 0
+    assert split.prefill_window_energy_j is None
+    assert split.energy_prefill_j is split.energy_decode_j is None
+    assert split.energy_per_input_token_j is split.energy_per_output_token_j is None
+    # host CPU energy: RAPL per socket where this host exposes it, else the reason
+    host = result.energy.host
+    assert host is not None
+    assert host.readable or (host.reason or "").startswith("not readable:")

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from unit_results import finish_campaign
 
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.display import summary_table
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.results.aggregate import (
@@ -27,7 +29,7 @@ from llenergymeasure.results.aggregate import (
     write_summary,
 )
 from llenergymeasure.results.collate import results_frame
-from llenergymeasure.results.schema import EnergyFigures
+from llenergymeasure.results.schema import EnergyFigures, QualityRecord
 
 WriteYaml = Callable[..., Path]
 SETTINGS = StatisticsConfig(bootstrap_resamples=2000, seed=3)
@@ -157,6 +159,7 @@ def test_per_experiment_summary(tmp_path: Path, write_yaml: WriteYaml) -> None:
         "batch_size",
         "n_experiments",
         "varies_within",
+        "quality",
         "metric",
         *STAT_COLUMNS,
         "confidence",
@@ -205,7 +208,13 @@ def test_all_null_energy_gives_n_0_and_nulls(tmp_path: Path, write_yaml: WriteYa
 def test_group_by_pools_the_other_dimensions(tmp_path: Path, write_yaml: WriteYaml) -> None:
     runs = campaign_runs(tmp_path, write_yaml, energy_for)
     summary = summarize(runs, SETTINGS, group_by=["batch_size"])
-    assert list(summary.columns[:4]) == ["batch_size", "n_experiments", "varies_within", "metric"]
+    assert list(summary.columns[:5]) == [
+        "batch_size",
+        "n_experiments",
+        "varies_within",
+        "quality",
+        "metric",
+    ]
     assert (summary["varies_within"] == "precision").all()  # what each group pools is named
     energy = summary[summary["metric"] == "energy_raw_per_output_token_j"].set_index("batch_size")
     for batch_size in (1, 2):
@@ -255,6 +264,42 @@ def test_swept_parameters(tmp_path: Path, write_yaml: WriteYaml) -> None:
     runs = campaign_runs(tmp_path, write_yaml)
     assert swept_parameters(runs) == ["precision", "batch_size"]
     assert swept_parameters(runs[runs["config.batch_size"] == 1]) == ["precision"]
+
+
+def quality_for(spec: ExperimentSpec) -> dict[str, object]:
+    """Cycle 2 of batch size 2 failed its quality record; every other run passed."""
+    bad = spec.config.batch_size == 2 and spec.cycle == 2
+    return {
+        "quality": QualityRecord(
+            status="check" if bad else "ok",
+            reasons=["window of 4.00 s is under its minimum of 10 s"] if bad else [],
+            window_s=4.0,
+            min_window_s=10.0 if bad else 0.0,
+            window_meets_minimum=not bad,
+            passes=1,
+        )
+    }
+
+
+def test_summary_flags_runs_that_fail_their_quality_record(
+    tmp_path: Path, write_yaml: WriteYaml
+) -> None:
+    runs = campaign_runs(tmp_path, write_yaml, quality_for)
+    assert set(runs["quality.status"]) == {"ok", "check"}
+    summary = summarize(runs, SETTINGS)
+    firsts = summary.drop_duplicates("experiment_id")
+    reason = "window of 4.00 s is under its minimum of 10 s"
+    for _, row in firsts.iterrows():
+        expected = f"check (1 of 3 runs): {row['experiment_id']} cycle 2: {reason}"
+        assert row["quality"] == (expected if row["batch_size"] == 2 else "ok")
+    console = Console(record=True, width=300)
+    console.print(summary_table("t", summary))
+    text = console.export_text()
+    assert "quality" in text
+    assert text.count("check (1 of 3 runs)") == 2
+    # a result written before the quality record existed says so, never 'ok'
+    old = summarize(campaign_runs(tmp_path / "old", write_yaml), SETTINGS)
+    assert set(old["quality"]) == {"n/a"}
 
 
 def test_server_levels_are_groups_of_their_own_with_cis_across_cycles() -> None:

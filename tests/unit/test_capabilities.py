@@ -156,7 +156,16 @@ def test_skipped_combinations_are_in_the_manifest(write_yaml: WriteYaml, tmp_pat
 def test_cli_prints_skipped_combinations(write_yaml: WriteYaml) -> None:
     path = write_yaml(GRID.format(skip="skip_invalid: true\n"))
     proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure.cli", "campaign", str(path), "--dry-run"],
+        [
+            sys.executable,
+            "-m",
+            "llenergymeasure.cli",
+            "campaign",
+            str(path),
+            "--dry-run",
+            "--runner",
+            "local",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -384,3 +393,12 @@ def test_cli_config_list_json_and_bad_backend() -> None:
 )
 def test_gpus_required_follows_the_engines_parallelism(data: dict[str, Any], gpus: int) -> None:
     assert ExperimentConfig.model_validate(data).gpus_required() == gpus
+
+
+def test_server_mode_runs_on_the_backends_whose_descriptor_serves() -> None:
+    serving = [name for name, found in descriptors().items() if found.serves]
+    assert serving == ["pytorch", "vllm"]
+    with pytest.raises(ValidationError) as info:
+        ExperimentConfig.model_validate({"backend": "tensorrt", "mode": "server"})
+    assert info.value.errors()[0]["type"] == UNSUPPORTED_VALUE
+    assert "backends that support it: pytorch, vllm" in str(info.value)

@@ -20,6 +20,7 @@ from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 from llenergymeasure.config.experiment import BaselineConfig, MeasurementConfig
 from llenergymeasure.measure.energy import COUNTER, INTEGRATED_INSTANT, NO_ENERGY_WARNING
 from llenergymeasure.measure.nvml import GpuReader
+from llenergymeasure.measure.phase_split import split_energy
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.session import MeasurementSession, Report
@@ -152,24 +153,24 @@ def test_baseline_is_reused_from_the_cache_by_the_next_session(tmp_path: Path) -
     assert first.energy.baseline_source == "measured"
     assert len(list((tmp_path / "cache").glob("baseline-*.json"))) == 1
 
-    clock.advance(60.0)  # 119.4013 -> 179.4013: the next experiment starts
+    clock.advance(60.0)  # 119.5013 (end tick + one more, for the period) -> 179.5013
     calls, sleeps = gpu.energy_calls, len(clock.sleeps)
     session = fake_session(tmp_path, clock, [gpu])
     with session:
         session.attach(None)
         assert gpu.energy_calls == calls  # no baseline measurement: nothing read
         assert len(clock.sleeps) == sleeps
-        assert clock() == exact(179.4013)
+        assert clock() == exact(179.5013)
         with session.window():
             clock.advance(12.0)
         report = session.report(400, 8)
     e = report.energy
     assert e.baseline_source == "cache"
-    # measured at the end of the first baseline (wall 105.2013), reused at 179.4013
+    # measured at the end of the first baseline (wall 105.2013), reused at 179.5013
     # (wall-clock floats near 1.7e9 s carry ~0.2 µs)
-    assert e.baseline_age_s == pytest.approx(179.4013 - 105.2013, abs=1e-6)
+    assert e.baseline_age_s == pytest.approx(179.5013 - 105.2013, abs=1e-6)
     assert e.baseline_power_w == exact(80.0)
-    # idle all through (start tick 179.5, seen 179.5013; end 191.5013): 80 W * 12 s, adjusted 0
+    # idle all through (start tick 179.6, seen 179.6013; end 191.6013): 80 W * 12 s, adjusted 0
     assert e.energy_raw_j == exact(80.0 * 12.0)
     assert e.energy_window_s == exact(12.0)
     assert e.energy_adjusted_j == pytest.approx(0.0, abs=1e-9)
@@ -331,14 +332,21 @@ def test_stale_cached_baseline_is_used_and_flagged_when_remeasuring_fails(
     run_window(fake_session(tmp_path, clock, [gpu], ttl_s=30.0), clock)
     clock.advance(600.0)
     gpu.counter = gpu.instant = False  # now nothing can re-measure the idle power
-    report = run_window(fake_session(tmp_path, clock, [gpu], ttl_s=30.0), clock)
+    session = fake_session(tmp_path, clock, [gpu], ttl_s=30.0)
+    report = run_window(session, clock)
     assert report.flags.baseline_stale is True
     assert any("could not be re-measured" in w for w in report.warnings), report.warnings
+    quality = session.quality(min_window_s=10.0, passes=1, latency_ratio=None)
+    assert (quality.baseline_stale, quality.baseline_source) == (True, "cache")
+    assert quality.baseline_age_s is not None and quality.baseline_age_s > 600
+    assert quality.baseline_state == "model_loaded_idle"
+    assert any("idle baseline is stale" in r for r in quality.reasons), quality.reasons
+    assert any("energy of the window unknown" in r for r in quality.reasons), quality.reasons
 
 
 def _no_gpu_energy(e: EnergyFigures) -> None:
     assert e.per_gpu == []
-    data = e.model_dump(exclude={"per_gpu", "cpu_package_energy_j"})
+    data = e.model_dump(exclude={"per_gpu", "cpu_package_energy_j", "cpu_dram_energy_j", "host"})
     assert all(v is None for v in data.values()), data
 
 
@@ -347,7 +355,12 @@ def test_no_gpu_gives_null_energy_and_the_warning_never_zero(tmp_path: Path) -> 
     session = fake_session(tmp_path, clock, [])
     report = run_window(session, clock, window_s=12.0)
     _no_gpu_energy(report.energy)
-    assert report.energy == EnergyFigures()
+    assert report.energy.model_dump(exclude={"host"}) == EnergyFigures().model_dump(
+        exclude={"host"}
+    )
+    host = report.energy.host
+    assert host is not None and not host.readable  # said so, not left blank
+    assert host.reason is not None and "no-powercap does not exist" in host.reason
     assert NO_ENERGY_WARNING in report.warnings
     assert report.flags.energy_counter_unsupported is None
     assert report.flags.baseline_stale is None
@@ -369,6 +382,8 @@ def test_no_gpu_still_reports_cpu_package_energy_from_rapl(tmp_path: Path) -> No
 
     report = run_window(session, clock, inside=cpu_work)
     assert report.energy.cpu_package_energy_j == exact(0.25)
+    assert report.energy.host is not None and report.energy.host.readable
+    assert report.energy.cpu_dram_energy_j is None  # no dram zone: null, not 0
     _no_gpu_energy(report.energy)
     assert NO_ENERGY_WARNING in report.warnings
 
@@ -537,6 +552,197 @@ def test_timeseries_power_w_falls_back_to_average_power(tmp_path: Path) -> None:
 def test_sampler_rate_is_bounded(hz: float) -> None:
     with pytest.raises(ValueError, match="sampler rate"):
         Sampler([], hz)
+
+
+# ------------------------------------------------------------------------ quality record
+
+
+def test_quality_record_of_a_clean_window(tmp_path: Path) -> None:
+    clock = FakeClock(100.0013)
+    gpu = ScriptedGpu("GPU-a", clock, LOAD_A)
+    session = fake_session(tmp_path, clock, [gpu])
+    report = run_window(session, clock)
+    quality = session.quality(min_window_s=10.0, passes=3, latency_ratio=1.02)
+    assert quality.status == "ok", quality.reasons
+    assert quality.reasons == []
+    # the end tick at 119.4 was seen at 119.4013, the next one (119.5) at 119.5013
+    assert quality.counter_update_period_s == exact(0.1)
+    (record,) = report.energy.per_gpu
+    # each edge saw its tick within one 4 ms read: 8 ms at the window's mean power
+    assert record.edge_uncertainty_s == exact(0.008)
+    assert quality.edge_uncertainty_j == exact(0.008 * 4640.0 / 12.0)
+    assert quality.edge_uncertainty_pct == exact(100 * 0.008 / 12.0)
+    assert (quality.sampler_coverage, quality.sampler_largest_gap_s) == (None, None)  # 0 Hz
+    assert quality.throttled_share is None
+    assert (quality.baseline_source, quality.baseline_age_s) == ("measured", 0.0)
+    assert (quality.baseline_state, quality.baseline_stale) == ("model_loaded_idle", False)
+    assert quality.window_s == exact(12.0)
+    assert (quality.min_window_s, quality.window_meets_minimum, quality.passes) == (10.0, True, 3)
+    assert quality.window_to_warmup_latency_ratio == 1.02
+
+
+@pytest.mark.parametrize(
+    ("tick_s", "min_window_s", "window_s", "ratio", "baseline", "expected"),
+    [
+        # a counter that updates every 1 s: the start edge (102.0 s) meets no tick within
+        # its 0.3 s wait, the end edge (114.8 s) meets the one at 115 s
+        (1.0, 10.0, 12.5, None, False, ["not aligned to an energy-counter update"]),
+        (0.1, 0.0, 4.0, None, True, ["under 10 s with min_window_s off"]),
+        (0.1, 10.0, 4.0, None, True, ["under its minimum of 10 s"]),
+        (0.1, 10.0, 12.0, 1.3, True, ["took 1.30x warm-up's"]),
+        (0.1, 10.0, 12.0, None, False, []),  # baseline off by choice: nothing to check
+    ],
+)
+def test_quality_checks_name_their_reason(
+    tmp_path: Path,
+    tick_s: float,
+    min_window_s: float,
+    window_s: float,
+    ratio: float | None,
+    baseline: bool,
+    expected: list[str],
+) -> None:
+    clock = FakeClock(100.0013)
+    gpu = ScriptedGpu("GPU-a", clock, LOAD_A, tick_s=tick_s)
+    session = fake_session(tmp_path, clock, [gpu], min_window_s=min_window_s, baseline=baseline)
+    run_window(session, clock, window_s=window_s)
+    quality = session.quality(min_window_s=min_window_s, passes=1, latency_ratio=ratio)
+    assert quality.status == ("check" if expected else "ok")
+    assert len(quality.reasons) == len(expected), quality.reasons
+    for reason, words in zip(quality.reasons, expected, strict=True):
+        assert words in reason
+    if tick_s > 1:
+        assert quality.counter_update_period_s is None  # no two ticks seen: not guessed
+
+
+def test_quality_without_a_gpu_has_null_energy_items(tmp_path: Path) -> None:
+    clock = FakeClock(5.0)
+    session = fake_session(tmp_path, clock, [])
+    run_window(session, clock, window_s=3.0)
+    quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=0.97)
+    assert quality.status == "ok"
+    assert quality.counter_update_period_s is None
+    assert quality.edge_uncertainty_j is None
+    assert quality.sampler_coverage is None
+    assert quality.baseline_source is None
+    assert quality.baseline_stale is None
+    assert quality.window_s == exact(3.0)
+
+
+def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> None:
+    gpu = ScriptedGpu("GPU-a", time.monotonic, constant(250), counter=False, throttle_reasons=0)
+    session = real_session(tmp_path, [gpu])
+    with session:
+        session.attach(None)
+        with session.sampling(), session.window():
+            time.sleep(0.3)
+            gpu.throttle_reasons = 0x20  # SW thermal slowdown for the rest of the window
+            time.sleep(0.3)
+        session.report(100, 4)
+    quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=None)
+    rows = [r for r in session.sampler.rows if r.phase == "measured"] if session.sampler else []
+    throttled = [bool(r.sample.throttle_reasons) for r in rows]
+    assert quality.throttled_share == pytest.approx(sum(throttled) / len(throttled))
+    assert 0 < quality.throttled_share < 1
+    assert quality.sampler_coverage is not None
+    assert 0 < quality.sampler_coverage <= 1
+    assert quality.sampler_largest_gap_s is not None
+    assert 0 < quality.sampler_largest_gap_s < 0.6
+    assert quality.status == "check"
+    assert any("throttled in" in r for r in quality.reasons)
+
+
+# ------------------------------------------------------------------------ phase split
+
+
+def test_prefill_side_window_energy_and_split(tmp_path: Path) -> None:
+    """Main window: 12 s of LOAD_A (4640 J, 8 requests). Then a prefill pass at 250 W for
+    2 s serving the same 8 requests: its own window, edges synced like the main one's."""
+    clock = FakeClock(100.0013)
+    trace = Trace([*LOAD_A.points, (125, 80), (125, 250), (127, 250), (127, 80)])
+    gpu = ScriptedGpu("GPU-a", clock, trace)
+    session = fake_session(tmp_path, clock, [gpu])
+    with session:
+        session.attach(None)
+        with session.sampling():
+            clock.advance(2.0)
+            with session.window():
+                clock.advance(12.0)
+            clock.advance(125.0 - clock() - 0.05)  # the prefill pass starts at ~125 s
+            with session.side_window("prefill") as side:
+                clock.advance(2.0)
+        report = session.report(400, 8)
+    assert report.energy.energy_raw_j == exact(4640.0)  # the main window is untouched
+    assert side.method == COUNTER
+    # start edge: reads every 4 ms from 124.95, the 125.0 tick seen at 125.002; 2 s of work
+    # to 127.002; the end edge sees the 127.1 tick at 127.102. Counter 125.0 -> 127.1: 508 J,
+    # less the tail logged from 127.002 to 127.102 (80 W x 0.1 s): 500 J, within the edges'
+    # uncertainty (4 ms x 250 W) of the trace's energy over [125.002, 127.002].
+    assert (side.start_s, side.duration_s) == (exact(125.002), exact(2.0))
+    assert side.energy_j == exact(float(trace.energy_j("125.0", "127.1")) - 80 * 0.1)
+    assert side.energy_j == pytest.approx(float(trace.energy_j("125.002", "127.002")), abs=1.0)
+    split = split_energy(
+        window_energy_j=report.energy.energy_raw_j,
+        window_requests=8,
+        input_tokens=160,
+        output_tokens=400,
+        prefill_energy_j=side.energy_j,
+        prefill_requests=8,
+        prefill_output_tokens=8,
+        prefill_window_s=side.duration_s,
+        prefill_passes=1,
+    )
+    prefill_j = 500.0
+    assert split.method == "prefill_pass"
+    assert split.energy_prefill_j == exact(prefill_j)
+    assert split.energy_decode_j == exact(4640.0 - prefill_j)
+    assert split.energy_per_input_token_j == exact(prefill_j / 160)
+    assert split.decode_tokens == 400 - 8
+    assert split.energy_per_output_token_j == exact((4640.0 - prefill_j) / 392)
+
+
+@pytest.mark.parametrize(
+    ("prefill_requests", "passes", "scale"), [(8, 1, 1.0), (24, 3, 1 / 3), (4, 1, 2.0)]
+)
+def test_prefill_energy_is_scaled_per_request(
+    prefill_requests: int, passes: int, scale: float
+) -> None:
+    split = split_energy(
+        window_energy_j=1000.0,
+        window_requests=8,
+        input_tokens=80,
+        output_tokens=8,  # one token each: nothing left for decode per token
+        prefill_energy_j=300.0,
+        prefill_requests=prefill_requests,
+        prefill_output_tokens=prefill_requests,
+        prefill_window_s=1.0,
+        prefill_passes=passes,
+    )
+    assert split.energy_prefill_j == exact(300.0 * scale)
+    assert split.energy_decode_j == exact(1000.0 - 300.0 * scale)
+    assert split.decode_tokens == 0
+    assert split.energy_per_output_token_j is None  # no decode tokens: null, never a division
+
+
+def test_prefill_split_without_energy_is_null_not_zero(tmp_path: Path) -> None:
+    clock = FakeClock(5.0)
+    session = fake_session(tmp_path, clock, [])
+    with session, session.side_window("prefill") as side:
+        clock.advance(1.0)
+    assert (side.energy_j, side.duration_s) == (None, exact(1.0))
+    split = split_energy(
+        window_energy_j=None,
+        window_requests=4,
+        input_tokens=40,
+        output_tokens=20,
+        prefill_energy_j=None,
+        prefill_requests=4,
+        prefill_output_tokens=4,
+        prefill_window_s=1.0,
+        prefill_passes=1,
+    )
+    assert split.energy_prefill_j is split.energy_decode_j is None
+    assert split.energy_per_input_token_j is split.energy_per_output_token_j is None
 
 
 # ------------------------------------------------------------ other processes in the window

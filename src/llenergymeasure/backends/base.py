@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -49,10 +50,12 @@ class PreparedBatch:
 
 @dataclass(frozen=True)
 class Served:
-    """What serve() returns: every request's output and each batch's wall time."""
+    """What serve() returns: every request's output, each batch's wall time, and the CPU time
+    the serving thread spent in it (near the wall time: the host, not the device, set the pace)."""
 
     outputs: list[RequestOutput]
     batch_latencies_s: list[float]
+    batch_host_cpu_s: list[float]
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,26 @@ class Backend(ABC):
         """Serve every batch in order, timing each."""
         outputs: list[RequestOutput] = []
         latencies: list[float] = []
+        host_cpu: list[float] = []
         for batch in batches:
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             outputs.extend(self.run_batch(batch))
             latencies.append(time.perf_counter() - t0)
-        return Served(outputs, latencies)
+            host_cpu.append(time.thread_time() - c0)
+        return Served(outputs, latencies, host_cpu)
+
+    @contextlib.contextmanager
+    def prefill_only(self) -> Iterator[None]:
+        """Serve with one output token per request: the prefill pass of
+        measurement.phase_split. Every backend reads max_output_tokens from self.config at
+        each call, so a swapped config is all it takes."""
+        saved = self.config
+        decoding = saved.decoding.model_copy(update={"min_output_tokens": None})
+        self.config = saved.model_copy(update={"max_output_tokens": 1, "decoding": decoding})
+        try:
+            yield
+        finally:
+            self.config = saved
 
     def generate(self, prompts: list[str]) -> list[RequestOutput]:
         """Prepare and serve all prompts (tests, benchmarks; the worker times the two apart)."""

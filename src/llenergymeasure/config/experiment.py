@@ -169,6 +169,20 @@ class MeasurementConfig(_Strict):
         "windows under ~10 s is noisy and biased low. Applies when GPU energy is measured.",
         json_schema_extra=OMIT_IF_NULL,
     )
+    energy_source: Literal["nvml", "zeus", "codecarbon"] | None = Field(
+        None,
+        description="What measures the window's GPU energy: 'nvml' (null means this) the NVML "
+        "energy counter read at synced edges; 'zeus' or 'codecarbon' (optional extras of the "
+        "same names) read over the same window, NVML still read beside them per GPU.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    phase_split: bool | None = Field(
+        None,
+        description="After the measured window, serve the same requests again with one output "
+        "token each (prefill only), in a window of its own, and split the window's energy into "
+        "prefill and decode (scaled per request). Null: off.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
 
     @property
     def window_minimum_s(self) -> float:

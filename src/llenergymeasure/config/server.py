@@ -10,19 +10,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SERVER_BACKENDS = ("pytorch", "vllm")
-"""Backends whose own OpenAI-compatible server the worker can launch: PyTorch through
-`transformers serve --continuous-batching`, vLLM through its API server. TensorRT-LLM's
-`trtllm-serve` is not wired (no engine here to prove it on)."""
+from llenergymeasure.config.descriptor import descriptors
+
+
+def server_backends() -> list[str]:
+    """Backends whose own OpenAI-compatible server the worker can launch (their descriptor's
+    `serves`): PyTorch through `transformers serve --continuous-batching`, vLLM through its API
+    server."""
+    return [name for name, found in descriptors().items() if found.serves]
 
 
 def server_mode_refusal(backend: str) -> str | None:
     """Why `mode: server` cannot run on `backend`, naming the ones that can; None if it can."""
-    if backend in SERVER_BACKENDS:
+    if backend in server_backends():
         return None
     return (
         f"mode: server is not supported on backend '{backend}'; "
-        f"backends that support it: {', '.join(SERVER_BACKENDS)}"
+        f"backends that support it: {', '.join(server_backends())}"
     )
 
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from llenergymeasure.config.experiment import MeasurementConfig
-from llenergymeasure.errors import MeasurementError
+from llenergymeasure.errors import ConfigError, MeasurementError
 from llenergymeasure.measure import energy as energy_mod
 from llenergymeasure.measure.baseline import Baseline, BaselineCache, measure_baseline
 from llenergymeasure.measure.environment import driver_versions, gpu_info, preflight_warnings
@@ -39,13 +39,17 @@ from llenergymeasure.measure.nvml import (
     nvml_session,
     visible_gpu_uuids,
 )
+from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.measure.sources import NVML, EnergySource, make_source, missing_extra
 from llenergymeasure.results.schema import (
     EnergyFigures,
     GpuEnergyRecord,
     GpuInfo,
+    HostEnergy,
     MeasurementFlags,
+    QualityRecord,
 )
 
 SHORT_WINDOW_S = 10.0
@@ -59,6 +63,22 @@ class Window:
     end_s: float = 0.0
     start_unix_s: float = 0.0
     end_unix_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class SideWindow:
+    """A window after the main one, with its own energy (see MeasurementSession.side_window)."""
+
+    phase: str
+    start_s: float = 0.0
+    end_s: float = 0.0
+    energy_j: float | None = None
+    method: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -93,9 +113,11 @@ class MeasurementSession:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rapl: RaplReader | None = None,
+        source: EnergySource | None = None,
     ) -> None:
         """readers: inject GPU readings (tests); by default they come from NVML in attach().
-        clock, wall_clock and sleep go together: a test's fake clock needs its own sleep."""
+        clock, wall_clock and sleep go together: a test's fake clock needs its own sleep.
+        source: inject the energy source (tests); by default energy_source's, in attach()."""
         self.config, self.clock, self.wall_clock = config, clock, wall_clock
         self.sleep = sleep
         # Set by the worker when repeating passes stopped at the time limit before min_window_s.
@@ -119,9 +141,17 @@ class MeasurementSession:
         self._baselines = _Baselines()
         self._start_reads: dict[str, energy_mod.CounterRead] = {}
         self._end_reads: dict[str, energy_mod.CounterRead] = {}
-        self._cpu_energy_j: float | None = None
+        self._host: HostEnergy | None = None
+        self.source: EnergySource | None = source
+        self._source_j: float | None = None
+        self._counter_periods_s: list[float] = []
+        self._report: Report | None = None
 
     def __enter__(self) -> MeasurementSession:
+        source = self.config.energy_source
+        problem = missing_extra(source) if source else None
+        if problem is not None:  # before any model is loaded: a config error, not retried
+            raise ConfigError(problem)
         if not self._injected:
             try:
                 self._pynvml = self._stack.enter_context(nvml_session())
@@ -169,6 +199,13 @@ class MeasurementSession:
             self._ours[reader.uuid] = (pids or set()) - self._pids_before.get(reader.uuid, set())
         if self.readers and self.config.baseline.enabled:
             self._baselines = self._take_baselines()
+        if self.readers and self.config.energy_source not in (None, NVML) and self.source is None:
+            indices = [g.index for g in self.gpus]
+            known = [i for i in indices if i is not None]
+            self.source = make_source(
+                str(self.config.energy_source),
+                known if self.gpus and len(known) == len(indices) else None,
+            )
 
     def _take_baselines(self) -> _Baselines:
         now = self.wall_clock()
@@ -231,17 +268,84 @@ class MeasurementSession:
             self.rapl.start()
         if self.sampler is not None:
             self.sampler.phase = "measured"
+        if self.source is not None:
+            self.source.start()
         self.window_edges.start_s = self.clock()
         self.window_edges.start_unix_s = self.wall_clock()
         yield self.window_edges
         self.window_edges.end_s = self.clock()
         self.window_edges.end_unix_s = self.wall_clock()
+        if self.source is not None:
+            self._source_j = self._stop_source(self.source)
         if self.sampler is not None:
             self.sampler.phase = "cooldown"
-        if self.rapl.available:
-            self._cpu_energy_j = self.rapl.stop_j()
+        self._host = self.rapl.stop() if self.rapl.available else self.rapl.not_readable()
         self._end_reads = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+        self._counter_periods_s = self._observe_counter_period()
         self._note_window_pids()
+
+    def _stop_source(self, source: EnergySource) -> float | None:
+        try:
+            energy_j = source.stop_j()
+        except Exception as e:  # another library's failure must not cost the result
+            self.warnings.append(f"energy source {source.name} failed at the window's end: {e}")
+            return None
+        if energy_j is None:
+            self.warnings.append(f"energy source {source.name} gave no GPU energy for the window")
+        return energy_j
+
+    def _observe_counter_period(self) -> list[float]:
+        """One more tick after the end edge's: the time between them is the counter's update
+        period as this GPU shows it (outside the window; costs one period)."""
+        ends = self._end_reads
+        ticked = [r for r in self.readers if r.uuid in ends and ends[r.uuid].synced]
+        after = energy_mod.read_synced(ticked, self.clock)
+        return [read.t_s - self._end_reads[uuid].t_s for uuid, read in after.items() if read.synced]
+
+    def _gpu_energies(
+        self,
+        start: dict[str, energy_mod.CounterRead],
+        end: dict[str, energy_mod.CounterRead],
+        t0: float,
+        t1: float,
+        warnings: list[str],
+    ) -> list[energy_mod.GpuEnergy]:
+        """Each GPU's energy between two edges: counter, else the sampler's power."""
+        return [
+            energy_mod.window_energy(
+                reader.uuid,
+                start.get(reader.uuid),
+                end.get(reader.uuid),
+                t0,
+                t1,
+                self.sampler.series(reader.uuid, "power_instant_w") if self.sampler else [],
+                self.sampler.series(reader.uuid, "power_avg_w") if self.sampler else [],
+                warnings,
+            )
+            for reader in self.readers
+        ]
+
+    @contextlib.contextmanager
+    def side_window(self, phase: str) -> Iterator[SideWindow]:
+        """A second measured window after the main one (the prefill pass of phase_split):
+        energy edges synced the same way, sampler rows tagged `phase`; the main window's
+        figures are untouched. Energy is null without a GPU or where any GPU's is unknown."""
+        side = SideWindow(phase)
+        start = energy_mod.read_synced(self.readers, self.clock)
+        if self.sampler is not None:
+            self.sampler.phase = phase
+        side.start_s = self.clock()
+        yield side
+        side.end_s = self.clock()
+        if self.sampler is not None:
+            self.sampler.phase = "cooldown"
+        end = energy_mod.read_synced(self.readers, self.clock, log_power=True)
+        if not self.readers:
+            return
+        energies = self._gpu_energies(start, end, side.start_s, side.end_s, side.warnings)
+        if all(g.energy_j is not None for g in energies):
+            side.energy_j = sum(g.energy_j or 0.0 for g in energies)
+            side.method = energies[0].method if len({g.method for g in energies}) == 1 else "mixed"
 
     def _note_window_pids(self) -> None:
         for reader in self.readers:
@@ -285,20 +389,14 @@ class MeasurementSession:
         flags = self._flags(warnings)
         if not self.readers:
             warnings.append(energy_mod.NO_ENERGY_WARNING)
-            return Report(EnergyFigures(cpu_package_energy_j=self._cpu_energy_j), flags, warnings)
+            self._report = Report(EnergyFigures(**self._host_figures()), flags, warnings)
+            return self._report
         edges = self.window_edges
         per_gpu = []
-        for reader in self.readers:
-            record = energy_mod.window_energy(
-                reader.uuid,
-                self._start_reads.get(reader.uuid),
-                self._end_reads.get(reader.uuid),
-                edges.start_s,
-                edges.end_s,
-                self.sampler.series(reader.uuid, "power_instant_w") if self.sampler else [],
-                self.sampler.series(reader.uuid, "power_avg_w") if self.sampler else [],
-                warnings,
-            )
+        energies = self._gpu_energies(
+            self._start_reads, self._end_reads, edges.start_s, edges.end_s, warnings
+        )
+        for reader, record in zip(self.readers, energies, strict=True):
             baseline = self._baselines.values.get(reader.uuid)
             per_gpu.append(
                 GpuEnergyRecord(
@@ -314,25 +412,72 @@ class MeasurementSession:
         flags.energy_counter_unsupported = not all(
             r.uuid in self._start_reads for r in self.readers
         )
-        return Report(self._totals(per_gpu, output_tokens, n_requests), flags, warnings)
+        self._report = Report(self._totals(per_gpu, output_tokens, n_requests), flags, warnings)
+        return self._report
+
+    def quality(
+        self, *, min_window_s: float, passes: int, latency_ratio: float | None
+    ) -> QualityRecord:
+        """The window's quality record (call after report()); the worker adds what only it
+        knows: the minimum it aimed for, the passes it ran, the warm-up latency ratio."""
+        if self._report is None:
+            raise MeasurementError("quality() needs report() first")
+        energy, flags = self._report.energy, self._report.flags
+        rows = [r for r in (self.sampler.rows if self.sampler else []) if r.phase == "measured"]
+        sampled = [
+            SampledWindow(
+                times_s=[r.t_s for r in rows if r.uuid == reader.uuid],
+                throttled=[
+                    None
+                    if r.sample.throttle_reasons is None
+                    else bool(r.sample.throttle_reasons & SLOWDOWN_BITS)
+                    for r in rows
+                    if r.uuid == reader.uuid
+                ],
+            )
+            for reader in self.readers
+        ]
+        baselines = self._baselines
+        measured = MeasuredQuality(
+            window_start_s=self.window_edges.start_s,
+            window_end_s=self.window_edges.end_s,
+            per_gpu=energy.per_gpu,
+            energy_method=energy.energy_method,
+            counter_periods_s=self._counter_periods_s,
+            sampler_hz=self.config.sampler_hz if self.sampler is not None else None,
+            sampled=sampled if self.sampler is not None else [],
+            baseline_expected=bool(self.readers) and self.config.baseline.enabled,
+            baseline_source=baselines.source if baselines.values else None,
+            baseline_age_s=baselines.age_s if baselines.values else None,
+            baseline_state=next(iter(baselines.values.values())).state
+            if baselines.values
+            else None,
+            baseline_stale=baselines.stale if self.readers else None,
+            short_window=flags.short_window,
+        )
+        return assess(
+            measured, min_window_s=min_window_s, passes=passes, latency_ratio=latency_ratio
+        )
 
     def _totals(
         self, per_gpu: list[GpuEnergyRecord], output_tokens: int, n_requests: int
     ) -> EnergyFigures:
         known = [g for g in per_gpu if g.energy_j is not None]
         if len(known) < len(per_gpu):
-            return EnergyFigures(per_gpu=per_gpu, cpu_package_energy_j=self._cpu_energy_j)
-        raw = sum(g.energy_j or 0.0 for g in known)
+            return EnergyFigures(per_gpu=per_gpu, **self._host_figures())
+        nvml_j = sum(g.energy_j or 0.0 for g in known)
         methods = {g.method for g in known}
+        method = methods.pop() if len(methods) == 1 else "mixed"
+        raw: float | None = nvml_j
+        if self.source is not None:
+            raw, method = self._source_j, self.source.name
         have_baseline = all(g.baseline_power_w is not None for g in per_gpu)
-        adjusted = (
-            sum((g.energy_j or 0.0) - (g.baseline_power_w or 0.0) * g.window_s for g in per_gpu)
-            if have_baseline
-            else None
-        )
+        idle_j = sum((g.baseline_power_w or 0.0) * g.window_s for g in per_gpu)
+        adjusted = raw - idle_j if have_baseline and raw is not None else None
         first = next(iter(self._baselines.values.values()), None)
         return EnergyFigures(
-            energy_method=methods.pop() if len(methods) == 1 else "mixed",
+            energy_method=method,
+            **self._source_figures(nvml_j),
             energy_raw_j=raw,
             energy_window_s=max(g.window_s for g in per_gpu),
             baseline_power_w=(
@@ -348,8 +493,33 @@ class MeasurementSession:
             energy_raw_per_request_j=_per(raw, n_requests),
             energy_adjusted_per_request_j=_per(adjusted, n_requests),
             per_gpu=per_gpu,
-            cpu_package_energy_j=self._cpu_energy_j,
+            **self._host_figures(),
         )
+
+    def _source_figures(self, nvml_j: float) -> dict[str, Any]:
+        """Which source measured energy_raw_j, its version, and NVML's figure beside another."""
+        if self.source is None:
+            driver = self.driver[0]
+            version = f"driver {driver}" if driver else None
+            return {"energy_source": NVML, "energy_source_version": version}
+        return {
+            "energy_source": self.source.name,
+            "energy_source_version": self.source.version,
+            "energy_nvml_j": nvml_j,
+        }
+
+    def _host_figures(self) -> dict[str, Any]:
+        """RAPL's record and its sums over sockets (null where no socket gave that domain)."""
+        host = self._host
+        if host is None:
+            return {}
+        package = [s.package_j for s in host.sockets if s.package_j is not None]
+        dram = [s.dram_j for s in host.sockets if s.dram_j is not None]
+        return {
+            "host": host,
+            "cpu_package_energy_j": sum(package) if package else None,
+            "cpu_dram_energy_j": sum(dram) if dram else None,
+        }
 
     def _flags(self, warnings: list[str]) -> MeasurementFlags:
         duration = self.window_edges.duration_s

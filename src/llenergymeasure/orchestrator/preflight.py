@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.measure.sources import NVML, missing_extra
 from llenergymeasure.models import is_builtin, resolve_model
 
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
@@ -38,3 +39,16 @@ def check_models(campaign: Campaign) -> None:
                 f"model {model!r}: {path.resolve()} has no config.json; it is not a "
                 "Hugging Face model directory"
             )
+
+
+def check_energy_sources(campaign: Campaign, runner: str | None) -> None:
+    """With the local runner the workers run in this Python environment: an energy source
+    whose optional extra is missing here is a configuration error now, not one per worker.
+    (In an image or on a cluster node the worker says so itself, before loading a model.)"""
+    if runner != "local":
+        return
+    named = {exp.config.measurement.energy_source for exp in campaign.experiments}
+    for source in sorted(s for s in named if s is not None and s != NVML):
+        problem = missing_extra(source)
+        if problem is not None:
+            raise ConfigError(problem)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from llenergymeasure.config.campaign import StatisticsConfig
-from llenergymeasure.results.collate import write_tables
+from llenergymeasure.results.collate import QUALITY_REASONS, QUALITY_STATUS, write_tables
 
 SUMMARY_STEM = "summary"
 
@@ -115,6 +115,8 @@ def describe(values: np.ndarray, settings: StatisticsConfig) -> Stats:
 
 VARIES_WITHIN = "varies_within"
 """Summary column: swept parameters not in group_by that differ inside the group."""
+QUALITY = "quality"
+"""Summary column: 'ok', or 'check (k of n runs): <experiment> cycle <c>: <reasons>'."""
 
 
 def swept_parameters(runs: pd.DataFrame) -> list[str]:
@@ -153,6 +155,7 @@ def summarize(
         *label_columns,
         "n_experiments",
         VARIES_WITHIN,
+        QUALITY,
         "metric",
         *STAT_COLUMNS,
         "confidence",
@@ -166,6 +169,7 @@ def summarize(
         groups.sort(key=lambda g: [_sort_key(_plain(g[c].iloc[0])) for c in order])
         for group in groups:
             labels = {c: _plain(group[c].iloc[0]) for c in label_columns}
+            quality = quality_note(group)
             for metric, column in (METRICS | SERVER_METRICS if levels else METRICS).items():
                 values = _numbers(group, column)
                 described = describe(values, settings)
@@ -174,6 +178,7 @@ def summarize(
                     | {
                         "n_experiments": int(group["experiment_id"].nunique()),
                         VARIES_WITHIN: _varies_within(group, pooled),
+                        QUALITY: quality,
                         "metric": metric,
                         **{s: getattr(described, s) for s in STAT_COLUMNS},
                         "confidence": settings.confidence,
@@ -183,6 +188,23 @@ def summarize(
     float_columns = [c for c in STAT_COLUMNS if c != "n"]
     frame[float_columns] = frame[float_columns].astype("Float64")
     return frame.astype({"n": "Int64", "n_experiments": "Int64"})
+
+
+def quality_note(group: pd.DataFrame) -> str:
+    """'ok' when every run of the group passed its quality record; else 'check', how many
+    runs failed it, and which (experiment, cycle) and why. Failing runs stay in the
+    statistics, flagged here: the reader decides (issue 17.5)."""
+    if QUALITY_STATUS not in group:
+        return "n/a"
+    status = group[QUALITY_STATUS]
+    failed = group[status.astype("string") == "check"]
+    if not len(failed):
+        return "ok" if status.notna().all() else "n/a"
+    lines = [
+        f"{row['experiment_id']} cycle {row['cycle']}: {_plain(row.get(QUALITY_REASONS)) or '?'}"
+        for _, row in failed.iterrows()
+    ]
+    return f"check ({len(failed)} of {len(group)} runs): " + " | ".join(lines)
 
 
 def _varies_within(group: pd.DataFrame, pooled: list[str]) -> str:

@@ -19,6 +19,8 @@ RESULTS_STEM = "results"
 RESULTS_CSV = f"{RESULTS_STEM}.csv"
 RESULTS_PARQUET = f"{RESULTS_STEM}.parquet"
 J_PER_KWH = 3.6e6
+QUALITY_STATUS = "quality.status"
+QUALITY_REASONS = "quality.reasons"
 
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
@@ -26,6 +28,8 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
     data = result.model_dump(mode="json", exclude={"request_latencies_s", "measurement_warnings"})
     row = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
     row["measurement_warnings"] = "; ".join(result.measurement_warnings)
+    if result.quality is not None:
+        row[QUALITY_REASONS] = "; ".join(result.quality.reasons)
     return row
 
 

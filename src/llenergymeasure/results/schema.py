@@ -56,6 +56,15 @@ class WarmupRecord(_Result):
     last_run_batch_latencies_s: list[float] = Field(
         default_factory=list, description="Each batch's wall time in the last pass."
     )
+    last_run_batch_host_cpu_s: list[float] = Field(
+        default_factory=list,
+        description="CPU time the serving thread spent in each batch of the last pass.",
+    )
+    reference_runs: int | None = Field(
+        None,
+        description="Passes the window is compared with (window_to_warmup_latency_ratio): the "
+        "last warmup.window passes after the first, or the only one.",
+    )
 
 
 class PhaseTimes(_Result):
@@ -75,6 +84,12 @@ class PhaseTimes(_Result):
         description="Selecting, tokenising, truncating and batching the prompts."
     )
     warmup_s: float
+    pre_window_gap_s: float | None = Field(
+        None,
+        description="From the end of the warm-up's last batch to the window's start, the device "
+        "idle (synchronise, the start tick's wait). Kept short on purpose: on an H200 the first "
+        "host-bound batch after a 0.5 s idle ran 35% slower (benchmarks/RESULTS.md).",
+    )
     window_s: float
     after_window_s: float = Field(
         description="From the window's end to the result (reports, time series, snapshot)."
@@ -98,12 +113,40 @@ class GpuEnergyRecord(_Result):
     baseline_power_w: float | None = None
 
 
+class CpuSocketEnergy(_Result):
+    """One CPU socket's RAPL energy over the window; null where its zone was not readable."""
+
+    socket: int
+    package_j: float | None = None
+    dram_j: float | None = None
+
+
+class HostEnergy(_Result):
+    """Host CPU energy from RAPL over the window, per socket; never added to GPU energy."""
+
+    source: Literal["rapl"] = "rapl"
+    readable: bool
+    reason: str | None = Field(None, description="Why nothing was read ('not readable: ...').")
+    sockets: list[CpuSocketEnergy] = Field(default_factory=list)
+
+
 class EnergyFigures(_Result):
     """Energy over the measured window, summed over the GPUs in use. All null when no energy
     source was available: null means 'not measured', never zero."""
 
     energy_method: str | None = Field(
         None, description="nvml_energy_counter, or the power-integration fallback; null if none."
+    )
+    energy_source: str | None = Field(
+        None, description="What measured energy_raw_j: nvml, zeus or codecarbon (null: none)."
+    )
+    energy_source_version: str | None = Field(
+        None, description="Its version (for nvml, the driver's)."
+    )
+    energy_nvml_j: float | None = Field(
+        None,
+        description="With zeus or codecarbon: NVML's counter over the same window, summed over "
+        "GPUs (per_gpu has each), for agreement.",
     )
     energy_raw_j: float | None = None
     energy_window_s: float | None = Field(
@@ -125,7 +168,15 @@ class EnergyFigures(_Result):
     energy_adjusted_per_request_j: float | None = None
     per_gpu: list[GpuEnergyRecord] = Field(default_factory=list)
     cpu_package_energy_j: float | None = Field(
-        None, description="CPU package energy from RAPL over the window; never added to GPU energy."
+        None,
+        description="CPU package energy from RAPL over the window, summed over sockets; never "
+        "added to GPU energy.",
+    )
+    cpu_dram_energy_j: float | None = Field(
+        None, description="DRAM energy from RAPL over the window, summed over sockets."
+    )
+    host: HostEnergy | None = Field(
+        None, description="RAPL per socket, or why it was not readable (null: not asked)."
     )
 
 
@@ -151,6 +202,99 @@ class MeasurementFlags(_Result):
         description="Another process had a compute context on a measured GPU at the window's "
         "start or end (NVML's process list; this worker's own processes excluded): its energy "
         "is in this result. Null: no GPU, or the list was unreadable.",
+    )
+
+
+PhaseSplitMethod = Literal["prefill_pass"]
+
+
+class PhaseSplit(_Result):
+    """measurement.phase_split: the window's raw energy split into prefill and decode.
+
+    Method 'prefill_pass': after the window, the same requests were served again with one
+    output token each, in a window of their own; its energy per request, times the window's
+    requests, is the prefill energy, and the rest of the window's energy is decode. The first
+    output token of each request comes from prefill, so decode tokens are output tokens minus
+    requests. Energies are null where no energy source measured both windows."""
+
+    method: PhaseSplitMethod
+    prefill_window_s: float = Field(description="Length of the prefill pass's own window.")
+    prefill_passes: int = Field(ge=1)
+    prefill_requests: int
+    prefill_output_tokens: int = Field(description="Tokens the prefill pass generated (1 each).")
+    prefill_window_energy_j: float | None = Field(
+        None, description="Raw energy measured over the prefill pass's window."
+    )
+    energy_prefill_j: float | None = Field(
+        None, description="prefill_window_energy_j / prefill_requests x the window's requests."
+    )
+    energy_decode_j: float | None = Field(
+        None, description="The window's energy_raw_j minus energy_prefill_j."
+    )
+    energy_per_input_token_j: float | None = Field(
+        None, description="energy_prefill_j / the window's input tokens."
+    )
+    energy_per_output_token_j: float | None = Field(
+        None,
+        description="energy_decode_j / decode tokens (the window's output tokens minus its "
+        "requests: each request's first token is prefill's).",
+    )
+    decode_tokens: int
+
+
+QualityStatus = Literal["ok", "check"]
+
+
+class QualityRecord(_Result):
+    """How far the window's numbers can be trusted, in one place (issue 17.5). `status` is
+    'check' when any item crossed its threshold (measure/quality.py); `reasons` says which.
+    Energy items are null where no energy source measured the window."""
+
+    status: QualityStatus
+    reasons: list[str] = Field(default_factory=list)
+    counter_update_period_s: float | None = Field(
+        None,
+        description="Observed time between two energy-counter updates, after the window "
+        "(longest over GPUs; ~0.1 s on H100/H200). Null without a counter.",
+    )
+    edge_uncertainty_j: float | None = Field(
+        None,
+        description="Energy the window edges could be off by: each GPU's edge_uncertainty_s "
+        "times its mean window power, summed over GPUs.",
+    )
+    edge_uncertainty_pct: float | None = Field(
+        None, description="edge_uncertainty_j as a percentage of the window's raw energy."
+    )
+    sampler_coverage: float | None = Field(
+        None,
+        description="Samples taken in the window over those the sampler rate asks for (lowest "
+        "over GPUs, capped at 1). Null with the sampler off or no GPU.",
+    )
+    sampler_largest_gap_s: float | None = Field(
+        None,
+        description="Longest stretch of the window without a sample, window edges included "
+        "(longest over GPUs).",
+    )
+    throttled_share: float | None = Field(
+        None,
+        description="Share of the window's samples with a clock slowdown reason (thermal, "
+        "power cap, hardware slowdown). Null without samples.",
+    )
+    baseline_source: Literal["measured", "cache"] | None = None
+    baseline_age_s: float | None = None
+    baseline_state: str | None = None
+    baseline_stale: bool | None = None
+    window_s: float = Field(description="Measured window length.")
+    min_window_s: float = Field(
+        description="The minimum the window had to reach (0 where repetition did not apply)."
+    )
+    window_meets_minimum: bool
+    passes: int = Field(ge=1, description="Whole passes of the prompt set in the window.")
+    window_to_warmup_latency_ratio: float | None = Field(
+        None,
+        description="The window's batch latencies over the settled warm-up passes' (the last "
+        "warmup.window after the first), shape by shape with each shape's median (sum over "
+        "sum); above 1.10 warm-up costs reached the window. Null without warm-up.",
     )
 
 
@@ -339,11 +483,28 @@ class ExperimentResult(_Result):
         default_factory=list, description="Shape of each batch the window served, in order."
     )
     window_batch_latencies_s: list[float] = Field(default_factory=list)
-    window_to_warmup_latency_ratio: float | None = Field(
+    window_batch_host_cpu_s: list[float] = Field(
+        default_factory=list,
+        description="CPU time the serving thread spent in each window batch: near the batch's "
+        "wall time when the host set the pace (or waited spinning), well under it when the "
+        "thread was off the CPU.",
+    )
+    window_host_steal_s: float | None = Field(
         None,
-        description="The window's batch latencies over the last warm-up pass's for batches of "
-        "the same shape (sum over sum); above 1.10 a warning says warm-up costs reached the "
-        "window. Null without warm-up.",
+        description="CPU time the hypervisor gave to other guests during the window, summed "
+        "over this machine's CPUs (/proc/stat steal); null where not reported.",
+    )
+    window_same_shape_latency_cv: float | None = Field(
+        None,
+        description="Largest CV of the window's batch latencies among batches of one shape "
+        "(identical work): how much the pace moved inside the window; above 0.05 a warning. "
+        "Null when no shape ran twice.",
+    )
+    phase_split: PhaseSplit | None = Field(
+        None, description="Prefill / decode energy split (measurement.phase_split); else null."
+    )
+    quality: QualityRecord | None = Field(
+        None, description="The measurement-quality record (null only in older results)."
     )
     measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(

@@ -1,10 +1,11 @@
 """The measured window for one experiment cycle.
 
 Order matters: pre-flight -> load + engine init (timed, outside the window) -> prompts
-tokenised and batched -> idle baseline -> sampler on -> warm-up over the window's own batch
-shapes -> synchronise -> GC collect, then paused -> energy start (at a counter tick) -> serve
-the prepared batches, in whole passes until the window reaches min_window_s -> synchronise ->
-energy stop (at a tick). Nothing else runs inside the window.
+tokenised and batched -> idle baseline -> sampler on, GC collected then paused -> warm-up over
+the window's own batch shapes -> synchronise -> GC collect -> energy start (at a counter tick)
+-> serve the prepared batches, in whole passes until the window reaches min_window_s ->
+synchronise -> energy stop (at a tick). Nothing else runs inside the window, and the warm-up
+the window is compared with ran under the same conditions (sampler, collector paused).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from llenergymeasure.backends import get_backend
-from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput
+from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
+from llenergymeasure.config.experiment import WarmupConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
@@ -27,16 +30,27 @@ from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
-from llenergymeasure.measure.session import MeasurementSession, Window
+from llenergymeasure.measure.hoststat import steal_s
+from llenergymeasure.measure.phase_split import split_energy
+from llenergymeasure.measure.session import MeasurementSession, SideWindow, Window
 from llenergymeasure.results.schema import (
     ExperimentResult,
     LatencyStats,
+    PhaseSplit,
     PhaseTimes,
     WarmupRecord,
 )
 from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
 from llenergymeasure.worker.passes import PassRecord, fill_window
-from llenergymeasure.worker.warmup import ratio_warnings, warm_up, warmup_batches, window_ratio
+from llenergymeasure.worker.warmup import (
+    ratio_warnings,
+    reference_passes,
+    same_shape_cv,
+    spread_warnings,
+    warm_up,
+    warmup_batches,
+    window_ratio,
+)
 
 log = logging.getLogger("lem.worker")
 
@@ -76,13 +90,17 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             session.attach(backend.cuda_devices())
 
             warm_set = warmup_batches(batches, _shape, config.warmup.pass_cover)
-            last_pass: list[float] = []
-            with session.sampling():
-                warmup = warm_up(lambda: _serve_into(backend, warm_set, last_pass), config.warmup)
+            warm_passes: list[Served] = []
+            # One collection before the warm-up, none after: the collector stays paused over
+            # warm-up and window alike, so the window is compared with passes run under its own
+            # conditions, and no collection idles the device between the two (issue 20).
+            gc.collect()
+            with session.sampling(), gc_paused():
+                warmup = warm_up(lambda: warm_passes.append(backend.serve(warm_set)), config.warmup)
                 # Repetition serves the energy reading; with no GPU energy source (CPU runs,
                 # tests) one pass is the whole window.
                 min_window_s = config.measurement.window_minimum_s if session.readers else 0.0
-                window, filled, window_latencies = _measure(
+                measured = _measure(
                     backend,
                     session,
                     batches,
@@ -90,16 +108,21 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
                     time_limit_s=spec.time_limit_s,
                     elapsed_before_s=time.perf_counter() - t_import,
                 )
-                session.window_cut_by_time_limit = filled.cut_by_time_limit
+                prefill = (
+                    _prefill_pass(
+                        backend,
+                        session,
+                        batches,
+                        min_window_s,
+                        time_limit_s=spec.time_limit_s,
+                        elapsed_before_s=time.perf_counter() - t_import,
+                    )
+                    if config.measurement.phase_split
+                    else None
+                )
             t_after = time.perf_counter()
-            outputs = filled.outputs
-            duration_s = window.duration_s
-            log.info(
-                "measured window: %d requests in %d pass(es), %.3f s",
-                len(outputs),
-                filled.passes,
-                duration_s,
-            )
+            outputs = measured.filled.outputs
+            duration_s = measured.window.duration_s
 
             peak = backend.peak_memory()
             shape = backend.model_shape()
@@ -107,17 +130,21 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             environment = snapshot(device, backend.library_versions(), session.gpus, session.driver)
         output_tokens = sum(o.output_tokens for o in outputs)
         report = session.report(output_tokens, len(outputs))
+        warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
+        window_shapes = [_shape(b) for b in batches]
+        ratio, spread, reference_runs = _compare(
+            warm_shapes, warm_passes, config.warmup, window_shapes, measured
+        )
+        quality = session.quality(
+            min_window_s=min_window_s, passes=measured.filled.passes, latency_ratio=ratio
+        )
         has_series = session.write_timeseries(out_dir / TIMESERIES_FILE)
 
     input_tokens = sum(o.input_tokens for o in outputs)
     flops = (
         total_flops(shape, [(o.input_tokens, o.output_tokens) for o in outputs]) if shape else None
     )
-    warm_shapes = [_shape(b) for b in warm_set] if warmup.runs else []
-    window_shapes = [_shape(b) for b in batches]
-    ratio = window_ratio(warm_shapes, last_pass, window_shapes * filled.passes, window_latencies)
-    if ratio is not None:
-        log.info("window / last warm-up batch latency: %.3f", ratio)
+    last_pass = warm_passes[-1] if warm_passes else Served([], [], [])
     phases = PhaseTimes(
         worker_start_s=worker_start_s,
         engine_import_s=engine_import_s,
@@ -125,6 +152,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         engine_init_s=engine_init_s,
         prompt_prep_s=prompt_prep_s,
         warmup_s=warmup.duration_s,
+        pre_window_gap_s=measured.gap_s,
         window_s=duration_s,
         after_window_s=time.perf_counter() - t_after,
     )
@@ -146,13 +174,15 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
             latencies_s=warmup.latencies_s,
             cover=config.warmup.pass_cover,
             batch_shapes=[list(s) for s in warm_shapes],
-            last_run_batch_latencies_s=list(last_pass),
+            last_run_batch_latencies_s=last_pass.batch_latencies_s,
+            last_run_batch_host_cpu_s=last_pass.batch_host_cpu_s,
+            reference_runs=reference_runs,
         ),
         warmup_s=warmup.duration_s,
         measured_duration_s=duration_s,
-        window_start_unix_s=window.start_unix_s,
-        window_end_unix_s=window.end_unix_s,
-        passes=filled.passes,
+        window_start_unix_s=measured.window.start_unix_s,
+        window_end_unix_s=measured.window.end_unix_s,
+        passes=measured.filled.passes,
         n_requests=len(outputs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -176,20 +206,34 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         phases_s=phases,
         worker_start=os.environ.get(WORKER_START_ENV),
         window_batch_shapes=[list(s) for s in window_shapes],
-        window_batch_latencies_s=window_latencies,
-        window_to_warmup_latency_ratio=ratio,
+        window_batch_latencies_s=measured.served.batch_latencies_s,
+        window_batch_host_cpu_s=measured.served.batch_host_cpu_s,
+        window_host_steal_s=measured.steal_s,
+        window_same_shape_latency_cv=spread,
+        phase_split=(
+            _phase_split(prefill, report.energy.energy_raw_j, outputs) if prefill else None
+        ),
+        quality=quality,
         measurement_warnings=[
             *warmup.warnings(config.warmup),
             *ratio_warnings(ratio),
+            *spread_warnings(spread),
             *report.warnings,
+            *(f"prefill pass: {w}" for w in (prefill[0].warnings if prefill else [])),
         ],
         engine_settings=engine_settings,
     )
 
 
-def _serve_into(backend: Backend, batches: list[PreparedBatch], latencies: list[float]) -> None:
-    """One warm-up pass; `latencies` keeps the last pass's batch latencies."""
-    latencies[:] = backend.serve(batches).batch_latencies_s
+@dataclass(frozen=True)
+class Measured:
+    window: Window
+    filled: PassRecord
+    served: Served
+    """Every batch's latency and host CPU time in the window (outputs are in `filled`)."""
+    steal_s: float | None
+    gap_s: float
+    """From the warm-up's end to the window's start."""
 
 
 def _measure(
@@ -200,28 +244,109 @@ def _measure(
     *,
     time_limit_s: float | None,
     elapsed_before_s: float,
-) -> tuple[Window, PassRecord, list[float]]:
-    """The measured window: the prepared batches, in whole passes until it reaches
-    min_window_s, and nothing else; also every batch's latency in it."""
+) -> Measured:
+    """The measured window, opened right after the warm-up (an idle device slows the next
+    host-bound batch): the prepared batches, in whole passes until it reaches min_window_s,
+    and nothing else. The caller has paused the garbage collector."""
+    warm_end = time.perf_counter()
     backend.reset_peak_memory()
     backend.synchronize()
-    batch_latencies: list[float] = []
-
-    def one_pass() -> list[RequestOutput]:
-        served = backend.serve(batches)
-        backend.synchronize()
-        batch_latencies.extend(served.batch_latencies_s)
-        return served.outputs
-
-    # A collection now, none inside: the window does not pay for the warm-up's garbage, and a
-    # pause of the collector is no part of the engine's work.
-    gc.collect()
-    with gc_paused(), session.window() as window:
+    all_served = Served([], [], [])
+    steal_before_s = steal_s()
+    with session.window() as window:
+        gap_s = time.perf_counter() - warm_end
         crashpoint("worker.generate")
         filled = fill_window(
-            one_pass, min_window_s, time_limit_s=time_limit_s, elapsed_before_s=elapsed_before_s
+            lambda: _one_pass(backend, batches, all_served),
+            min_window_s,
+            time_limit_s=time_limit_s,
+            elapsed_before_s=elapsed_before_s,
         )
-    return window, filled, batch_latencies
+    steal_after_s = steal_s()
+    session.window_cut_by_time_limit = filled.cut_by_time_limit
+    log.info(
+        "measured window: %d requests in %d pass(es), %.3f s",
+        len(filled.outputs),
+        filled.passes,
+        window.duration_s,
+    )
+    stolen_s = (
+        steal_after_s - steal_before_s
+        if steal_before_s is not None and steal_after_s is not None
+        else None
+    )
+    return Measured(window, filled, all_served, stolen_s, gap_s)
+
+
+def _one_pass(backend: Backend, batches: list[PreparedBatch], into: Served) -> list[RequestOutput]:
+    """Every prepared batch once, to the device's end; each batch's latency and host CPU
+    time are added to `into`."""
+    served = backend.serve(batches)
+    backend.synchronize()
+    into.batch_latencies_s.extend(served.batch_latencies_s)
+    into.batch_host_cpu_s.extend(served.batch_host_cpu_s)
+    return served.outputs
+
+
+def _prefill_pass(
+    backend: Backend,
+    session: MeasurementSession,
+    batches: list[PreparedBatch],
+    min_window_s: float,
+    *,
+    time_limit_s: float | None,
+    elapsed_before_s: float,
+) -> tuple[SideWindow, PassRecord]:
+    """measurement.phase_split: the same batches with one output token each, in whole passes
+    (to min_window_s, like the window) inside a window of their own. The caller has paused
+    the garbage collector."""
+    with backend.prefill_only():
+        backend.synchronize()
+        with session.side_window("prefill") as side:
+            filled = fill_window(
+                lambda: _one_pass(backend, batches, Served([], [], [])),
+                min_window_s,
+                time_limit_s=time_limit_s,
+                elapsed_before_s=elapsed_before_s,
+            )
+    log.info("prefill pass: %d requests in %.3f s", len(filled.outputs), side.duration_s)
+    return side, filled
+
+
+def _phase_split(
+    prefill: tuple[SideWindow, PassRecord],
+    window_energy_j: float | None,
+    outputs: list[RequestOutput],
+) -> PhaseSplit:
+    side, filled = prefill
+    return split_energy(
+        window_energy_j=window_energy_j,
+        window_requests=len(outputs),
+        input_tokens=sum(o.input_tokens for o in outputs),
+        output_tokens=sum(o.output_tokens for o in outputs),
+        prefill_energy_j=side.energy_j,
+        prefill_requests=len(filled.outputs),
+        prefill_output_tokens=sum(o.output_tokens for o in filled.outputs),
+        prefill_window_s=side.duration_s,
+        prefill_passes=filled.passes,
+    )
+
+
+def _compare(
+    warm_shapes: list[tuple[int, ...]],
+    warm_passes: list[Served],
+    warmup: WarmupConfig,
+    window_shapes: list[tuple[int, ...]],
+    measured: Measured,
+) -> tuple[float | None, float | None, int]:
+    """The window against the settled warm-up passes (ratio), the spread of its same-shape
+    batches, and how many passes the reference took."""
+    reference = reference_passes(warm_passes, warmup)
+    shapes = window_shapes * measured.filled.passes
+    latencies = measured.served.batch_latencies_s
+    ratio = window_ratio(warm_shapes, [p.batch_latencies_s for p in reference], shapes, latencies)
+    log.info("window / settled warm-up batch latency, same shapes: %s", ratio)
+    return ratio, same_shape_cv(shapes, latencies), len(reference)
 
 
 def _shape(batch: PreparedBatch) -> tuple[int, ...]:

@@ -4,7 +4,8 @@ latency settles, so the window does not measure caches, clocks and kernels comin
 A run is one pass over batches taken from the window's own (config.warmup.cover): by default
 one of each distinct shape, because per-shape start-up (kernel selection, attention plans,
 allocator growth) otherwise lands in the window. window_ratio then checks the outcome: the
-window's mean batch latency over the last warm-up pass's, batch for batch by shape."""
+window's batch latencies over the settled warm-up passes', shape by shape. Both phases run under
+the same conditions: the sampler on, the garbage collector paused (see worker/run.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from llenergymeasure.config.experiment import WarmupConfig
+from llenergymeasure.measure.quality import LATENCY_RATIO_MAX
 
 log = logging.getLogger("lem.worker")
 T = TypeVar("T")
-RATIO_WARN = 1.10
+RATIO_WARN = LATENCY_RATIO_MAX
 """Window batches slower than the last warm-up's by more than this: warm-up costs in the window."""
+SPREAD_WARN = 0.05
+"""Same-shape window batches varying by more than this CV: the pace moved inside the window."""
 
 
 @dataclass(frozen=True)
@@ -103,20 +107,35 @@ def warmup_batches(batches: Sequence[T], shape: Callable[[T], Hashable], cover: 
     return picked
 
 
+def reference_passes(passes: Sequence[T], config: WarmupConfig) -> list[T]:
+    """The warm-up passes the window is compared with: the settled ones. The first pass pays
+    each shape's first-time costs by design, so it is left out when later passes exist; of the
+    rest, the last `config.window` (the convergence window), so one noisy batch on a host-bound
+    engine does not decide the comparison."""
+    settled = list(passes[1:]) if len(passes) > 1 else list(passes)
+    return settled[-config.window :]
+
+
 def window_ratio(
     warm_shapes: Sequence[Hashable],
-    warm_latencies_s: Sequence[float],
+    warm_passes_s: Sequence[Sequence[float]],
     window_shapes: Sequence[Hashable],
     window_latencies_s: Sequence[float],
 ) -> float | None:
-    """Sum of the window's batch latencies over the sum of their references: the last warm-up
-    pass's latency of a batch of the same shape, or that pass's mean where no batch of the shape
-    was warmed. None without a warm-up pass or a window batch."""
-    if not warm_latencies_s or not window_latencies_s:
+    """Sum of the window's batch latencies over the sum of their references: per shape, the
+    median latency of the batches of that shape in the reference passes (each pass serves
+    `warm_shapes` in order), or the median of all of them for a shape no pass warmed. Like is
+    compared with like: a shape's own time, in passes run under the window's conditions. None
+    without a reference pass or a window batch."""
+    by_shape: dict[Hashable, list[float]] = {}
+    for latencies in warm_passes_s:
+        for shape, latency in zip(warm_shapes, latencies, strict=True):
+            by_shape.setdefault(shape, []).append(latency)
+    if not by_shape or not window_latencies_s:
         return None
-    by_shape = dict(zip(warm_shapes, warm_latencies_s, strict=True))
-    fallback = statistics.fmean(warm_latencies_s)
-    reference = sum(by_shape.get(s, fallback) for s in window_shapes)
+    fallback = statistics.median([x for xs in by_shape.values() for x in xs])
+    median = {shape: statistics.median(xs) for shape, xs in by_shape.items()}
+    reference = sum(median.get(s, fallback) for s in window_shapes)
     return sum(window_latencies_s) / reference if reference > 0 else None
 
 
@@ -124,7 +143,29 @@ def ratio_warnings(ratio: float | None) -> list[str]:
     if ratio is None or ratio <= RATIO_WARN:
         return []
     return [
-        f"the window's batches took {ratio:.2f}x the last warm-up pass's (same shapes): "
+        f"the window's batches took {ratio:.2f}x the settled warm-up passes' (same shapes): "
         f"above {RATIO_WARN:.2f}, so warm-up costs likely reached the window; "
         "raise warmup.runs, set warmup.until_cv or warmup.cover: batches"
+    ]
+
+
+def same_shape_cv(shapes: Sequence[Hashable], latencies_s: Sequence[float]) -> float | None:
+    """The largest coefficient of variation of the window's batch latencies among batches of
+    one shape (identical work): how much the pace moved inside the window. None when no shape
+    ran twice."""
+    by_shape: dict[Hashable, list[float]] = {}
+    for shape, latency in zip(shapes, latencies_s, strict=True):
+        by_shape.setdefault(shape, []).append(latency)
+    cvs = [cv for xs in by_shape.values() if (cv := coefficient_of_variation(xs)) is not None]
+    return max(cvs) if cvs else None
+
+
+def spread_warnings(cv: float | None) -> list[str]:
+    if cv is None or cv <= SPREAD_WARN:
+        return []
+    return [
+        f"the window's batches of one shape varied with a CV of {cv:.1%} (identical work): the "
+        "pace moved inside the window, so its throughput and raw energy carry that much "
+        "uncertainty; on a host-bound engine this is the host CPU's speed "
+        "(window_batch_host_cpu_s, window_host_steal_s)"
     ]

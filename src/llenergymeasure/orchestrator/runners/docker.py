@@ -131,6 +131,11 @@ class Image:
     id: str
     fingerprint: str | None
 
+    @property
+    def current(self) -> bool:
+        """Built from this host's result schema (else its results would not be read)."""
+        return self.fingerprint == schema_fingerprint()
+
 
 class DockerEngine:
     """A Docker engine that answers, with Compose v2 and this project's compose files."""
@@ -209,7 +214,7 @@ class DockerEngine:
                 raise PreflightError(
                     f"image {self.image_ref(backend)} is missing; {self.build_hint(backend)}"
                 )
-            if image.fingerprint != schema_fingerprint():
+            if not image.current:
                 raise PreflightError(
                     f"image {image.ref} was built from another version of llenergymeasure "
                     f"(schema fingerprint {image.fingerprint or 'missing'}, this host has "

@@ -137,12 +137,24 @@ def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
             engine = DockerEngine.connect()
         except PreflightError as e:
             return RunnerPlan("local", [*notices, f"running locally: {e}"])
-        missing = [b for b in workload.backends if engine.image(b) is None]
+        found = {b: engine.image(b) for b in workload.backends}
+        missing = [b for b, image in found.items() if image is None]
         if missing:
             hint = engine.build_hint(missing[0])
             return RunnerPlan(
                 "local",
                 [*notices, f"running locally: no image for {', '.join(missing)} ({hint})"],
+            )
+        stale = [b for b, image in found.items() if image is not None and not image.current]
+        if stale:  # auto never stops on an old image it was not asked to use
+            hint = engine.build_hint(stale[0])
+            return RunnerPlan(
+                "local",
+                [
+                    *notices,
+                    f"running locally: the image for {', '.join(stale)} was built from another "
+                    f"version of llenergymeasure ({hint})",
+                ],
             )
         choice = "docker"
     else:

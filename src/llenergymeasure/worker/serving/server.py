@@ -35,7 +35,8 @@ def free_port() -> int:
 def server_command(
     backend: str, model: str, port: int, extra: list[str] | None = None
 ) -> list[str]:
-    """Each engine's documented serving CLI, bound to 127.0.0.1:port (SERVER_BACKENDS)."""
+    """Each engine's documented serving CLI, bound to 127.0.0.1:port (for the backends whose
+    descriptor `serves`)."""
     extra = extra or []
     host = ["--host", "127.0.0.1", "--port", str(port)]
     bindir = Path(sys.executable).parent
