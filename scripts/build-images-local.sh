@@ -41,7 +41,18 @@ mkdir -p "$WHEELHOUSE"
 say "filling $WHEELHOUSE with the host's pip (${requirements[*]})"
 "$PY" -m pip download --quiet --disable-pip-version-check --dest "$WHEELHOUSE" "${requirements[@]}"
 
-port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A fixed port keeps PIP_FIND_LINKS, a build argument, the same from one build to the next, and
+# with it the cached dependency layers; another port only when that one is taken.
+port=$("$PY" - "${WHEELHOUSE_PORT:-47614}" <<'PORT'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PORT
+)
 "$PY" -m http.server --bind 127.0.0.1 --directory "$WHEELHOUSE" "$port" >/dev/null 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from docker_helpers import (
+    TEST_TAG,
     campaign_dir_under,
     containers_of,
     image_env,
@@ -144,6 +145,7 @@ def test_grid_campaign_runs_in_containers(
         f"LEM_INPUT_DIR={tmp_path.resolve()}",
         f"PUID={os.getuid()}",
         f"PGID={os.getgid()}",
+        f"LEM_IMAGE_TAG={TEST_TAG}",  # a hand re-run uses the image lem used
     ]
     for produced in campaign_dir.rglob("*"):
         if produced.is_file():

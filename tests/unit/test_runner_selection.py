@@ -243,6 +243,7 @@ def test_a_campaign_project_writes_its_compose_values(
     campaign_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PUID", "4242")  # the caller's choice wins over the invoking user's
+    monkeypatch.setenv("LEM_IMAGE_TAG", "v7")  # recorded: a hand re-run uses the same image
     engine = DockerEngine([CHECKOUT / "compose.yaml"])
     project = CampaignProject(engine, campaign_dir, campaign_dir.parent.parent / "campaigns")
     assert (campaign_dir / "compose.env").read_text(encoding="utf-8").splitlines() == [
@@ -250,6 +251,7 @@ def test_a_campaign_project_writes_its_compose_values(
         f"LEM_INPUT_DIR={campaign_dir.parent.parent / 'campaigns'}",
         "PUID=4242",
         f"PGID={os.getgid()}",
+        "LEM_IMAGE_TAG=v7",
     ]
     assert (campaign_dir.parent.parent / "hf").is_dir()  # made by the user, not by docker
     command = project.command("ps")

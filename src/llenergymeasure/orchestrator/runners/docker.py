@@ -308,6 +308,8 @@ class CampaignProject:
             "PUID": os.environ.get("PUID", str(os.getuid())),
             "PGID": os.environ.get("PGID", str(os.getgid())),
         }
+        if os.environ.get("LEM_IMAGE_TAG"):  # a hand re-run must use the image lem used
+            values["LEM_IMAGE_TAG"] = os.environ["LEM_IMAGE_TAG"]
         env_file = campaign_dir / ENV_FILE
         write_text_atomic(env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
         # Docker would create a missing bind-mount source owned by root: make it as the user.
