@@ -15,11 +15,11 @@ from measure_fakes import FakeClock, ScriptedGpu
 from test_errors import one_line, run_cli
 from test_measure_session import LOAD_A, exact, fake_session, run_window
 
+from llenergymeasure.config.energy_sources import EXTRAS, missing_extra
 from llenergymeasure.config.experiment import ExperimentConfig, MeasurementConfig
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.measure.energy import COUNTER
 from llenergymeasure.measure.session import MeasurementSession
-from llenergymeasure.measure.sources import EXTRAS, missing_extra
 
 UNINSTALLED = [s for s, module in EXTRAS.items() if importlib.util.find_spec(module) is None]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from llenergymeasure.config.energy_sources import NVML, missing_extra
 from llenergymeasure.config.experiment import MeasurementConfig
 from llenergymeasure.errors import ConfigError, MeasurementError
 from llenergymeasure.measure import energy as energy_mod
@@ -42,7 +43,7 @@ from llenergymeasure.measure.nvml import (
 from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
-from llenergymeasure.measure.sources import NVML, EnergySource, make_source, missing_extra
+from llenergymeasure.measure.sources import EnergySource, make_source
 from llenergymeasure.results.schema import (
     EnergyFigures,
     GpuEnergyRecord,

@@ -9,28 +9,13 @@ is still read at the edges (per_gpu), so the two can be compared on every run.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from llenergymeasure.config.energy_sources import missing_extra
 from llenergymeasure.errors import ConfigError
 
-NVML = "nvml"
-EXTRAS = {"zeus": "zeus", "codecarbon": "codecarbon"}
-"""energy_source -> the module it imports, which is also the name of the pip extra."""
 J_PER_KWH = 3.6e6
-
-
-def missing_extra(source: str) -> str | None:
-    """Why `source` cannot be used in this Python environment, or None. Checks the module is
-    installed without importing it (no engine, no NVML initialised)."""
-    module = EXTRAS.get(source)
-    if module is None or importlib.util.find_spec(module) is not None:
-        return None
-    return (
-        f"measurement.energy_source: {source} needs the optional extra '{module}', which is "
-        f"not installed here: pip install 'llenergymeasure[{module}]'"
-    )
 
 
 class EnergySource(Protocol):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llenergymeasure.config.energy_sources import NVML, missing_extra
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.measure.sources import NVML, missing_extra
 from llenergymeasure.models import is_builtin, resolve_model
 
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
