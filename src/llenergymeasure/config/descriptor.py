@@ -73,6 +73,8 @@ class BackendDescriptor:
     """What to run when the engine is missing; empty: pip install of its extra."""
     gpu_only: bool = False
     """Runs only on an NVIDIA GPU (no CPU image is built for it)."""
+    cpu_extra: str = ""
+    """pip extra of its CPU image (compose.cpu.yaml's ENGINE_EXTRA); empty: `extra`."""
     serves: bool = False
     """`mode: server` runs on it: the worker can launch its engine's own OpenAI-compatible
     server (worker/serving/server.py has the command)."""
@@ -158,7 +160,24 @@ def services(*, cpu_only: bool = False) -> list[str]:
     ]
 
 
-if __name__ == "__main__":  # `make images`: python -m llenergymeasure.config.descriptor [--cpu]
+def cpu_extra(service: str) -> str | None:
+    """The pip extra of a service's CPU image; None when no CPU image is built for it."""
+    for d in descriptors().values():
+        if d.service == service and not d.gpu_only:
+            return d.cpu_extra or d.extra
+    return None
+
+
+if __name__ == "__main__":
+    # `make images`: `python -m llenergymeasure.config.descriptor [--cpu]` lists services;
+    # scripts/build-images-local.sh: `... --cpu-extra SERVICE` prints its CPU image's extra.
     import sys
 
-    print(" ".join(services(cpu_only="--cpu" in sys.argv[1:])))
+    if sys.argv[1:2] == ["--cpu-extra"]:
+        extra = cpu_extra(sys.argv[2])
+        if extra is None:
+            cpu = " ".join(services(cpu_only=True))
+            sys.exit(f"no CPU image for {sys.argv[2]!r} (CPU services: {cpu})")
+        print(extra)
+    else:
+        print(" ".join(services(cpu_only="--cpu" in sys.argv[1:])))
