@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ def main() -> int:
     port = free_port()
     cmd = [sys.executable, str(STANDIN), str(port), "--tokens", "4"]
     rows = []
-    with launched(cmd, port, 30, Path("/tmp") / f"lem-standin-{port}.log") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        launched(cmd, port, 30, Path(tmp) / "standin.log") as server,
+    ):
         one_rate(server.base_url, 50, 0.5)  # connections and imports warm
         for rate in RATES:
             row = one_rate(server.base_url, rate, args.seconds)
