@@ -1,29 +1,19 @@
 """Server mode end to end through `lem campaign`: the PyTorch path (`transformers serve
 --continuous-batching`) with the built-in model on the CPU, two levels (open loop at 4 rps,
-closed loop at 3 in flight) against one server launch, then `lem report`."""
+closed loop at 3 in flight) against one server launch; and Ctrl+C during its launch."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from lem_cli import (
-    NO_GAPS_SETTINGS,
-    explain,
-    lem_cmd,
-    lem_env,
-    only_campaign_dir,
-    run_lem,
-    write,
-)
+from lem_cli import NO_GAPS_SETTINGS, lem_cmd, lem_env, write
+from serving_checks import check_levels, processes_with, run_server_campaign
 
 from llenergymeasure.models import resolve_model
 
@@ -31,9 +21,6 @@ pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "transformers")),
     reason="needs the serve extra (fastapi, uvicorn) and transformers",
 )
-
-RATE_TOLERANCE = 0.10
-"""Constant arrivals at 4 rps: the achieved rate (sends - 1 over the send span) within 10%."""
 
 CAMPAIGN = (
     "name: serve\ncycles: 1\nrunner: local\n"
@@ -59,47 +46,11 @@ CAMPAIGN = (
 
 @pytest.mark.timeout(600)
 def test_server_campaign_levels_are_rows_with_ordered_requests(tmp_path: Path) -> None:
-    proc = run_lem("campaign", write(tmp_path / "serve.yaml", CAMPAIGN), "--yes", cwd=tmp_path)
-    assert proc.returncode == 0, explain(proc)
-    campaign = only_campaign_dir(tmp_path / "results")
-    rows = pd.read_csv(campaign / "results.csv")
-    assert list(rows["level"]) == ["r4", "c3"] and set(rows["status"]) == {"done"}, rows
-    (result_path,) = campaign.glob("*/cycle-1/result.json")
-    result = json.loads(result_path.read_text())
-    server = result["server"]
+    result_dir, server = run_server_campaign(tmp_path, CAMPAIGN, ["r4", "c3"])
     assert server["launch_s"] > 0 and server["launch_energy_j"] is None  # no GPU energy here
-    for level in server["levels"]:
-        table = pq.read_table(result_path.parent / level["requests_file"]).to_pydict()
-        assert len(table["send_s"]) == 10 and all(e is None for e in table["error"])
-        for send, first, end in zip(
-            table["send_s"], table["first_token_s"], table["end_s"], strict=True
-        ):
-            assert send < first <= end
-        assert all(n == 8 for n in table["completion_tokens"])  # the server's own count
-        level_span = (min(table["send_s"]), max(table["end_s"]))
-        assert level_span[0] <= level["window_start_s"] < level["window_end_s"] <= level_span[1]
-        assert 0 < level["window_coverage"] <= 1
-        # energy is null on a CPU, so are the per-request shares (sums: tests/unit)
-        assert level["energy_window_j"] is None and set(table["energy_j"]) == {None}
-    open_loop = server["levels"][0]
-    assert abs(open_loop["achieved_rate_rps"] / 4 - 1) <= RATE_TOLERANCE, open_loop
-    summary = pd.read_csv(campaign / "summary.csv")
+    check_levels(result_dir, server, requests=10, completion_tokens=8, rate_rps=4)
+    summary = pd.read_csv(result_dir.parents[1] / "summary.csv")
     assert set(summary["level"]) == {"r4", "c3"} and "achieved_rate_rps" in set(summary["metric"])
-    port = int(server["command"][server["command"].index("--port") + 1])
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0, "the server's port is still open"
-    assert not _processes_with(f"--port\0{port}"), "a server process outlived the campaign"
-
-
-def _processes_with(needle: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if needle.encode() in (d / "cmdline").read_bytes():
-                out.append(int(d.name))
-        except OSError:
-            continue
-    return out
 
 
 @pytest.mark.timeout(300)
@@ -114,7 +65,7 @@ def test_ctrl_c_during_server_launch_leaves_no_process_or_port(tmp_path: Path) -
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not (servers := _processes_with("serve\0--continuous-batching")) or not any(
+    while not (servers := processes_with("serve\0--continuous-batching")) or not any(
         model.encode() in Path(f"/proc/{p}/cmdline").read_bytes() for p in servers
     ):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout

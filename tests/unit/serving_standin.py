@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ class StandIn:
     status: int = 200
     requests: int = 0
     fail_after: int | None = None
+    exit_after: int | None = None
+    """Run as a script: the process dies (a crashed server) on the request after this many."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -38,6 +41,8 @@ class StandIn:
                 length = int(line.split(":", 1)[1])
         body = json.loads(await reader.readexactly(length)) if length else {}
         self.requests += 1
+        if self.exit_after is not None and self.requests > self.exit_after:
+            os._exit(3)
         failing = self.fail_after is not None and self.requests > self.fail_after
         if self.status != 200 or failing:
             msg = b'{"error": "stand-in failure"}'
@@ -102,8 +107,15 @@ def main() -> None:
     parser.add_argument("--gap-s", type=float, default=0.0)
     parser.add_argument("--first-token-s", type=float, default=0.0)
     parser.add_argument("--fail-after", type=int, default=None)
+    parser.add_argument("--exit-after", type=int, default=None)
     args = parser.parse_args()
-    standin = StandIn(args.tokens, args.first_token_s, args.gap_s, fail_after=args.fail_after)
+    standin = StandIn(
+        args.tokens,
+        args.first_token_s,
+        args.gap_s,
+        fail_after=args.fail_after,
+        exit_after=args.exit_after,
+    )
 
     async def serve() -> None:
         server = await asyncio.start_server(standin.handle, "127.0.0.1", args.port, backlog=1024)

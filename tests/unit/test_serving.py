@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import math
 import sys
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 from pydantic import ValidationError
 from serving_standin import StandIn, standin_server
 
+from llenergymeasure.config import load_campaign
+from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.server import ServerSpec, Slo
-from llenergymeasure.errors import BackendError
+from llenergymeasure.errors import BackendError, ConfigError
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
 from llenergymeasure.worker.serving.attribution import attribute, write_parquet
 from llenergymeasure.worker.serving.energy import CounterSeries
@@ -228,3 +231,62 @@ def test_pytorch_server_command_is_transformers_serve_with_continuous_batching()
     assert "127.0.0.1" in cmd
     with pytest.raises(BackendError, match="support it: pytorch, vllm"):
         server_command("tensorrt", "/m", 1)
+
+
+SERVER_BASE = """\
+name: s
+base:
+  backend: {backend}
+  mode: server
+  server:
+    levels: [{level}]
+    requests_per_level: 4
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend", "level", "needles"),
+    [
+        (
+            "tensorrt",
+            "{rate_rps: 1}",
+            ["campaign.yaml, line 4", "backends that support it: pytorch, vllm"],
+        ),
+        (
+            "pytorch",
+            "{rate_rps: 0}",
+            ["campaign.yaml, line 6, at base.server.levels[0]: rate_rps must be > 0"],
+        ),
+    ],
+)
+def test_server_mode_bad_input_is_refused_at_expansion(
+    write_yaml: Callable[..., Path], backend: str, level: str, needles: list[str]
+) -> None:
+    path = write_yaml(SERVER_BASE.format(backend=backend, level=level))
+    with pytest.raises(ConfigError) as caught:
+        load_campaign(path)
+    for needle in needles:
+        assert needle in str(caught.value), str(caught.value)
+    assert str(caught.value).count(" line ") == 1  # one error, said once
+
+
+def test_server_mode_keeps_offline_ids_and_round_trips_infinity() -> None:
+    assert ExperimentConfig(mode="offline").experiment_id() == ExperimentConfig().experiment_id()
+    config = ExperimentConfig.model_validate(
+        {"mode": "server", "server": {"levels": [{"rate_rps": "inf"}], "duration_s": 5}}
+    )
+    again = ExperimentConfig.model_validate_json(config.model_dump_json())
+    assert again == config and again.experiment_id() == config.experiment_id()
+
+
+def test_a_closed_loop_counts_the_requests_its_window_completed() -> None:
+    # 4 slots, 8 requests of 9 chunks: every first token of the first 4 lands before the window
+    # opens (at the 4th first token), so per-request figures count the requests that ended in it.
+    recs = [_req(i, (i // 4) * 1.0, (i // 4) * 1.0 + 0.1 + i % 4 * 0.01, 0.1, 9) for i in range(8)]
+    w = steady_window(recs)
+    assert w is not None
+    m = level_metrics(recs, w, 80.0, Slo(), None, 0.001)
+    ended = [r for r in recs if r.end_s is not None and w.start_s <= r.end_s <= w.end_s]
+    assert m["window_requests"] == len(ended) >= 1
+    assert m["energy_per_request_j"] == pytest.approx(80.0 / len(ended))
+    assert m["window_input_tokens"] == 3 * len(ended)

@@ -58,6 +58,7 @@ def _run(tmp_path: Path, levels: list[dict[str, object]], *standin_args: str, **
 def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
     run, _ = _run(tmp_path, [{"rate_rps": 20}, {"concurrency": 4}])
     assert run.record.idle_power_w == pytest.approx(WATTS, rel=0.05)
+    assert run.record.launch_energy_j == pytest.approx(WATTS * run.record.launch_s, rel=0.05)
     for level in run.record.levels:
         assert not level.failed and level.requests_ok == 20
         assert level.energy_window_j == pytest.approx(WATTS * (level.window_s or 0), rel=0.05)
@@ -71,13 +72,18 @@ def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
     assert run.record.levels[0].achieved_rate_rps == pytest.approx(20, rel=0.10)
 
 
-def test_a_failing_level_keeps_the_other_levels_result(tmp_path: Path) -> None:
-    # 1 warm-up + 20 requests answered, then every request gets HTTP 500
-    run, port = _run(tmp_path, [{"rate_rps": 40}, {"rate_rps": 40}], "--fail-after", "21")
+@pytest.mark.parametrize(
+    ("how", "reason"), [("--fail-after", "HTTP 500"), ("--exit-after", "Error")]
+)
+def test_a_failing_level_keeps_the_other_levels_result(
+    tmp_path: Path, how: str, reason: str
+) -> None:
+    # 1 warm-up + 20 requests answered, then every request fails (HTTP 500), or the server dies
+    run, port = _run(tmp_path, [{"rate_rps": 40}, {"rate_rps": 40}], how, "21")
     first, second = run.record.levels
     assert not first.failed and first.requests_ok == 20
     assert second.failed and second.requests_ok == 0
-    assert second.failed_reason is not None and second.failed_reason.startswith("HTTP 500")
+    assert second.failed_reason is not None and reason in second.failed_reason
     assert pq.read_table(tmp_path / second.requests_file).num_rows == 20
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the stand-in server outlived the run"

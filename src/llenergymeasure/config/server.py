@@ -71,7 +71,7 @@ class Slo(_Strict):
 
 class ServerSpec(_Strict):
     levels: tuple[Level, ...] = Field(
-        min_length=1, description="Load levels, measured one after another on one server launch."
+        description="Load levels, measured one after another on one server launch."
     )
     arrival: Literal["poisson", "gamma", "constant"] = Field(
         "poisson", description="Open-loop arrival process (seeded)."
@@ -105,6 +105,8 @@ class ServerSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerSpec:
+        if not self.levels:  # here, not min_length: a bad level then reports only itself
+            raise ValueError("levels needs at least 1 level")
         if self.requests_per_level is None and self.duration_s is None:
             raise ValueError("set requests_per_level or duration_s (a level must be bounded)")
         if self.burstiness is not None and self.arrival != "gamma":

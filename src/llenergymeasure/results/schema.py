@@ -371,8 +371,12 @@ class ServerLevel(_Result):
     mser5_truncation_s: float | None = None
     peak_in_flight: int | None = None
     window_output_tokens: float | None = None
-    window_input_tokens: int | None = None
-    window_requests: int | None = None
+    window_input_tokens: int | None = Field(
+        None, description="Prompt tokens of the requests that ended inside the window."
+    )
+    window_requests: int | None = Field(
+        None, description="Requests that ended inside the window (energy per request's divisor)."
+    )
     output_tokens_per_s: float | None
     goodput_rps: float | None = None
     energy_window_j: float | None = None
@@ -393,6 +397,7 @@ class ServerRecord(_Result):
     """What a `mode: server` experiment measured apart from its levels, and the levels."""
 
     command: list[str] = Field(description="The server's command line.")
+    pid: int = Field(description="The server's process id, also its process group's.")
     launch_s: float = Field(description="From starting the server to its first healthy answer.")
     launch_energy_j: float | None = Field(description="GPU energy over the launch.")
     idle_power_w: float | None = Field(

@@ -50,6 +50,7 @@ class CounterSeries:
 
     def __enter__(self) -> CounterSeries:
         if self.readers:
+            self.read_once()  # a point before anything the caller times from now
             self._thread.start()
         return self
 

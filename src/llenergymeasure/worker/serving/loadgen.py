@@ -74,6 +74,17 @@ async def _one(
         rec.error = f"{type(e).__name__}: {e}"
 
 
+SPIN_S = 0.002
+"""The last stretch before a send is spent yielding to the event loop rather than in one timed
+sleep, whose wake-up the selector rounds to whole milliseconds (and the OS delays further)."""
+
+
+async def _until(t: float) -> None:
+    """Return at monotonic time t, other tasks running meanwhile."""
+    while (left := t - time.monotonic()) > 0:
+        await asyncio.sleep(left - SPIN_S if left > SPIN_S else 0)
+
+
 async def run_level(
     base_url: str,
     model: str,
@@ -113,9 +124,7 @@ async def run_level(
             for i, off in enumerate(offsets_s):
                 if duration_s is not None and off > duration_s:
                     break
-                delay = off - (time.monotonic() - t0)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await _until(t0 + off)
                 rec = RequestRecord(i, off)
                 records.append(rec)
                 tasks.append(asyncio.create_task(_one(client, url, body(i), rec, t0)))

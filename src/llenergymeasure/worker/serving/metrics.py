@@ -1,8 +1,10 @@
 """One level's numbers, all counted over its steady-state window (energy and tokens alike).
 
-A request belongs to the window by its tokens: output tokens are the chunks that landed inside
-it (server counts spread over chunks), input tokens and requests are those whose first token fell
-inside it. Latencies (TTFT, ITL, E2E) are over the level's completed requests.
+Output tokens are the chunks that landed inside the window (server counts spread over chunks);
+requests (and their input tokens, and goodput) are those that ended inside it, so energy per
+request is the window's energy over the requests it completed. (By first token instead, a
+closed loop whose window opens once every slot has its first token would count almost none.)
+Latencies (TTFT, ITL, E2E) are over the level's completed requests.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def level_metrics(
         return out
     a, b = window.start_s, window.end_s
     out_tokens = sum(chunk_tokens(r) * sum(1 for t in r.chunk_times_s if a <= t <= b) for r in ok)
-    in_window = [r for r in ok if r.first_token_s is not None and a <= r.first_token_s <= b]
+    in_window = [r for r in ok if r.end_s is not None and a <= r.end_s <= b]
     in_tokens = sum(r.prompt_tokens or 0 for r in in_window)
     good = [r for r in in_window if meets_slo(r, slo)]
     dur = window.duration_s

@@ -84,6 +84,7 @@ def run_server_experiment(
                 e2e += [r.end_s - r.send_s for r in recs if r.ok and r.end_s is not None]
     record = ServerRecord(
         command=command,
+        pid=srv.pid,
         launch_s=srv.launch_s,
         launch_energy_j=launch_j,
         idle_power_w=idle_w,

@@ -1,0 +1,78 @@
+"""What every server-mode campaign test checks on a real server (a module of its own: the
+PyTorch and vLLM tests import it by name): levels as rows, each request's send < first token
+<= end, the window inside its level, the open loop's achieved rate, energy null on a CPU, and
+no server process or port left."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from lem_cli import explain, only_campaign_dir, run_lem, write
+
+RATE_TOLERANCE = 0.10
+"""Constant arrivals: the achieved rate (sends - 1 over the send span) within 10% of the target."""
+
+
+def run_server_campaign(tmp_path: Path, campaign: str, levels: list[str]) -> tuple[Path, Any]:
+    """`lem campaign` to the end; the campaign directory and its one result's `server`."""
+    proc = run_lem("campaign", write(tmp_path / "serve.yaml", campaign), "--yes", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    directory = only_campaign_dir(tmp_path / "results")
+    rows = pd.read_csv(directory / "results.csv")
+    assert list(rows["level"]) == levels and set(rows["status"]) == {"done"}, rows
+    (result_path,) = directory.glob("*/cycle-1/result.json")
+    return result_path.parent, json.loads(result_path.read_text())["server"]
+
+
+def check_levels(
+    result_dir: Path, server: Any, requests: int, completion_tokens: int, rate_rps: float
+) -> None:
+    for level in server["levels"]:
+        table = pq.read_table(result_dir / level["requests_file"]).to_pydict()
+        assert len(table["send_s"]) == requests and set(table["error"]) == {None}
+        for send, first, end in zip(
+            table["send_s"], table["first_token_s"], table["end_s"], strict=True
+        ):
+            assert send < first <= end
+        assert set(table["completion_tokens"]) == {completion_tokens}  # the server's own count
+        span = (min(table["send_s"]), max(table["end_s"]))
+        assert span[0] <= level["window_start_s"] < level["window_end_s"] <= span[1]
+        assert 0 < level["window_coverage"] <= 1
+        # energy is null on a CPU, so are the per-request shares (sums: tests/unit)
+        assert level["energy_window_j"] is None and set(table["energy_j"]) == {None}
+    achieved = server["levels"][0]["achieved_rate_rps"]
+    assert abs(achieved / rate_rps - 1) <= RATE_TOLERANCE, achieved
+    port = int(server["command"][server["command"].index("--port") + 1])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the server's port is still open"
+    assert not processes_with(f"--port\0{port}\0"), "a server process outlived the campaign"
+    assert not in_group(server["pid"]), "a process of the server's group outlived the campaign"
+
+
+def in_group(pgid: int) -> list[int]:
+    """Live processes of a process group (the server's children, e.g. its model process)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
+def processes_with(needle: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if needle.encode() in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
