@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, BATCH, TOKENS = 64, 32, 128
 CYCLES, HZ = 3, "[0, 10]"
+PEER_BASELINE_S = 30.0
+"""0.7.0's idle baseline per study (its default 30 s); --peer-baseline-s shortens it to fit a call."""
 
 CAMPAIGN = """\
 name: {name}
@@ -335,6 +337,7 @@ experiments:
     engine: transformers
     serving_mode: offline
     offline: {{warmup: {{thermal_floor_seconds: 30}}}}
+    measurement: {{energy_sampler: nvml, baseline: {{duration_seconds: {PEER_BASELINE_S}}}}}
     transformers:
       engine_params: {{dtype: bfloat16}}
       sampling_params: {{min_new_tokens: {TOKENS}, max_new_tokens: {TOKENS}}}
@@ -405,9 +408,12 @@ def main() -> None:
     parser.add_argument("--sampler-hz", default="[0, 10]", help="the 'after' grid's rates")
     parser.add_argument("--budget-s", type=float, default=480.0, help="the peer stops by then")
     parser.add_argument("--small", action="store_true", help="CPU smoke: 8 prompts, 8 tokens")
+    parser.add_argument("--n-prompts", type=int, default=64)
+    parser.add_argument("--peer-baseline-s", type=float, default=30.0)
     args = parser.parse_args()
-    global N_PROMPTS, BATCH, TOKENS, CYCLES, HZ
-    CYCLES, HZ = args.cycles, args.sampler_hz
+    global N_PROMPTS, BATCH, TOKENS, CYCLES, HZ, PEER_BASELINE_S
+    CYCLES, HZ, N_PROMPTS = args.cycles, args.sampler_hz, args.n_prompts
+    PEER_BASELINE_S = args.peer_baseline_s
     if args.small:
         N_PROMPTS, BATCH, TOKENS = 8, 4, 8
     deadline = time.monotonic() + args.budget_s
