@@ -13,7 +13,9 @@ prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, ga
   hostprobe: in one process, batches back to back and after 0.5 s idle gaps, each with the
           serving thread's CPU time, steal, the SM clock while it ran and the host CPU's speed;
   peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
-          study.yaml` on the same model, prompts, lengths, batch and cycles.
+          study.yaml` on the same model, prompts, lengths, batch and cycles (NVML sampler named,
+          its 30 s thermal floor; --peer-baseline-s shortens its 30 s idle baseline to fit a call).
+--n-prompts sets the workload's prompt count (64 by default; 32 is one batch of 32).
 For each campaign: wall time, per run the phases (result.json phases_s) and the time outside
 the window, the measured share of the wall time, throughput CV across cycles, and the
 window / last warm-up batch latency ratio. Writes DIR/summary.json.
@@ -313,7 +315,7 @@ def profile(model: Path, out: Path) -> dict[str, Any]:
     return report
 
 
-def peer(model: Path, out: Path, site: Path, deadline: float) -> dict[str, Any]:
+def peer(model: Path, out: Path, site: Path, deadline: float, baseline_s: float) -> dict[str, Any]:
     """The seeds' 0.7.0 release on the same workload (its own package, its own site dir)."""
     from llenergymeasure.datasets import builtin_prompts
 
@@ -335,6 +337,7 @@ experiments:
     engine: transformers
     serving_mode: offline
     offline: {{warmup: {{thermal_floor_seconds: 30}}}}
+    measurement: {{energy_sampler: nvml, baseline: {{duration_seconds: {baseline_s}}}}}
     transformers:
       engine_params: {{dtype: bfloat16}}
       sampling_params: {{min_new_tokens: {TOKENS}, max_new_tokens: {TOKENS}}}
@@ -405,9 +408,13 @@ def main() -> None:
     parser.add_argument("--sampler-hz", default="[0, 10]", help="the 'after' grid's rates")
     parser.add_argument("--budget-s", type=float, default=480.0, help="the peer stops by then")
     parser.add_argument("--small", action="store_true", help="CPU smoke: 8 prompts, 8 tokens")
+    parser.add_argument("--n-prompts", type=int, default=64)
+    parser.add_argument(
+        "--peer-baseline-s", type=float, default=30.0, help="0.7.0's idle baseline (its default)"
+    )
     args = parser.parse_args()
     global N_PROMPTS, BATCH, TOKENS, CYCLES, HZ
-    CYCLES, HZ = args.cycles, args.sampler_hz
+    CYCLES, HZ, N_PROMPTS = args.cycles, args.sampler_hz, args.n_prompts
     if args.small:
         N_PROMPTS, BATCH, TOKENS = 8, 4, 8
     deadline = time.monotonic() + args.budget_s
@@ -435,7 +442,7 @@ def main() -> None:
             elif step == "hostprobe":
                 summary[step] = hostprobe(model, deadline)
             elif step == "peer" and args.peer_site:
-                summary[step] = peer(model, out, args.peer_site, deadline)
+                summary[step] = peer(model, out, args.peer_site, deadline, args.peer_baseline_s)
         except Exception as e:
             summary[step] = {"error": repr(e)}
             print(step, "failed:", repr(e), flush=True)
