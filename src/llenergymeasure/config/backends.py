@@ -204,6 +204,7 @@ PYTORCH = BackendDescriptor(
     ),
     engine="llenergymeasure.backends.pytorch:PyTorchBackend",
     extra="pytorch",
+    cpu_extra="pytorch,serve",  # as compose.yaml: mode: server runs `transformers serve`
     import_check="torch",
     distributions=("torch", "transformers"),
     service="pytorch",
