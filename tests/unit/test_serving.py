@@ -17,6 +17,7 @@ from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 from pydantic import ValidationError
 from serving_standin import StandIn, standin_server
 
+from llenergymeasure.backends import get_server
 from llenergymeasure.config import load_campaign
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.server import ServerSpec, Slo
@@ -26,7 +27,7 @@ from llenergymeasure.worker.serving.attribution import attribute, write_parquet
 from llenergymeasure.worker.serving.energy import CounterSeries
 from llenergymeasure.worker.serving.loadgen import RequestRecord, run_level
 from llenergymeasure.worker.serving.metrics import level_metrics
-from llenergymeasure.worker.serving.server import free_port, launched, server_command
+from llenergymeasure.worker.serving.server import free_port, launched
 from llenergymeasure.worker.serving.window import mser5, steady_window
 
 
@@ -226,11 +227,25 @@ def test_server_is_always_stopped_with_its_children(mode: str, tmp_path: Path) -
 
 
 def test_pytorch_server_command_is_transformers_serve_with_continuous_batching() -> None:
-    cmd = server_command("pytorch", "/m", 1234)
+    config = ExperimentConfig.model_validate({"backend": "pytorch", "precision": "bf16"})
+    cmd = get_server("pytorch").command(config, "/m", 1234)
     assert cmd[1:3] == ["serve", "--continuous-batching"] and cmd[-1] == "/m"
-    assert "127.0.0.1" in cmd
+    assert cmd[cmd.index("--port") + 1] == "1234" and "127.0.0.1" in cmd
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
     with pytest.raises(BackendError, match="support it: pytorch, vllm"):
-        server_command("tensorrt", "/m", 1)
+        get_server("tensorrt")
+
+
+def test_vllm_server_takes_the_engine_settings_and_vllm_request_fields() -> None:
+    config = ExperimentConfig.model_validate(
+        {"backend": "vllm", "vllm": {"max_num_seqs": 8}, "decoding": {"ignore_eos": True}}
+    )
+    server = get_server("vllm")
+    cmd = server.command(config, "/m", 1)
+    assert cmd[cmd.index("--model") + 1] == "/m"
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "8"
+    assert server.request_fields(config)["ignore_eos"] is True
+    assert "ignore_eos" not in get_server("pytorch").request_fields(config)
 
 
 SERVER_BASE = """\

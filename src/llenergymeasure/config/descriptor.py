@@ -75,12 +75,17 @@ class BackendDescriptor:
     """Runs only on an NVIDIA GPU (no CPU image is built for it)."""
     cpu_extra: str = ""
     """pip extra of its CPU image (compose.cpu.yaml's ENGINE_EXTRA); empty: `extra`."""
-    serves: bool = False
-    """`mode: server` runs on it: the worker can launch its engine's own OpenAI-compatible
-    server (worker/serving/server.py has the command)."""
+    server: str = ""
+    """`module:Class` of its `backends.base.Server` (its engine's own OpenAI-compatible
+    server, for `mode: server`), imported only by the worker; empty: no server mode."""
     forkable: bool = False
     """Its engine may be imported once by the local runner's fork server and forked: it
     starts no threads, processes or CUDA at import."""
+
+    @property
+    def serves(self) -> bool:
+        """`mode: server` runs on it."""
+        return bool(self.server)
 
     @property
     def install(self) -> str:

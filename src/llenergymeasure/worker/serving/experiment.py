@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.backends.common import ENGINE_DTYPES, load_tokenizer, model_path
-from llenergymeasure.config.backends import PyTorchConfig, VLLMConfig
-from llenergymeasure.config.experiment import ExperimentConfig
+from llenergymeasure.backends import get_server
+from llenergymeasure.backends.common import load_tokenizer, model_path
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError
@@ -33,63 +32,11 @@ from llenergymeasure.results.schema import (
 from llenergymeasure.worker.launch import WORKER_START_ENV
 from llenergymeasure.worker.run import _stats
 from llenergymeasure.worker.serving.run import Load, run_server_experiment
-from llenergymeasure.worker.serving.server import free_port, server_command
+from llenergymeasure.worker.serving.server import free_port
 
 log = logging.getLogger("lem.worker")
 
 BASELINE_STATE = "server up, model loaded, no requests"
-
-
-def engine_args(config: ExperimentConfig) -> list[str]:
-    """The config's engine settings as the server's own command-line flags."""
-    if config.backend == "vllm":
-        settings: dict[str, Any] = {
-            "dtype": ENGINE_DTYPES[config.precision],
-            "seed": config.seed,
-        }
-        if config.quantization is not None:
-            settings["quantization"] = config.quantization
-        settings |= config.backend_settings(VLLMConfig).model_dump(exclude_none=True)
-        return _flags(settings | config.passthrough_kwargs)
-    torch_cfg = config.backend_settings(PyTorchConfig)
-    settings = {
-        "dtype": ENGINE_DTYPES[config.precision],
-        "default_seed": config.seed,
-        "device": torch_cfg.device,
-        "attn_implementation": torch_cfg.attn_implementation,
-    }
-    if torch_cfg.torch_compile is not None:
-        settings["compile"] = True
-    return _flags(settings | config.passthrough_kwargs)
-
-
-def _flags(settings: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else f"--no-{key.replace('_', '-')}")
-        else:
-            out += [flag, str(value)]
-    return out
-
-
-def request_fields(config: ExperimentConfig) -> dict[str, object]:
-    """Decoding settings as request fields: OpenAI's own for both engines, vLLM's extras for
-    vLLM (transformers serve refuses unknown fields, so it gets no ignore_eos)."""
-    d = config.decoding
-    fields: dict[str, object] = {"seed": config.seed}
-    if d.strategy == "greedy":
-        fields["temperature"] = 0.0
-    else:
-        fields |= {"temperature": d.temperature, "top_p": d.top_p}
-    if config.backend == "vllm":
-        fields |= {"ignore_eos": d.ignore_eos, "repetition_penalty": d.repetition_penalty}
-        if d.strategy == "sampling":
-            fields["top_k"] = d.top_k or -1
-        if d.min_output_tokens is not None:
-            fields["min_tokens"] = d.min_output_tokens
-    return fields
 
 
 def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
@@ -116,7 +63,8 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     )
     prompt_prep_s = time.perf_counter() - t0
     port = free_port()
-    command = server_command(config.backend, path, port, engine_args(config))
+    adapter = get_server(config.backend)
+    command = adapter.command(config, path, port)
     log.info("server mode: %s", " ".join(command))
     # The idle baseline is taken with the server up (run_server_experiment), not the cache's.
     measurement = config.measurement.model_copy(
@@ -124,7 +72,7 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     )
     with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
         session.attach(None)
-        load = Load("", path, prompts, config.max_output_tokens, request_fields(config))
+        load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
         run = run_server_experiment(
             server,
             command,

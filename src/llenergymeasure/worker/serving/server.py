@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 
-from llenergymeasure.config.server import server_mode_refusal
 from llenergymeasure.errors import BackendError
 
 
@@ -30,36 +29,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def server_command(
-    backend: str, model: str, port: int, extra: list[str] | None = None
-) -> list[str]:
-    """Each engine's documented serving CLI, bound to 127.0.0.1:port (for the backends whose
-    descriptor `serves`)."""
-    extra = extra or []
-    host = ["--host", "127.0.0.1", "--port", str(port)]
-    bindir = Path(sys.executable).parent
-    if backend == "vllm":
-        return [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model,
-            *host,
-            *extra,
-        ]
-    if backend == "pytorch":
-        return [
-            str(bindir / "transformers"),
-            "serve",
-            "--continuous-batching",
-            *host,
-            *extra,
-            model,
-        ]
-    raise BackendError(server_mode_refusal(backend) or f"no server command for {backend!r}")
 
 
 @dataclass

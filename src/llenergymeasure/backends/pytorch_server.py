@@ -1,0 +1,38 @@
+"""PyTorch's server for `mode: server`: transformers' own `transformers serve
+--continuous-batching` (extra `serve`: fastapi, uvicorn). It refuses request fields it does
+not know, so it gets OpenAI's alone (no ignore_eos: some requests may end early)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure.backends.base import Server, cli_flags
+from llenergymeasure.backends.common import ENGINE_DTYPES
+from llenergymeasure.config.backends import PyTorchConfig
+from llenergymeasure.config.experiment import ExperimentConfig
+
+
+class TransformersServer(Server):
+    def command(self, config: ExperimentConfig, model_path: str, port: int) -> list[str]:
+        torch_cfg = config.backend_settings(PyTorchConfig)
+        settings: dict[str, Any] = {
+            "dtype": ENGINE_DTYPES[config.precision],
+            "default_seed": config.seed,
+            "device": torch_cfg.device,
+            "attn_implementation": torch_cfg.attn_implementation,
+        }
+        if torch_cfg.torch_compile is not None:
+            settings["compile"] = True
+        return [
+            str(Path(sys.executable).parent / "transformers"),
+            "serve",
+            "--continuous-batching",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *cli_flags(settings | config.passthrough_kwargs),
+            model_path,
+        ]
