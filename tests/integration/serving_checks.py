@@ -45,6 +45,11 @@ def check_levels(
         assert 0 < level["window_coverage"] <= 1
         # energy is null on a CPU, so are the per-request shares (sums: tests/unit)
         assert level["energy_window_j"] is None and set(table["energy_j"]) == {None}
+    # one quality record for the experiment, holding each level's doubts (issue 17.5)
+    quality = json.loads((result_dir / "result.json").read_text())["quality"]
+    level_doubts = [f"level {lv['level']}: {w}" for lv in server["levels"] for w in lv["warnings"]]
+    assert set(level_doubts) <= set(quality["reasons"])
+    assert quality["status"] == ("check" if quality["reasons"] else "ok")
     achieved = server["levels"][0]["achieved_rate_rps"]
     assert abs(achieved / rate_rps - 1) <= RATE_TOLERANCE, achieved
     port = int(server["command"][server["command"].index("--port") + 1])

@@ -21,12 +21,15 @@ from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError
 from llenergymeasure.measure.environment import snapshot
+from llenergymeasure.measure.quality import MeasuredQuality, assess
 from llenergymeasure.measure.session import MeasurementSession
 from llenergymeasure.results.schema import (
     EnergyFigures,
     ExperimentResult,
     MeasurementFlags,
     PhaseTimes,
+    QualityRecord,
+    ServerLevel,
     WarmupRecord,
 )
 from llenergymeasure.worker.launch import WORKER_START_ENV
@@ -152,7 +155,38 @@ def _result(
         worker_start=os.environ.get(WORKER_START_ENV),
         measurement_warnings=warnings,
         server=record,
+        quality=_quality(
+            record.levels, window_s, record.idle_power_w, energy.energy_raw_j is not None
+        ),
     )
+
+
+def _quality(
+    levels: list[ServerLevel], window_s: float, idle_w: float | None, energy_measured: bool
+) -> QualityRecord:
+    """The quality record of a server experiment (issue 17.5): the shared items over its
+    levels' windows together, plus each level's own doubts (its warnings: a window under 10 s
+    or under half its level, a load generator that fell behind) and failed levels."""
+    baseline = idle_w is not None
+    record = assess(
+        MeasuredQuality(
+            window_start_s=0.0,
+            window_end_s=window_s,
+            baseline_expected=energy_measured,
+            baseline_source="measured" if baseline else None,
+            baseline_age_s=0.0 if baseline else None,
+            baseline_state=BASELINE_STATE if baseline else None,
+        ),
+        min_window_s=0.0,
+        passes=1,
+        latency_ratio=None,
+    )
+    reasons = [
+        *record.reasons,
+        *(f"level {lv.level}: {w}" for lv in levels for w in lv.warnings),
+        *(f"level {lv.level} failed: {lv.failed_reason}" for lv in levels if lv.failed),
+    ]
+    return record.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
 
 
 def _energy(
