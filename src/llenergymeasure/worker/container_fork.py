@@ -119,7 +119,7 @@ def _start(conn: socket.socket, listener: socket.socket, others: list[socket.soc
             os._exit(code)
     for fd in fds:
         os.close(fd)
-    conn.send(json.dumps({"pid": pid}).encode())
+    conn.send(json.dumps({"pid": pid, "server_pid": os.getpid()}).encode())
     return pid
 
 
@@ -158,6 +158,11 @@ def run(exp_path: str, path: Path = SOCKET_PATH) -> NoReturn:
     if not isinstance(pid, int):
         print("lem-worker: the fork server refused the request", file=sys.stderr)
         sys.exit(1)
+    print(
+        f"lem-worker: pid {pid}, forked by the fork server (pid {started.get('server_pid')})",
+        file=sys.stderr,
+        flush=True,
+    )
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
