@@ -116,7 +116,10 @@ def _start(conn: socket.socket, listener: socket.socket, others: list[socket.soc
                 sock.close()
             code = _child(request["exp_path"], request["env"], fds)
         finally:
-            os._exit(code)
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)  # no teardown of torch (as lem-worker's own fast exit)
     for fd in fds:
         os.close(fd)
     conn.send(json.dumps({"pid": pid, "server_pid": os.getpid()}).encode())
