@@ -49,7 +49,8 @@ while time.time() < deadline:
             args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
         except OSError:
             continue
-        worker = len(args) > 2 and (args[1].endswith(b"/lem-worker") or b"_fork" in args[2])
+        client = args[1:3] == [b"-m", b"llenergymeasure.worker.container_fork"]
+        worker = len(args) > 2 and (args[1].endswith(b"/lem-worker") or client)
         if worker and sys.argv[1].encode() in b" ".join(args[2:]):
             print(pid)
             sys.exit(0)
