@@ -313,6 +313,22 @@ def test_ctrl_c_with_two_workers_at_once_removes_everything(
     assert load_manifest(campaign_dir).counts()["interrupted"] == 2
 
 
+def test_persistent_container_without_its_fork_server_execs_and_says_so(
+    docker: DockerClient, pytorch_image: str, tmp_path: Path
+) -> None:
+    campaign_file = write(tmp_path / "plain.yaml", f"name: plain\n{BASE}experiments:\n  - {TINY}\n")
+    proc = run_lem(
+        "campaign", campaign_file, "-o", "out", "--runner", "docker-persistent",
+        cwd=tmp_path, env=image_env(LEM_FORK_SERVER="0"),
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    (entry,) = load_manifest(campaign_dir).entries
+    result = result_of(campaign_dir, entry)
+    assert result.worker_start == "exec: the runner's fork server is off (LEM_FORK_SERVER=0)"
+    assert result.output_tokens == 2
+
+
 def test_a_late_worker_does_not_take_its_neighbour_down(
     docker: DockerClient, pytorch_image: str, tmp_path: Path
 ) -> None:
