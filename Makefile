@@ -86,6 +86,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/grid_scale.py --sizes 100 10000 100000 --repeats 3
 	$(BIN)/python benchmarks/orchestration_overhead.py --rounds $(BENCH_ROUNDS) $(if \
 		$(LEM_BENCH_IMAGE_TAG),--image-tag $(LEM_BENCH_IMAGE_TAG))
+	$(BIN)/python benchmarks/persistent_fork.py --rounds $(BENCH_ROUNDS) $(if \
+		$(LEM_BENCH_IMAGE_TAG),--image-tag $(LEM_BENCH_IMAGE_TAG))
 	$(BIN)/python benchmarks/bootstrap_coverage.py --out benchmarks/results/bootstrap_coverage.json
 	$(BIN)/python benchmarks/paired_coverage.py --out benchmarks/results/paired_coverage.json
 

@@ -37,7 +37,9 @@ WHEELHOUSE = REPO / ".whl" / "docker-tests"
 WHEEL_PORT = 47613
 
 # Runs inside a container: the pid of the lem-worker whose command line names the needle
-# (`python .../lem-worker exp.json`; the init process's command line names both too).
+# (`python .../lem-worker exp.json`, or in the persistent container the fork client `python -m
+# ...container_fork run exp.json`, which stands for its forked worker; the init process's
+# command line names both too).
 FIND_WORKER = """
 import os, sys, time
 deadline = time.time() + 120
@@ -47,7 +49,9 @@ while time.time() < deadline:
             args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
         except OSError:
             continue
-        if len(args) > 2 and args[1].endswith(b"/lem-worker") and sys.argv[1].encode() in args[2]:
+        client = args[1:3] == [b"-m", b"llenergymeasure.worker.container_fork"]
+        worker = len(args) > 2 and (args[1].endswith(b"/lem-worker") or client)
+        if worker and sys.argv[1].encode() in b" ".join(args[2:]):
             print(pid)
             sys.exit(0)
     time.sleep(0.1)

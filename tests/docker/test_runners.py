@@ -5,6 +5,7 @@ at once; after every test no container or network of its campaigns is left."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,10 @@ from python_on_whales.exceptions import NoSuchContainer
 
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
 from llenergymeasure.orchestrator.runners.docker import project_name
+from llenergymeasure.orchestrator.runners.docker_ephemeral import COLD_START
 from llenergymeasure.orchestrator.runners.docker_persistent import kill_matching
 from llenergymeasure.results.schema import ErrorRecord, ExperimentResult
+from llenergymeasure.worker.container_fork import FORKED
 
 pytestmark = pytest.mark.docker
 
@@ -94,6 +97,19 @@ def _running(docker: DockerClient, name: str) -> bool | None:
         return None
 
 
+def result_of(campaign_dir: Path, entry: ManifestEntry) -> ExperimentResult:
+    path = campaign_dir / Path(entry.exp_path).parent / "result.json"
+    return ExperimentResult.model_validate_json(path.read_bytes())
+
+
+def fork_of(campaign_dir: Path, entry: ManifestEntry) -> tuple[int, int]:
+    """(worker pid, fork server pid) that the container's fork client wrote in the log."""
+    log = (campaign_dir / Path(entry.exp_path).parent / "worker.log").read_text()
+    found = re.search(r"lem-worker: pid (\d+), forked by the fork server \(pid (\d+)\)", log)
+    assert found, log
+    return int(found[1]), int(found[2])
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_grid_campaign_runs_in_containers(
     docker: DockerClient, pytorch_image: str, tmp_path: Path, runner: str
@@ -125,6 +141,17 @@ def test_grid_campaign_runs_in_containers(
         for produced in (exp_dir / "result.json", exp_dir / "worker.log"):
             owner = produced.stat()
             assert (owner.st_uid, owner.st_gid) == (os.getuid(), os.getgid())
+    results = [result_of(campaign_dir, e) for e in manifest.entries]
+    if runner == "docker":  # cold on purpose, and the result says so
+        assert {r.worker_start for r in results} == {COLD_START}
+    else:  # each a new process forked from the container's server, the engine preloaded
+        assert {r.worker_start for r in results} == {FORKED}
+        assert all(r.phases_s and r.phases_s.engine_import_s < 0.5 for r in results), [
+            r.phases_s for r in results
+        ]
+        forks = {fork_of(campaign_dir, e) for e in manifest.entries}
+        assert len({pid for pid, _ in forks}) == 4, forks
+        assert len({server for _, server in forks}) == 1, forks
     if runner == "docker":  # a fresh container per experiment
         assert {e.container_name for e in manifest.entries} == {
             f"{project}-{e.experiment_id}-c1-a1" for e in manifest.entries
@@ -286,6 +313,22 @@ def test_ctrl_c_with_two_workers_at_once_removes_everything(
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert load_manifest(campaign_dir).counts()["interrupted"] == 2
+
+
+def test_persistent_container_without_its_fork_server_execs_and_says_so(
+    docker: DockerClient, pytorch_image: str, tmp_path: Path
+) -> None:
+    campaign_file = write(tmp_path / "plain.yaml", f"name: plain\n{BASE}experiments:\n  - {TINY}\n")
+    proc = run_lem(
+        "campaign", campaign_file, "-o", "out", "--runner", "docker-persistent",
+        cwd=tmp_path, env=image_env(LEM_FORK_SERVER="0"),
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    (entry,) = load_manifest(campaign_dir).entries
+    result = result_of(campaign_dir, entry)
+    assert result.worker_start == "exec: the runner's fork server is off (LEM_FORK_SERVER=0)"
+    assert result.output_tokens == 2
 
 
 def test_a_late_worker_does_not_take_its_neighbour_down(

@@ -476,8 +476,10 @@ class ExperimentResult(_Result):
     worker_start: str | None = Field(
         None,
         description="How the worker process started: 'forkserver' (forked from a server with "
-        "the engine preloaded, before any CUDA use), 'spawn' (a fresh interpreter), with the "
-        "reason where a fork server was not used.",
+        "the engine preloaded, before any CUDA use; on the host, or in the persistent "
+        "container), 'spawn' (a fresh interpreter) or 'exec' (a plain exec in the persistent "
+        "container), with the reason where a fork server was not used (the docker runner's "
+        "cold start is on purpose).",
     )
     window_batch_shapes: list[list[int]] = Field(
         default_factory=list, description="Shape of each batch the window served, in order."

@@ -1,7 +1,10 @@
 """Runner `docker`: every experiment in a fresh container,
 `docker compose run --rm <backend> lem-worker <exp.json>`, which exits when the worker does.
 A container that runs past the time limit is killed and removed; on interrupt() it is sent
-SIGTERM (the worker cleans up and exits) and removed if it still runs after the grace period."""
+SIGTERM (the worker cleans up and exits) and removed if it still runs after the grace period.
+
+Each worker starts cold on purpose (a new container and interpreter, the engine imported again:
+nothing is shared between runs); its result says so (worker_start)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,10 @@ from llenergymeasure.orchestrator.runners.docker import (
     read_spec,
     service_of,
 )
+from llenergymeasure.orchestrator.runners.local import worker_env_launch
+from llenergymeasure.worker.launch import WORKER_START_ENV
+
+COLD_START = "spawn: cold start on purpose (the docker runner: a fresh container per run)"
 
 
 class EphemeralDockerRunner:
@@ -61,8 +68,10 @@ class EphemeralDockerRunner:
         spec = read_spec(job)
         backend = spec.config.backend
         name = f"{self.project.name}-{spec.experiment_id}-c{spec.cycle}-a{spec.attempt}"
+        env = job.env | gpu_env(job.gpus) | {WORKER_START_ENV: COLD_START}
+        worker_env_launch(env)
         args = [
-            "run", "--rm", "--no-TTY", "--name", name, *env_args(job.env | gpu_env(job.gpus)),
+            "run", "--rm", "--no-TTY", "--name", name, *env_args(env),
             service_of(backend), "lem-worker", str(job.exp_path),
         ]  # fmt: skip
         found: list[ContainerRecord] = []

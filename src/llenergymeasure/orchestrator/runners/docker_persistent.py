@@ -1,6 +1,12 @@
 """Runner `docker-persistent`: one long-lived container per backend per campaign
-(`docker compose up -d <backend>`), each experiment a `docker compose exec <backend>
-lem-worker <exp.json>` in it, and `down` when the campaign stops, however it stops.
+(`docker compose up -d <backend>`), each experiment a `docker compose exec` in it, and `down`
+when the campaign stops, however it stops.
+
+For an engine whose descriptor says `forkable`, the container runs a fork server
+(worker/container_fork.py) started right after the container: the engine is imported once per
+container, and each experiment is a fresh process forked from it (own CUDA context), started
+by a small client exec'd in its place. Otherwise, or with LEM_FORK_SERVER=0, the experiment is
+a plain `lem-worker <exp.json>` exec; the result says which (worker_start).
 
 A worker that runs past the time limit may still hold the GPU after its exec is gone; removing
 its container stops it for sure, and the next experiment starts a fresh one. While other
@@ -11,6 +17,7 @@ stopped that same way if it still runs after the grace period."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -21,6 +28,7 @@ from types import TracebackType
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
+from llenergymeasure.config.descriptor import descriptor
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
@@ -38,6 +46,15 @@ from llenergymeasure.orchestrator.runners.docker import (
     read_spec,
     service_of,
 )
+from llenergymeasure.orchestrator.runners.local import (
+    FORK_SERVER_ENV,
+    spawn_reason,
+    worker_env_launch,
+)
+from llenergymeasure.worker.launch import WORKER_START_ENV
+
+FORK_CLIENT = ["python", "-m", "llenergymeasure.worker.container_fork"]
+"""Runs in the container: `serve` (the fork server), `run exp.json` (one forked worker)."""
 
 # Runs inside the container, as root: send signal argv[2] to every process whose command line
 # names argv[1], and with argv[3] == "tree" to their descendants (a worker's own processes).
@@ -85,7 +102,16 @@ class PersistentDockerRunner:
     name = "docker-persistent"
     fresh_container_per_run = False
 
-    def __init__(self, engine: DockerEngine, campaign_dir: Path, input_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        campaign_dir: Path,
+        input_dir: Path,
+        fork_server: bool | None = None,
+    ) -> None:
+        self.fork_server = (
+            os.environ.get(FORK_SERVER_ENV, "1") != "0" if fork_server is None else fork_server
+        )
         self.project = CampaignProject(engine, campaign_dir, input_dir)
         # Worker threads share the containers: starting, counting and recycling them is locked.
         self._lock = threading.Lock()
@@ -119,10 +145,19 @@ class PersistentDockerRunner:
                 return NOT_STARTED
             container, start_s = self._service(backend)
             self.busy[backend] += 1
-        args = [
-            "exec", "--no-TTY", *env_args(job.env | gpu_env(job.gpus)),
-            service_of(backend), "lem-worker", str(job.exp_path),
-        ]  # fmt: skip
+        env = job.env | gpu_env(job.gpus)
+        reason = (
+            f"the runner's fork server is off ({FORK_SERVER_ENV}=0)"
+            if not self.fork_server
+            else spawn_reason(job)
+        )
+        if reason is None:
+            command = [*FORK_CLIENT, "run", str(job.exp_path)]
+        else:
+            env[WORKER_START_ENV] = f"exec: {reason}"
+            command = ["lem-worker", str(job.exp_path)]
+        worker_env_launch(env)
+        args = ["exec", "--no-TTY", *env_args(env), service_of(backend), *command]
         signalled = killed = False
 
         def poll() -> None:
@@ -176,6 +211,15 @@ class PersistentDockerRunner:
         container = self.project.inspect(started.id)
         if container is None:
             raise DispatchError(f"the {backend} container stopped right after it started")
+        if self.fork_server and descriptor(backend).forkable:
+            try:  # it imports the engine while the first client waits for it
+                self.project.client.container.execute(
+                    container.name, [*FORK_CLIENT, "serve"], detach=True
+                )
+            except DockerException as e:
+                raise DispatchError(
+                    f"could not start the fork server in {container.name}: {last_line(e)}"
+                ) from e
         self.services[backend] = container
         return container, time.monotonic() - t0
 
