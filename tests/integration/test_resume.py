@@ -130,7 +130,7 @@ def test_sigkilled_campaign_resumes_each_experiment_exactly_once(
 
     # PR_SET_PDEATHSIG: the worker dies with its orchestrator, at once. An orphan would run on
     # for seconds (still alive here) or finish and leave its result.json (checked below).
-    assert wait_until_no_process_mentions(campaign_dir, within_s=15.0) == []
+    assert wait_until_no_process_mentions(campaign_dir, within_s=5.0) == []
 
     after_kill = load_manifest(campaign_dir)
     by_key = {e.key: e for e in after_kill.entries}
@@ -373,7 +373,7 @@ def test_resume_keeps_each_recorded_setting_and_its_source(tmp_path: Path) -> No
             if orchestrator.poll() is None:
                 orchestrator.kill()
                 orchestrator.wait()
-    assert wait_until_no_process_mentions(campaign_dir, within_s=30.0) == []
+    assert wait_until_no_process_mentions(campaign_dir, within_s=5.0) == []
     expected = {
         "runner": ("local", "--runner"),
         "results_dir": ("out", "--output-dir"),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +35,7 @@ from llenergymeasure.results.schema import (
     ExperimentResult,
     schema_fingerprint,
 )
+from llenergymeasure.worker.launch import HOST_PID_ENV
 
 log = logging.getLogger("lem.worker")
 
@@ -88,6 +91,28 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before prctl took effect
         os._exit(1)
+    host = os.environ.get(HOST_PID_ENV)
+    if host and host != parent:
+        _die_with_host(int(host))
+
+
+def _die_with_host(pid: int) -> None:
+    """A forked worker's parent is the fork server, which outlives a SIGKILLed orchestrator
+    by its interpreter's shutdown (1-3 s with torch loaded, seen on this 2-core machine):
+    long enough for a short run to finish and write a result no orchestrator collates. So
+    the worker watches the orchestrator itself (a pidfd) and dies with it, its group too."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)  # gone already
+    except OSError:  # no pidfd (Linux < 5.3): the fork server's exit still takes us down
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lem-host-watch", daemon=True).start()
 
 
 def beside_finished(out_dir: Path, force: bool) -> Path:

@@ -7,3 +7,6 @@ LAUNCH_ENV = "LEM_LAUNCH_UNIX_S"
 WORKER_START_ENV = "LEM_WORKER_START"
 """How the worker process started ('forkserver', or 'spawn' with the reason): the result's
 worker_start."""
+HOST_PID_ENV = "LEM_HOST_PID"
+"""The orchestrator's pid, for a worker whose parent is not the orchestrator (a forked one):
+the worker dies with it (worker/__main__.py)."""

@@ -33,7 +33,7 @@ from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, gpu_env
 from llenergymeasure.worker.forked import PRELOAD, child_main
-from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
+from llenergymeasure.worker.launch import HOST_PID_ENV, LAUNCH_ENV, WORKER_START_ENV
 
 POLL_S = 0.1
 
@@ -224,6 +224,8 @@ class LocalRunner:
             worker: WorkerProcess
             if reason is None:
                 multiprocessing.set_forkserver_preload(PRELOADS)
+                # its parent is the fork server: it also watches this process (HOST_PID_ENV)
+                env |= {HOST_PID_ENV: str(os.getpid())}
                 worker = ForkedWorker(job.exp_path, env, job.log_path)
             else:
                 env |= {
