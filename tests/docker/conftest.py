@@ -21,6 +21,8 @@ from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
+from llenergymeasure.config.descriptor import cpu_extra
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _interruptible_children() -> None:
@@ -75,7 +77,7 @@ def pytorch_image(docker: DockerClient, base_image: str) -> str:
     check(
         sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
         "--dest", str(WHEELHOUSE), f"torch=={importlib.metadata.version('torch')}",
-        f"{REPO}[pytorch]", "hatchling",
+        f"{REPO}[{cpu_extra('pytorch')}]", "hatchling",
     )  # fmt: skip
     build = build_pytorch()
     if build.returncode != 0:

