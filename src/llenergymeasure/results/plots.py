@@ -188,16 +188,7 @@ def pareto_figure(per_experiment: pd.DataFrame, labels: dict[str, str]) -> Figur
         capsize=3,
         label="configuration",
     )
-    front = pareto_front(points)
-    ax.plot(
-        [points[i][0] for i in front],
-        [points[i][1] for i in front],
-        "-o",
-        color="tab:red",
-        markersize=9,
-        zorder=3,
-        label="Pareto front",
-    )
+    draw_front(ax, points, pareto_front(points))
     for experiment_id, (x, y) in zip(ids, points, strict=True):
         ax.annotate(
             labels.get(experiment_id, experiment_id),
@@ -291,6 +282,19 @@ def cycle_spread_figure(runs: pd.DataFrame, labels: dict[str, str]) -> Figure:
         fig.legend(handles, names, loc="outside right upper", fontsize=8)
     fig.suptitle("Per-cycle spread: each run against its experiment's mean")
     return fig
+
+
+def draw_front(ax: Axes, points: Sequence[tuple[float, float]], front: Sequence[int]) -> None:
+    """The Pareto front through the given points, drawn alike in every report figure."""
+    ax.plot(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        "-o",
+        color="tab:red",
+        markersize=9,
+        zorder=3,
+        label="Pareto front",
+    )
 
 
 def _say(ax: Axes, text: str, detail: str = "") -> None:

@@ -8,7 +8,13 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from llenergymeasure.results.plots import NO_ENERGY, NO_ENERGY_DETAIL, _say, pareto_front
+from llenergymeasure.results.plots import (
+    NO_ENERGY,
+    NO_ENERGY_DETAIL,
+    _say,
+    draw_front,
+    pareto_front,
+)
 
 RATE = "achieved_rate_rps"
 LATENCY = "latency_p99_s"
@@ -82,15 +88,7 @@ def pareto_figure(summary: pd.DataFrame, labels: dict[str, str]) -> Figure:
     xy = list(zip(points[energy], points[LATENCY], strict=True))
     ax.plot(points[energy], points[LATENCY], "o", color="tab:gray", label="configuration, level")
     front = pareto_front([(e, -lat) for e, lat in xy])  # lower energy, lower latency
-    ax.plot(
-        [xy[i][0] for i in front],
-        [xy[i][1] for i in front],
-        "-o",
-        color="tab:red",
-        markersize=9,
-        zorder=3,
-        label="Pareto front",
-    )
+    draw_front(ax, xy, front)
     for (x, y), (_, row) in zip(xy, points.iterrows(), strict=True):
         text = f"{labels.get(str(row['experiment_id']), row['experiment_id'])} {row['level']}"
         ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
