@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
 
 CLI_TIMEOUT_S = 300
 NO_GAPS_SETTINGS = "gaps:\n  between_experiments_s: 0\n  between_cycles_s: 0\n"
@@ -148,3 +149,32 @@ def wait_until_no_process_mentions(text: str | Path, within_s: float = 10.0) -> 
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def entry_files(campaign_dir: Path, entry: ManifestEntry) -> dict[str, tuple[int, bytes]]:
+    """Each file of entry's experiment directory: mtime and content."""
+    exp_dir = campaign_dir / Path(entry.exp_path).parent
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(exp_dir.iterdir())}
+
+
+def wait_for_running_worker(
+    orchestrator: subprocess.Popen[bytes], out_root: Path, within_s: float = 180.0
+) -> tuple[Path, Manifest, ManifestEntry, int]:
+    """Poll until one entry is done and the next one's worker process is alive."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert orchestrator.poll() is None, "the campaign ended before it could be killed"
+        for manifest_path in out_root.glob("*/manifest.json"):
+            try:  # read while the campaign writes: a torn journal line must not matter
+                manifest = ManifestStore(manifest_path.parent).load()
+            except ConfigError:
+                continue
+            done = [e for e in manifest.entries if e.status == "done"]
+            running = [e for e in manifest.entries if e.status == "running"]
+            if done and running:
+                exp_path = manifest_path.parent / running[0].exp_path
+                workers = workers_under(exp_path.parent)  # a forked one logs there
+                if workers:
+                    return manifest_path.parent, manifest, running[0], workers[0]
+        time.sleep(0.05)
+    raise AssertionError("never saw a done entry and a running worker at the same time")

@@ -52,6 +52,11 @@ def check_levels(
     assert quality["status"] == ("check" if quality["reasons"] else "ok")
     achieved = server["levels"][0]["achieved_rate_rps"]
     assert abs(achieved / rate_rps - 1) <= RATE_TOLERANCE, achieved
+    check_server_gone(server)
+
+
+def check_server_gone(server: Any) -> None:
+    """No process of the recorded server, nor anything on its port, is left."""
     port = int(server["command"][server["command"].index("--port") + 1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server's port is still open"

@@ -8,13 +8,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from lem_cli import (
     CLI_TIMEOUT_S,
+    entry_files,
     explain,
     lem_cmd,
     lem_env,
@@ -24,14 +24,13 @@ from lem_cli import (
     run_lem,
     tiny_base,
     tiny_campaign,
+    wait_for_running_worker,
     wait_until_no_process_mentions,
-    workers_under,
     write,
 )
 
 from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.errors import ConfigError
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
+from llenergymeasure.orchestrator.manifest import Manifest
 from llenergymeasure.results.schema import ExperimentResult
 
 pytestmark = pytest.mark.integration
@@ -51,11 +50,6 @@ def _snapshot(campaign_dir: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def _entry_files(campaign_dir: Path, entry: ManifestEntry) -> dict[str, tuple[int, bytes]]:
-    exp_dir = campaign_dir / Path(entry.exp_path).parent
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(exp_dir.iterdir())}
-
-
 def _keys(rows: list[str]) -> set[tuple[str, int]]:
     """Dry-run rows 'pytorch-abc cycle 1 (seed=2)' -> {('pytorch-abc', 1)}."""
     keys = set()
@@ -67,29 +61,6 @@ def _keys(rows: list[str]) -> set[tuple[str, int]]:
 
 def _not_done(manifest: Manifest) -> set[tuple[str, int]]:
     return {(e.experiment_id, e.cycle) for e in manifest.entries if e.status != "done"}
-
-
-def _wait_for_running_worker(
-    orchestrator: subprocess.Popen[bytes], out_root: Path, within_s: float = 180.0
-) -> tuple[Path, Manifest, ManifestEntry, int]:
-    """Poll until one entry is done and the next one's worker process is alive."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        assert orchestrator.poll() is None, "the campaign ended before it could be killed"
-        for manifest_path in out_root.glob("*/manifest.json"):
-            try:  # read while the campaign writes: a torn journal line must not matter
-                manifest = ManifestStore(manifest_path.parent).load()
-            except ConfigError:
-                continue
-            done = [e for e in manifest.entries if e.status == "done"]
-            running = [e for e in manifest.entries if e.status == "running"]
-            if done and running:
-                exp_path = manifest_path.parent / running[0].exp_path
-                workers = workers_under(exp_path.parent)  # a forked one logs there
-                if workers:
-                    return manifest_path.parent, manifest, running[0], workers[0]
-        time.sleep(0.05)
-    raise AssertionError("never saw a done entry and a running worker at the same time")
 
 
 @pytest.mark.parametrize("fork_server", ["1", "0"], ids=["forked", "spawned"])
@@ -107,7 +78,7 @@ def test_sigkilled_campaign_resumes_each_experiment_exactly_once(
             stderr=subprocess.STDOUT,
         )
         try:
-            campaign_dir, seen, interrupted, worker_pid = _wait_for_running_worker(
+            campaign_dir, seen, interrupted, worker_pid = wait_for_running_worker(
                 orchestrator, out_root
             )
             if fork_server == "0":
@@ -141,7 +112,7 @@ def test_sigkilled_campaign_resumes_each_experiment_exactly_once(
     done_before = [e for e in after_kill.entries if e.status == "done"]
     assert done_before
     assert all(e.attempts == 1 for e in done_before)
-    done_files = {e.key: _entry_files(campaign_dir, e) for e in done_before}
+    done_files = {e.key: entry_files(campaign_dir, e) for e in done_before}
     to_finish = _not_done(after_kill)
     assert len(to_finish) == 4 - len(done_before)
 
@@ -167,7 +138,7 @@ def test_sigkilled_campaign_resumes_each_experiment_exactly_once(
     # finished work is not redone: same files, same bytes, same mtimes, one attempt
     for entry in done_before:
         assert final_by_key[entry.key].attempts == 1
-        assert _entry_files(campaign_dir, entry) == done_files[entry.key]
+        assert entry_files(campaign_dir, entry) == done_files[entry.key]
     # the killed experiment ran once more, to completion
     rerun = final_by_key[interrupted.key]
     assert rerun.attempts == 2
@@ -206,7 +177,7 @@ def test_finished_campaign_and_crash_after_result_write(tmp_path: Path) -> None:
     campaign_dir = only_campaign_dir(tmp_path / "out")
     (entry,) = load_manifest(campaign_dir).entries
     assert (entry.status, entry.attempts) == ("done", 1)
-    files = _entry_files(campaign_dir, entry)
+    files = entry_files(campaign_dir, entry)
 
     # Resuming a finished campaign: nothing to do, nothing touched.
     before = _snapshot(campaign_dir)
@@ -231,7 +202,7 @@ def test_finished_campaign_and_crash_after_result_write(tmp_path: Path) -> None:
     assert recovered.result_path == entry.result_path
     assert recovered.finished_at is not None
     # result.json, exp.json and worker.log untouched: no worker started
-    assert _entry_files(campaign_dir, entry) == files
+    assert entry_files(campaign_dir, entry) == files
     frame = pd.read_csv(campaign_dir / "results.csv")
     assert list(frame["status"]) == ["done"]
     assert frame["output_tokens"][0] == 2 * 4
@@ -324,7 +295,7 @@ def test_a_second_orchestrator_on_the_same_campaign_is_refused(tmp_path: Path) -
             stderr=subprocess.STDOUT,
         )
         try:
-            campaign_dir, *_ = _wait_for_running_worker(first, out_root)
+            campaign_dir, *_ = wait_for_running_worker(first, out_root)
             proc = run_lem("resume", campaign_dir, cwd=tmp_path)
             assert proc.returncode == 2, explain(proc)
             assert (
@@ -366,7 +337,7 @@ def test_resume_keeps_each_recorded_setting_and_its_source(tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
         )
         try:
-            campaign_dir, *_ = _wait_for_running_worker(orchestrator, out_root)
+            campaign_dir, *_ = wait_for_running_worker(orchestrator, out_root)
             os.kill(orchestrator.pid, signal.SIGKILL)
             orchestrator.wait(timeout=30)
         finally:

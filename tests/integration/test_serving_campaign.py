@@ -1,10 +1,13 @@
 """Server mode end to end through `lem campaign`: the PyTorch path (`transformers serve
 --continuous-batching`) with the built-in model on the CPU, two levels (open loop at 4 rps,
-closed loop at 3 in flight) against one server launch; and Ctrl+C during its launch."""
+closed loop at 3 in flight) against one server launch; Ctrl+C during its launch; and `lem
+resume` after a SIGKILL between experiments."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import signal
 import subprocess
 import time
@@ -12,8 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lem_cli import NO_GAPS_SETTINGS, lem_cmd, lem_env, write
-from serving_checks import check_levels, processes_with, run_server_campaign
+from lem_cli import (
+    NO_GAPS_SETTINGS,
+    entry_files,
+    explain,
+    lem_cmd,
+    lem_env,
+    load_manifest,
+    run_lem,
+    wait_for_running_worker,
+    write,
+)
+from serving_checks import check_levels, check_server_gone, processes_with, run_server_campaign
 
 from llenergymeasure.models import resolve_model
 
@@ -55,7 +68,6 @@ def test_server_campaign_levels_are_rows_with_ordered_requests(tmp_path: Path) -
 
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_server_launch_leaves_no_process_or_port(tmp_path: Path) -> None:
-    model = resolve_model("builtin:tiny-llama")  # this checkout's path: no other run matches
     proc = subprocess.Popen(
         lem_cmd("campaign", write(tmp_path / "serve.yaml", CAMPAIGN), "--yes"),
         cwd=tmp_path,
@@ -65,9 +77,7 @@ def test_ctrl_c_during_server_launch_leaves_no_process_or_port(tmp_path: Path) -
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not (servers := processes_with("serve\0--continuous-batching")) or not any(
-        model.encode() in Path(f"/proc/{p}/cmdline").read_bytes() for p in servers
-    ):
+    while not (servers := _my_servers()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # what Ctrl+C sends the orchestrator
@@ -75,3 +85,75 @@ def test_ctrl_c_during_server_launch_leaves_no_process_or_port(tmp_path: Path) -
     assert proc.returncode == 130, out
     mine = [p for p in servers if Path(f"/proc/{p}").exists()]
     assert not mine, f"server processes left: {mine}"
+
+
+def _my_servers() -> list[int]:
+    """Live `transformers serve` processes on this checkout's built-in model (no other run's)."""
+    model = resolve_model("builtin:tiny-llama").encode()
+    return [
+        p
+        for p in processes_with("serve\0--continuous-batching")
+        if model in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+
+
+RESUME_CAMPAIGN = (
+    CAMPAIGN.replace("name: serve", "name: resumed")
+    .replace(
+        "levels: [{rate_rps: 4}, {concurrency: 3}]", "levels: [{rate_rps: 8}, {concurrency: 2}]"
+    )
+    .replace("requests_per_level: 10", "requests_per_level: 4")
+    + "grid:\n  seed: [1, 2]\n"
+)
+
+
+@pytest.mark.timeout(600)
+def test_sigkilled_server_campaign_resumes_at_experiment_granularity(tmp_path: Path) -> None:
+    """SIGKILL of the orchestrator while the second experiment's worker runs: its server dies
+    with it; `lem resume` runs only that experiment again and keeps the first one's level rows."""
+    out_root = tmp_path / "out"
+    command = lem_cmd("campaign", write(tmp_path / "r.yaml", RESUME_CAMPAIGN), "-o", out_root)
+    with (tmp_path / "orchestrator.out").open("wb") as log:
+        orchestrator = subprocess.Popen(
+            command, cwd=tmp_path, env=lem_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            campaign_dir, _, interrupted, _ = wait_for_running_worker(
+                orchestrator, out_root, within_s=400
+            )
+            os.kill(orchestrator.pid, signal.SIGKILL)
+            assert orchestrator.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if orchestrator.poll() is None:
+                orchestrator.kill()
+                orchestrator.wait()
+    deadline = time.monotonic() + 30
+    while _my_servers():  # the worker's death stops its server (PR_SET_PDEATHSIG)
+        assert time.monotonic() < deadline, f"server processes left: {_my_servers()}"
+        time.sleep(0.2)
+
+    (done,) = [e for e in load_manifest(campaign_dir).entries if e.status == "done"]
+    done_files = entry_files(campaign_dir, done)
+    done_levels = json.loads(done_files["result.json"][1])["server"]["levels"]
+
+    proc = run_lem("resume", campaign_dir, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    final = {e.key: e for e in load_manifest(campaign_dir).entries}
+    assert {e.status for e in final.values()} == {"done"} and len(final) == 2
+    assert final[done.key].attempts == 1 and final[interrupted.key].attempts == 2
+    assert entry_files(campaign_dir, done) == done_files  # not run again: same bytes, mtimes
+    rows = pd.read_csv(campaign_dir / "results.csv")
+    assert sorted(zip(rows["experiment_id"], rows["level"], strict=True)) == sorted(
+        (e.experiment_id, level) for e in final.values() for level in ("r8", "c2")
+    )
+    assert set(rows["status"]) == {"done"}
+    # the finished experiment's rows are its levels as measured before the kill
+    kept = rows[rows["experiment_id"] == done.experiment_id]
+    assert set(kept["attempts"]) == {1}
+    columns = ["level", "achieved_rate_rps", "ttft_p99_s", "window_s", "requests_ok"]
+    assert kept[columns].to_dict("records") == [{c: lv[c] for c in columns} for lv in done_levels]
+    for entry in final.values():
+        result = json.loads((campaign_dir / str(entry.result_path)).read_text())
+        assert [lv["requests_ok"] for lv in result["server"]["levels"]] == [4, 4]
+        check_server_gone(result["server"])
+    assert not _my_servers()
