@@ -62,6 +62,21 @@ def test_a_backend_known_only_from_its_descriptor_runs_a_campaign(tmp_path: Path
         assert result["flops_estimate"] > 0
 
 
+def test_server_mode_on_a_backend_without_a_server_is_refused(tmp_path: Path) -> None:
+    campaign = write(
+        tmp_path / "serve.yaml",
+        "name: s\nbase:\n  backend: toy\n  mode: server\n"
+        "  server: {levels: [{rate_rps: 1}], requests_per_level: 4}\n",
+    )
+    proc = run_lem("campaign", campaign, "--dry-run", cwd=tmp_path, env=TOY_ENV)
+    assert proc.returncode == 2, explain(proc)
+    assert "serve.yaml, line 4" in proc.stderr, explain(proc)
+    assert "mode: server is not supported on backend 'toy'; backends that support it: " in (
+        proc.stderr
+    )
+    assert "pytorch, vllm, tensorrt" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_config_list_and_doctor_read_the_descriptor(tmp_path: Path) -> None:
     listing = run_lem("config", "list", "--json", cwd=tmp_path, env=TOY_ENV)
     assert listing.returncode == 0, explain(listing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from serving_standin import StandIn, standin_server
 
 from llenergymeasure.backends import get_server
 from llenergymeasure.config import load_campaign
+from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.server import ServerSpec, Slo
 from llenergymeasure.errors import BackendError, ConfigError
@@ -232,8 +234,20 @@ def test_pytorch_server_command_is_transformers_serve_with_continuous_batching()
     assert cmd[1:3] == ["serve", "--continuous-batching"] and cmd[-1] == "/m"
     assert cmd[cmd.index("--port") + 1] == "1234" and "127.0.0.1" in cmd
     assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
-    with pytest.raises(BackendError, match="support it: pytorch, vllm"):
-        get_server("tensorrt")
+
+
+def test_a_backend_without_a_server_has_no_server_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every built-in serves; a registered backend without a `server` (the toy of
+    tests/integration/toy_backend.py) is refused, naming those that serve. (Its campaign-file
+    refusal: test_backend_plugin.py, where the toy is registered before the config is built.)"""
+    monkeypatch.setenv("LEM_BACKENDS", "toy_backend:TOY")
+    descriptors.cache_clear()
+    try:
+        with pytest.raises(BackendError, match="support it: pytorch, vllm, tensorrt"):
+            get_server("toy")
+    finally:
+        monkeypatch.delenv("LEM_BACKENDS")
+        descriptors.cache_clear()
 
 
 def test_vllm_server_takes_the_engine_settings_and_vllm_request_fields() -> None:
@@ -248,6 +262,73 @@ def test_vllm_server_takes_the_engine_settings_and_vllm_request_fields() -> None
     assert "ignore_eos" not in get_server("pytorch").request_fields(config)
 
 
+def test_tensorrt_server_is_trtllm_serve_with_its_flags_and_options_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trtllm-serve's own CLI (underscored flags, `--backend tensorrt`); what it has no flag for
+    goes in the options file it reads with --config. Not run: TensorRT-LLM needs a GPU."""
+    monkeypatch.setenv("LEM_TRT_ENGINE_CACHE", str(tmp_path))
+    config = ExperimentConfig.model_validate(
+        {
+            "backend": "tensorrt",
+            "precision": "fp16",
+            "quantization": "fp8",
+            "max_input_tokens": 100,
+            "max_output_tokens": 28,
+            "tensorrt": {
+                "max_batch_size": 16,
+                "tensor_parallel_size": 2,
+                "kv_cache_dtype": "fp8",
+                "kv_cache_free_gpu_memory_fraction": 0.5,
+            },
+            "passthrough_kwargs": {"enable_attention_dp": False},
+        }
+    )
+    cmd = get_server("tensorrt").command(config, "/m", 4321)
+    assert Path(cmd[0]).name == "trtllm-serve" and cmd[1] == "/m"
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
+    options_file = Path(flags.pop("--config"))
+    assert flags == {
+        "--backend": "tensorrt",
+        "--host": "127.0.0.1",
+        "--port": "4321",
+        "--max_batch_size": "16",
+        "--max_seq_len": "128",  # max_input_tokens + max_output_tokens, as the offline engine
+        "--tp_size": "2",
+        "--pp_size": "1",
+    }
+    assert options_file.parent == tmp_path / "serve-options"
+    assert json.loads(options_file.read_text()) == {
+        "dtype": "float16",
+        "quant_config": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"},
+        "kv_cache_config": {"free_gpu_memory_fraction": 0.5},
+        "enable_attention_dp": False,
+    }
+    assert get_server("tensorrt").command(config, "/m", 1)[-1] == str(options_file)  # reused
+
+
+@pytest.mark.parametrize(
+    ("decoding", "expected"),
+    [
+        ({}, {"temperature": 0.0, "top_k": 1, "ignore_eos": True}),
+        (
+            {"strategy": "sampling", "temperature": 0.7, "top_p": 0.9, "top_k": 20},
+            {"temperature": 0.7, "top_p": 0.9, "top_k": 20},
+        ),
+        ({"ignore_eos": False, "min_output_tokens": 3}, {"ignore_eos": False, "min_tokens": 3}),
+    ],
+)
+def test_tensorrt_server_request_fields_are_trtllm_serve_completion_fields(
+    decoding: dict[str, object], expected: dict[str, object]
+) -> None:
+    """Fields of trtllm-serve's CompletionRequest: top_k 1 is its greedy, 0 switches it off."""
+    config = ExperimentConfig.model_validate(
+        {"backend": "tensorrt", "seed": 7, "decoding": decoding}
+    )
+    fields = get_server("tensorrt").request_fields(config)
+    assert fields.items() >= (expected | {"seed": 7, "repetition_penalty": 1.0}).items(), fields
+
+
 SERVER_BASE = """\
 name: s
 base:
@@ -259,30 +340,23 @@ base:
 """
 
 
-@pytest.mark.parametrize(
-    ("backend", "level", "needles"),
-    [
-        (
-            "tensorrt",
-            "{rate_rps: 1}",
-            ["campaign.yaml, line 4", "backends that support it: pytorch, vllm"],
-        ),
-        (
-            "pytorch",
-            "{rate_rps: 0}",
-            ["campaign.yaml, line 6, at base.server.levels[0]: rate_rps must be > 0"],
-        ),
-    ],
-)
-def test_server_mode_bad_input_is_refused_at_expansion(
-    write_yaml: Callable[..., Path], backend: str, level: str, needles: list[str]
-) -> None:
-    path = write_yaml(SERVER_BASE.format(backend=backend, level=level))
+def test_server_mode_bad_input_is_refused_at_expansion(write_yaml: Callable[..., Path]) -> None:
+    path = write_yaml(SERVER_BASE.format(backend="pytorch", level="{rate_rps: 0}"))
     with pytest.raises(ConfigError) as caught:
         load_campaign(path)
-    for needle in needles:
-        assert needle in str(caught.value), str(caught.value)
+    needle = "campaign.yaml, line 6, at base.server.levels[0]: rate_rps must be > 0"
+    assert needle in str(caught.value), str(caught.value)
     assert str(caught.value).count(" line ") == 1  # one error, said once
+
+
+def test_grid_expansion_accepts_server_mode_on_tensorrt(write_yaml: Callable[..., Path]) -> None:
+    campaign = load_campaign(
+        write_yaml(SERVER_BASE.format(backend="tensorrt", level="{rate_rps: 2}"))
+    )
+    (experiment,) = campaign.experiments
+    config = experiment.config
+    assert (config.backend, config.mode) == ("tensorrt", "server")
+    assert config.server is not None and config.server.levels[0].rate_rps == 2
 
 
 def test_server_mode_keeps_offline_ids_and_round_trips_infinity() -> None:

@@ -249,7 +249,9 @@ TENSORRT = BackendDescriptor(
     label="TensorRT-LLM",
     install_hint="pip install 'llenergymeasure[tensorrt]' (NVIDIA GPU only), or run it in the "
     "tensorrt image",
-    gpu_only=True,  # trtllm-serve is not wired for mode: server (no engine here to prove it)
+    gpu_only=True,
+    # written to trtllm-serve's CLI and API, not run here (no NVIDIA GPU): see tensorrt_server
+    server="llenergymeasure.backends.tensorrt_server:TRTLLMServer",
 )
 
 BUILTIN_BACKENDS = (PYTORCH, VLLM, TENSORRT)
