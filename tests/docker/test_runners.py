@@ -10,6 +10,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from docker_helpers import (
     TEST_TAG,
@@ -24,9 +25,10 @@ from docker_helpers import (
     worker_env,
     worker_pid,
 )
-from lem_cli import explain, load_manifest, only_campaign_dir, write
+from lem_cli import SEEDS_1_2, explain, load_manifest, only_campaign_dir, write
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import NoSuchContainer
+from serving_checks import check_server_gone, serve_campaign
 
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
 from llenergymeasure.orchestrator.runners.docker import project_name
@@ -177,6 +179,36 @@ def test_grid_campaign_runs_in_containers(
     for produced in campaign_dir.rglob("*"):
         if produced.is_file():
             assert HF_SENTINEL.encode() not in produced.read_bytes(), produced
+
+
+def test_a_server_campaign_keeps_one_container_for_its_servers(
+    docker: DockerClient, pytorch_image: str, tmp_path: Path
+) -> None:
+    """docker-persistent with `mode: server`: both experiments' `transformers serve` run in the
+    one container the campaign keeps; every level completes; no container or server is left."""
+    campaign = serve_campaign(
+        "serve", "[{concurrency: 2}]", requests=4, runner="docker-persistent", tail=SEEDS_1_2
+    )
+    proc = run_lem(
+        "campaign", write(tmp_path / "serve.yaml", campaign), "-o", "out", cwd=tmp_path,
+        env=image_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    campaign_dir = only_campaign_dir(tmp_path / "out")
+    entries = load_manifest(campaign_dir).entries
+    assert [(e.status, e.runner) for e in entries] == [("done", "docker-persistent")] * 2
+    assert {e.container_name for e in entries} == {f"{project_name(campaign_dir)}-pytorch-1"}
+    assert len({e.container_id for e in entries}) == 1
+    rows = pd.read_csv(campaign_dir / "results.csv")
+    assert sorted(zip(rows["experiment_id"], rows["level"], strict=True)) == sorted(
+        (e.experiment_id, "c2") for e in entries
+    )
+    assert set(rows["status"]) == {"done"}
+    for entry in entries:
+        result = result_of(campaign_dir, entry)
+        assert result.environment.in_container and result.server is not None
+        assert [lv.requests_ok for lv in result.server.levels] == [4]
+        check_server_gone(result.server.model_dump(mode="json"), own_pid_namespace=True)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from lem_cli import (
-    NO_GAPS_SETTINGS,
     entry_files,
     explain,
     lem_cmd,
@@ -26,7 +25,13 @@ from lem_cli import (
     wait_for_running_worker,
     write,
 )
-from serving_checks import check_levels, check_server_gone, processes_with, run_server_campaign
+from serving_checks import (
+    check_levels,
+    check_server_gone,
+    processes_with,
+    run_server_campaign,
+    serve_campaign,
+)
 
 from llenergymeasure.models import resolve_model
 
@@ -35,26 +40,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs the serve extra (fastapi, uvicorn) and transformers",
 )
 
-CAMPAIGN = (
-    "name: serve\ncycles: 1\nrunner: local\n"
-    + NO_GAPS_SETTINGS
-    + """base:
-  model: builtin:tiny-llama
-  backend: pytorch
-  mode: server
-  n_prompts: 4
-  max_output_tokens: 8
-  measurement: {baseline: {duration_s: 0.5}}
-  server:
-    levels: [{rate_rps: 4}, {concurrency: 3}]
-    arrival: constant
-    requests_per_level: 10
-    cooldown_s: 0
-    warmup_requests: 2
-    startup_timeout_s: 400
-    slo: {ttft_p99_s: 5}
-"""
-)
+CAMPAIGN = serve_campaign("serve", "[{rate_rps: 4}, {concurrency: 3}]", requests=10)
 
 
 @pytest.mark.timeout(600)
@@ -97,13 +83,8 @@ def _my_servers() -> list[int]:
     ]
 
 
-RESUME_CAMPAIGN = (
-    CAMPAIGN.replace("name: serve", "name: resumed")
-    .replace(
-        "levels: [{rate_rps: 4}, {concurrency: 3}]", "levels: [{rate_rps: 8}, {concurrency: 2}]"
-    )
-    .replace("requests_per_level: 10", "requests_per_level: 4")
-    + "grid:\n  seed: [1, 2]\n"
+RESUME_CAMPAIGN = serve_campaign(
+    "resumed", "[{rate_rps: 8}, {concurrency: 2}]", requests=4, tail="grid:\n  seed: [1, 2]\n"
 )
 
 
