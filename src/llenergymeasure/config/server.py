@@ -16,7 +16,7 @@ from llenergymeasure.config.descriptor import descriptors
 def server_backends() -> list[str]:
     """Backends whose own OpenAI-compatible server the worker can launch (their descriptor's
     `serves`): PyTorch through `transformers serve --continuous-batching`, vLLM through its API
-    server."""
+    server, TensorRT-LLM through `trtllm-serve` (written to its API, not run here)."""
     return [name for name, found in descriptors().items() if found.serves]
 
 
