@@ -41,6 +41,14 @@ def tiny_campaign(name: str, *, cycles: int = 1, tail: str = "", **base: object)
     return f"name: {name}\ncycles: {cycles}\n" + tiny_base(**base) + tail
 
 
+def backends_env(*targets: str) -> dict[str, str]:
+    """Extra environment that registers backends defined in this folder (LEM_BACKENDS targets,
+    `module:ATTRIBUTE`) in `lem` and the workers it starts."""
+    here = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    return {"LEM_BACKENDS": ",".join(targets), "PYTHONPATH": path}
+
+
 def lem_env() -> dict[str, str]:
     """The environment the CLI runs in: offline, and wide enough that rich does not wrap
     paths in the messages the tests read."""

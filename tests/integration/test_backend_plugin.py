@@ -5,19 +5,22 @@ validates, expands, lists and runs it through the local runner."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from lem_cli import explain, load_manifest, only_campaign_dir, read_json, run_lem, write
+from lem_cli import (
+    backends_env,
+    explain,
+    load_manifest,
+    only_campaign_dir,
+    read_json,
+    run_lem,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
-HERE = Path(__file__).resolve().parent
-TOY_ENV = {
-    "LEM_BACKENDS": "toy_backend:TOY",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
-}
+TOY_ENV = backends_env("toy_backend:TOY")
 N_PROMPTS, BATCH, OUTPUT_TOKENS = 4, 2, 6
 CAMPAIGN = f"""\
 name: toy

@@ -1,18 +1,21 @@
 """The local runner's fork server on the real tiny model: PyTorch workers are forked from a
 server that imported the engine, each a process of its own that says so in its result; other
-jobs are spawned, with the reason in the result."""
+jobs are spawned, with the reason in the result. A server that initialised CUDA while
+preloading (a forkable plugin engine that does so at import) forks nothing usable: its workers
+restart as fresh interpreters, and their results and the terminal say so."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from lem_cli import explain, only_campaign_dir, run_lem, write
+from lem_cli import backends_env, explain, only_campaign_dir, read_json, run_lem, write
 
 from llenergymeasure.orchestrator.runners import Job
 from llenergymeasure.orchestrator.runners.local import spawn_reason
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.worker.forked import CUDA_IN_SERVER
 
 pytestmark = pytest.mark.integration
 CAMPAIGN = """\
@@ -22,37 +25,46 @@ base:
   model: builtin:tiny-llama
   n_prompts: 2
   max_output_tokens: 2
-  warmup: {runs: 0}
-  measurement: {sampler_hz: 0}
+  warmup: {{runs: 0}}
+  measurement: {{sampler_hz: 0}}
 grid:
-  seed: [1, 2]
+  seed: {seeds}
 """
 
 
-def results(out: Path) -> list[ExperimentResult]:
-    paths = sorted(only_campaign_dir(out).glob("*/cycle-1/result.json"))
-    return [ExperimentResult.model_validate_json(p.read_bytes()) for p in paths]
+def results(out: Path) -> list[dict[str, Any]]:
+    """The results, as JSON: this test's process has not registered the plugin backends."""
+    return [read_json(p) for p in sorted(only_campaign_dir(out).glob("*/cycle-1/result.json"))]
+
+
+UNSAFE_NOTICE = f"notice: {CUDA_IN_SERVER}: every worker is spawned instead"
 
 
 @pytest.mark.parametrize(
-    ("env", "started"),
+    ("env", "started", "runs"),
     [
-        ({}, "forkserver"),
-        (
-            {"LEM_FORK_SERVER": "0"},
-            "spawn: the runner's fork server is off (LEM_FORK_SERVER=0)",
-        ),
+        ({}, "forkserver", 2),  # two workers from one server
+        ({"LEM_FORK_SERVER": "0"}, "spawn: the runner's fork server is off (LEM_FORK_SERVER=0)", 1),
+        (backends_env("toy_backend:CUDA_AT_IMPORT"), f"spawn: {CUDA_IN_SERVER}", 1),
     ],
+    ids=["forked", "off", "cuda-in-server"],
 )
 def test_each_run_is_its_own_process_started_as_recorded(
-    tmp_path: Path, env: dict[str, str], started: str
+    tmp_path: Path, env: dict[str, str], started: str, runs: int
 ) -> None:
-    campaign = write(tmp_path / "forks.yaml", CAMPAIGN)
+    seeds = list(range(1, runs + 1))
+    campaign = write(tmp_path / "forks.yaml", CAMPAIGN.format(seeds=seeds))
     proc = run_lem("campaign", campaign, "-o", tmp_path / "out", cwd=tmp_path, env=env)
     assert proc.returncode == 0, explain(proc)
     done = results(tmp_path / "out")
-    assert [r.worker_start for r in done] == [started, started]
-    assert all(r.phases_s is not None and r.phases_s.worker_start_s is not None for r in done)
+    assert [r["worker_start"] for r in done] == [started] * runs
+    assert all(r["phases_s"]["worker_start_s"] is not None for r in done)
+    # a full run in every case: both prompts, 2 tokens each, on the tiny model's PyTorch engine
+    said = [(r["config"]["backend"], r["n_requests"], r["output_tokens"]) for r in done]
+    assert said == [("pytorch", 2, 4)] * runs
+    # said once on the campaign's terminal (by the fork server) when it is unsafe
+    notices = proc.stderr.count(UNSAFE_NOTICE)
+    assert notices == (1 if started.endswith(CUDA_IN_SERVER) else 0), explain(proc)
 
 
 def job(tmp_path: Path, backend: str, env: dict[str, str]) -> Job:

@@ -4,6 +4,8 @@ is a real, small computation on the CPU, so a campaign measures real work."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field
 
 from llenergymeasure.config.capabilities import Capabilities
@@ -27,3 +29,9 @@ TOY = BackendDescriptor(
     service=None,
     label="Toy",
 )
+
+CUDA_AT_IMPORT = replace(
+    TOY, name="cuda_at_import", engine="cuda_at_import_engine:CudaAtImportEngine", forkable=True
+)
+"""The toy engine from a module that initialises CUDA at import, marked forkable: the local
+runner's fork server preloads it and so holds CUDA state (test_fork_server.py)."""

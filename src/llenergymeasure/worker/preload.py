@@ -1,19 +1,24 @@
 """Imported once by the local runner's fork server: the engines whose descriptor says they
 may be forked (PyTorch) and the worker's own modules, so forked workers start with them
-loaded. Importing torch does not create a CUDA context; if something here ever does, forking
-would be unsafe and the check below stops it (the fork server skips a preload module that
-fails; workers then import on their own)."""
+loaded. Importing torch does not create a CUDA context; if something here ever does (an
+engine that initialises CUDA at import), forking would be unsafe: the check below says so on
+the campaign's terminal (this process's stderr) and refuses. The container's fork server then
+does not start; Python's forkserver ignores the ImportError and keeps forking, so each forked
+worker sees the inherited CUDA state and re-executes itself as a fresh interpreter
+(worker/forked.py)."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 
-import torch
+import torch  # noqa: F401  (the point: imported here once, then forked)
 
 import llenergymeasure.worker.__main__
 import llenergymeasure.worker.run  # noqa: F401
 from llenergymeasure.backends import get_backend
 from llenergymeasure.config.descriptor import descriptors
+from llenergymeasure.worker.forked import CUDA_IN_SERVER, cuda_initialised
 
 for _name, _found in descriptors().items():
     if _found.forkable:
@@ -26,5 +31,6 @@ warnings.filterwarnings(
     "ignore", message=r"'llenergymeasure\.cli' found in sys\.modules", category=RuntimeWarning
 )
 
-if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # pragma: no cover
-    raise ImportError("CUDA was initialised while preloading: forking workers would be unsafe")
+if cuda_initialised():
+    print(f"notice: {CUDA_IN_SERVER}: every worker is spawned instead", file=sys.stderr, flush=True)
+    raise ImportError(f"{CUDA_IN_SERVER}: forking workers would be unsafe")

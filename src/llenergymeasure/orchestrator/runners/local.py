@@ -8,7 +8,8 @@ per run on an H200 host) are paid once per campaign, while each worker still cre
 CUDA context. Where a fork is not safe the worker is a plain `python -m llenergymeasure.worker
 exp.json` instead, and its result says why (worker_start): engines other than PyTorch (vLLM and
 TensorRT-LLM start threads, processes or CUDA at import), or a job environment that the
-preloaded libraries would have read at import.
+preloaded libraries would have read at import. A worker forked from a server whose preloading
+initialised CUDA after all restarts in place as that plain worker (worker/forked.py).
 """
 
 from __future__ import annotations
