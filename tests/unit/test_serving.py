@@ -129,6 +129,17 @@ def test_window_rule_opens_at_plateau_and_closes_at_drain() -> None:
     assert "10 s" in " ".join(w.warnings())
 
 
+def test_a_level_that_ramps_straight_into_its_drain_is_measured_whole() -> None:
+    # Like the H200's 4 rps level: 64 arrivals 0.25 s apart, each request 15.3 s long, so the
+    # plateau (P = 62) is reached as completions begin: the P-th first token and the (n-P)-th
+    # end are 0.1 s apart. That is no steady state; the window is the whole level.
+    recs = [_req(i, i * 0.25, i * 0.25 + 0.2, 0.1, 152) for i in range(64)]
+    w = steady_window(recs)
+    assert w is not None and w.peak_in_flight == 62
+    assert (w.start_s, w.end_s) == (w.level_start_s, w.level_end_s)
+    assert w.rule == "whole level (steady state P=62, n=64 lasts 0.100 s < 1 s)"
+
+
 def test_mser5_cuts_a_ramp() -> None:
     series = [float(k) for k in range(10)] + [10.0] * 40
     assert 5 <= mser5(series) <= 10

@@ -3,8 +3,10 @@
 Rule (ML.ENERGY's, generalised from max_num_seqs to the observed plateau): let P be the peak
 number of requests in flight and n the number that completed. The window opens when the P-th
 first token arrives (the in-flight count has reached its plateau) and closes when the (n - P)-th
-request finishes (completions begin to drain). If that leaves nothing (P >= n / 2), the window
-is the whole level, first send to last end, and says so.
+request finishes (completions begin to drain). If that leaves nothing, or less than
+MIN_STEADY_S (a level that ramps straight into its drain: on the H200 a 4 rps level of 13 s
+requests left 0.5 ms, one request end, and read as 5,666 tokens/s), the window is the whole
+level, first send to last end, and says so.
 MSER-5 on per-second output-token throughput gives an independent truncation point; the window
 opening before it is reported, not hidden.
 """
@@ -15,6 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llenergymeasure.worker.serving.loadgen import RequestRecord
+
+MIN_STEADY_S = 1.0
+"""Shortest steady state measured as one: below it, rates and energies over the window are
+a handful of events and a power reading or two, not a steady state."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,15 @@ def steady_window(records: Sequence[RequestRecord]) -> Window | None:
     ends = sorted(r.end_s for r in done if r.end_s is not None)
     start, end, rule = level_start, level_end, "whole level (plateau leaves no steady state)"
     if n - p >= 1 and firsts[p - 1] < ends[n - p - 1]:
-        start, end = firsts[p - 1], ends[n - p - 1]
-        rule = f"P-th first token to (n-P)-th end, P={p}, n={n}"
+        steady_s = ends[n - p - 1] - firsts[p - 1]
+        if steady_s >= MIN_STEADY_S:
+            start, end = firsts[p - 1], ends[n - p - 1]
+            rule = f"P-th first token to (n-P)-th end, P={p}, n={n}"
+        else:
+            rule = (
+                f"whole level (steady state P={p}, n={n} lasts {steady_s:.3f} s "
+                f"< {MIN_STEADY_S:g} s)"
+            )
     series = tokens_per_second(done, level_start, level_end)
     trunc = mser5(series)
     mser_s = level_start + trunc if len(series) >= 10 else None
