@@ -28,8 +28,13 @@ from llenergymeasure.results.aggregate import (
     swept_parameters,
     write_summary,
 )
-from llenergymeasure.results.collate import results_frame
-from llenergymeasure.results.schema import EnergyFigures, QualityRecord
+from llenergymeasure.results.collate import (
+    QUALITY_REASONS,
+    QUALITY_STATUS,
+    level_quality,
+    results_frame,
+)
+from llenergymeasure.results.schema import EnergyFigures, ExperimentResult, QualityRecord
 
 WriteYaml = Callable[..., Path]
 SETTINGS = StatisticsConfig(bootstrap_resamples=2000, seed=3)
@@ -327,3 +332,17 @@ def test_server_levels_are_groups_of_their_own_with_cis_across_cycles() -> None:
     assert rate["mean"].tolist() == pytest.approx([16.2, 4.2])
     energy = summary[summary["metric"] == "energy_raw_per_output_token_j"]
     assert energy["mean"].tolist() == pytest.approx([0.12, 0.22])
+
+
+def test_a_server_level_row_carries_its_own_doubts_not_its_siblings() -> None:
+    # the H200 server campaign's result (docs/validation E): each level's warnings are its own
+    recorded = Path(__file__).parents[2] / "docs/validation/serve_h200/result.json"
+    result = ExperimentResult.model_validate_json(recorded.read_bytes())
+    assert result.server is not None and result.quality is not None
+    levels = result.server.levels
+    assert all(lv.doubts() for lv in levels)  # this run gave every level a warning
+    shared = [r for r in result.quality.reasons if not r.startswith("level ")]
+    for level in levels:
+        row = level_quality(result, level)
+        assert row[QUALITY_REASONS] == "; ".join([*shared, *level.doubts()])
+        assert row[QUALITY_STATUS] == "check"

@@ -67,6 +67,7 @@ def results_frame(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
                 if result.server is not None:
                     for level in result.server.levels:
                         level_row = row | level_columns(level, entry.warnings)
+                        level_row |= level_quality(result, level)
                         level_row |= derived_energy(level.energy_window_j, pue, carbon)
                         rows.append(level_row)
                     continue
@@ -109,6 +110,16 @@ def level_columns(level: ServerLevel, entry_warnings: list[str]) -> dict[str, An
         "measurement_warnings": "; ".join([*entry_warnings, *level.warnings]),
     }
     return out
+
+
+def level_quality(result: ExperimentResult, level: ServerLevel) -> dict[str, Any]:
+    """A level row's quality: the experiment's shared doubts and this level's own, not its
+    sibling levels' (each level is a row of its own in the summary's quality column)."""
+    if result.quality is None or result.server is None:
+        return {}
+    others = {d for lv in result.server.levels if lv is not level for d in lv.doubts()}
+    reasons = [r for r in result.quality.reasons if r not in others]
+    return {QUALITY_STATUS: "check" if reasons else "ok", QUALITY_REASONS: "; ".join(reasons)}
 
 
 def derived_energy(

@@ -392,6 +392,14 @@ class ServerLevel(_Result):
     requests_file: str = Field(description="Per-request Parquet, relative to result.json.")
     warnings: list[str] = Field(default_factory=list)
 
+    def doubts(self) -> list[str]:
+        """This level's lines in its experiment's quality reasons (its warnings, its failure):
+        one spelling for the worker that writes them and the tables that split them by level."""
+        out = [f"level {self.level}: {w}" for w in self.warnings]
+        if self.failed:
+            out.append(f"level {self.level} failed: {self.failed_reason}")
+        return out
+
 
 class ServerRecord(_Result):
     """What a `mode: server` experiment measured apart from its levels, and the levels."""

@@ -181,11 +181,7 @@ def _quality(
         passes=1,
         latency_ratio=None,
     )
-    reasons = [
-        *record.reasons,
-        *(f"level {lv.level}: {w}" for lv in levels for w in lv.warnings),
-        *(f"level {lv.level} failed: {lv.failed_reason}" for lv in levels if lv.failed),
-    ]
+    reasons = [*record.reasons, *(d for lv in levels for d in lv.doubts())]
     return record.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
 
 
