@@ -51,17 +51,42 @@ def _term_with_parent() -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    if proc.poll() is not None:
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # stray children of a dead leader
-        return
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace_s)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # what ignored SIGTERM, and a dead leader's strays
     proc.wait(5)
+    _wait_group_gone(proc.pid, 5.0)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Until no live process is left in the group: SIGKILL is delivered at once, but a killed
+    child (reparented, not ours to wait for) can still be running its exit for a while on a
+    loaded host, and 'stopped' must mean gone (seen: the test's server child alive after)."""
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc (Linux)."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return []
+    out = []
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(entry.name))
+    return out
 
 
 @contextlib.contextmanager
