@@ -12,7 +12,17 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from lem_cli import NO_GAPS_SETTINGS, explain, only_campaign_dir, run_lem, write
+from lem_cli import (
+    NO_GAPS_SETTINGS,
+    explain,
+    only_campaign_dir,
+    processes_mentioning,
+    run_lem,
+    write,
+)
+
+from llenergymeasure.results.schema import ServerLevel
+from llenergymeasure.worker.serving.server import group_members
 
 RATE_TOLERANCE = 0.10
 """Constant arrivals: the achieved rate (sends - 1 over the send span) within 10% of the target."""
@@ -75,7 +85,7 @@ def check_levels(
         assert level["energy_window_j"] is None and set(table["energy_j"]) == {None}
     # one quality record for the experiment, holding each level's doubts (issue 17.5)
     quality = json.loads((result_dir / "result.json").read_text())["quality"]
-    level_doubts = [f"level {lv['level']}: {w}" for lv in server["levels"] for w in lv["warnings"]]
+    level_doubts = [d for lv in server["levels"] for d in ServerLevel.model_validate(lv).doubts()]
     assert set(level_doubts) <= set(quality["reasons"])
     assert quality["status"] == ("check" if quality["reasons"] else "ok")
     achieved = server["levels"][0]["achieved_rate_rps"]
@@ -89,30 +99,6 @@ def check_server_gone(server: Any, *, own_pid_namespace: bool = False) -> None:
     port = int(server["command"][server["command"].index("--port") + 1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server's port is still open"
-    assert not processes_with(f"--port\0{port}\0"), "a server process outlived the campaign"
+    assert not processes_mentioning(f"--port\0{port}\0"), "a server process outlived the campaign"
     if not own_pid_namespace:
-        assert not in_group(server["pid"]), "a process of the server's group outlived it"
-
-
-def in_group(pgid: int) -> list[int]:
-    """Live processes of a process group (the server's children, e.g. its model process)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(d.name))
-    return out
-
-
-def processes_with(needle: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if needle.encode() in (d / "cmdline").read_bytes():
-                out.append(int(d.name))
-        except OSError:
-            continue
-    return out
+        assert not group_members(server["pid"]), "a process of the server's group outlived it"

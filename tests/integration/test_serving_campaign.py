@@ -21,6 +21,7 @@ from lem_cli import (
     lem_cmd,
     lem_env,
     load_manifest,
+    processes_mentioning,
     run_lem,
     wait_for_running_worker,
     write,
@@ -28,7 +29,6 @@ from lem_cli import (
 from serving_checks import (
     check_levels,
     check_server_gone,
-    processes_with,
     run_server_campaign,
     serve_campaign,
 )
@@ -78,7 +78,7 @@ def _my_servers() -> list[int]:
     model = resolve_model("builtin:tiny-llama").encode()
     return [
         p
-        for p in processes_with("serve\0--continuous-batching")
+        for p in processes_mentioning("serve\0--continuous-batching")
         if model in Path(f"/proc/{p}/cmdline").read_bytes()
     ]
 

@@ -67,11 +67,11 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     child (reparented, not ours to wait for) can still be running its exit for a while on a
     loaded host, and 'stopped' must mean gone (seen: the test's server child alive after)."""
     deadline = time.monotonic() + timeout_s
-    while _group_members(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group, from /proc (Linux)."""
     proc_dir = Path("/proc")
     if not proc_dir.is_dir():
