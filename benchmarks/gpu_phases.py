@@ -12,6 +12,8 @@ prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, ga
           with and without Backend.initialize() first;
   hostprobe: in one process, batches back to back and after 0.5 s idle gaps, each with the
           serving thread's CPU time, steal, the SM clock while it ran and the host CPU's speed;
+  graphs: 'after' with `pytorch: {cache_implementation: static}` (decode as CUDA graphs, not
+          host-bound), sampler 0 and 10 Hz, --cycles cycles;
   peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
           study.yaml` on the same model, prompts, lengths, batch and cycles (NVML sampler named,
           its 30 s thermal floor; --peer-baseline-s shortens its 30 s idle baseline to fit a call).
@@ -36,6 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, BATCH, TOKENS = 64, 32, 128
 CYCLES, HZ = 3, "[0, 10]"
+GRAPHS = "  pytorch: {cache_implementation: static}\n"
+"""The 'graphs' arm: a static KV cache, which transformers' generate compiles on a GPU with
+CUDA graphs (CompileConfig's reduce-overhead), so a decode step is one graph replay and the
+batch time stops following the host CPU's pace."""
 
 CAMPAIGN = """\
 name: {name}
@@ -54,13 +60,19 @@ base:
   max_output_tokens: {tokens}
   decoding: {{ignore_eos: true}}
   warmup: {warmup}
-grid:
+{engine}grid:
   measurement.sampler_hz: {hz}
 """
 
 
 def campaign(
-    name: str, out: Path, model: Path, cycles: int, warmup: str, env: dict[str, str]
+    name: str,
+    out: Path,
+    model: Path,
+    cycles: int,
+    warmup: str,
+    env: dict[str, str],
+    engine: str = "",
 ) -> dict[str, Any]:
     path = out / f"{name}.yaml"
     text = CAMPAIGN.format(
@@ -72,6 +84,7 @@ def campaign(
         batch=BATCH,
         tokens=TOKENS,
         warmup=warmup,
+        engine=engine,
     )
     path.write_text(text)
     t0 = time.monotonic()
@@ -432,6 +445,8 @@ def main() -> None:
         try:
             if step == "after":
                 summary[step] = campaign("after", out, model, CYCLES, "{runs: 3}", {})
+            elif step == "graphs":
+                summary[step] = campaign("graphs", out, model, CYCLES, "{runs: 3}", {}, GRAPHS)
             elif step == "before":
                 env = {"LEM_FORK_SERVER": "0"}
                 summary[step] = campaign(
