@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
 from llenergymeasure.config.experiment import WarmupConfig
@@ -40,6 +38,7 @@ from llenergymeasure.results.schema import (
     PhaseTimes,
     WarmupRecord,
 )
+from llenergymeasure.worker.latency import latency_stats_of
 from llenergymeasure.worker.launch import LAUNCH_ENV, WORKER_START_ENV
 from llenergymeasure.worker.passes import PassRecord, fill_window
 from llenergymeasure.worker.warmup import (
@@ -365,20 +364,8 @@ def _since_launch() -> float | None:
 def _engine_latency(values: list[float | None]) -> LatencyStats | None:
     """Stats of a per-request engine metric; None unless the engine gave it for every request."""
     known = [v for v in values if v is not None]
-    return _stats(known) if known and len(known) == len(values) else None
+    return latency_stats_of(known) if known and len(known) == len(values) else None
 
 
 def latency_stats(outputs: list[RequestOutput]) -> LatencyStats:
-    return _stats([o.latency_s for o in outputs])
-
-
-def _stats(values: list[float]) -> LatencyStats:
-    latencies = np.array(values, dtype=float)
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
-    return LatencyStats(
-        mean_s=float(latencies.mean()),
-        p50_s=float(p50),
-        p90_s=float(p90),
-        p99_s=float(p99),
-        max_s=float(latencies.max()),
-    )
+    return latency_stats_of([o.latency_s for o in outputs])

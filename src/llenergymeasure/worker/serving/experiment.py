@@ -32,8 +32,8 @@ from llenergymeasure.results.schema import (
     ServerLevel,
     WarmupRecord,
 )
+from llenergymeasure.worker.latency import latency_stats_of
 from llenergymeasure.worker.launch import WORKER_START_ENV
-from llenergymeasure.worker.run import _stats
 from llenergymeasure.worker.serving.run import Load, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
@@ -137,7 +137,7 @@ def _result(
         output_tokens_per_s=out_tokens / window_s if window_s else 0.0,
         total_tokens_per_s=(in_tokens + out_tokens) / window_s if window_s else 0.0,
         requests_per_s=n_req / window_s if window_s else 0.0,
-        latency=_stats(run.e2e_s),  # every completed request has one: `done` is not empty
+        latency=latency_stats_of(run.e2e_s),  # every completed request has one: `done` is not empty
         request_latencies_s=run.e2e_s,
         peak_memory_mb=None,
         peak_memory_source=None,
