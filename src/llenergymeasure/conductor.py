@@ -12,6 +12,7 @@ value, and they are recorded as such.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,12 @@ from llenergymeasure.config.settings import (
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
-from llenergymeasure.orchestrator.gpu_locks import REMOTE_RUNNERS, DeviceLocks, host_devices
+from llenergymeasure.orchestrator.gpu_locks import (
+    REMOTE_RUNNERS,
+    DeviceBusyError,
+    DeviceLocks,
+    host_devices,
+)
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
@@ -189,7 +195,23 @@ def execute(
         directory = plan.campaign_dir
     if on_created is not None:
         on_created(directory)
-    overrides = plan.overrides
+    try:
+        return _run(plan, directory, events, on_problem)
+    except DeviceBusyError as e:
+        if plan.campaign is None:
+            raise
+        # Refused before anything ran: a new campaign's folder would only be an empty one
+        # for `lem resume` to trip over.
+        shutil.rmtree(directory, ignore_errors=True)
+        raise DeviceBusyError(f"{e} (nothing ran; {directory} was removed)") from None
+
+
+def _run(
+    plan: Plan, directory: Path, events: Events | None, on_problem: Callable[[str], None] | None
+) -> RunSummary:
+    """Run the campaign directory's pending entries with the plan's runner, settings and
+    device locks; the webhook notifier listens beside `events`."""
+    settings, overrides = plan.settings, plan.overrides
     with contextlib.ExitStack() as stack:
         listeners = [events] if events is not None else []
         notifier = None
