@@ -37,7 +37,7 @@ def results(out: Path) -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted(only_campaign_dir(out).glob("*/cycle-1/result.json"))]
 
 
-UNSAFE_NOTICE = f"notice: {CUDA_IN_SERVER}: every worker is spawned instead"
+UNSAFE_NOTICE = f"notice: {CUDA_IN_SERVER}: every worker starts as a fresh interpreter instead"
 
 
 @pytest.mark.parametrize(

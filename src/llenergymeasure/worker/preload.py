@@ -32,5 +32,9 @@ warnings.filterwarnings(
 )
 
 if cuda_initialised():
-    print(f"notice: {CUDA_IN_SERVER}: every worker is spawned instead", file=sys.stderr, flush=True)
+    print(
+        f"notice: {CUDA_IN_SERVER}: every worker starts as a fresh interpreter instead",
+        file=sys.stderr,
+        flush=True,
+    )
     raise ImportError(f"{CUDA_IN_SERVER}: forking workers would be unsafe")
