@@ -65,6 +65,10 @@ def test_each_run_is_its_own_process_started_as_recorded(
     # said once on the campaign's terminal (by the fork server) when it is unsafe
     notices = proc.stderr.count(UNSAFE_NOTICE)
     assert notices == (1 if started.endswith(CUDA_IN_SERVER) else 0), explain(proc)
+    # the logs hold the run, not progress bars or the resource tracker's cleanup of their lock
+    logs = [p.read_text() for p in only_campaign_dir(tmp_path / "out").glob("*/*/worker.log")]
+    assert len(logs) == runs
+    assert not [log for log in logs if "leaked semaphore" in log or "Loading weights" in log]
 
 
 def job(tmp_path: Path, backend: str, env: dict[str, str]) -> Job:
