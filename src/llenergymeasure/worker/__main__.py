@@ -39,6 +39,14 @@ from llenergymeasure.worker.launch import HOST_PID_ENV
 
 log = logging.getLogger("lem.worker")
 
+# Before any engine imports huggingface_hub (lazily, in run_experiment; after this module in
+# the fork servers' preload), which reads it once. Only worker processes run this module: a
+# library user's own environment is left alone. A worker's output is a log file, where
+# progress bars are carriage-return noise, and transformers' bars each take a tqdm
+# multiprocessing lock whose semaphore a worker left to the resource tracker, with a "leaked
+# semaphore" warning in every log. HF_HUB_DISABLE_PROGRESS_BARS=0 keeps them.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 
 def load_spec(path: Path) -> ExperimentSpec:
     try:
