@@ -106,20 +106,24 @@ def test_host_modules_never_import_an_engine_or_nvml(path: Path) -> None:
 
 def test_host_imports_load_no_engine() -> None:
     """Importing every host module (and so whatever it imports in turn) in a fresh interpreter
-    leaves torch, transformers, vLLM, TensorRT-LLM and NVML unloaded."""
+    leaves torch, transformers, vLLM, TensorRT-LLM and NVML unloaded, and the environment as
+    it was (a library user's own process: the worker's settings stay in the worker)."""
     hosts = [
         ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         for p in _modules()
         if _side(p) == "host" and p.name != "__main__.py"
     ]
     code = (
-        "import importlib, sys\n"
+        "import importlib, os, sys\n"
+        "before = dict(os.environ)\n"
         f"for m in {hosts!r}: importlib.import_module(m)\n"
-        f"print(' '.join(e for e in {ENGINES!r} if e in sys.modules))"
+        f"print(' '.join(e for e in {ENGINES!r} if e in sys.modules))\n"
+        "print(' '.join(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == []
+    engines, changed = out.stdout.split("\n")[:2]
+    assert (engines, changed) == ("", "")
 
 
 def test_the_rules_see_imports() -> None:
