@@ -19,6 +19,10 @@ from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, Manif
 
 CLI_TIMEOUT_S = 300
 NO_GAPS_SETTINGS = "gaps:\n  between_experiments_s: 0\n  between_cycles_s: 0\n"
+HANG_IN_GENERATE = {"LEM_CRASHPOINT": "worker.generate:1:hang"}
+"""A worker's environment in which it hangs in its first generate (llenergymeasure/faults.py):
+a run that a short --timeout is sure to kill, however fast the worker starts (a forked one
+with the engine preloaded finishes the tiny model inside 0.5 s)."""
 
 
 SEEDS_1_2 = "grid:\n  seed: [1, 2]\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from lem_cli import (
+    HANG_IN_GENERATE,
     explain,
     load_manifest,
     only_campaign_dir,
@@ -103,11 +104,15 @@ def test_bad_input_fails_before_anything_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("how", ["campaign-file", "cli-flag"])
 def test_timeout_kills_the_worker(tmp_path: Path, how: str) -> None:
-    """Loading torch alone takes longer than 0.5 s, so the worker is killed mid-start."""
+    """A worker still running at the timeout (here: hanging in generate) is killed, and the
+    run fails saying so."""
     timeout_line = "timeout_s: 0.5\n" if how == "campaign-file" else "timeout_s: 3600\n"
     campaign_file = write(tmp_path / "slow.yaml", "name: slow\ncycles: 1\n" + timeout_line + BASE)
     flag = [] if how == "campaign-file" else ["--timeout", "0.5"]
-    proc = run_lem("campaign", campaign_file, "-o", tmp_path / "out", *flag, cwd=tmp_path)
+    proc = run_lem(
+        "campaign", campaign_file, "-o", tmp_path / "out", *flag, cwd=tmp_path,
+        env=HANG_IN_GENERATE,
+    )  # fmt: skip
     assert proc.returncode == 1, explain(proc)
     campaign_dir = only_campaign_dir(tmp_path / "out")
     (entry,) = load_manifest(campaign_dir).entries

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lem_cli import CLI_TIMEOUT_S, explain, lem_cmd, lem_env, run_lem, tiny_campaign, write
+from lem_cli import (
+    CLI_TIMEOUT_S,
+    HANG_IN_GENERATE,
+    explain,
+    lem_cmd,
+    lem_env,
+    run_lem,
+    tiny_campaign,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +45,7 @@ def holder(tmp_path: Path, locks: dict[str, str]) -> Iterator[HolderStarter]:
         proc = subprocess.Popen(
             lem_cmd("campaign", campaign, "-o", tmp_path / "out-holder", *flags),
             cwd=tmp_path,
-            env=lem_env() | locks | {"LEM_CRASHPOINT": "worker.generate:1:hang"},
+            env=lem_env() | locks | HANG_IN_GENERATE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

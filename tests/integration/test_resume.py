@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from lem_cli import (
     CLI_TIMEOUT_S,
+    HANG_IN_GENERATE,
     entry_files,
     explain,
     lem_cmd,
@@ -212,8 +213,9 @@ def test_resume_a_moved_campaign_directory(tmp_path: Path) -> None:
     """Results land in the campaign directory where it is now, not where it was created."""
     campaign_file = write(tmp_path / "moved.yaml", "name: moved\n" + SMALL_BASE)
     proc = run_lem(
-        "campaign", campaign_file, "-o", tmp_path / "first", "--timeout", "0.5", cwd=tmp_path
-    )
+        "campaign", campaign_file, "-o", tmp_path / "first", "--timeout", "0.5",
+        cwd=tmp_path, env=HANG_IN_GENERATE,
+    )  # fmt: skip
     assert proc.returncode == 1, explain(proc)
     created = only_campaign_dir(tmp_path / "first")
     moved = tmp_path / "second" / created.name
@@ -244,7 +246,9 @@ def test_resume_without_argument_picks_newest_unfinished(tmp_path: Path) -> None
             tmp_path / f"{name}.yaml", f"name: {name}\n{SMALL_BASE}  seed: {seed}\n"
         )
         # --timeout makes this attempt fail; it is recorded, so each resume below overrides it
-        proc = run_lem("campaign", campaign_file, "--timeout", "0.5", cwd=tmp_path)
+        proc = run_lem(
+            "campaign", campaign_file, "--timeout", "0.5", cwd=tmp_path, env=HANG_IN_GENERATE
+        )
         assert proc.returncode == 1, explain(proc)
         (dirs[name],) = (tmp_path / "results").glob(f"{name}_*")
     older_manifest = (dirs["older"] / "manifest.json").read_bytes()
