@@ -26,6 +26,7 @@ from llenergymeasure.results.aggregate import (
     summarize,
     swept_parameters,
 )
+from llenergymeasure.results.collate import failed_levels, failed_levels_count, failed_levels_text
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def _page(
     facts = [
         ("campaign", manifest.campaign_id),
         ("created", manifest.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
-        ("runs", manifest.counts_text()),
+        ("runs", manifest.counts_text() + failed_levels_count(failed_levels(loaded.runs))),
         ("cycles", str(manifest.total_cycles)),
         ("order", f"{execution.order}{seed}"),
         (
@@ -283,6 +284,10 @@ def _page(
     if loaded.failed:
         parts += ["<h2>Failed runs</h2>", "<ul>"]
         parts += [f"<li>{_e(e.key)}: {_e(e.error or '')}</li>" for e in loaded.failed]
+        parts.append("</ul>")
+    if levels := failed_levels_text(failed_levels(loaded.runs)):
+        parts += ["<h2>Failed server levels (not in the tables or plots)</h2>", "<ul>"]
+        parts += [f"<li>{_e(line)}</li>" for line in levels]
         parts.append("</ul>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts += [f"<footer>llenergymeasure {_e(__version__)}, {stamp}</footer>", "</body></html>"]
