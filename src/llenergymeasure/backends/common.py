@@ -110,21 +110,20 @@ def on_cpu() -> bool:
     return os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not Path("/dev/nvidiactl").exists()
 
 
-def host_memory_bytes() -> tuple[int, int] | None:
-    """(available, total) host memory, from /proc/meminfo; None where it cannot be read."""
+def host_memory_bytes() -> tuple[int, int]:
+    """(available, total) host memory, from /proc/meminfo; (0, 1) where it cannot be read."""
     try:
         lines = Path("/proc/meminfo").read_text().splitlines()
         info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in lines)}
         return info["MemAvailable"], info["MemTotal"]
     except (OSError, ValueError, KeyError):
-        return None
+        return 0, 1
 
 
 def cpu_kv_blocks(path: str, dtype_bytes: int) -> int:
     """KV-cache blocks for transformers serve on a CPU: CPU_KV_SHARE of available memory over
     one block's bytes (from config.json), within CPU_KV_BLOCKS (the least without either)."""
     low, high = CPU_KV_BLOCKS
-    memory = host_memory_bytes()
     try:
         config = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
         heads = config.get("num_key_value_heads") or config["num_attention_heads"]
@@ -132,14 +131,14 @@ def cpu_kv_blocks(path: str, dtype_bytes: int) -> int:
         block = 256 * 2 * config["num_hidden_layers"] * heads * head_dim * dtype_bytes
     except (OSError, ValueError, KeyError, TypeError):
         return low
-    return low if memory is None else max(low, min(high, int(CPU_KV_SHARE * memory[0] // block)))
+    return max(low, min(high, int(CPU_KV_SHARE * host_memory_bytes()[0] // block)))
 
 
 def cpu_memory_share() -> float:
     """vLLM's gpu_memory_utilization on a CPU (a share of host memory): CPU_KV_SHARE of what
     is available now, at least 1 %."""
-    memory = host_memory_bytes()
-    return 0.05 if memory is None else max(0.01, round(CPU_KV_SHARE * memory[0] / memory[1], 2))
+    available, total = host_memory_bytes()
+    return max(0.01, round(CPU_KV_SHARE * available / total, 2))
 
 
 def _safetensors_params(path: Path) -> int:

@@ -8,7 +8,7 @@ as an overflow or a worker killed at its timeout); inf only where it means somet
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -78,22 +78,14 @@ class Level(_Strict):
         return f"c{self.concurrency}" if self.concurrency is not None else f"r{self.rate_rps:g}"
 
 
+def _slo_s(description: str) -> Any:
+    return Field(default=None, gt=0, le=HOUR_S, description=description)
+
+
 class Slo(_Strict):
-    ttft_p99_s: float | None = Field(
-        default=None,
-        gt=0,
-        le=HOUR_S,
-        description="Time to first token a good request stays within.",
-    )
-    itl_p99_s: float | None = Field(
-        default=None,
-        gt=0,
-        le=HOUR_S,
-        description="Longest gap between chunks a good request stays within.",
-    )
-    e2e_p99_s: float | None = Field(
-        default=None, gt=0, le=HOUR_S, description="End-to-end time a good request stays within."
-    )
+    ttft_p99_s: float | None = _slo_s("Time to first token a good request stays within.")
+    itl_p99_s: float | None = _slo_s("Longest gap between chunks a good request stays within.")
+    e2e_p99_s: float | None = _slo_s("End-to-end time a good request stays within.")
 
 
 class ServerSpec(_Strict):

@@ -39,7 +39,7 @@ class RunningServer:
     proc: subprocess.Popen[bytes]
     launch_s: float
     log_path: Path
-    oom_kills_at_start: int | None
+    oom_kills_at_start: int
 
     @property
     def pid(self) -> int:
@@ -48,37 +48,23 @@ class RunningServer:
     def exit_text(self) -> str | None:
         """None while the server runs; else how it ended, with `out of memory` (the error
         category oom) and what to lower where the kernel's OOM killer or the engine said so."""
-        code = self.proc.poll()
-        if code is None:
+        if (code := self.proc.poll()) is None:
             return None
-        how = (
-            f"was killed by signal {-code} ({signal.strsignal(-code)})"
-            if code < 0
-            else (f"exited with code {code}")
-        )
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         said = log_says_out_of_memory(self.log_path.read_text(errors="replace")[-20_000:])
-        killed = code == -signal.SIGKILL and (oom_kills() or 0) > (self.oom_kills_at_start or 0)
-        if killed or said:
-            why = "the kernel's OOM killer" if killed else said
-            how += f": out of memory ({why}); {OOM_HINT}"
+        if code == -signal.SIGKILL and oom_kills() > self.oom_kills_at_start:
+            said = "the kernel's OOM killer"
+        if said:
+            how += f": out of memory ({said}); lower the KV cache (pytorch: passthrough_kwargs "
+            how += "cb_num_blocks; vllm: kv_cache_memory_bytes) or the levels' load"
         return f"server {how}"
 
 
-OOM_HINT = (
-    "lower the KV cache (pytorch: passthrough_kwargs cb_num_blocks; vllm: "
-    "kv_cache_memory_bytes or gpu_memory_utilization) or the levels' concurrency/rate"
-)
-
-
-def oom_kills() -> int | None:
-    """The kernel's count of processes its OOM killer ended (/proc/vmstat; None: unreadable)."""
-    try:
-        for line in Path("/proc/vmstat").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
+def oom_kills() -> int:
+    """The kernel's count of processes its OOM killer ended (/proc/vmstat; 0: unreadable)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/vmstat").read_text().split("oom_kill ", 1)[1].split()[0])
+    return 0
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
