@@ -5,7 +5,8 @@ gap between chunks, usage in the last chunk. `status` != 200 answers every reque
 and so does every request after the first `fail_after`. GET /health answers 200. Misbehaviours
 for the client's robustness (issue 25): every `bad_every`-th request first gets the `data:` chunk
 `bad_chunk`; requests after `keepalive_after` get `: keepalive` lines forever; `trickle_health`
-answers /health one byte a second, never finishing. Run as a script (`python serving_standin.py
+answers /health one byte a second, never finishing; after `hang_after` requests nothing (health
+included) is answered at all. Run as a script (`python serving_standin.py
 PORT [--fail-after N] ...`) it is a server process to launch.
 """
 
@@ -34,9 +35,12 @@ class StandIn:
     bad_every: int = 0
     keepalive_after: int | None = None
     trickle_health: bool = False
+    hang_after: int | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        if self.hang_after is not None and self.requests >= self.hang_after:
+            await asyncio.sleep(3600)
         if head.startswith(b"GET /health") and self.trickle_health:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
             while True:
@@ -133,6 +137,7 @@ def main() -> None:
     parser.add_argument("--bad-every", type=int, default=0)
     parser.add_argument("--keepalive-after", type=int, default=None)
     parser.add_argument("--trickle-health", action="store_true")
+    parser.add_argument("--hang-after", type=int, default=None)
     args = parser.parse_args()
     port = args.port if args.port is not None else args.port_option
     standin = StandIn(
@@ -145,6 +150,7 @@ def main() -> None:
         bad_every=args.bad_every,
         keepalive_after=args.keepalive_after,
         trickle_health=args.trickle_health,
+        hang_after=args.hang_after,
     )
 
     async def serve() -> None:

@@ -77,8 +77,7 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     )
     with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
         session.attach(None)
-        fields = adapter.request_fields(config)
-        load = Load("", path, prompts, config.max_output_tokens, fields, server.request_timeout_s)
+        load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
         environment = snapshot(device, {}, session.gpus, session.driver)  # engine versions too
         try:

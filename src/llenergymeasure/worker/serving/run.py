@@ -2,8 +2,9 @@
 
 Writes requests-<level>.parquet per level and returns the launch record and every level (a
 failed level carries its reason). A failed level never costs another level its result; the
-server is stopped however this returns. The server is watched throughout: if it exits, the
-level it cut is failed and ServerStoppedError carries the run so far (the levels before it).
+server is stopped however this returns. The server is watched throughout: if it exits (or a
+failed level leaves it not answering /health), the level it cut is failed and
+ServerStoppedError carries the run so far (the levels before it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Load:
     max_tokens: int
     extra_body: Mapping[str, object] = field(default_factory=dict)
     request_timeout_s: float = 300.0
+    """Set from the ServerSpec by run_server_experiment, as `alive` from its server."""
     alive: Callable[[], bool] = lambda: True
 
 
@@ -71,6 +73,7 @@ def run_server_experiment(
         with launched(command, port, spec.startup_timeout_s, out_dir / SERVER_LOG, env) as srv:
             load.base_url = srv.base_url
             load.alive = lambda: srv.proc.poll() is None
+            load.request_timeout_s = spec.request_timeout_s
             launch_j = counter.energy_j(t_launch, t_launch + srv.launch_s)
             t_idle = time.monotonic()
             time.sleep(baseline_s)
@@ -100,7 +103,8 @@ def run_server_experiment(
                 if i:
                     time.sleep(spec.cooldown_s)
                 level, recs, unix = _one_level(spec, i, load, counter, idle_w, out_dir)
-                if (gone := srv.exit_text()) is not None:
+                gone = srv.exit_text() or (srv.unresponsive() if level.failed else None)
+                if gone is not None:
                     reason = (
                         f"{gone} during level {level.level} after {level.requests_sent} requests"
                     )

@@ -59,6 +59,14 @@ class RunningServer:
             how += "cb_num_blocks; vllm: kv_cache_memory_bytes) or the levels' load"
         return f"server {how}"
 
+    def unresponsive(self, within_s: float = 10.0) -> str | None:
+        """Why the server no longer serves (after a failed level), or None: it answers."""
+        try:
+            asyncio.run(_healthy(self, time.monotonic() + within_s, f"{within_s:g} s"))
+        except BackendError as e:
+            return self.exit_text() or f"server stopped answering: {e}"
+        return None
+
 
 def oom_kills() -> int:
     """The kernel's count of processes its OOM killer ended (/proc/vmstat; 0: unreadable)."""
@@ -140,23 +148,22 @@ def launched(
         )
     srv = RunningServer(f"http://127.0.0.1:{port}", proc, 0.0, log_path, oom_at_start)
     try:
-        asyncio.run(_healthy(srv, t0 + startup_timeout_s, startup_timeout_s))
+        asyncio.run(
+            _healthy(srv, t0 + startup_timeout_s, f"startup_timeout_s={startup_timeout_s:g} s")
+        )
         srv.launch_s = time.monotonic() - t0
         yield srv
     finally:
         _kill_group(proc)
 
 
-async def _healthy(srv: RunningServer, deadline: float, startup_timeout_s: float) -> None:
+async def _healthy(srv: RunningServer, deadline: float, within: str) -> None:
     """Until GET /health answers 200; each try bounded by the time left, not per read."""
     async with httpx.AsyncClient(trust_env=False) as client:
         while (exited := srv.exit_text()) is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BackendError(
-                    f"server not healthy within startup_timeout_s={startup_timeout_s:g} s "
-                    f"(log: {srv.log_path})"
-                )
+                raise BackendError(f"server not healthy within {within} (log: {srv.log_path})")
             try:
                 async with asyncio.timeout(min(2.0, left)):
                     if (await client.get(srv.base_url + "/health")).status_code == 200:
