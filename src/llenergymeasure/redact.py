@@ -27,10 +27,11 @@ def redact(data: Any) -> Any:
     out: dict[Any, Any] = {}
     for key, value in data.items():
         if key in SECRET_LISTS and isinstance(value, list):
-            value = [f"{_flag(str(w))}={REDACTED}" if "=" in str(w) else REDACTED for w in value]
+            out[key] = [f"{_flag(str(w))}={REDACTED}" if "=" in str(w) else REDACTED for w in value]
         elif isinstance(key, str) and SECRET_NAME.search(key) and isinstance(value, str):
-            value = REDACTED
-        out[key] = redact(value)
+            out[key] = REDACTED
+        else:
+            out[key] = redact(value)
     return out
 
 
