@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from test_errors import run_cli
@@ -216,15 +217,23 @@ def test_a_huge_yaml_is_counted_by_libyaml_and_refused_before_it_is_composed(
 # --------------------------------------------------------------- 27.8 tables, 27.10 modes
 
 
+@as_root
 def test_a_table_write_that_fills_the_disk_leaves_no_temp_file(tmp_path: Path) -> None:
-    class Frame:
-        def to_csv(self, path: Path, index: bool) -> None:  # noqa: ARG002
-            path.write_text("half")
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    with pytest.raises(OSError, match="No space"):
-        write_tables(Frame(), tmp_path, "results")  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
+    """A real full disk: a 64 KB tmpfs, as in the issue."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        frame = pd.DataFrame({"text": ["x" * 1000] * 200})
+        with pytest.raises(OSError) as raised:
+            write_tables(frame, disk, "results")
+        assert raised.value.errno == errno.ENOSPC
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_written_files_follow_the_umask(tmp_path: Path) -> None:
