@@ -1,6 +1,6 @@
 """Secrets never reach a file or an output (issue 27.3): the one place that says what a secret
 is. A value under a key or variable named like *TOKEN*, *SECRET*, *PASSWORD* or *KEY*, and the
-value of each `extra_sbatch` flag, is recorded and printed as REDACTED; the job still gets the
+value of each `extra_sbatch` flag (`--name=value`), is recorded and printed as REDACTED; the job still gets the
 real value (it is read anew from the settings on resume, see `restore`)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def redact(data: Any) -> Any:
     out: dict[Any, Any] = {}
     for key, value in data.items():
         if key in SECRET_LISTS and isinstance(value, list):
-            out[key] = [f"{_flag(str(w))}={REDACTED}" if "=" in str(w) else REDACTED for w in value]
+            out[key] = [f"{_flag(str(w))}={REDACTED}" if "=" in str(w) else w for w in value]
         elif isinstance(key, str) and SECRET_NAME.search(key) and isinstance(value, str):
             out[key] = REDACTED
         else:
