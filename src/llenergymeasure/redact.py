@@ -1,7 +1,7 @@
 """Secrets never reach a file or an output (issue 27.3): the one place that says what a secret
 is. A value under a key or variable named like *TOKEN*, *SECRET*, *PASSWORD* or *KEY*, and the
-value of each `extra_sbatch` flag (`--name=value`), is recorded and printed as REDACTED; the job still gets the
-real value (it is read anew from the settings on resume, see `restore`)."""
+value of each `extra_sbatch` flag (`--name=value`), is recorded and printed as REDACTED; the
+job still gets the real value (read anew from the settings on resume, see `restore`)."""
 
 from __future__ import annotations
 

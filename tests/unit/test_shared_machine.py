@@ -148,6 +148,16 @@ def test_slurm_secrets_are_redacted_in_the_record_and_restored_for_the_job() -> 
     assert settings.restored(record).slurm == settings.slurm
 
 
+@pytest.mark.parametrize("name", [".lem-config.yaml", "campaign.yaml"])
+def test_a_bad_slurm_value_is_explained_without_showing_it(
+    write_yaml: WriteYaml, tmp_path: Path, name: str
+) -> None:
+    path = write_yaml("name: c\nslurm:\n  environment: {HF_TOKEN: 31337}\n", name)
+    with pytest.raises(ConfigError, match="HF_TOKEN: Input should be a valid string") as raised:
+        load_settings(tmp_path, env={}) if name.startswith(".") else load_campaign(path)
+    assert "31337" not in str(raised.value)
+
+
 # ----------------------------------------------------------------------- 27.5 bounded values
 
 

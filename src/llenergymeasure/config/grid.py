@@ -155,7 +155,7 @@ def _campaign(
     try:
         config = CampaignConfig.model_validate(doc.data)
     except ValidationError as e:
-        raise explain_validation_error(e, CampaignConfig, doc) from e
+        raise explain_validation_error(e, CampaignConfig, doc, secret=("slurm",)) from e
     check_size(config, doc, limit)
     experiments, notices, skipped = expand(config, doc)
     files = {e.config.prompts.file(base_dir) for e in experiments} - {None}

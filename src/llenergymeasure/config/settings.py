@@ -309,7 +309,7 @@ def load_settings(start: Path | None = None, env: Mapping[str, str] | None = Non
             settings = UserSettings.model_validate(file_data)
         except ValidationError as e:
             raise explain_validation_error(
-                e, UserSettings, doc, context="in user settings", secret=("webhooks",)
+                e, UserSettings, doc, context="in user settings", secret=("webhooks", "slurm")
             ) from e
     env_data, env_names = _from_environment(os.environ if env is None else env)
     if env_data:
