@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +87,38 @@ def test_links_planted_in_a_sticky_lock_folder_are_never_written_through(
         with DeviceLocks(["cpu"], "c", notice=notices.append, directory=folder):
             assert stat.S_ISREG((folder / "cpu.json").lstat().st_mode)
     assert victim.read_text() == "precious\n"
+
+
+@as_root
+def test_another_users_campaign_sees_the_lock_and_takes_it_once_free() -> None:
+    """The shared folder stays shared: `nobody` (setpriv) is refused while root holds the
+    CPU, and takes it once it is free, through root's lock file."""
+    shared = Path(tempfile.mkdtemp(dir="/tmp", prefix="lem-locks-test-"))
+    try:
+        shared.chmod(0o755)
+        folder = shared / "locks"
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        code = (
+            f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2] / 'src')!r})\n"
+            "from pathlib import Path\n"
+            "from llenergymeasure.orchestrator.gpu_locks import DeviceLocks\n"
+            f"with DeviceLocks(['cpu'], 'intruder', wait=False, notice=print, "
+            f"directory=Path({str(folder)!r})): print('got it')\n"
+        )
+
+        def intrude() -> subprocess.CompletedProcess[str]:
+            command = [*as_nobody, sys.executable, "-c", code]
+            return subprocess.run(
+                command, cwd="/", capture_output=True, text=True, timeout=120, check=False
+            )
+
+        with DeviceLocks(["cpu"], "holder", notice=print, directory=folder):
+            refused = intrude()
+        assert refused.returncode != 0 and "in use by campaign holder" in refused.stderr
+        freed = intrude()
+        assert freed.returncode == 0 and "got it" in freed.stdout, freed.stderr
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_a_lock_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:

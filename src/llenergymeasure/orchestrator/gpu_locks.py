@@ -144,8 +144,8 @@ class DeviceLocks:
     def _take(self, device: str) -> tuple[Path, int]:
         path = self.directory / f"{device}.lock"
         what = _describe(device)
-        try:  # read-only, no truncation, no link followed, no FIFO waited on
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        try:
+            fd = _open_lock(path)
         except OSError as e:
             raise DispatchError(f"cannot lock {what} ({path}): {e}") from e
         try:
@@ -184,6 +184,19 @@ class DeviceLocks:
                     f"by {_holder(path)}"
                 )
         self.notice(f"got {what} after {self.clock() - start:.0f} s of waiting")
+
+
+def _open_lock(path: Path) -> int:
+    """Read-only, no truncation, no link followed, no FIFO waited on; created only when
+    missing (O_CREAT on another user's file in a sticky folder is refused where
+    fs.protected_regular is set, as on most distributions)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):  # another campaign made it meanwhile
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+    return os.open(path, flags)
 
 
 def _try_flock(fd: int) -> bool:
