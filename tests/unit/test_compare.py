@@ -4,6 +4,7 @@ each one says (the statistics themselves: test_stats.py)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,11 @@ def test_two_named_experiments_are_compared_alone() -> None:
     )
 
 
+def test_an_experiment_against_itself_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"A and B are the same experiment \(aaa\)"):
+        compare(runs_table({"aaa": 1.0, "bbb": 0.8}), ["aaa", "bbb"], pair=("aa", "aaa"))
+
+
 def test_unmeasured_metrics_are_left_out_with_one_note() -> None:
     runs = runs_table({"aaa": 1.0, "bbb": 0.8, "ccc": 1.2})
     runs[[ENERGY, RAW]] = None  # a CPU campaign
@@ -91,19 +97,26 @@ def test_missing_adjusted_energy_falls_back_to_raw_and_says_so() -> None:
 
 
 def test_significance_needs_the_holm_corrected_p() -> None:
-    """Four tests at p just under 0.05 each: Holm multiplies the smallest by 4, so none is
-    significant though each interval alone excludes 1."""
-    rng = np.random.default_rng(3)
-    factors = {"base": 1.0} | {f"x{k}": 1.02 for k in range(4)}
-    runs = runs_table(factors, cycles=5, seed=int(rng.integers(1000)))
-    found = compare(runs, list(factors))
-    rows = [c for c in found.rows if c.metric == "latency_p99_s"]
-    for c in rows:
-        assert c.p_value is not None and c.p_holm is not None and c.p_holm >= c.p_value
-        assert c.significant == (c.p_holm < 0.05)
-        assert ("(Holm" in c.sentence) and (
-            "not significant" in c.sentence if not c.significant else ", significant)" in c.sentence
-        )
+    """Four comparisons with the same log ratios (0.02, 0.03, 0.01, 0.04: t = 3.87 on 3
+    degrees of freedom, p = 0.030): each interval alone excludes 1, but Holm multiplies the
+    smallest p by 4, so none is called significant."""
+    condition = [1.0, 1.3, 0.8, 1.1]
+    logs = [0.02, 0.03, 0.01, 0.04]
+    rows = [
+        {"experiment_id": e, "cycle": c + 1, "status": "done", "latency.p99_s": v * math.exp(d)}
+        for c, (v, d) in enumerate(zip(condition, logs, strict=True))
+        for e in ("x0", "x1", "x2", "x3")
+    ] + [
+        {"experiment_id": "base", "cycle": c + 1, "status": "done", "latency.p99_s": v}
+        for c, v in enumerate(condition)
+    ]
+    found = compare(pd.DataFrame(rows), ["base", "x0", "x1", "x2", "x3"])
+    assert len(found.rows) == 4 and len(found.notes) == 2  # energy and throughput: not measured
+    for c in found.rows:
+        assert c.p_value == pytest.approx(0.0305, abs=1e-4) and c.ci_low is not None
+        assert c.ci_low > 1 and c.p_holm == pytest.approx(4 * c.p_value)
+        assert c.significant is False
+        assert "p = 0.030 (Holm 0.122, not significant), 4 pairs" in c.sentence
 
 
 @pytest.mark.parametrize(
@@ -118,8 +131,7 @@ def test_a_sentence_says_who_wins_and_by_how_much(
 ) -> None:
     runs = runs_table({"aaa": 1.0, "bbb": 0.8})
     row = next(c for c in compare(runs, ["aaa", "bbb"]).rows if c.metric.startswith("energy"))
-    row = type(row)(**{**row.__dict__, "ratio": ratio, "ci_low": low, "ci_high": high})
-    text = sentence(row, {"bbb": "A", "aaa": "B"})
+    text = sentence(replace(row, ratio=ratio, ci_low=low, ci_high=high), {"bbb": "A", "aaa": "B"})
     assert text.startswith(f"A {words}, p = ")
     assert text.endswith(", 6 pairs, t on log ratios")
 

@@ -90,6 +90,8 @@ def compare(
     if pair is not None:
         base = resolve(pair[1], ids, labels, "B")
         pairs = [(resolve(pair[0], ids, labels, "A"), base)]
+        if pairs[0][0] == base:
+            raise ConfigError(f"A and B are the same experiment ({base}): nothing to compare")
         reason = "named second (B)"
     else:
         base = resolve(baseline, ids, labels, "--baseline") if baseline else ids[0]
