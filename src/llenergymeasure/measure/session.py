@@ -40,7 +40,12 @@ from llenergymeasure.measure.nvml import (
     nvml_session,
     visible_gpu_uuids,
 )
-from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
+from llenergymeasure.measure.quality import (
+    SHORT_WINDOW_S,
+    MeasuredQuality,
+    SampledWindow,
+    assess,
+)
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.sources import EnergySource, make_source
@@ -52,8 +57,6 @@ from llenergymeasure.results.schema import (
     MeasurementFlags,
     QualityRecord,
 )
-
-SHORT_WINDOW_S = 10.0
 
 
 @dataclass
