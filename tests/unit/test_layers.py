@@ -136,6 +136,6 @@ def test_host_imports_load_no_engine() -> None:
 def test_the_rules_see_imports() -> None:
     """The walker finds what it must: the worker imports a backend and measure, a backend an
     engine (so an empty list above means no such import, not a blind reader)."""
-    run = PACKAGE / "worker" / "run.py"
+    run = PACKAGE / "worker" / "offline.py"
     assert _names(run, ("llenergymeasure.backends", "llenergymeasure.measure"))
     assert _names(PACKAGE / "backends" / "pytorch.py", ENGINES)

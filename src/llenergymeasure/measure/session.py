@@ -183,10 +183,10 @@ class MeasurementSession:
                 self._processes_before[uuid] = len(procs)
                 self._pids_before[uuid] = {int(p.pid) for p in procs}
 
-    def attach(self, cuda_devices: list[int] | None) -> None:
+    def attach(self, cuda_devices: list[int] | None, *, baseline: bool = True) -> None:
         """Bind to the GPUs the backend uses, by CUDA device number (None: unknown, use the
-        visible ones; []: none), record their state and take the idle baseline. Call after
-        load, before warm-up."""
+        visible ones; []: none), record their state and take the idle baseline (unless the
+        caller takes its own: baseline=False). Call after load, before warm-up."""
         if not self._injected and self._pynvml is not None and cuda_devices != []:
             uuids = cuda_device_uuids(self._pynvml, cuda_devices)
             self.readers = [NvmlGpu(self._pynvml, uuid) for uuid in uuids]
@@ -201,7 +201,7 @@ class MeasurementSession:
         for reader in self.readers:
             pids = reader.compute_pids()
             self._ours[reader.uuid] = (pids or set()) - self._pids_before.get(reader.uuid, set())
-        if self.readers and self.config.baseline.enabled:
+        if self.readers and baseline and self.config.baseline.enabled:
             self._baselines = self._take_baselines()
         if self.readers and self.config.energy_source not in (None, NVML) and self.source is None:
             indices = [g.index for g in self.gpus]
