@@ -2,9 +2,9 @@
 # Issue 30, points 2 and 4: two bounded device calls from a copy of the checkout holding src/,
 # benchmarks/, tools/, this script and whl/ (tools/device_wheels.sh DIR, plus
 # llenergymeasure==0.7.0, platformdirs and python-dotenv, pip download --only-binary=:all:
-# --python-version 3.12 --no-deps). As run on 2026-12-08, both on nvidia-h100-x1:
+# --python-version 3.12 --no-deps). As run on 2026-12-08, both calls on an H100:
 #   call 1 (01:10 UTC, before the reused static cache): cd .gpu && STEPS=graphs timeout 585 bash docs/validation/run_issue30.sh
-#   call 2: cd .gpu && STEPS="graphs after peer" PEER_CYCLES=1 timeout 585 bash docs/validation/run_issue30.sh
+#   call 2 (01:34 UTC): cd .gpu && STEPS="graphs after peer" PEER_CYCLES=1 BUDGET=525 timeout 545 bash docs/validation/run_issue30.sh
 # graphs: the 64-prompt campaign with `pytorch: {decode: cuda_graphs}`, 3 cycles x sampler
 # 0 / 10 Hz; after: the same campaign eager; peer: llenergymeasure 0.7.0 on the same workload,
 # PEER_CYCLES cycles (what fits the call after both arms).
