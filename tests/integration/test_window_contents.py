@@ -114,8 +114,8 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     # host noise: the worker's CPU time over the window (it served every batch, at least the
     # serving thread's time), steal as /proc/stat says, no GPU share without a GPU
     assert quality.host_cpu_s is not None
-    assert quality.host_cpu_s >= sum(result.window_batch_host_cpu_s) * 0.99
-    assert result.window_host_steal_s == quality.host_steal_s
+    assert quality.host_cpu_s >= sum(result.offline.window_batch_host_cpu_s) * 0.99
+    assert result.offline.window_host_steal_s == quality.host_steal_s
     assert (quality.host_steal_s is None) is (steal_s() is None)
     assert (quality.gpu_busy_share, quality.host_bound) == (None, None)
 

@@ -136,7 +136,7 @@ def _quality(
     levels: list[ServerLevel], window_s: float, idle_w: float | None, energy_measured: bool
 ) -> QualityRecord:
     """The quality record of a server experiment (issue 17.5): the shared items over its
-    levels' windows together, plus each level's own doubts (its warnings: a window under 10 s
+    levels' windows together, plus each level's own doubts (its warnings: a short window
     or under half its level, a load generator that fell behind) and failed levels."""
     baseline = idle_w is not None
     record = assess(
