@@ -246,9 +246,17 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     )
 
 
+class _LoggedNotices(Events):
+    """Without events of the caller's, notices still reach the user as the CLI prints them:
+    a call waiting for a device another campaign holds says so, and who holds it."""
+
+    def notice(self, message: str) -> None:
+        log.warning(message)
+
+
 def _run(plan: Plan, events: Events | None) -> CampaignResults:
     with no_world_write():
-        summary = execute(plan, events, log.warning)
+        summary = execute(plan, events or _LoggedNotices(), log.warning)
     if summary.interrupted:
         raise KeyboardInterrupt
     return load_results(summary.campaign_dir)
