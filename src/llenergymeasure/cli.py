@@ -397,7 +397,8 @@ def results(
         out.print_json(json.dumps(data))
         return
     if not quiet:
-        out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))
+        title = f"Campaign {manifest.campaign_id}"
+        out.print(summary_table(title, loaded.summary, verbose=verbose))
     out.print(f"{manifest.counts_text()}.")
     if verbose:
         for entry in loaded.failed:

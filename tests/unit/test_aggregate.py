@@ -299,9 +299,11 @@ def test_summary_flags_runs_that_fail_their_quality_record(
         assert row["quality"] == (expected if row["batch_size"] == 2 else "ok")
     console = Console(record=True, width=300)
     console.print(summary_table("t", summary))
-    text = console.export_text()
-    assert "quality" in text
-    assert text.count("check (1 of 3 runs)") == 2
+    text = console.export_text()  # compact: a code per kind of reason, explained once below
+    assert text.count("check 1/3: q1") == 2 and reason not in text
+    assert text.count("q1: window of N s is under its minimum of N s") == 1
+    console.print(summary_table("t", summary, verbose=True))
+    assert console.export_text().count(f"cycle 2: {reason}") == 2  # -v: in full
     # a result written before the quality record existed says so, never 'ok'
     old = summarize(campaign_runs(tmp_path / "old", write_yaml), SETTINGS)
     assert set(old["quality"]) == {"n/a"}
