@@ -226,14 +226,15 @@ def summary_table(
 
 def _quality_code(note: str, codes: dict[str, str]) -> str:
     """summary.csv's quality note ('check (k of n runs): <exp> cycle <c>: <r1>; <r2> | ...')
-    as 'check k/n: q1 q2', a code per kind of reason (its text with numbers as N)."""
+    as 'check k/n: q1 q2', a code per kind of reason (its text with numbers as N, without the
+    level it names: a level is a row of its own)."""
     if not note.startswith("check ("):
         return note
     head, _, runs = note.partition("): ")
     found = []
     for run in runs.split(" | "):
         for reason in run.partition(": ")[2].split("; "):
-            kind = re.sub(r"\d+(?:\.\d+)?", "N", reason)
+            kind = re.sub(r"(?<![\w.])\d+(?:\.\d+)?", "N", re.sub(r"^level \S+: ", "", reason))
             code = codes.setdefault(kind, f"q{len(codes) + 1}")
             found += [code] if code not in found else []
     counted = head.removeprefix("check (").removesuffix(" runs").replace(" of ", "/")

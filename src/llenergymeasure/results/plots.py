@@ -45,12 +45,13 @@ SHORT_NAMES = {
     "n_prompts": "prompts",
     "temperature": "T",
     "quantization": "quant",
+    "attn_implementation": "attn",
 }
 MAX_FACETS = 4  # rows of panels per figure; more values than that go into the legend
 
 
 def short_name(parameter: str) -> str:
-    """`decoding.temperature` -> `T`, `pytorch.attn_implementation` -> `attn_implementation`:
+    """`decoding.temperature` -> `T`, `pytorch.attn_implementation` -> `attn`:
     labels that fit a legend, every parameter named (never a bare `bf16`)."""
     last = parameter.rsplit(".", 1)[-1]
     return SHORT_NAMES.get(last, last)
@@ -353,7 +354,7 @@ def forest_figure(comparisons: Sequence[Any], labels: dict[str, str], caption: s
             )
         ax.axvline(1.0, color="black", linewidth=0.8)
         names = [labels.get(c.experiment_id, c.experiment_id) for c in rows]
-        ax.set_yticks(ys, [n if len(n) <= 40 else n[:39] + "…" for n in names], fontsize=8)
+        ax.set_yticks(ys, [n if len(n) <= 60 else n[:59] + "…" for n in names], fontsize=8)
         ax.set_title(f"{metric} ratio", fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(caption, fontsize=9)
