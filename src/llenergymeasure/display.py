@@ -16,8 +16,9 @@ from rich.table import Table
 
 from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
-from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT, QUALITY, VARIES_WITHIN
+from llenergymeasure.results.aggregate import QUALITY, VARIES_WITHIN
 from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.stats import MEAN_METHOD
 
 
 def describe(entry: ManifestEntry) -> str:
@@ -178,13 +179,10 @@ TABLE_METRICS = {
 }
 
 
-def summary_table(
-    title: str, statistics: pd.DataFrame, caveat: bool = True, verbose: bool = False
-) -> Group:
+def summary_table(title: str, statistics: pd.DataFrame, verbose: bool = False) -> Group:
     """One row per group of summary.csv: a column per swept parameter, the mean and CI of the
     headline metrics, and the quality: compact (status, runs flagged, a code per kind of
-    reason, the codes explained once below the table) or, verbose, every reason in full.
-    caveat: say when too few runs back an interval (not for a single `lem run`)."""
+    reason, the codes explained once below the table) or, verbose, every reason in full."""
     table = Table(title=title)
     labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
     shown = [c for c in labels if c != "experiment_id"] or labels
@@ -213,11 +211,9 @@ def summary_table(
     if len(statistics):
         confidence = float(statistics["confidence"].iloc[0])
         table.caption = (
-            f"mean [{confidence:.0%} CI, percentile bootstrap across runs]; "
+            f"mean [{confidence:.0%} CI, {MEAN_METHOD} over the row's runs; none from 1 run]; "
             "n/a: not measured (never 0)"
         )
-        if caveat and int(statistics["n"].max()) < FEW_RUNS:
-            table.caption += f"\n{FEW_RUNS_CAVEAT}"
     key = [f"{code}: {escape(kind)}" for kind, code in codes.items()]
     if key:
         key.insert(0, "quality: check k/n = k of n runs flagged; N = a number; -v: in full")
