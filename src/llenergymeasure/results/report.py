@@ -407,6 +407,9 @@ QUALITY_NUMBERS = {
     "quality.sampler_largest_gap_s": "largest sampler gap s",
     "quality.throttled_share": "throttled share",
     "quality.baseline_age_s": "baseline age s",
+    "quality.gpu_busy_share": "GPU busy share",
+    "quality.host_cpu_s": "worker CPU s",
+    "quality.host_steal_s": "host steal s",
 }
 """The numbers a run's quality checks read (measure/quality.py holds the thresholds)."""
 
