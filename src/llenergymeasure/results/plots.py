@@ -368,7 +368,7 @@ def forest_figure(found: Any, labels: dict[str, str]) -> Figure:
         reach = 1.15 * max(abs(math.log(v)) for v in ends) or 0.05
         ax.set_xscale("log")
         ax.set_xlim(math.exp(-reach), math.exp(reach))
-        ticks = [t for t in RATIO_TICKS if t == 1 or reach / 5 <= abs(math.log(t)) <= reach]
+        ticks = _ratio_ticks(reach)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.axvline(1.0, color="black", linewidth=0.8)
@@ -377,11 +377,22 @@ def forest_figure(found: Any, labels: dict[str, str]) -> Figure:
     axes[0].set_yticks(list(ys.values()), list(wrapped.values()), fontsize=8)
     base = labels.get(found.baseline_id, found.baseline_id)
     notes = "".join(f"; {n}" for n in found.notes)
-    fig.suptitle(
+    title = (
         f"Ratio to the baseline {base} (log axis; < 1: less than the baseline), paired by "
         f"cycle: {found.confidence:.0%} intervals, t on log ratios; red: Holm-corrected "
-        f"p < {1 - found.confidence:.2f}{notes}",
-        fontsize=9,
-        wrap=True,
+        f"p < {1 - found.confidence:.2f}{notes}"
     )
+    # matplotlib's wrap=True wraps at the figure's edge only after centring, which cut the
+    # title on both sides: wrap to the figure's width (about 13 characters an inch at 9 pt).
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 13)), fontsize=9)
     return fig
+
+
+def _ratio_ticks(reach: float) -> list[float]:
+    """Ticks for a log ratio axis spanning exp(-reach)..exp(reach): the round ratios where the
+    span is narrow, whole decades where it is wide (an interval from 2 cycles can span 1e6)."""
+    decades = int(reach / math.log(10))
+    if decades >= 2:
+        step = max(1, decades // 3)
+        return [10.0**k for k in range(-decades, decades + 1, step)]
+    return [t for t in RATIO_TICKS if t == 1 or reach / 5 <= abs(math.log(t)) <= reach]
