@@ -393,7 +393,7 @@ def results(
             "failed_levels": levels,
             "summary": records,
         }
-        out.print_json(json.dumps(data, default=str))
+        out.print_json(json.dumps(data))
         return
     if not quiet:
         out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))

@@ -139,8 +139,10 @@ def test_a_server_that_exits_mid_level_is_run_again_by_retry_failed(tmp_path: Pa
     assert list(rows["status"]) == ["done", "failed"], rows
     assert "server exited with code 3 during level c2 after " in rows["error"][1]
     assert "0 done, 1 failed" in proc.stdout and "failed level c2 of " in proc.stdout
-    again = run_lem("resume", "--retry-failed", directory, cwd=tmp_path, env=ENV)
+    again = run_lem("resume", "--retry-failed", "--json", directory, cwd=tmp_path, env=ENV)
     assert again.returncode == 1, explain(again)  # the same server fails the same way
+    summary = json.loads(again.stdout)
+    assert [lv["level"] for lv in summary["failed_levels"]] == ["c2"], summary
     (entry,) = load_manifest(directory).entries
     assert entry.attempts == 2 and entry.status == "failed", entry
     assert list(pd.read_csv(directory / "results.csv")["status"]) == ["done", "failed"]
