@@ -106,9 +106,7 @@ def failed_levels(runs: pd.DataFrame) -> list[dict[str, Any]]:
     rows = runs[runs[LEVEL_COLUMN].notna() & (runs["status"] == "failed")]
     columns = ["experiment_id", "cycle", LEVEL_COLUMN, "error"]
     plain = rows[columns].astype(object).where(rows[columns].notna(), None)  # JSON-ready
-    return [
-        {c: getattr(v, "item", lambda v=v: v)() for c, v in r.items()} for _, r in plain.iterrows()
-    ]
+    return [{str(c): v for c, v in r.items()} for r in plain.to_dict("records")]
 
 
 def failed_levels_count(levels: list[dict[str, Any]]) -> str:
