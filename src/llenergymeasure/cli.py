@@ -22,9 +22,10 @@ from rich.table import Table
 from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
-from llenergymeasure.errors import LemError, printable
+from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.names import FORCE_FLAG
 from llenergymeasure.permissions import no_world_write
+from llenergymeasure.redact import redact
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ def campaign(
                 soft_wrap=True,
             )
         return
-    _start(plan, _Run(quiet, verbose, json_out, single=False), dry_run)
+    _start(plan, _Run(quiet, verbose, json_out), dry_run)
 
 
 @app.command()
@@ -218,7 +219,7 @@ def run(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
-    _start(plan, _Run(quiet, verbose, json_out, single=True), dry_run)
+    _start(plan, _Run(quiet, verbose, json_out), dry_run)
 
 
 @app.command()
@@ -265,6 +266,7 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
+    from llenergymeasure.orchestrator.entries import check_entry_folder
     from llenergymeasure.orchestrator.manifest import ManifestStore, result_missing, to_resume
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
@@ -279,6 +281,8 @@ def resume(
     directory = directory.resolve()
     manifest = ManifestStore(directory).load()
     pending = to_resume(directory, manifest, retry_failed)
+    for entry in pending:
+        check_entry_folder(directory, entry)
     if dry_run:
         rows = [
             describe(e) + (" (result.json missing)" if result_missing(directory, e) else "")
@@ -287,8 +291,9 @@ def resume(
         _print_entries(f"Would run ({len(pending)})", rows, json_out)
         return
     # A lock left behind means its orchestrator died: its end (results.csv, summary.csv, the
-    # lock itself) still has to be done, even with nothing left to run.
-    if not pending and not (directory / LOCK_FILE).exists():
+    # lock itself) still has to be done, even with nothing left to run; so do tables that a
+    # full disk kept from being written (issue 27.8).
+    if not pending and not (directory / LOCK_FILE).exists() and not _tables_missing(directory):
         if json_out:
             _print_entries("Would run (0)", [], json_out)
         failed = manifest.failed()
@@ -312,13 +317,23 @@ def resume(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_resume(directory, overrides)
-    options = _Run(quiet, verbose, json_out, single=False)
+    options = _Run(quiet, verbose, json_out)
+    if not quiet:
+        _settings_notice(plan)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
             f"runner {plan.runner.name}"
         )
     _execute(plan, options)
+
+
+def _tables_missing(directory: Path) -> bool:
+    from llenergymeasure.results.aggregate import SUMMARY_STEM
+    from llenergymeasure.results.collate import RESULTS_STEM
+
+    stems = (RESULTS_STEM, SUMMARY_STEM)
+    return not all((directory / f"{s}.{x}").is_file() for s in stems for x in ("csv", "parquet"))
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
@@ -388,7 +403,7 @@ def results(
             "campaign_id": manifest.campaign_id,
             "campaign_dir": str(loaded.campaign_dir),
             "counts": manifest.counts(),
-            "settings": recorded.model_dump(mode="json") if recorded is not None else None,
+            "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [_failure(e) for e in loaded.failed],
             "failed_levels": levels,
             "summary": records,
@@ -410,35 +425,34 @@ def results(
 @app.command()
 def compare(
     campaign_dir: CampaignDir,
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(help="A B: compare experiment A with B (ids, unique prefixes or labels)."),
+    ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
-            "--baseline", help="Experiment id, unique prefix or label; default: all pairs."
+            "--baseline",
+            help="Without A B: compare every experiment with this one (id, unique prefix or "
+            "label); default: the first of the campaign file's grid.",
         ),
     ] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Ratios of energy per output token, throughput and p99 latency, paired by cycle, with
-    bootstrap intervals and Holm-corrected p-values."""
+    """Say which configuration uses less energy per output token, has more throughput and
+    lower p99 latency, by how much: paired by cycle, t intervals on the log ratios,
+    Holm-corrected p-values."""
     from llenergymeasure.api import load_results
-    from llenergymeasure.results import compare as cmp
+    from llenergymeasure.results.compare import lines as compare_lines
 
-    loaded = load_results(campaign_dir)
-    stats = loaded.manifest.execution.statistics
-    labels = cmp.run_labels(loaded.runs)
-    found = cmp.compare(
-        loaded.runs,
-        baseline,
-        labels=labels,
-        resamples=stats.bootstrap_resamples,
-        confidence=stats.confidence,
-        seed=stats.seed,
-    )
+    if experiments is not None and (len(experiments) != 2 or baseline is not None):
+        raise ConfigError("lem compare takes two experiments (A B), or none and --baseline")
+    found = load_results(campaign_dir).compare(*(experiments or []), baseline=baseline)
     if json_out:
-        rows = [c.as_dict() | {"label": labels.get(c.experiment_id)} for c in found]
-        out.print_json(json.dumps({"correction": cmp.CORRECTION, "comparisons": rows}))
+        out.print_json(json.dumps(found.as_dict()))
         return
-    out.print(cmp.render(found, labels, stats.confidence))
+    for line in compare_lines(found):
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -560,8 +574,6 @@ class _Run:
     quiet: bool
     verbose: bool
     json_out: bool
-    single: bool
-    """One experiment, one run (`lem run`): no caveat about too few runs for a CI."""
 
     @property
     def verbosity(self) -> int:
@@ -579,6 +591,7 @@ def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
     campaign = plan.campaign
     assert campaign is not None
     if not options.quiet:
+        _settings_notice(plan)
         for notice in campaign.notices:
             err.print(f"[yellow]notice[/]: {notice}")
         for skipped in campaign.skipped:
@@ -598,6 +611,13 @@ def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
             )
 
     _execute(plan, options, created)
+
+
+def _settings_notice(plan: Plan) -> None:
+    if plan.settings.file is not None:
+        err.print(
+            f"[yellow]notice[/]: settings from {escape(str(plan.settings.file))}", soft_wrap=True
+        )
 
 
 def _print_dry_run(plan: Plan, json_out: bool) -> None:
@@ -646,7 +666,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
             from llenergymeasure.display import summary_table
 
             title = f"Campaign {summary.manifest.campaign_id}"
-            out.print(summary_table(title, summary.statistics, caveat=not options.single))
+            out.print(summary_table(title, summary.statistics))
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
@@ -657,7 +677,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
 def _print_settings(console: Console, record: dict[str, Any]) -> None:
     """The effective user settings and where each came from (secrets are not in a record)."""
     sources = record.pop("sources", {})
-    for key, value in record.items():
+    for key, value in redact(record).items():
         source = next((s for k, s in sources.items() if k == key or k.startswith(f"{key}.")), None)
         console.print(
             f"setting {key} = {escape(str(value))} ({escape(source or 'default')})",
