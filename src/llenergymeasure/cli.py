@@ -394,11 +394,13 @@ def results(
     """Print the statistics across cycles: mean and CI per configuration (or group)."""
     from llenergymeasure.api import load_results
     from llenergymeasure.display import summary_table
+    from llenergymeasure.results.collate import failed_levels, failed_levels_count
 
     keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
     loaded = load_results(campaign_dir, group_by=keys)
     manifest = loaded.manifest
     recorded = manifest.execution.settings
+    levels = failed_levels(loaded.runs)
     if json_out:
         records = json.loads(loaded.summary.to_json(orient="records"))
         data = {
@@ -407,6 +409,7 @@ def results(
             "counts": manifest.counts(),
             "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [_failure(e) for e in loaded.failed],
+            "failed_levels": levels,
             "summary": records,
         }
         out.print_json(json.dumps(data))
@@ -414,7 +417,8 @@ def results(
     if not quiet:
         title = f"Campaign {manifest.campaign_id}"
         out.print(summary_table(title, loaded.summary, verbose=verbose))
-    out.print(f"{manifest.counts_text()}.")
+    out.print(f"{manifest.counts_text()}{failed_levels_count(levels)}.")
+    _print_failed_levels(levels)
     if verbose:
         for entry in loaded.failed:
             error = escape(printable(entry.error or ""))
@@ -671,7 +675,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
-    if summary.failed:
+    if summary.failed or summary.failed_levels:  # a failed level is a failure too
         raise typer.Exit(1)
 
 
@@ -690,12 +694,11 @@ def _print_settings(console: Console, record: dict[str, Any]) -> None:
 def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
     """The end summary: counts, what failed and why, and the command that continues;
     verbose: every run's worker log too."""
-    from llenergymeasure.results.collate import RESULTS_CSV
+    from llenergymeasure.results.collate import RESULTS_CSV, failed_levels_count
 
-    out.print(
-        f"{summary.manifest.counts_text()}. Results: {summary.campaign_dir / RESULTS_CSV}",
-        soft_wrap=True,
-    )
+    counts = summary.manifest.counts_text() + failed_levels_count(summary.failed_levels)
+    out.print(f"{counts}. Results: {summary.campaign_dir / RESULTS_CSV}", soft_wrap=True)
+    _print_failed_levels(summary.failed_levels)
     if verbose:
         for entry in summary.ran:
             if entry.status == "done":
@@ -719,6 +722,13 @@ def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
         )
 
 
+def _print_failed_levels(levels: list[dict[str, Any]]) -> None:
+    from llenergymeasure.results.collate import failed_levels_text
+
+    for line in failed_levels_text(levels):
+        out.print(f"[red]failed[/] {escape(printable(line))}", soft_wrap=True, highlight=False)
+
+
 def _retry_command(campaign_dir: Path) -> str:
     return f"lem resume --retry-failed {campaign_dir}"
 
@@ -733,6 +743,7 @@ def _json_summary(summary: RunSummary) -> dict[str, object]:
         "interrupted": summary.interrupted,
         "results_csv": str(summary.campaign_dir / RESULTS_CSV),
         "failed": [_failure(e) for e in summary.failed],
+        "failed_levels": summary.failed_levels,
         "retry_command": _retry_command(summary.campaign_dir) if summary.failed else None,
     }
 
