@@ -271,7 +271,11 @@ def resume(
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
-    directory = campaign_dir or _newest_unfinished(root, retry_failed)
+    directory = campaign_dir or conductor.campaign_to_resume(
+        root,
+        retry_failed,
+        lambda problem: err.print(f"[yellow]notice[/]: {escape(problem)}", soft_wrap=True),
+    )
     if directory is None:
         if not quiet:
             err.print(f"Nothing to resume: no unfinished campaign under {root}/")
@@ -408,10 +412,11 @@ def results(
             "failed_levels": levels,
             "summary": records,
         }
-        out.print_json(json.dumps(data, default=str))
+        out.print_json(json.dumps(data))
         return
     if not quiet:
-        out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))
+        title = f"Campaign {manifest.campaign_id}"
+        out.print(summary_table(title, loaded.summary, verbose=verbose))
     out.print(f"{manifest.counts_text()}{failed_levels_count(levels)}.")
     _print_failed_levels(levels)
     if verbose:
@@ -776,22 +781,6 @@ def describe(entry: ManifestEntry) -> str:
     from llenergymeasure.display import describe as shown
 
     return shown(entry)
-
-
-def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
-    """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
-    from llenergymeasure.orchestrator.names import MANIFEST_FILE
-
-    candidates = []
-    for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
-        try:
-            manifest = ManifestStore(manifest_path.parent).load()
-        except LemError:
-            continue
-        if to_resume(manifest_path.parent, manifest, retry_failed):
-            candidates.append((manifest.created_at, manifest_path.parent))
-    return max(candidates)[1] if candidates else None
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

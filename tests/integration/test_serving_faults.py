@@ -87,7 +87,7 @@ def test_a_malformed_chunk_costs_its_request_and_fails_its_level_everywhere(
     report = run_lem("report", directory, cwd=tmp_path, env=ENV)
     assert report.returncode == 0, explain(report)
     html = next(directory.rglob("*.html")).read_text()
-    assert "Failed server levels" in html and "level r40 of" in html
+    assert "Failed runs and levels" in html and " level r40 cycle 1: failed: " in html
 
 
 def test_a_trickled_health_answer_is_cut_at_startup_timeout(tmp_path: Path) -> None:
@@ -130,3 +130,19 @@ def test_proxy_variables_do_not_divert_loopback_traffic(tmp_path: Path) -> None:
         assert rows["requests_ok"].tolist() == [20, 20]
         with pytest.raises(BlockingIOError):  # nothing ever connected to the proxy
             proxy.accept()
+
+
+def test_a_server_that_exits_mid_level_is_run_again_by_retry_failed(tmp_path: Path) -> None:
+    # the stand-in exits on request 22, the second level's first: exit 1, the first level kept
+    proc, directory, rows = run(tmp_path, campaign("{exit_after: 21}"))
+    assert proc.returncode == 1, explain(proc)
+    assert list(rows["status"]) == ["done", "failed"], rows
+    assert "server exited with code 3 during level c2 after " in rows["error"][1]
+    assert "0 done, 1 failed" in proc.stdout and "failed level c2 of " in proc.stdout
+    again = run_lem("resume", "--retry-failed", "--json", directory, cwd=tmp_path, env=ENV)
+    assert again.returncode == 1, explain(again)  # the same server fails the same way
+    summary = json.loads(again.stdout)
+    assert [lv["level"] for lv in summary["failed_levels"]] == ["c2"], summary
+    (entry,) = load_manifest(directory).entries
+    assert entry.attempts == 2 and entry.status == "failed", entry
+    assert list(pd.read_csv(directory / "results.csv")["status"]) == ["done", "failed"]

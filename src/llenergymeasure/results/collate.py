@@ -109,7 +109,8 @@ def failed_levels(runs: pd.DataFrame) -> list[dict[str, Any]]:
         return []
     rows = runs[runs[LEVEL_COLUMN].notna() & (runs["status"] == "failed")]
     columns = ["experiment_id", "cycle", LEVEL_COLUMN, "error"]
-    return [{c: None if pd.isna(r[c]) else r[c] for c in columns} for _, r in rows.iterrows()]
+    plain = rows[columns].astype(object).where(rows[columns].notna(), None)  # JSON-ready
+    return [{str(c): v for c, v in r.items()} for r in plain.to_dict("records")]
 
 
 def failed_levels_count(levels: list[dict[str, Any]]) -> str:

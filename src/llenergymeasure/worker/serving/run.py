@@ -83,7 +83,7 @@ def run_server_experiment(
             def run_so_far() -> ServerRun:
                 record = ServerRecord(
                     command=command,
-                    pid=srv.pid,
+                    pid=srv.proc.pid,
                     launch_s=srv.launch_s,
                     launch_energy_j=launch_j,
                     idle_power_w=idle_w,

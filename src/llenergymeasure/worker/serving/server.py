@@ -41,10 +41,6 @@ class RunningServer:
     log_path: Path
     oom_kills_at_start: int
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def exit_text(self) -> str | None:
         """None while the server runs; else how it ended, with `out of memory` (the error
         category oom) and what to lower where the kernel's OOM killer or the engine said so."""
