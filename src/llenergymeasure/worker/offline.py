@@ -10,12 +10,16 @@ the window is compared with ran under the same conditions (sampler, collector pa
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
@@ -51,6 +55,7 @@ from llenergymeasure.worker.warmup import (
 )
 
 log = logging.getLogger("lem.worker")
+W = TypeVar("W")
 
 
 def run_offline(spec: ExperimentSpec) -> Measured:
@@ -93,23 +98,10 @@ def run_offline(spec: ExperimentSpec) -> Measured:
                 # Repetition serves the energy reading; with no GPU energy source (CPU runs,
                 # tests) one pass is the whole window.
                 min_window_s = config.measurement.window_minimum_s if session.readers else 0.0
-                measured = _measure(
-                    backend,
-                    session,
-                    batches,
-                    min_window_s,
-                    time_limit_s=spec.time_limit_s,
-                    elapsed_before_s=time.perf_counter() - t_import,
-                )
+                limits = (spec.time_limit_s, t_import)
+                measured = _measure(backend, session, batches, min_window_s, limits)
                 prefill = (
-                    _prefill_pass(
-                        backend,
-                        session,
-                        batches,
-                        min_window_s,
-                        time_limit_s=spec.time_limit_s,
-                        elapsed_before_s=time.perf_counter() - t_import,
-                    )
+                    _passes(backend, batches, _prefill(backend, session), min_window_s, 0, limits)
                     if config.measurement.phase_split
                     else None
                 )
@@ -222,34 +214,49 @@ def _measure(
     session: MeasurementSession,
     batches: list[PreparedBatch],
     min_window_s: float,
-    *,
-    time_limit_s: float | None,
-    elapsed_before_s: float,
+    limits: tuple[float | None, float],
 ) -> WindowRun:
     """The measured window, opened right after the warm-up (an idle device slows the next
-    host-bound batch): the prepared batches, in whole passes until it reaches min_window_s,
-    and nothing else. The caller has paused the garbage collector."""
+    host-bound batch)."""
     warm_end = time.perf_counter()
     backend.reset_peak_memory()
+    run = WindowRun(*_passes(backend, batches, session.window(), min_window_s, warm_end, limits))
+    session.window_cut_by_time_limit = run.filled.cut_by_time_limit
+    return run
+
+
+@contextlib.contextmanager
+def _prefill(backend: Backend, session: MeasurementSession) -> Iterator[SideWindow]:
+    """measurement.phase_split: a window of its own where each request gets one token."""
+    with backend.prefill_only(), session.side_window("prefill") as side:
+        yield side
+
+
+def _passes(
+    backend: Backend,
+    batches: list[PreparedBatch],
+    window: AbstractContextManager[W],
+    min_window_s: float,
+    idle_since: float,
+    limits: tuple[float | None, float],
+) -> tuple[W, PassRecord, Served, float]:
+    """The prepared batches in whole passes inside `window` until it reaches min_window_s (or
+    limits' time limit, counted from the engine import), and nothing else: the window, the
+    passes, every batch's latency and host CPU time, and the device's idle from idle_since to
+    the window's start. The caller has paused the garbage collector."""
     backend.synchronize()
-    all_served = Served([], [], [])
-    with session.window() as window:
-        gap_s = time.perf_counter() - warm_end
+    served = Served([], [], [])
+    with window as edges:
+        gap_s = time.perf_counter() - idle_since
         crashpoint("worker.generate")
         filled = fill_window(
-            lambda: _one_pass(backend, batches, all_served),
+            lambda: _one_pass(backend, batches, served),
             min_window_s,
-            time_limit_s=time_limit_s,
-            elapsed_before_s=elapsed_before_s,
+            time_limit_s=limits[0],
+            elapsed_before_s=time.perf_counter() - limits[1],
         )
-    session.window_cut_by_time_limit = filled.cut_by_time_limit
-    log.info(
-        "measured window: %d requests in %d pass(es), %.3f s",
-        len(filled.outputs),
-        filled.passes,
-        window.duration_s,
-    )
-    return WindowRun(window, filled, all_served, gap_s)
+    log.info("window: %d requests in %d pass(es)", len(filled.outputs), filled.passes)
+    return edges, filled, served, gap_s
 
 
 def _one_pass(backend: Backend, batches: list[PreparedBatch], into: Served) -> list[RequestOutput]:
@@ -262,37 +269,12 @@ def _one_pass(backend: Backend, batches: list[PreparedBatch], into: Served) -> l
     return served.outputs
 
 
-def _prefill_pass(
-    backend: Backend,
-    session: MeasurementSession,
-    batches: list[PreparedBatch],
-    min_window_s: float,
-    *,
-    time_limit_s: float | None,
-    elapsed_before_s: float,
-) -> tuple[SideWindow, PassRecord]:
-    """measurement.phase_split: the same batches with one output token each, in whole passes
-    (to min_window_s, like the window) inside a window of their own. The caller has paused
-    the garbage collector."""
-    with backend.prefill_only():
-        backend.synchronize()
-        with session.side_window("prefill") as side:
-            filled = fill_window(
-                lambda: _one_pass(backend, batches, Served([], [], [])),
-                min_window_s,
-                time_limit_s=time_limit_s,
-                elapsed_before_s=elapsed_before_s,
-            )
-    log.info("prefill pass: %d requests in %.3f s", len(filled.outputs), side.duration_s)
-    return side, filled
-
-
 def _phase_split(
-    prefill: tuple[SideWindow, PassRecord],
+    prefill: tuple[SideWindow, PassRecord, Served, float],
     window_energy_j: float | None,
     outputs: list[RequestOutput],
 ) -> PhaseSplit:
-    side, filled = prefill
+    side, filled, _, _ = prefill
     return split_energy(
         window_energy_j=window_energy_j,
         window_requests=len(outputs),
