@@ -76,6 +76,20 @@ def test_results_never_import_the_orchestrator_or_a_face(path: Path) -> None:
     assert _names(path, tuple(f"llenergymeasure.{f}" for f in faces)) == []
 
 
+def test_one_module_builds_an_experiment_result() -> None:
+    """Issue 29.1: each mode is a scenario that measures; worker/run.py alone builds the
+    ExperimentResult (the offline and the server one, a partial one included)."""
+    builders = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in _modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "ExperimentResult"
+    ]
+    assert builders == ["worker/run.py"]
+
+
 def test_stats_is_a_leaf() -> None:
     """llenergymeasure.stats imports nothing of the project: library users, results and the
     benchmarks share it without pulling in anything else."""
