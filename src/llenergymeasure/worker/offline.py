@@ -101,7 +101,15 @@ def run_offline(spec: ExperimentSpec) -> Measured:
                 limits = (spec.time_limit_s, t_import)
                 measured = _measure(backend, session, batches, min_window_s, limits)
                 prefill = (
-                    _passes(backend, batches, _prefill(backend, session), min_window_s, 0, limits)
+                    _passes(
+                        backend,
+                        batches,
+                        _prefill(backend, session),
+                        min_window_s,
+                        0,
+                        limits,
+                        "prefill",
+                    )
                     if config.measurement.phase_split
                     else None
                 )
@@ -239,6 +247,7 @@ def _passes(
     min_window_s: float,
     idle_since: float,
     limits: tuple[float | None, float],
+    what: str = "measured window",
 ) -> tuple[W, PassRecord, Served, float]:
     """The prepared batches in whole passes inside `window` until it reaches min_window_s (or
     limits' time limit, counted from the engine import), and nothing else: the window, the
@@ -255,7 +264,7 @@ def _passes(
             time_limit_s=limits[0],
             elapsed_before_s=time.perf_counter() - limits[1],
         )
-    log.info("window: %d requests in %d pass(es)", len(filled.outputs), filled.passes)
+    log.info("%s: %d requests in %d pass(es)", what, len(filled.outputs), filled.passes)
     return edges, filled, served, gap_s
 
 
