@@ -43,6 +43,13 @@ from llenergymeasure.worker.serving.window import mser5, steady_window
         ({"levels": [], "requests_per_level": 5}, "at least 1"),
         ({"levels": [{"rate_rps": 1}], "requests_per_level": 5, "burstiness": 2}, "gamma"),
         ({"levels": [{"rate_rps": 1}], "requests_per_level": 5, "rate": 1}, "Extra inputs"),
+        ({"trace": "t.jsonl", "url": "http://10.0.0.1:8000"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "http://[::2]:8000"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "http://127.0.0.1.example.com"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "ftp://127.0.0.1"}, "expected http"),
+        ({"trace": "t.jsonl", "gpus": [0]}, "server.gpus applies to server.url"),
+        ({"trace": "t.jsonl", "url": "http://127.0.0.1:1", "gpus": []}, "at least 1 item"),
+        ({"trace": "t.jsonl", "trace_speed": 0}, "greater than 0"),
     ],
 )
 def test_server_section_refuses_bad_input(section: dict[str, object], needle: str) -> None:
@@ -55,6 +62,16 @@ def test_server_section_accepts_inf_and_concurrency() -> None:
         {"levels": [{"rate_rps": "inf"}, {"concurrency": 4}], "duration_s": 5}
     )
     assert math.isinf(spec.levels[0].rate_rps or 0) and spec.levels[1].label == "c4"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/", "http://127.3.2.1:1", "http://[::1]:8000", "http://localhost"]
+)
+def test_server_url_on_loopback_needs_no_opt_in_and_a_trace_needs_no_levels(url: str) -> None:
+    spec = ServerSpec.model_validate({"url": url, "trace": "t.jsonl", "gpus": [1, 0]})
+    assert spec.url == url.rstrip("/") and spec.levels == () and spec.gpus == (1, 0)
+    remote = {"url": "http://10.1.2.3:8000", "allow_remote": True, "trace": "t.jsonl"}
+    assert ServerSpec.model_validate(remote).allow_remote
 
 
 @pytest.mark.parametrize(
