@@ -32,6 +32,9 @@ class SteadyGpu:
     def energy_mj(self) -> int:
         return int((time.monotonic() - self.t0) * WATTS * 1000)
 
+    def compute_pids(self) -> set[int]:
+        return {4242}
+
 
 def _run(tmp_path: Path, levels: list[dict[str, object]], *standin_args: str, **spec: object):
     port = free_port()
@@ -70,6 +73,7 @@ def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
         assert min(table["send_s"]) <= level.window_start_s < level.window_end_s
         assert level.window_end_s <= max(table["end_s"])
     assert run.record.levels[0].achieved_rate_rps == pytest.approx(20, rel=0.10)
+    assert run.record.gpu_processes == {"GPU-injected": [4242]} and run.record.launched_by_lem
 
 
 @pytest.mark.parametrize(

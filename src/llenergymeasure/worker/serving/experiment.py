@@ -17,7 +17,10 @@ from typing import Any
 
 from llenergymeasure.backends import get_server
 from llenergymeasure.backends.common import load_tokenizer, model_path
+from llenergymeasure.config.server import ServerSpec
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.config.trace import read_trace, trace_path
+from llenergymeasure.datasets import sized_prompt
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError
 from llenergymeasure.measure.environment import snapshot
@@ -29,12 +32,12 @@ from llenergymeasure.results.schema import (
     MeasurementFlags,
     PhaseTimes,
     QualityRecord,
-    ServerLevel,
+    ServerRecord,
     WarmupRecord,
 )
 from llenergymeasure.worker.latency import latency_stats_of
 from llenergymeasure.worker.launch import WORKER_START_ENV
-from llenergymeasure.worker.serving.run import Load, run_server_experiment
+from llenergymeasure.worker.serving.run import Load, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 log = logging.getLogger("lem.worker")
@@ -51,6 +54,27 @@ def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
     return out
 
 
+def _trace(server: ServerSpec, base_dir: Path, prompts: list[str], tokenizer: Any) -> Trace:
+    """The trace's requests: its own prompt text, or the prompt source's i-th prompt (cycled)
+    repeated and cut to the line's input_tokens; offsets over trace_speed."""
+    assert server.trace is not None
+    requests = read_trace(trace_path(server.trace, base_dir))
+    sized: dict[tuple[int, int], str] = {}
+    texts = []
+    for i, r in enumerate(requests):
+        if r.prompt is not None:
+            texts.append(r.prompt)
+            continue
+        assert r.input_tokens is not None
+        key = (i % len(prompts), r.input_tokens)
+        if key not in sized:
+            sized[key] = sized_prompt(tokenizer, prompts[key[0]], r.input_tokens)
+        texts.append(sized[key])
+    return Trace(
+        [r.t_s / server.trace_speed for r in requests], texts, [r.output_tokens for r in requests]
+    )
+
+
 def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
     server = config.server
@@ -65,17 +89,19 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
         select_prompts(config, Path(spec.base_dir), tokenizer), tokenizer, config.max_input_tokens
     )
     prompt_prep_s = time.perf_counter() - t0
+    trace = _trace(server, Path(spec.base_dir), prompts, tokenizer) if server.trace else None
     port = free_port()
     adapter = get_server(config.backend)
     command = adapter.command(config, path, port)
-    log.info("server mode: %s", " ".join(command))
+    log.info("server mode: %s", server.url or " ".join(command))
     # The idle baseline is taken with the server up (run_server_experiment), not the cache's.
     measurement = config.measurement.model_copy(
         update={"baseline": config.measurement.baseline.model_copy(update={"enabled": False})}
     )
     with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
-        session.attach(None)
+        session.attach(list(server.gpus) if server.gpus is not None else None)
         load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
+        load.trace = trace
         run = run_server_experiment(
             server,
             command,
@@ -85,6 +111,7 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
             readers=session.readers,
             baseline_s=config.measurement.baseline.duration_s,
         )
+        run.record.gpus = [g.index for g in session.gpus if g.index is not None]
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
         environment = snapshot(
             device, {}, session.gpus, session.driver
@@ -155,20 +182,17 @@ def _result(
         worker_start=os.environ.get(WORKER_START_ENV),
         measurement_warnings=warnings,
         server=record,
-        quality=_quality(
-            record.levels, window_s, record.idle_power_w, energy.energy_raw_j is not None
-        ),
+        quality=_quality(record, window_s, energy.energy_raw_j is not None),
     )
 
 
-def _quality(
-    levels: list[ServerLevel], window_s: float, idle_w: float | None, energy_measured: bool
-) -> QualityRecord:
+def _quality(record: ServerRecord, window_s: float, energy_measured: bool) -> QualityRecord:
     """The quality record of a server experiment (issue 17.5): the shared items over its
     levels' windows together, plus each level's own doubts (its warnings: a window under 10 s
-    or under half its level, a load generator that fell behind) and failed levels."""
-    baseline = idle_w is not None
-    record = assess(
+    or under half its level, a load generator that fell behind) and failed levels; for
+    server.url, a GPU that NVML showed more than one process on."""
+    baseline = record.idle_power_w is not None
+    quality = assess(
         MeasuredQuality(
             window_start_s=0.0,
             window_end_s=window_s,
@@ -181,8 +205,14 @@ def _quality(
         passes=1,
         latency_ratio=None,
     )
-    reasons = [*record.reasons, *(d for lv in levels for d in lv.doubts())]
-    return record.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
+    shared = [
+        f"{gpu}: {len(pids)} processes used the GPU (pid {', '.join(map(str, pids))}); lem did "
+        "not launch server.url's server, and all of them are counted in its energy"
+        for gpu, pids in record.gpu_processes.items()
+        if not record.launched_by_lem and len(pids) > 1
+    ]
+    reasons = [*quality.reasons, *shared, *(d for lv in record.levels for d in lv.doubts())]
+    return quality.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
 
 
 def _energy(

@@ -29,6 +29,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    max_tokens: int | None = None
 
     @property
     def lag_s(self) -> float:
@@ -89,7 +90,7 @@ async def run_level(
     base_url: str,
     model: str,
     prompts: Sequence[str],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     *,
     offsets_s: Sequence[float] | None = None,
     concurrency: int | None = None,
@@ -101,17 +102,22 @@ async def run_level(
 
     Open loop when `offsets_s` is given (one request per offset), closed loop at `concurrency`
     over all `prompts` otherwise. extra_body: decoding fields as the engine spells them.
+    max_tokens per request (a trace): exactly that many where the engine takes ignore_eos.
     """
     url = base_url.rstrip("/") + "/v1/completions"
 
     def body(i: int) -> dict[str, object]:
+        n = _tokens(max_tokens, i)
+        extra = dict(extra_body or {})
+        if not isinstance(max_tokens, int) and "ignore_eos" in extra:
+            extra |= {"ignore_eos": True, "min_tokens": n}
         return {
             "model": model,
             "prompt": prompts[i % len(prompts)],
-            "max_tokens": max_tokens,
+            "max_tokens": n,
             "stream": True,
             "stream_options": {"include_usage": True},
-            **(extra_body or {}),
+            **extra,
         }
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
@@ -124,10 +130,11 @@ async def run_level(
             for i, off in enumerate(offsets_s):
                 if duration_s is not None and off > duration_s:
                     break
+                payload = body(i)  # built before the wait, not in the send's lag
                 await _until(t0 + off)
-                rec = RequestRecord(i, off)
+                rec = RequestRecord(i, off, max_tokens=_tokens(max_tokens, i))
                 records.append(rec)
-                tasks.append(asyncio.create_task(_one(client, url, body(i), rec, t0)))
+                tasks.append(asyncio.create_task(_one(client, url, payload, rec, t0)))
             await asyncio.gather(*tasks)
         else:
             assert concurrency is not None and concurrency >= 1
@@ -138,10 +145,14 @@ async def run_level(
                     now = time.monotonic() - t0
                     if duration_s is not None and now > duration_s:
                         return
-                    rec = RequestRecord(i, now)
+                    rec = RequestRecord(i, now, max_tokens=_tokens(max_tokens, i))
                     records.append(rec)
                     await _one(client, url, body(i), rec, t0)
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         records.sort(key=lambda r: r.index)
         return t0, records
+
+
+def _tokens(max_tokens: int | Sequence[int], i: int) -> int:
+    return max_tokens if isinstance(max_tokens, int) else max_tokens[i]

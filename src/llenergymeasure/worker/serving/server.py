@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,9 +34,11 @@ def free_port() -> int:
 @dataclass
 class RunningServer:
     base_url: str
-    pid: int
+    pid: int | None
+    """None: server.url's, which lem did not start."""
     launch_s: float
-    log_path: Path
+    log_path: Path | None
+    models: list[str] = field(default_factory=list)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -131,3 +133,43 @@ def launched(
         yield RunningServer(base, proc.pid, time.monotonic() - t0, log_path)
     finally:
         _kill_group(proc)
+
+
+@contextlib.contextmanager
+def external(url: str, startup_timeout_s: float) -> Iterator[RunningServer]:
+    """A server lem did not start (server.url): healthy once GET /v1/models lists its models,
+    within startup_timeout_s in all; left running on any exit from the block."""
+    t0 = time.monotonic()
+    deadline = t0 + startup_timeout_s
+    problem = "no answer"
+    with httpx.Client(trust_env=False) as client:  # loopback: never through a proxy
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                resp = client.get(url + "/v1/models", timeout=min(2.0, left))
+                if resp.status_code == 200:
+                    models = [str(m["id"]) for m in resp.json()["data"]]
+                    break
+                problem = f"HTTP {resp.status_code}"
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+                problem = f"{type(e).__name__}: {e}"
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        else:
+            raise BackendError(
+                f"server.url {url} did not list its models (GET /v1/models) within "
+                f"startup_timeout_s={startup_timeout_s:g} s: {problem}"
+            )
+    yield RunningServer(url, None, time.monotonic() - t0, None, models)
+
+
+def served_model(models: list[str], wanted: list[str], url: str) -> str:
+    """The model name to request from server.url: the one it serves, or, of several, the
+    experiment's (by name or path)."""
+    if len(models) == 1:
+        return models[0]
+    found = next((m for m in models if m in wanted), None)
+    if found is None:
+        raise BackendError(
+            f"server.url {url} serves {', '.join(models) or 'no model'}; none is the "
+            f"experiment's model ({', '.join(dict.fromkeys(wanted))})"
+        )
+    return found
