@@ -2,8 +2,9 @@
 
 For the load generator's own tests and benchmark (issue 15.8): fixed first-token delay, fixed
 gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error,
-and so does every request after the first `fail_after`. GET /health answers 200. Run as a script
-(`python serving_standin.py PORT [--fail-after N] ...`) it is a server process to launch.
+and so does every request after the first `fail_after`. GET /health answers 200, GET /v1/models
+lists "standin". Run as a script (`python serving_standin.py PORT [--fail-after N] ...`) it is a
+server process to launch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class StandIn:
         head = await reader.readuntil(b"\r\n\r\n")
         if head.startswith(b"GET /health"):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        if head.startswith(b"GET /v1/models"):
+            listed = b'{"object": "list", "data": [{"id": "standin", "object": "model"}]}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listed), listed))
             await writer.drain()
             writer.close()
             return

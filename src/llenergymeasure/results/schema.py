@@ -401,6 +401,11 @@ class ServerLevel(_Result):
         return out
 
 
+class GpuProcesses(_Result):
+    gpu: str = Field(description="The GPU's UUID.")
+    pids: list[int]
+
+
 class ServerRecord(_Result):
     """What a `mode: server` experiment measured apart from its levels, and the levels."""
 
@@ -410,8 +415,8 @@ class ServerRecord(_Result):
     endpoint: str | None = Field(None, description="The base URL every request went to.")
     served_model: str | None = Field(None, description="The model name the requests named.")
     gpus: list[int] | None = Field(None, description="CUDA numbers of the GPUs counted.")
-    gpu_processes: dict[str, list[int]] = Field(
-        default_factory=dict, description="Per GPU (UUID): the pids NVML showed on it."
+    gpu_processes: list[GpuProcesses] = Field(
+        default_factory=list, description="Per GPU counted: the processes NVML showed on it."
     )
     launch_s: float = Field(
         description="From starting the server to its first healthy answer (server.url: the wait)."

@@ -206,10 +206,10 @@ def _quality(record: ServerRecord, window_s: float, energy_measured: bool) -> Qu
         latency_ratio=None,
     )
     shared = [
-        f"{gpu}: {len(pids)} processes used the GPU (pid {', '.join(map(str, pids))}); lem did "
-        "not launch server.url's server, and all of them are counted in its energy"
-        for gpu, pids in record.gpu_processes.items()
-        if not record.launched_by_lem and len(pids) > 1
+        f"{g.gpu}: {len(g.pids)} processes used the GPU (pid {', '.join(map(str, g.pids))}); "
+        "lem did not launch server.url's server, and all of them are counted in its energy"
+        for g in record.gpu_processes
+        if not record.launched_by_lem and len(g.pids) > 1
     ]
     reasons = [*quality.reasons, *shared, *(d for lv in record.levels for d in lv.doubts())]
     return quality.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})

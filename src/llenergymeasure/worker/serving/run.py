@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llenergymeasure.config.server import TRACE_LEVEL, ServerSpec
 from llenergymeasure.measure.nvml import GpuReader
-from llenergymeasure.results.schema import ServerLevel, ServerRecord
+from llenergymeasure.results.schema import GpuProcesses, ServerLevel, ServerRecord
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
 from llenergymeasure.worker.serving.attribution import attribute, write_parquet
 from llenergymeasure.worker.serving.energy import CounterSeries
@@ -108,7 +108,7 @@ def run_server_experiment(
         launched_by_lem=spec.url is None,
         endpoint=srv.base_url,
         served_model=load.served_name,
-        gpu_processes={k: sorted(v) for k, v in pids.items()},
+        gpu_processes=[GpuProcesses(gpu=k, pids=sorted(v)) for k, v in pids.items()],
         launch_s=srv.launch_s,
         launch_energy_j=launch_j if spec.url is None else None,
         idle_power_w=idle_w,
