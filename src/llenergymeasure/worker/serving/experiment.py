@@ -8,6 +8,7 @@ server's launch is its load phase (model_load_s); no engine is imported in this 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -57,22 +58,11 @@ def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
 def _trace(server: ServerSpec, base_dir: Path, prompts: list[str], tokenizer: Any) -> Trace:
     """The trace's requests: its own prompt text, or the prompt source's i-th prompt (cycled)
     repeated and cut to the line's input_tokens; offsets over trace_speed."""
-    assert server.trace is not None
-    requests = read_trace(trace_path(server.trace, base_dir))
-    sized: dict[tuple[int, int], str] = {}
-    texts = []
-    for i, r in enumerate(requests):
-        if r.prompt is not None:
-            texts.append(r.prompt)
-            continue
-        assert r.input_tokens is not None
-        key = (i % len(prompts), r.input_tokens)
-        if key not in sized:
-            sized[key] = sized_prompt(tokenizer, prompts[key[0]], r.input_tokens)
-        texts.append(sized[key])
-    return Trace(
-        [r.t_s / server.trace_speed for r in requests], texts, [r.output_tokens for r in requests]
-    )
+    requests = read_trace(trace_path(str(server.trace), base_dir))
+    sized = functools.cache(lambda i, n: sized_prompt(tokenizer, prompts[i], n))
+    texts = [r.prompt or sized(i % len(prompts), r.input_tokens) for i, r in enumerate(requests)]
+    offsets = [r.t_s / server.trace_speed for r in requests]
+    return Trace(offsets, texts, [r.output_tokens for r in requests])
 
 
 def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
