@@ -93,7 +93,8 @@ def test_a_running_server_is_measured_through_its_url_with_levels_and_a_trace(
         trace = read_trace(TRACE)
         level = server["levels"][2]
         assert not level["failed"] and level["requests_ok"] == len(trace)
-        assert level["target_rate_rps"] is None
+        scheduled_rps = (len(trace) - 1) / (trace[-1].t_s / SPEED)  # its lag budget's base
+        assert level["target_rate_rps"] == pytest.approx(scheduled_rps)
         rows = pq.read_table(result_dir / level["requests_file"]).to_pydict()
         assert rows["scheduled_s"] == pytest.approx([r.t_s / SPEED for r in trace])
         assert rows["max_tokens"] == [r.output_tokens for r in trace]

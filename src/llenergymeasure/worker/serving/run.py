@@ -186,14 +186,16 @@ def _one_level(
 def _traffic(
     spec: ServerSpec, i: int, load: Load
 ) -> tuple[str, float | None, tuple[float, list[RequestRecord]]]:
-    """Level i's label, target rate and sends: spec.levels[i], or past them the trace."""
+    """Level i's label, target rate and sends: spec.levels[i], or past them the trace (its
+    target: the scheduled mean rate)."""
     if i == len(spec.levels):
         assert load.trace is not None
         tr = load.trace
         sent = asyncio.run(
             _send(load, offsets_s=tr.offsets_s, prompts=tr.prompts, max_tokens=tr.max_tokens)
         )
-        return TRACE_LEVEL, None, sent
+        span = tr.offsets_s[-1] - tr.offsets_s[0]
+        return TRACE_LEVEL, (len(tr.offsets_s) - 1) / span if span > 0 else None, sent
     level = spec.levels[i]
     n = spec.requests_per_level
     if level.rate_rps is not None:
