@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from serving_standin import StandIn, standin_server
 
 from llenergymeasure.config.server import ServerSpec
 from llenergymeasure.errors import BackendError
+from llenergymeasure.results.serving_plots import trace_figure
 from llenergymeasure.worker.serving.experiment import _quality
 from llenergymeasure.worker.serving.run import Load, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
@@ -135,5 +137,7 @@ def test_a_server_lem_did_not_start_is_measured_through_its_url_and_left_running
         rows = pq.read_table(tmp_path / record.levels[1].requests_file).to_pydict()
         assert rows["scheduled_s"] == [0.0, 0.05, 0.05, 0.3]
         assert rows["max_tokens"] == rows["completion_tokens"] == [2, 5, 3, 6]
+        figure = trace_figure({"standin": pd.DataFrame(rows)})  # the report's trace figure
+        assert [len(ax.lines[0].get_xdata()) for ax in figure.axes] == [4, 4]
         reasons = _quality(record, 1.0, True).reasons
         assert any("GPU-injected: 2 processes used the GPU (pid 4242, 5151)" in r for r in reasons)
