@@ -1,8 +1,8 @@
 """Report figures for server levels (mode: server): energy per token and p99 latency against
 the achieved request rate, one line per configuration, and the energy-vs-latency Pareto front
-over every (configuration, level); a trace level's energy per request against its lengths.
-Inputs: the per-level summary (summary.csv's shape, one
-group per experiment and level). Unmeasured energy is said, never drawn as zero."""
+over every (configuration, level), from the per-level summary (summary.csv's shape, one group
+per experiment and level); and a trace level's energy per request against its lengths, from its
+requests-trace.parquet. Unmeasured energy is said, never drawn as zero."""
 
 from __future__ import annotations
 
