@@ -22,7 +22,7 @@ from rich.table import Table
 from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
-from llenergymeasure.errors import LemError, printable
+from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.names import FORCE_FLAG
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
@@ -188,7 +188,7 @@ def campaign(
                 soft_wrap=True,
             )
         return
-    _start(plan, _Run(quiet, verbose, json_out, single=False), dry_run)
+    _start(plan, _Run(quiet, verbose, json_out), dry_run)
 
 
 @app.command()
@@ -218,7 +218,7 @@ def run(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
-    _start(plan, _Run(quiet, verbose, json_out, single=True), dry_run)
+    _start(plan, _Run(quiet, verbose, json_out), dry_run)
 
 
 @app.command()
@@ -312,7 +312,7 @@ def resume(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_resume(directory, overrides)
-    options = _Run(quiet, verbose, json_out, single=False)
+    options = _Run(quiet, verbose, json_out)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
@@ -406,35 +406,34 @@ def results(
 @app.command()
 def compare(
     campaign_dir: CampaignDir,
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(help="A B: compare experiment A with B (ids, unique prefixes or labels)."),
+    ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
-            "--baseline", help="Experiment id, unique prefix or label; default: all pairs."
+            "--baseline",
+            help="Without A B: compare every experiment with this one (id, unique prefix or "
+            "label); default: the first of the campaign file's grid.",
         ),
     ] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Ratios of energy per output token, throughput and p99 latency, paired by cycle, with
-    bootstrap intervals and Holm-corrected p-values."""
+    """Say which configuration uses less energy per output token, has more throughput and
+    lower p99 latency, by how much: paired by cycle, t intervals on the log ratios,
+    Holm-corrected p-values."""
     from llenergymeasure.api import load_results
-    from llenergymeasure.results import compare as cmp
+    from llenergymeasure.results.compare import lines as compare_lines
 
-    loaded = load_results(campaign_dir)
-    stats = loaded.manifest.execution.statistics
-    labels = cmp.run_labels(loaded.runs)
-    found = cmp.compare(
-        loaded.runs,
-        baseline,
-        labels=labels,
-        resamples=stats.bootstrap_resamples,
-        confidence=stats.confidence,
-        seed=stats.seed,
-    )
+    if experiments is not None and (len(experiments) != 2 or baseline is not None):
+        raise ConfigError("lem compare takes two experiments (A B), or none and --baseline")
+    found = load_results(campaign_dir).compare(*(experiments or []), baseline=baseline)
     if json_out:
-        rows = [c.as_dict() | {"label": labels.get(c.experiment_id)} for c in found]
-        out.print_json(json.dumps({"correction": cmp.CORRECTION, "comparisons": rows}))
+        out.print_json(json.dumps(found.as_dict()))
         return
-    out.print(cmp.render(found, labels, stats.confidence))
+    for line in compare_lines(found):
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -556,8 +555,6 @@ class _Run:
     quiet: bool
     verbose: bool
     json_out: bool
-    single: bool
-    """One experiment, one run (`lem run`): no caveat about too few runs for a CI."""
 
     @property
     def verbosity(self) -> int:
@@ -642,7 +639,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
             from llenergymeasure.display import summary_table
 
             title = f"Campaign {summary.manifest.campaign_id}"
-            out.print(summary_table(title, summary.statistics, caveat=not options.single))
+            out.print(summary_table(title, summary.statistics))
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
