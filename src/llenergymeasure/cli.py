@@ -25,6 +25,7 @@ from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import ConfigError, LemError, printable
 from llenergymeasure.orchestrator.names import FORCE_FLAG
 from llenergymeasure.permissions import no_world_write
+from llenergymeasure.redact import redact
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
     from llenergymeasure.config.settings import load_settings
+    from llenergymeasure.orchestrator.entries import check_entry_folder
     from llenergymeasure.orchestrator.manifest import ManifestStore, result_missing, to_resume
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
@@ -279,6 +281,8 @@ def resume(
     directory = directory.resolve()
     manifest = ManifestStore(directory).load()
     pending = to_resume(directory, manifest, retry_failed)
+    for entry in pending:
+        check_entry_folder(directory, entry)
     if dry_run:
         rows = [
             describe(e) + (" (result.json missing)" if result_missing(directory, e) else "")
@@ -287,8 +291,9 @@ def resume(
         _print_entries(f"Would run ({len(pending)})", rows, json_out)
         return
     # A lock left behind means its orchestrator died: its end (results.csv, summary.csv, the
-    # lock itself) still has to be done, even with nothing left to run.
-    if not pending and not (directory / LOCK_FILE).exists():
+    # lock itself) still has to be done, even with nothing left to run; so do tables that a
+    # full disk kept from being written (issue 27.8).
+    if not pending and not (directory / LOCK_FILE).exists() and not _tables_missing(directory):
         if json_out:
             _print_entries("Would run (0)", [], json_out)
         failed = manifest.failed()
@@ -313,12 +318,22 @@ def resume(
     )
     plan = conductor.plan_resume(directory, overrides)
     options = _Run(quiet, verbose, json_out)
+    if not quiet:
+        _settings_notice(plan)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "
             f"runner {plan.runner.name}"
         )
     _execute(plan, options)
+
+
+def _tables_missing(directory: Path) -> bool:
+    from llenergymeasure.results.aggregate import SUMMARY_STEM
+    from llenergymeasure.results.collate import RESULTS_STEM
+
+    stems = (RESULTS_STEM, SUMMARY_STEM)
+    return not all((directory / f"{s}.{x}").is_file() for s in stems for x in ("csv", "parquet"))
 
 
 CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<name>_<time>).")]
@@ -386,7 +401,7 @@ def results(
             "campaign_id": manifest.campaign_id,
             "campaign_dir": str(loaded.campaign_dir),
             "counts": manifest.counts(),
-            "settings": recorded.model_dump(mode="json") if recorded is not None else None,
+            "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [_failure(e) for e in loaded.failed],
             "summary": records,
         }
@@ -572,6 +587,7 @@ def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
     campaign = plan.campaign
     assert campaign is not None
     if not options.quiet:
+        _settings_notice(plan)
         for notice in campaign.notices:
             err.print(f"[yellow]notice[/]: {notice}")
         for skipped in campaign.skipped:
@@ -591,6 +607,13 @@ def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
             )
 
     _execute(plan, options, created)
+
+
+def _settings_notice(plan: Plan) -> None:
+    if plan.settings.file is not None:
+        err.print(
+            f"[yellow]notice[/]: settings from {escape(str(plan.settings.file))}", soft_wrap=True
+        )
 
 
 def _print_dry_run(plan: Plan, json_out: bool) -> None:
@@ -650,7 +673,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
 def _print_settings(console: Console, record: dict[str, Any]) -> None:
     """The effective user settings and where each came from (secrets are not in a record)."""
     sources = record.pop("sources", {})
-    for key, value in record.items():
+    for key, value in redact(record).items():
         source = next((s for k, s in sources.items() if k == key or k.startswith(f"{key}.")), None)
         console.print(
             f"setting {key} = {escape(str(value))} ({escape(source or 'default')})",

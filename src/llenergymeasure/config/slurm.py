@@ -25,6 +25,7 @@ class SlurmSettings(BaseModel):
     time_min: int | None = Field(
         None,
         ge=1,
+        le=10**6,
         description="sbatch --time per run in minutes; null: the run's timeout_s plus a minute.",
     )
     node_runner: NodeRunner = Field(
@@ -39,7 +40,10 @@ class SlurmSettings(BaseModel):
         default_factory=dict, description="Variables set for the worker in every task."
     )
     array_parallelism: int = Field(
-        256, ge=1, description="Most tasks of one job array running at once (--array=...%N)."
+        256,
+        ge=1,
+        le=10**6,
+        description="Most tasks of one job array running at once (--array=...%N).",
     )
 
     def over(self, base: SlurmSettings) -> SlurmSettings:

@@ -41,6 +41,7 @@ from llenergymeasure.orchestrator.preflight import (
     check_servers,
 )
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
+from llenergymeasure.redact import redact
 from llenergymeasure.results.schema import schema_fingerprint
 
 
@@ -78,11 +79,15 @@ def create_campaign(
     except OSError as e:
         raise ConfigError(f"cannot create campaign directory {campaign_dir}: {e}") from e
     campaign_dir = campaign_dir.resolve()
-    if campaign.source is not None:
+    given = campaign.config.model_dump(mode="json", exclude_unset=True)
+    slurm = given.get("slurm")  # its environment and extra_sbatch may hold secrets
+    if campaign.source is not None and redact(slurm) == slurm:
         shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
-    else:  # given as data: keep what was given, as a file that `lem campaign` could run
-        given = campaign.config.model_dump(mode="json", exclude_unset=True)
-        write_text_atomic(campaign_dir / "campaign.yaml", yaml.safe_dump(given, sort_keys=False))
+    else:  # given as data, or holding secrets: what was given (redacted), as a file that
+        # `lem campaign` could run
+        given |= {"slurm": redact(slurm)} if slurm is not None else {}
+        text = yaml.safe_dump(given, sort_keys=False)
+        write_text_atomic(campaign_dir / "campaign.yaml", text)
 
     with gc_paused():  # 100,000 entries: see gc_pause.py
         write_experiments(campaign_dir, campaign.base_dir, campaign.experiments)
