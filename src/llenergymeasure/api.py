@@ -25,7 +25,14 @@ from typing import Any, TypeVar, cast, get_args
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from llenergymeasure.conductor import Overrides, Plan, execute, plan_campaign, plan_resume
+from llenergymeasure.conductor import (
+    Overrides,
+    Plan,
+    campaign_to_resume,
+    execute,
+    plan_campaign,
+    plan_resume,
+)
 from llenergymeasure.config.campaign import CampaignConfig, StatisticsConfig
 from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -35,6 +42,7 @@ from llenergymeasure.config.grid import (
     load_campaign,
     load_experiment,
 )
+from llenergymeasure.config.settings import load_settings
 from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.faces import in_library_words
 from llenergymeasure.orchestrator.campaign import Events
@@ -196,7 +204,7 @@ def run_experiment(
 
 @library_words
 def resume(
-    campaign_dir: str | Path,
+    campaign_dir: str | Path | None = None,
     *,
     events: Events | None = None,
     runner: str | None = None,
@@ -209,7 +217,9 @@ def resume(
 ) -> CampaignResults:
     """Finish a campaign with the settings it recorded; arguments given here replace them
     (and are recorded). Finished results are never redone. force_unlock: take over a lock
-    that names another machine (only once no orchestrator runs it there)."""
+    that names another machine (only once no orchestrator runs it there). campaign_dir None:
+    the newest unfinished campaign under the user settings' results_dir (as `lem resume`); a
+    campaign there whose manifest cannot be read is logged, or raised if it is the only one."""
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
@@ -220,6 +230,11 @@ def resume(
         force_unlock=force_unlock,
         wait_for_gpus=wait_for_gpus,
     )
+    if campaign_dir is None:
+        root = Path(load_settings().results_dir).resolve()
+        campaign_dir = campaign_to_resume(root, retry_failed, log.warning)
+        if campaign_dir is None:
+            raise LemError(f"nothing to resume: no unfinished campaign under {root}/")
     return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
 
 
@@ -255,9 +270,17 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     )
 
 
+class _LoggedNotices(Events):
+    """Without events of the caller's, notices still reach the user as the CLI prints them:
+    a call waiting for a device another campaign holds says so, and who holds it."""
+
+    def notice(self, message: str) -> None:
+        log.warning(message)
+
+
 def _run(plan: Plan, events: Events | None) -> CampaignResults:
     with no_world_write():
-        summary = execute(plan, events, log.warning)
+        summary = execute(plan, events or _LoggedNotices(), log.warning)
     if summary.interrupted:
         raise KeyboardInterrupt
     return load_results(summary.campaign_dir)

@@ -271,7 +271,11 @@ def resume(
     from llenergymeasure.orchestrator.names import LOCK_FILE
 
     root = (results_dir or Path(load_settings().results_dir)).resolve()
-    directory = campaign_dir or _newest_unfinished(root, retry_failed)
+    directory = campaign_dir or conductor.campaign_to_resume(
+        root,
+        retry_failed,
+        lambda problem: err.print(f"[yellow]notice[/]: {escape(problem)}", soft_wrap=True),
+    )
     if directory is None:
         if not quiet:
             err.print(f"Nothing to resume: no unfinished campaign under {root}/")
@@ -390,11 +394,13 @@ def results(
     """Print the statistics across cycles: mean and CI per configuration (or group)."""
     from llenergymeasure.api import load_results
     from llenergymeasure.display import summary_table
+    from llenergymeasure.results.collate import failed_levels, failed_levels_count
 
     keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
     loaded = load_results(campaign_dir, group_by=keys)
     manifest = loaded.manifest
     recorded = manifest.execution.settings
+    levels = failed_levels(loaded.runs)
     if json_out:
         records = json.loads(loaded.summary.to_json(orient="records"))
         data = {
@@ -403,13 +409,16 @@ def results(
             "counts": manifest.counts(),
             "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [_failure(e) for e in loaded.failed],
+            "failed_levels": levels,
             "summary": records,
         }
         out.print_json(json.dumps(data))
         return
     if not quiet:
-        out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))
-    out.print(f"{manifest.counts_text()}.")
+        title = f"Campaign {manifest.campaign_id}"
+        out.print(summary_table(title, loaded.summary, verbose=verbose))
+    out.print(f"{manifest.counts_text()}{failed_levels_count(levels)}.")
+    _print_failed_levels(levels)
     if verbose:
         for entry in loaded.failed:
             error = escape(printable(entry.error or ""))
@@ -666,7 +675,7 @@ def _execute(plan: Plan, options: _Run, on_created: Callable[[Path], None] | Non
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
-    if summary.failed:
+    if summary.failed or summary.failed_levels:  # a failed level is a failure too
         raise typer.Exit(1)
 
 
@@ -685,12 +694,11 @@ def _print_settings(console: Console, record: dict[str, Any]) -> None:
 def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
     """The end summary: counts, what failed and why, and the command that continues;
     verbose: every run's worker log too."""
-    from llenergymeasure.results.collate import RESULTS_CSV
+    from llenergymeasure.results.collate import RESULTS_CSV, failed_levels_count
 
-    out.print(
-        f"{summary.manifest.counts_text()}. Results: {summary.campaign_dir / RESULTS_CSV}",
-        soft_wrap=True,
-    )
+    counts = summary.manifest.counts_text() + failed_levels_count(summary.failed_levels)
+    out.print(f"{counts}. Results: {summary.campaign_dir / RESULTS_CSV}", soft_wrap=True)
+    _print_failed_levels(summary.failed_levels)
     if verbose:
         for entry in summary.ran:
             if entry.status == "done":
@@ -714,6 +722,13 @@ def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
         )
 
 
+def _print_failed_levels(levels: list[dict[str, Any]]) -> None:
+    from llenergymeasure.results.collate import failed_levels_text
+
+    for line in failed_levels_text(levels):
+        out.print(f"[red]failed[/] {escape(printable(line))}", soft_wrap=True, highlight=False)
+
+
 def _retry_command(campaign_dir: Path) -> str:
     return f"lem resume --retry-failed {campaign_dir}"
 
@@ -728,6 +743,7 @@ def _json_summary(summary: RunSummary) -> dict[str, object]:
         "interrupted": summary.interrupted,
         "results_csv": str(summary.campaign_dir / RESULTS_CSV),
         "failed": [_failure(e) for e in summary.failed],
+        "failed_levels": summary.failed_levels,
         "retry_command": _retry_command(summary.campaign_dir) if summary.failed else None,
     }
 
@@ -765,22 +781,6 @@ def describe(entry: ManifestEntry) -> str:
     from llenergymeasure.display import describe as shown
 
     return shown(entry)
-
-
-def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
-    """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
-    from llenergymeasure.orchestrator.names import MANIFEST_FILE
-
-    candidates = []
-    for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
-        try:
-            manifest = ManifestStore(manifest_path.parent).load()
-        except LemError:
-            continue
-        if to_resume(manifest_path.parent, manifest, retry_failed):
-            candidates.append((manifest.created_at, manifest_path.parent))
-    return max(candidates)[1] if candidates else None
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

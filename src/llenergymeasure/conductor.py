@@ -25,7 +25,7 @@ from llenergymeasure.config.settings import (
     load_settings,
     resolve_settings,
 )
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
 from llenergymeasure.orchestrator.gpu_locks import (
@@ -35,7 +35,8 @@ from llenergymeasure.orchestrator.gpu_locks import (
     host_devices,
 )
 from llenergymeasure.orchestrator.layout import create_campaign
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore
+from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore, to_resume
+from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE, MANIFEST_FILE
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
 
 DEFAULT_CYCLES = 3
@@ -148,6 +149,39 @@ def plan_campaign(load: Callable[[dict[str, Any], int], Campaign], overrides: Ov
         campaign=campaign,
         notices=[*campaign.notices, *runner.notices],
     )
+
+
+def campaign_to_resume(
+    results_dir: Path, retry_failed: bool, notice: Callable[[str], None]
+) -> Path | None:
+    """The newest campaign under results_dir with something to run (None: there is none).
+    Every campaign whose manifest cannot be read is named with its `lem repair` hint: through
+    notice beside a readable candidate, else as the error (exit 2), since such a campaign may
+    be the unfinished one and "nothing to resume" would be a guess."""
+    candidates, damaged = [], []
+    found = {
+        p.parent
+        for name in (MANIFEST_FILE, EXPERIMENTS_FILE)
+        for p in results_dir.glob(f"*/{name}")
+    }
+    for directory in sorted(found):
+        try:
+            manifest = ManifestStore(directory).load()
+        except LemError as e:
+            damaged.append(str(e))
+            continue
+        if to_resume(directory, manifest, retry_failed):
+            candidates.append((manifest.created_at, directory))
+    if candidates:
+        for problem in damaged:
+            notice(f"not resumable as it is: {problem}")
+        return max(candidates)[1]
+    if damaged:
+        raise ConfigError(
+            f"no readable unfinished campaign under {results_dir}/, and {len(damaged)} could "
+            "not be read:\n  " + "\n  ".join(damaged)
+        )
+    return None
 
 
 def plan_resume(campaign_dir: Path, overrides: Overrides) -> Plan:

@@ -5,6 +5,7 @@ failed levels with their reasons, and nothing left behind."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,10 +16,10 @@ import pytest
 from serving_standin import StandIn, standin_server
 
 from llenergymeasure.config.server import ServerSpec
-from llenergymeasure.errors import BackendError
+from llenergymeasure.errors import BackendError, ServerStoppedError
 from llenergymeasure.results.serving_plots import trace_figure
 from llenergymeasure.worker.serving.experiment import _quality
-from llenergymeasure.worker.serving.run import Load, Trace, run_server_experiment
+from llenergymeasure.worker.serving.run import Load, ServerRun, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 STANDIN = Path(__file__).with_name("serving_standin.py")
@@ -81,19 +82,29 @@ def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
     assert run.record.launched_by_lem and run.record.gpu_processes[0].pids == [4242]
 
 
-@pytest.mark.parametrize(
-    ("how", "reason"), [("--fail-after", "HTTP 500"), ("--exit-after", "Error")]
-)
-def test_a_failing_level_keeps_the_other_levels_result(
-    tmp_path: Path, how: str, reason: str
-) -> None:
-    # 1 warm-up + 20 requests answered, then every request fails (HTTP 500), or the server dies
-    run, port = _run(tmp_path, [{"rate_rps": 40}, {"rate_rps": 40}], how, "21")
+@pytest.mark.parametrize("how", ["--fail-after", "--exit-after", "--hang-after"])
+def test_a_failing_level_keeps_the_other_levels_result(tmp_path: Path, how: str) -> None:
+    # 1 warm-up + 20 requests answered, then every request fails (HTTP 500), or the server dies:
+    # then the experiment fails (issue 25.1), carrying the run so far
+    # (exits, or stops answering even /health: its requests cut at request_timeout_s)
+    levels = [{"rate_rps": 40}, {"rate_rps": 40}]
+    if how == "--fail-after":
+        run, port = _run(tmp_path, levels, how, "21")
+        reason = "20 of 20 requests failed (HTTP 500"
+    else:
+        with pytest.raises(ServerStoppedError) as caught:
+            _run(tmp_path, levels, how, "21", request_timeout_s=1)
+        assert isinstance(caught.value.partial, ServerRun)
+        run, port = caught.value.partial, int(caught.value.partial.record.command[2])
+        reason = {
+            "--exit-after": "server exited with code 3 during level r40 after ",
+            "--hang-after": "server stopped answering: server not healthy within 10 s (log: ",
+        }[how]
     first, second = run.record.levels
     assert not first.failed and first.requests_ok == 20
     assert second.failed and second.requests_ok == 0
     assert second.failed_reason is not None and reason in second.failed_reason
-    assert pq.read_table(tmp_path / second.requests_file).num_rows == 20
+    assert pq.read_table(tmp_path / second.requests_file).num_rows <= 20
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the stand-in server outlived the run"
 
@@ -141,3 +152,30 @@ def test_a_server_lem_did_not_start_is_measured_through_its_url_and_left_running
         assert [len(ax.lines[0].get_xdata()) for ax in figure.axes] == [4, 4]
         reasons = _quality(record, 1.0, True).reasons
         assert any("GPU-injected: 2 processes used the GPU (pid 4242, 5151)" in r for r in reasons)
+
+
+def test_a_server_url_that_stops_answering_fails_the_experiment_and_is_not_stopped(
+    tmp_path: Path,
+) -> None:
+    """Issue 25's rule for a server lem did not start: after a failed level, no answer on
+    /v1/models (its health check) within 10 s ends the experiment, keeping the level before;
+    the server's process is still there afterwards (lem never stops it)."""
+    port = free_port()
+    # 1 warm-up + 20 answered, then nothing at all (health included)
+    cmd = [sys.executable, str(STANDIN), str(port), "--hang-after", "21"]
+    standin = subprocess.Popen(cmd)
+    try:
+        server = ServerSpec.model_validate(
+            {"url": f"http://127.0.0.1:{port}", "levels": [{"rate_rps": 40}] * 2}
+            | {"requests_per_level": 20, "arrival": "constant", "cooldown_s": 0}
+            | {"warmup_requests": 1, "request_timeout_s": 1, "startup_timeout_s": 30}
+        )
+        with pytest.raises(ServerStoppedError, match="server stopped answering") as caught:
+            run_server_experiment(server, [], 0, Load("", "m", ["p"], 4), tmp_path)
+        assert isinstance(caught.value.partial, ServerRun)
+        first, second = caught.value.partial.record.levels
+        assert not first.failed and first.requests_ok == 20 and second.failed
+        assert standin.poll() is None, "lem stopped a server it did not start"
+    finally:
+        standin.kill()
+        standin.wait(10)

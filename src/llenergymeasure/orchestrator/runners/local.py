@@ -33,7 +33,7 @@ from typing import IO
 from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, gpu_env
-from llenergymeasure.worker.forked import PRELOAD, child_main
+from llenergymeasure.worker.forked import PRELOAD, WORKER_NAME, child_main
 from llenergymeasure.worker.launch import HOST_PID_ENV, LAUNCH_ENV, WORKER_START_ENV
 
 POLL_S = 0.1
@@ -130,7 +130,9 @@ class ForkedWorker(WorkerProcess):
 
     def start(self) -> None:
         context = multiprocessing.get_context("forkserver")
-        self.proc = context.Process(target=child_main, args=self.args, daemon=False)
+        self.proc = context.Process(
+            target=child_main, args=self.args, name=WORKER_NAME, daemon=False
+        )
         self.proc.start()
 
     @property
@@ -143,10 +145,6 @@ class ForkedWorker(WorkerProcess):
         return self.proc.exitcode
 
 
-PRELOADS = ["llenergymeasure.cli", PRELOAD]
-"""The fork server's imports: the engine (PRELOAD), and the `lem` CLI because Python 3.11's
-forkserver re-runs the parent's main script in every child before its target (0.6 s a worker
-on 2 cores for `lem`; instant with what the script imports already loaded)."""
 FORK_SERVER_ENV = "LEM_FORK_SERVER"
 IMPORT_SAFE_ENV = ("LEM_", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 """Job environment read after import (at CUDA start or by the worker): fine to set after a fork."""
@@ -224,7 +222,7 @@ class LocalRunner:
         with job.log_path.open("ab") as log:
             worker: WorkerProcess
             if reason is None:
-                multiprocessing.set_forkserver_preload(PRELOADS)
+                multiprocessing.set_forkserver_preload([PRELOAD])
                 # its parent is the fork server: it also watches this process (HOST_PID_ENV)
                 env |= {HOST_PID_ENV: str(os.getpid())}
                 worker = ForkedWorker(job.exp_path, env, job.log_path)

@@ -3,7 +3,10 @@ baseline, warm-up, each level and the trace, if any, as a level of its own.
 
 Writes requests-<level>.parquet per level and returns the launch record and every level (a
 failed level carries its reason). A failed level never costs another level its result; the
-server lem launched is stopped however this returns; server.url's is never stopped.
+server lem launched is stopped however this returns; server.url's is never stopped. The
+server is watched throughout: if it exits (or a failed level leaves it not answering its
+health check), the level it cut is failed and ServerStoppedError carries the run so far (the
+levels before it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llenergymeasure.config.server import TRACE_LEVEL, ServerSpec
+from llenergymeasure.errors import ServerStoppedError
 from llenergymeasure.measure.nvml import GpuReader
 from llenergymeasure.results.schema import GpuProcesses, ServerLevel, ServerRecord
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
@@ -38,7 +42,9 @@ class Load:
     prompts: Sequence[str]
     max_tokens: int
     extra_body: Mapping[str, object] = field(default_factory=dict)
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    """Set from the ServerSpec by run_server_experiment, as `alive` from its server."""
+    alive: Callable[[], bool] = lambda: True
     trace: Trace | None = None
 
 
@@ -69,6 +75,7 @@ def run_server_experiment(
     readers: Sequence[GpuReader] = (),
     baseline_s: float = 5.0,
     env: dict[str, str] | None = None,
+    gpus: list[int] | None = None,
 ) -> ServerRun:
     out_dir.mkdir(parents=True, exist_ok=True)
     levels: list[ServerLevel] = []
@@ -83,8 +90,11 @@ def run_server_experiment(
         t_launch = time.monotonic()
         with endpoint as srv:
             load.base_url = srv.base_url
-            if spec.url is not None:
-                load.served_name = served_model(srv.models, [load.served_name], spec.url)
+            load.request_timeout_s = spec.request_timeout_s
+            if srv.proc is not None:
+                load.alive = lambda: srv.exit_text() is None
+            else:
+                load.served_name = served_model(srv.models, [load.served_name], srv.base_url)
             launch_j = counter.energy_j(t_launch, t_launch + srv.launch_s)
             t_idle = time.monotonic()
             time.sleep(baseline_s)
@@ -92,32 +102,50 @@ def run_server_experiment(
             idle_j = counter.energy_j(t_idle, t_idle + idle_s)
             idle_w = idle_j / idle_s if idle_j is not None else None
             pids = gpu_pids(readers, {})
+
+            def run_so_far() -> ServerRun:
+                record = ServerRecord(
+                    command=command if srv.proc is not None else [],
+                    pid=srv.pid,
+                    launched_by_lem=srv.proc is not None,
+                    endpoint=srv.base_url,
+                    served_model=load.served_name,
+                    gpus=gpus,
+                    gpu_processes=[GpuProcesses(gpu=k, pids=sorted(v)) for k, v in pids.items()],
+                    launch_s=srv.launch_s,
+                    launch_energy_j=launch_j if srv.proc is not None else None,
+                    idle_power_w=idle_w,
+                    idle_s=idle_s,
+                    warmup_requests=spec.warmup_requests,
+                    log_file=SERVER_LOG if srv.proc is not None else None,
+                    levels=levels,
+                )
+                return ServerRun(record, e2e, edges)
+
             if spec.warmup_requests:
                 asyncio.run(_send(load, offsets_s=[0.0] * spec.warmup_requests))
+            if (gone := srv.exit_text()) is not None:
+                raise ServerStoppedError(f"{gone} during the warm-up requests")
             for i in range(len(spec.levels) + (load.trace is not None)):
                 if i:
                     time.sleep(spec.cooldown_s)
                 level, recs, unix = _one_level(spec, i, load, counter, idle_w, out_dir)
+                gone = srv.exit_text() or (srv.unresponsive() if level.failed else None)
+                if gone is not None:
+                    reason = (
+                        f"{gone} during level {level.level} after {level.requests_sent} requests"
+                    )
+                    levels.append(
+                        level.model_copy(update={"failed": True, "failed_reason": reason})
+                    )
+                    edges.append(unix)
+                    raise ServerStoppedError(reason, run_so_far())
                 levels.append(level)
                 edges.append(unix)
-                e2e += [r.end_s - r.send_s for r in recs if r.ok and r.end_s is not None]
+                if not level.failed:
+                    e2e += [r.end_s - r.send_s for r in recs if r.ok and r.end_s is not None]
             pids = gpu_pids(readers, pids)
-    record = ServerRecord(
-        command=command if spec.url is None else [],
-        pid=srv.pid,
-        launched_by_lem=spec.url is None,
-        endpoint=srv.base_url,
-        served_model=load.served_name,
-        gpu_processes=[GpuProcesses(gpu=k, pids=sorted(v)) for k, v in pids.items()],
-        launch_s=srv.launch_s,
-        launch_energy_j=launch_j if spec.url is None else None,
-        idle_power_w=idle_w,
-        idle_s=idle_s,
-        warmup_requests=spec.warmup_requests,
-        log_file=SERVER_LOG if spec.url is None else None,
-        levels=levels,
-    )
-    return ServerRun(record, e2e, edges)
+    return run_so_far()
 
 
 def gpu_pids(readers: Sequence[GpuReader], seen: dict[str, set[int]]) -> dict[str, set[int]]:
@@ -144,6 +172,7 @@ async def _send(
         duration_s=duration_s,
         request_timeout_s=load.request_timeout_s,
         extra_body=load.extra_body,
+        alive=load.alive,
     )
 
 
@@ -159,7 +188,9 @@ def _one_level(
     label, target_rps, (t0, recs) = _traffic(spec, i, load)
     window = steady_window(recs)
     energy = None if window is None else counter.energy_j(t0 + window.start_s, t0 + window.end_s)
-    m = level_metrics(recs, window, energy, spec.slo, target_rps, spec.lag_budget_s)
+    m = level_metrics(
+        recs, window, energy, spec.slo, target_rps, spec.max_lag_fraction, spec.max_failed_fraction
+    )
     if energy is not None and window is not None and idle_w is not None:
         adjusted = max(0.0, energy - idle_w * window.duration_s)
         m["energy_window_adjusted_j"] = adjusted
@@ -173,13 +204,7 @@ def _one_level(
     write_parquet(out_dir / requests_file, recs, per_req)
     span = (0.0, max((r.end_s or r.send_s) for r in recs) if recs else 0.0)
     a, b = (window.start_s, window.end_s) if window is not None else span
-    result = ServerLevel(
-        level=label,
-        level_index=i,
-        failed=window is None,
-        requests_file=requests_file,
-        **m,
-    )
+    result = ServerLevel(level=label, level_index=i, requests_file=requests_file, **m)
     return result, recs, (t0 + unix_offset + a, t0 + unix_offset + b)
 
 

@@ -1,4 +1,5 @@
-"""The backend's own OpenAI-compatible server, in the worker's process tree, always stopped.
+"""The backend's own OpenAI-compatible server, in the worker's process tree, always stopped;
+or server.url's, which lem only waits for (`external()`) and never stops.
 
 Started in a new session (its own process group) on a free 127.0.0.1 port; `launched()` waits
 for GET /health within startup_timeout_s and, on any exit from the block (timeout, Ctrl+C, a
@@ -8,6 +9,7 @@ measured from Popen to the first healthy answer, apart from any level.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -23,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from llenergymeasure.errors import BackendError
+from llenergymeasure.oom import log_says_out_of_memory
 
 
 def free_port() -> int:
@@ -34,11 +37,46 @@ def free_port() -> int:
 @dataclass
 class RunningServer:
     base_url: str
-    pid: int | None
-    """None: server.url's, which lem did not start."""
+    proc: subprocess.Popen[bytes] | None
+    """None: server.url's, which lem neither started nor stops; watched by its health alone."""
     launch_s: float
     log_path: Path | None
+    oom_kills_at_start: int = 0
+    health_path: str = "/health"
     models: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def exit_text(self) -> str | None:
+        """None while the server runs; else how it ended, with `out of memory` (the error
+        category oom) and what to lower where the kernel's OOM killer or the engine said so."""
+        if self.proc is None or self.log_path is None or (code := self.proc.poll()) is None:
+            return None
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        said = log_says_out_of_memory(self.log_path.read_text(errors="replace")[-20_000:])
+        if code == -signal.SIGKILL and oom_kills() > self.oom_kills_at_start:
+            said = "the kernel's OOM killer"
+        if said:
+            how += f": out of memory ({said}); lower the KV cache (pytorch: passthrough_kwargs "
+            how += "cb_num_blocks; vllm: kv_cache_memory_bytes) or the levels' load"
+        return f"server {how}"
+
+    def unresponsive(self, within_s: float = 10.0) -> str | None:
+        """Why the server no longer serves (after a failed level), or None: it answers."""
+        try:
+            asyncio.run(_healthy(self, time.monotonic() + within_s, f"{within_s:g} s"))
+        except BackendError as e:
+            return self.exit_text() or f"server stopped answering: {e}"
+        return None
+
+
+def oom_kills() -> int:
+    """The kernel's count of processes its OOM killer ended (/proc/vmstat; 0: unreadable)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/vmstat").read_text().split("oom_kill ", 1)[1].split()[0])
+    return 0
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -99,8 +137,10 @@ def launched(
     log_path: Path,
     env: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Start `cmd`, wait for health, yield; the process group is gone when the block exits."""
+    """Start `cmd`, wait for health (startup_timeout_s in total, however slowly /health
+    answers), yield; the process group is gone when the block exits."""
     t0 = time.monotonic()
+    oom_at_start = oom_kills()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -110,29 +150,35 @@ def launched(
             env=env,
             preexec_fn=_term_with_parent,  # noqa: PLW1509 (prctl only: async-signal-safe)
         )
-    base = f"http://127.0.0.1:{port}"
+    srv = RunningServer(f"http://127.0.0.1:{port}", proc, 0.0, log_path, oom_at_start)
     try:
-        deadline = t0 + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-800:]
-                raise BackendError(
-                    f"server exited with code {proc.returncode} before it was healthy:\n{tail}"
-                )
-            try:
-                if httpx.get(base + "/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise BackendError(
-                    f"server not healthy within startup_timeout_s={startup_timeout_s:g} s "
-                    f"(log: {log_path})"
-                )
-            time.sleep(0.25)
-        yield RunningServer(base, proc.pid, time.monotonic() - t0, log_path)
+        asyncio.run(
+            _healthy(srv, t0 + startup_timeout_s, f"startup_timeout_s={startup_timeout_s:g} s")
+        )
+        srv.launch_s = time.monotonic() - t0
+        yield srv
     finally:
         _kill_group(proc)
+
+
+async def _healthy(srv: RunningServer, deadline: float, within: str) -> httpx.Response:
+    """Until GET health_path answers 200; each try bounded by the time left, not per read."""
+    url = srv.base_url + srv.health_path
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while (exited := srv.exit_text()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                where = f"log: {srv.log_path}" if srv.log_path else url
+                raise BackendError(f"server not healthy within {within} ({where})")
+            try:
+                async with asyncio.timeout(min(2.0, left)):
+                    if (resp := await client.get(url)).status_code == 200:
+                        return resp
+            except (httpx.HTTPError, TimeoutError):
+                pass
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    tail = srv.log_path.read_text(errors="replace")[-800:] if srv.log_path else ""
+    raise BackendError(f"{exited} before it was healthy:\n{tail}")
 
 
 @contextlib.contextmanager
@@ -140,25 +186,15 @@ def external(url: str, startup_timeout_s: float) -> Iterator[RunningServer]:
     """A server lem did not start (server.url): healthy once GET /v1/models lists its models,
     within startup_timeout_s in all; left running on any exit from the block."""
     t0 = time.monotonic()
-    deadline = t0 + startup_timeout_s
-    problem = "no answer"
-    with httpx.Client(trust_env=False) as client:  # loopback: never through a proxy
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                resp = client.get(url + "/v1/models", timeout=min(2.0, left))
-                if resp.status_code == 200:
-                    models = [str(m["id"]) for m in resp.json()["data"]]
-                    break
-                problem = f"HTTP {resp.status_code}"
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
-                problem = f"{type(e).__name__}: {e}"
-            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-        else:
-            raise BackendError(
-                f"server.url {url} did not list its models (GET /v1/models) within "
-                f"startup_timeout_s={startup_timeout_s:g} s: {problem}"
-            )
-    yield RunningServer(url, None, time.monotonic() - t0, None, models)
+    srv = RunningServer(url, None, 0.0, None, health_path="/v1/models")
+    within = f"startup_timeout_s={startup_timeout_s:g} s"
+    resp = asyncio.run(_healthy(srv, t0 + startup_timeout_s, within))
+    try:
+        srv.models = [str(m["id"]) for m in resp.json()["data"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BackendError(f"server.url {url}: /v1/models is not a model list ({e})") from e
+    srv.launch_s = time.monotonic() - t0
+    yield srv
 
 
 def served_model(models: list[str], wanted: list[str], url: str) -> str:
