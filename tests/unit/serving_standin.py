@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -28,6 +28,8 @@ class StandIn:
     gap_s: float = 0.0
     status: int = 200
     requests: int = 0
+    bodies: list[dict[str, object]] = field(default_factory=list)
+    """Every completion request's JSON body, in arrival order."""
     fail_after: int | None = None
     exit_after: int | None = None
     """Run as a script: the process dies (a crashed server) on the request after this many."""
@@ -63,6 +65,7 @@ class StandIn:
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         body = json.loads(await reader.readexactly(length)) if length else {}
+        self.bodies.append(body)
         self.requests += 1
         if self.exit_after is not None and self.requests > self.exit_after:
             os._exit(3)

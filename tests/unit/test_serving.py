@@ -137,6 +137,26 @@ def test_open_loop_records_ordered_times_and_server_token_counts() -> None:
         assert m["generator_limited"] and any("load generator" in w for w in m["warnings"])
 
 
+@pytest.mark.parametrize(
+    ("dialect", "exact"), [({"temperature": 0.0}, False), ({"ignore_eos": False}, True)]
+)
+def test_a_trace_asks_each_request_for_its_own_length(
+    dialect: dict[str, object], exact: bool
+) -> None:
+    """max_tokens per request; where the engine takes ignore_eos (vLLM, TensorRT-LLM), also
+    min_tokens, so it produces exactly that many; transformers serve gets max_tokens alone."""
+    standin = StandIn(tokens=8)
+    with standin_server(standin) as url:
+        _, recs = asyncio.run(
+            run_level(url, "m", ["a", "b", "c"], [2, 7, 5], offsets_s=[0, 0, 0], extra_body=dialect)
+        )
+    assert [r.max_tokens for r in recs] == [r.completion_tokens for r in recs] == [2, 7, 5]
+    for body in standin.bodies:
+        n = body["max_tokens"]
+        expected = {"ignore_eos": True, "min_tokens": n} if exact else {"temperature": 0.0}
+        assert {k: body.get(k) for k in expected} == expected and ("min_tokens" in body) == exact
+
+
 def test_closed_loop_keeps_concurrency_and_duration_bounds_the_level() -> None:
     standin = StandIn(tokens=3, gap_s=0.01)
     with standin_server(standin) as url:
