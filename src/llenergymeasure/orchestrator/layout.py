@@ -35,7 +35,11 @@ from llenergymeasure.orchestrator.manifest import (
     SkippedEntry,
     utcnow,
 )
-from llenergymeasure.orchestrator.preflight import check_energy_sources, check_models
+from llenergymeasure.orchestrator.preflight import (
+    check_energy_sources,
+    check_models,
+    check_servers,
+)
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
 from llenergymeasure.redact import redact
 from llenergymeasure.results.schema import schema_fingerprint
@@ -59,6 +63,7 @@ def create_campaign(
     execution = resolve_execution(campaign.config, settings)
     _check_prompts(campaign)
     check_models(campaign)
+    check_servers(campaign)
     check_energy_sources(campaign, runner_name or settings.runner)
     root = Path(output_root or campaign.config.output_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

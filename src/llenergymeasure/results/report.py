@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from llenergymeasure.config.server import TRACE_LEVEL
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import compare, plots, serving_plots
@@ -96,6 +97,8 @@ def write_report(
         ]
     if len(level_runs):
         figures += _server_figures(level_runs, statistics, labels)
+    if traced := _trace_requests(loaded, labels):
+        figures.append(Plot("server_trace", "Trace level", serving_plots.trace_figure(traced)))
     images: list[tuple[Plot, str]] = []
     for plot in figures:
         buffer = io.BytesIO()
@@ -215,6 +218,16 @@ def _timeseries(
                 "choose others with `lem report --timeseries EXPERIMENT_ID`"
             )
     return dict(found[i] for i in drawn), notes
+
+
+def _trace_requests(loaded: LoadedCampaign, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Per experiment, its first done run's trace requests (requests-trace.parquet)."""
+    found: dict[str, pd.DataFrame] = {}
+    for entry in loaded.manifest.entries:
+        path = loaded.campaign_dir / Path(entry.exp_path).parent / f"requests-{TRACE_LEVEL}.parquet"
+        if entry.status == "done" and entry.experiment_id not in found and path.is_file():
+            found[labels.get(entry.experiment_id, entry.experiment_id)] = pd.read_parquet(path)
+    return found
 
 
 def _resolve(prefix: str, ids: list[str]) -> str:

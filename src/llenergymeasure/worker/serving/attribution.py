@@ -94,6 +94,7 @@ def write_parquet(
         "first_token_s": [r.first_token_s for r in records],
         "end_s": [r.end_s for r in records],
         "prompt_tokens": [r.prompt_tokens for r in records],
+        "max_tokens": [r.max_tokens for r in records],
         "completion_tokens": [r.completion_tokens for r in records],
         "error": [r.error for r in records],
         "energy_j": [None if energy_j is None else energy_j.get(r.index) for r in records],

@@ -8,6 +8,7 @@ server's launch is its load phase (model_load_s); no engine is imported in this 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,8 +19,11 @@ from typing import Any
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.backends import get_server
 from llenergymeasure.backends.common import load_tokenizer, model_path
+from llenergymeasure.config.server import ServerSpec
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.config.trace import read_trace, trace_path
 from llenergymeasure.contract import RESULT_FILE
+from llenergymeasure.datasets import sized_prompt
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError, ServerStoppedError
 from llenergymeasure.measure.environment import snapshot
@@ -31,12 +35,12 @@ from llenergymeasure.results.schema import (
     MeasurementFlags,
     PhaseTimes,
     QualityRecord,
-    ServerLevel,
+    ServerRecord,
     WarmupRecord,
 )
 from llenergymeasure.worker.latency import latency_stats_of
 from llenergymeasure.worker.launch import WORKER_START_ENV
-from llenergymeasure.worker.serving.run import Load, ServerRun, run_server_experiment
+from llenergymeasure.worker.serving.run import Load, ServerRun, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 log = logging.getLogger("lem.worker")
@@ -53,6 +57,16 @@ def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
     return out
 
 
+def _trace(server: ServerSpec, base_dir: Path, prompts: list[str], tokenizer: Any) -> Trace:
+    """The trace's requests: its own prompt text, or the prompt source's i-th prompt (cycled)
+    repeated and cut to the line's input_tokens; offsets over trace_speed."""
+    requests = read_trace(trace_path(str(server.trace), base_dir))
+    sized = functools.cache(lambda i, n: sized_prompt(tokenizer, prompts[i], n))
+    texts = [r.prompt or sized(i % len(prompts), r.input_tokens) for i, r in enumerate(requests)]
+    offsets = [r.t_s / server.trace_speed for r in requests]
+    return Trace(offsets, texts, [r.output_tokens for r in requests])
+
+
 def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     config = spec.config
     server = config.server
@@ -67,17 +81,19 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
         select_prompts(config, Path(spec.base_dir), tokenizer), tokenizer, config.max_input_tokens
     )
     prompt_prep_s = time.perf_counter() - t0
+    trace = _trace(server, Path(spec.base_dir), prompts, tokenizer) if server.trace else None
     port = free_port()
     adapter = get_server(config.backend)
     command = adapter.command(config, path, port)
-    log.info("server mode: %s", " ".join(command))
+    log.info("server mode: %s", server.url or " ".join(command))
     # The idle baseline is taken with the server up (run_server_experiment), not the cache's.
     measurement = config.measurement.model_copy(
         update={"baseline": config.measurement.baseline.model_copy(update={"enabled": False})}
     )
     with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
-        session.attach(None)
+        session.attach(list(server.gpus) if server.gpus is not None else None)
         load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
+        load.trace = trace
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
         environment = snapshot(device, {}, session.gpus, session.driver)  # engine versions too
         try:
@@ -89,6 +105,7 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
                 out_dir,
                 readers=session.readers,
                 baseline_s=config.measurement.baseline.duration_s,
+                gpus=[g.index for g in session.gpus if g.index is not None],
             )
         except ServerStoppedError as e:
             # the levels finished before the server stopped keep their result, marked partial
@@ -164,20 +181,17 @@ def _result(
         worker_start=os.environ.get(WORKER_START_ENV),
         measurement_warnings=warnings,
         server=record,
-        quality=_quality(
-            record.levels, window_s, record.idle_power_w, energy.energy_raw_j is not None
-        ),
+        quality=_quality(record, window_s, energy.energy_raw_j is not None),
     )
 
 
-def _quality(
-    levels: list[ServerLevel], window_s: float, idle_w: float | None, energy_measured: bool
-) -> QualityRecord:
+def _quality(record: ServerRecord, window_s: float, energy_measured: bool) -> QualityRecord:
     """The quality record of a server experiment (issue 17.5): the shared items over its
     levels' windows together, plus each level's own doubts (its warnings: a window under 10 s
-    or under half its level, a load generator that fell behind) and failed levels."""
-    baseline = idle_w is not None
-    record = assess(
+    or under half its level, a load generator that fell behind) and failed levels; for
+    server.url, a GPU that NVML showed more than one process on."""
+    baseline = record.idle_power_w is not None
+    quality = assess(
         MeasuredQuality(
             window_start_s=0.0,
             window_end_s=window_s,
@@ -190,8 +204,14 @@ def _quality(
         passes=1,
         latency_ratio=None,
     )
-    reasons = [*record.reasons, *(d for lv in levels for d in lv.doubts())]
-    return record.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
+    shared = [
+        f"{g.gpu}: {len(g.pids)} processes used the GPU (pid {', '.join(map(str, g.pids))}); "
+        "lem did not launch server.url's server, and all of them are counted in its energy"
+        for g in record.gpu_processes
+        if not record.launched_by_lem and len(g.pids) > 1
+    ]
+    reasons = [*quality.reasons, *shared, *(d for lv in record.levels for d in lv.doubts())]
+    return quality.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
 
 
 def _energy(
