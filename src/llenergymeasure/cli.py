@@ -149,7 +149,7 @@ def campaign(
         bool,
         typer.Option(
             "--detach",
-            help="runner slurm: submit every run and return; `lem status` shows them, "
+            help="A batch runner: submit every run and return; `lem status` shows them, "
             "`lem resume` collates them.",
         ),
     ] = False,
@@ -173,17 +173,15 @@ def campaign(
         lambda keys, limit: load_campaign(file, overrides=keys, max_experiments=limit), overrides
     )
     if detach and not dry_run:
-        from llenergymeasure.detach import detach as submit_all
-
-        done = submit_all(plan)
+        done = conductor.detach(plan)
         if json_out:
             out.print_json(
                 json.dumps({"campaign_dir": str(done.campaign_dir), "jobs": done.job_ids})
             )
         elif not quiet:
             err.print(
-                f"Submitted {len(done.job_ids)} runs in {done.arrays} Slurm job array(s) for "
-                f"{done.campaign_dir}; `lem status {done.campaign_dir}` shows them, "
+                f"Submitted {len(done.job_ids)} runs in {done.arrays} {done.scheduler} job "
+                f"array(s) for {done.campaign_dir}; `lem status {done.campaign_dir}` shows them, "
                 f"`lem resume {done.campaign_dir}` collates them.",
                 soft_wrap=True,
             )
@@ -326,7 +324,7 @@ CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<
 
 @app.command()
 def status(campaign_dir: CampaignDir, json_out: JsonOut = False) -> None:
-    """Where each run stands: the manifest, and Slurm's own state for runs it holds."""
+    """Where each run stands: the manifest, and a batch scheduler's state for runs it holds."""
     from llenergymeasure.orchestrator.status import campaign_status, counts
 
     rows = campaign_status(campaign_dir)
@@ -335,7 +333,7 @@ def status(campaign_dir: CampaignDir, json_out: JsonOut = False) -> None:
         return
     out.print(", ".join(f"{n} {s}" for s, n in sorted(counts(rows).items())))
     for r in rows:
-        job = f" job {r.slurm_job_id}" if r.slurm_job_id else ""
+        job = f" job {r.job_id}" if r.job_id else ""
         out.print(escape(f"{r.key}: {r.status}{job} {r.detail}".rstrip()), soft_wrap=True)
 
 

@@ -28,8 +28,9 @@ from llenergymeasure.config.settings import (
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
+from llenergymeasure.orchestrator.detach import ArrayBody, Detached
+from llenergymeasure.orchestrator.detach import detach as submit_all
 from llenergymeasure.orchestrator.gpu_locks import (
-    REMOTE_RUNNERS,
     DeviceBusyError,
     DeviceLocks,
     host_devices,
@@ -206,6 +207,14 @@ def execute(
         raise DeviceBusyError(f"{e} (nothing ran; {directory} was removed)") from None
 
 
+def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
+    """Lay out a new campaign and submit every run to its batch runner's scheduler, without
+    waiting (`lem campaign --detach`); body: the array tasks' function (benchmarks)."""
+    if plan.campaign is None:
+        raise ConfigError("only a new campaign is detached; a resume waits for its jobs")
+    return submit_all(plan.campaign, plan.settings, plan.runner, DEFAULT_CYCLES, body)
+
+
 def _run(
     plan: Plan, directory: Path, events: Events | None, on_problem: Callable[[str], None] | None
 ) -> RunSummary:
@@ -242,7 +251,7 @@ def _device_locks(
 ) -> Callable[[Events], contextlib.AbstractContextManager[object]] | None:
     """The host-wide locks of the devices the campaign runs on here (none for a runner that
     runs elsewhere)."""
-    if plan.runner.name in REMOTE_RUNNERS:
+    if plan.runner.remote:
         return None
     devices = host_devices(plan.settings.gpus_tuple())
     return lambda events: DeviceLocks(

@@ -11,7 +11,7 @@ needs a held device waits for it, saying so and who holds it, or with wait=False
 Which devices: the GPU indices the campaign is pinned to (--gpus); unpinned, every GPU of the
 host (CUDA_VISIBLE_DEVICES, else /dev/nvidia<N>: the host never loads NVML); on a host without
 GPUs, the one device "cpu" (concurrent CPU campaigns skew each other's latency and RAPL
-energy just the same). Runners that run elsewhere (Slurm) lock nothing here.
+energy just the same). Runners that run elsewhere (a batch scheduler's nodes) lock nothing here.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ DEFAULT_LOCK_DIR = Path("/tmp/lem-gpu-locks")
 WAIT_NOTICE_EVERY_S = 60.0
 POLL_S = 0.2
 NO_WAIT_FLAG = "--no-wait-for-gpus"
-REMOTE_RUNNERS = frozenset({"slurm"})
-"""Runners whose experiments run on other machines: their devices are not this host's."""
 
 
 class DeviceBusyError(DispatchError):
