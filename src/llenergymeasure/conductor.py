@@ -26,6 +26,7 @@ from llenergymeasure.config.settings import (
     resolve_settings,
 )
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.faces import cli_flag
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
 from llenergymeasure.orchestrator.detach import ArrayBody, Detached
@@ -44,8 +45,6 @@ DEFAULT_CYCLES = 3
 a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
 
 Face = Literal["cli", "api"]
-CLI_FLAGS = {"output_dir": "--output-dir", "timeout_s": "--timeout"}
-"""Override keys whose CLI flag is not simply --<key>."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,7 @@ class Overrides:
     def source(self, key: str) -> str:
         """How the record names a value set here: `--runner`, `lem resume --runner`,
         `argument runner` (library)."""
-        if self.face == "api":
-            name = f"argument {key}"
-        else:
-            name = CLI_FLAGS.get(key, "--" + key.replace("_", "-"))
+        name = f"argument {key}" if self.face == "api" else cli_flag(key)
         return f"lem resume {name}" if self.resuming and self.face == "cli" else name
 
     def campaign_keys(self) -> dict[str, Any]:
@@ -204,7 +200,9 @@ def execute(
         # Refused before anything ran: a new campaign's folder would only be an empty one
         # for `lem resume` to trip over.
         shutil.rmtree(directory, ignore_errors=True)
-        raise DeviceBusyError(f"{e} (nothing ran; {directory} was removed)") from None
+        raise DeviceBusyError(
+            f"{e.args[0]} (nothing ran; {directory} was removed)", options=e.options
+        ) from None
 
 
 def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:

@@ -37,7 +37,7 @@ from llenergymeasure.config.loader import (
     explain_validation_error,
     read_yaml,
 )
-from llenergymeasure.errors import ConfigError, printable
+from llenergymeasure.errors import ConfigError, Option, printable
 from llenergymeasure.flatten import flatten
 from llenergymeasure.gc_pause import gc_paused
 
@@ -52,8 +52,8 @@ HARD_MAX_EXPERIMENTS = 1_000_000
 class TooManyExperimentsError(ConfigError):
     """The campaign expands to more experiments than allowed; `count` says how many."""
 
-    def __init__(self, message: str, count: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, count: int, options: tuple[Option, ...] = ()) -> None:
+        super().__init__(message, options=options)
         self.count = count
 
 
@@ -135,8 +135,9 @@ def _check_output_dir(doc: YamlDocument) -> None:
         raise ConfigError(
             f"{doc.where(('output_dir',))}: output_dir in a campaign file must be a folder "
             f"under the working directory (relative, no '..'), got "
-            f"{printable(repr(value), 80)}; to write elsewhere use -o/--output-dir, "
-            "LEM_OUTPUT_DIR or results_dir in .lem-config.yaml"
+            f"{printable(repr(value), 80)}; to write elsewhere use {{0}}, "
+            "LEM_OUTPUT_DIR or results_dir in .lem-config.yaml",
+            options=(Option("output_dir"),),
         )
 
 
@@ -200,8 +201,9 @@ def check_size(config: CampaignConfig, doc: YamlDocument, limit: int) -> None:
         raise TooManyExperimentsError(
             f"{doc.path}: the campaign expands to {count:,} experiments, more than "
             f"max_experiments ({limit:,}). Check the grid (each list multiplies the others); "
-            "to run them all, pass --yes (or raise max_experiments in .lem-config.yaml)",
+            "to run them all, pass {0} (or raise max_experiments in .lem-config.yaml)",
             count,
+            options=(Option("allow_large", True),),
         )
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.errors import ConfigError, Option
 from llenergymeasure.orchestrator.dispatch import StopRequest, WaitEvents
 from llenergymeasure.orchestrator.entries import entry_job
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
@@ -61,8 +61,9 @@ def refuse_other_runner(held: list[Adopted], runner: Runner) -> None:
         ids = ", ".join(a.job_id for a in live)
         raise ConfigError(
             f"runner {runner.name}: {live[0].queue.scheduler} still runs jobs of this campaign "
-            f"({ids}); resume with --runner {live[0].entry.runner} to wait for them, or "
-            f"{live[0].queue.cancel} them first"
+            f"({ids}); resume with {{0}} to wait for them, or {live[0].queue.cancel} them "
+            "first",
+            options=(Option("runner", live[0].entry.runner),),
         )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from llenergymeasure.errors import DispatchError
+from llenergymeasure.errors import DispatchError, Option
 from llenergymeasure.orchestrator.manifest import utcnow
 
 LOCK_DIR_ENV = "LEM_GPU_LOCK_DIR"
@@ -138,8 +138,9 @@ class DeviceLocks:
             holder = _holder(path)
             if not self.wait:
                 raise DeviceBusyError(
-                    f"{what} is in use by {holder}; wait for it to end, or run without "
-                    f"{NO_WAIT_FLAG} to wait for it"
+                    f"{what} is in use by {holder}; wait for it to end, or pass {{0}} to wait "
+                    "for it",
+                    options=(Option("wait_for_gpus", True),),
                 ) from None
             self._wait_for(lock, what, holder)
         except OSError as e:

@@ -16,7 +16,7 @@ from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.settings import UserSettings
-from llenergymeasure.errors import PreflightError
+from llenergymeasure.errors import RUN_LOCALLY, PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
 from llenergymeasure.orchestrator.runners import JobQueue, Runner
@@ -187,6 +187,7 @@ def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
         raise PreflightError(
             f"runner {choice} (from {source}): a container sees only {workload.input_dir} "
             f"(read-only) and {workload.results_dir}, not: {'; '.join(hidden)}. Move them "
-            "there, or use --runner local"
+            "there, or use {0}",
+            options=(RUN_LOCALLY,),
         )
     return RunnerPlan(choice, notices, engine, images, workload.input_dir)

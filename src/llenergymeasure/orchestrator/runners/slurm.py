@@ -24,7 +24,7 @@ from typing import Any
 
 from llenergymeasure.config.campaign import NodeRunner, SlurmSettings
 from llenergymeasure.config.settings import UserSettings
-from llenergymeasure.errors import ConfigError, PreflightError, printable
+from llenergymeasure.errors import RUN_LOCALLY, ConfigError, Option, PreflightError, printable
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
     DoctorRow,
@@ -156,7 +156,8 @@ def preflight(
         if shutil.which(tool) is None:
             raise PreflightError(
                 f"runner slurm: {tool} not found on PATH; install Slurm's client tools "
-                "(Debian: slurm-client) or use --runner local"
+                "(Debian: slurm-client) or use {0}",
+                options=(RUN_LOCALLY,),
             )
     out = subprocess.run(
         ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30, check=False
@@ -187,7 +188,8 @@ def preflight(
             raise PreflightError(
                 f"runner slurm: the results directory {results_dir} is on {fs}, which the "
                 f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
-                f"filesystem ({', '.join(sorted(SHARED_FS))}) with --output-dir"
+                f"filesystem ({', '.join(sorted(SHARED_FS))}) with {{0}}",
+                options=(Option("output_dir"),),
             )
 
 
