@@ -25,7 +25,18 @@ from typing import Any, TypeVar, cast, get_args
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from llenergymeasure.conductor import Overrides, Plan, execute, plan_campaign, plan_resume
+from llenergymeasure.conductor import (
+    Events,
+    Manifest,
+    ManifestEntry,
+    Overrides,
+    Plan,
+    execute,
+    load_manifest,
+    plan_campaign,
+    plan_resume,
+    resumable,
+)
 from llenergymeasure.config.campaign import CampaignConfig, StatisticsConfig
 from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -37,8 +48,6 @@ from llenergymeasure.config.grid import (
 )
 from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.faces import in_library_words
-from llenergymeasure.orchestrator.campaign import Events
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.collate import results_frame
@@ -172,8 +181,9 @@ def run_experiment(
 
 @library_words
 def resume(
-    campaign_dir: str | Path,
+    campaign_dir: str | Path | None = None,
     *,
+    results_dir: str | Path | None = None,
     events: Events | None = None,
     runner: str | None = None,
     timeout_s: float | None = None,
@@ -183,9 +193,14 @@ def resume(
     force_unlock: bool = False,
     wait_for_gpus: bool = True,
 ) -> CampaignResults:
-    """Finish a campaign with the settings it recorded; arguments given here replace them
-    (and are recorded). Finished results are never redone. force_unlock: take over a lock
-    that names another machine (only once no orchestrator runs it there)."""
+    """Finish a campaign with the settings it recorded (default: the newest one with something
+    to run under results_dir, else the user settings' results_dir); arguments given here
+    replace them (and are recorded). Finished results are never redone. force_unlock: take
+    over a lock that names another machine (only once no orchestrator runs it there)."""
+    given_dir = Path(campaign_dir) if campaign_dir is not None else None
+    root, found = resumable(given_dir, Path(results_dir) if results_dir else None, retry_failed)
+    if found is None:
+        raise ConfigError(f"nothing to resume: no unfinished campaign under {root}")
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
@@ -196,7 +211,7 @@ def resume(
         force_unlock=force_unlock,
         wait_for_gpus=wait_for_gpus,
     )
-    return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
+    return _run(plan_resume(found.campaign_dir, given), events)
 
 
 @library_words
@@ -204,7 +219,7 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     """Read a campaign directory (finished or not). group_by overrides the campaign's own
     grouping for the summary (e.g. ["batch_size"]); the files on disk are not changed."""
     directory = Path(campaign_dir)
-    manifest = ManifestStore(directory).load()
+    manifest = load_manifest(directory)
     statistics = manifest.execution.statistics
     if group_by is not None:
         try:

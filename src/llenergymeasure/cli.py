@@ -23,15 +23,13 @@ from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.console import cli_console
 from llenergymeasure.contract import LOG_FILE
 from llenergymeasure.errors import LemError, printable
-from llenergymeasure.orchestrator.names import FORCE_FLAG
+from llenergymeasure.faces import cli_flag
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
-    from llenergymeasure.conductor import Plan
+    from llenergymeasure.conductor import ManifestEntry, Plan, RunSummary
     from llenergymeasure.config.describe import Parameter
-    from llenergymeasure.orchestrator.campaign import RunSummary
-    from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 app = typer.Typer(
     help="LLenergyMeasure: measure the energy, throughput and latency of LLM inference.",
@@ -41,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = cli_console()
+FORCE_FLAG = cli_flag("force_unlock")
 err = cli_console(stderr=True)
 
 OutputDir = Annotated[
@@ -83,8 +82,6 @@ Cycles = Annotated[
 OrderOption = Annotated[
     Order | None, typer.Option("--order", help="interleaved, shuffled or grouped (overrides).")
 ]
-CLI_DEFAULT_CYCLES = 3
-"""Cycles when neither the campaign file nor --cycles says: enough for a spread and a CI."""
 RunnerOpt = Annotated[
     RunnerChoice | None,
     typer.Option(
@@ -262,31 +259,21 @@ def resume(
     (pending, interrupted, and running when its orchestrator died); finished results are
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
-    from llenergymeasure.config.settings import load_settings
-    from llenergymeasure.orchestrator.manifest import ManifestStore, result_missing, to_resume
-    from llenergymeasure.orchestrator.names import LOCK_FILE
 
-    root = (results_dir or Path(load_settings().results_dir)).resolve()
-    directory = campaign_dir or _newest_unfinished(root, retry_failed)
-    if directory is None:
+    root, found = conductor.resumable(campaign_dir, results_dir, retry_failed)
+    if found is None:
         if not quiet:
             err.print(f"Nothing to resume: no unfinished campaign under {root}/")
         if json_out:
             out.print_json(json.dumps({"campaign_dir": None, "experiments": []}))
         return
-    directory = directory.resolve()
-    manifest = ManifestStore(directory).load()
-    pending = to_resume(directory, manifest, retry_failed)
+    directory, manifest, pending = found.campaign_dir, found.manifest, found.pending
     if dry_run:
-        rows = [
-            describe(e) + (" (result.json missing)" if result_missing(directory, e) else "")
-            for e in pending
-        ]
+        missing = " (result.json missing)"
+        rows = [describe(e) + (missing if found.result_missing(e) else "") for e in pending]
         _print_entries(f"Would run ({len(pending)})", rows, json_out)
         return
-    # A lock left behind means its orchestrator died: its end (results.csv, summary.csv, the
-    # lock itself) still has to be done, even with nothing left to run.
-    if not pending and not (directory / LOCK_FILE).exists():
+    if not pending and not found.unfinished:
         if json_out:
             _print_entries("Would run (0)", [], json_out)
         failed = manifest.failed()
@@ -325,13 +312,15 @@ CampaignDir = Annotated[Path, typer.Argument(help="Campaign directory (results/<
 @app.command()
 def status(campaign_dir: CampaignDir, json_out: JsonOut = False) -> None:
     """Where each run stands: the manifest, and a batch scheduler's state for runs it holds."""
-    from llenergymeasure.orchestrator.status import campaign_status, counts
+    from collections import Counter
 
-    rows = campaign_status(campaign_dir)
+    from llenergymeasure import conductor
+
+    rows = conductor.status(campaign_dir)
     if json_out:
         out.print_json(json.dumps([r.__dict__ for r in rows]))
         return
-    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts(rows).items())))
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in rows).items())))
     for r in rows:
         job = f" job {r.job_id}" if r.job_id else ""
         out.print(escape(f"{r.key}: {r.status}{job} {r.detail}".rstrip()), soft_wrap=True)
@@ -341,14 +330,15 @@ def status(campaign_dir: CampaignDir, json_out: JsonOut = False) -> None:
 def repair(
     campaign_dir: CampaignDir,
     force_unlock: Annotated[
-        bool, typer.Option(FORCE_FLAG, help="Take over a lock that names another machine.")
+        bool,
+        typer.Option(FORCE_FLAG, help="Take over a lock that names another machine."),
     ] = False,
 ) -> None:
     """Rebuild a damaged manifest.json from the result files and the journal; says what it
     could not recover. The damaged files are kept beside it."""
-    from llenergymeasure.orchestrator.repair import repair_campaign
+    from llenergymeasure import conductor
 
-    report = repair_campaign(campaign_dir, force_unlock=force_unlock, notice=err.print)
+    report = conductor.repair(campaign_dir, force_unlock=force_unlock, notice=err.print)
     for line in report.lines():
         out.print(escape(line), soft_wrap=True, highlight=False)
 
@@ -563,7 +553,7 @@ class _Run:
 
 
 def _parse_gpus(text: str | None) -> tuple[int, ...] | None:
-    from llenergymeasure.orchestrator.schedule import parse_gpus
+    from llenergymeasure.conductor import parse_gpus
 
     return parse_gpus(text) if text is not None else None
 
@@ -595,19 +585,13 @@ def _start(plan: Plan, options: _Run, dry_run: bool) -> None:
 
 
 def _print_dry_run(plan: Plan, json_out: bool) -> None:
-    from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
+    from llenergymeasure.conductor import planned_runs
 
-    campaign = plan.campaign
-    assert campaign is not None
-    execution = resolve_execution(campaign.config, plan.settings)
-    experiments = campaign.experiments
-    pairs = run_order(len(experiments), plan.cycles, execution.order, execution.order_seed)
+    execution, runs = planned_runs(plan)
+    experiments = plan.campaign.experiments if plan.campaign else []
     rows = [
-        escape(
-            f"{experiments[i].experiment_id} cycle {c} "
-            + ", ".join(f"{k}={v}" for k, v in experiments[i].label.items())
-        )
-        for i, c in pairs
+        escape(f"{e.experiment_id} cycle {c} " + ", ".join(f"{k}={v}" for k, v in e.label.items()))
+        for e, c in runs
     ]
     seed = f", order_seed {execution.order_seed}" if execution.order_seed is not None else ""
     title = (
@@ -743,22 +727,6 @@ def describe(entry: ManifestEntry) -> str:
     from llenergymeasure.display import describe as shown
 
     return shown(entry)
-
-
-def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
-    """The newest campaign under results_dir with something to run."""
-    from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
-    from llenergymeasure.orchestrator.names import MANIFEST_FILE
-
-    candidates = []
-    for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
-        try:
-            manifest = ManifestStore(manifest_path.parent).load()
-        except LemError:
-            continue
-        if to_resume(manifest_path.parent, manifest, retry_failed):
-            candidates.append((manifest.created_at, manifest_path.parent))
-    return max(candidates)[1] if candidates else None
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,9 @@ from llenergymeasure.config.experiment import parameter_names
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 DAY_S = 24 * 3600
+DEFAULT_CYCLES = 3
+"""Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
+a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
 
 
 NodeRunner = Literal["local", "docker"]
@@ -143,8 +146,7 @@ class CampaignConfig(BaseModel):
         None,
         ge=1,
         le=1000,
-        description="Repetitions of the whole experiment set; unset: 3 from the CLI, "
-        "1 from the library API.",
+        description=f"Repetitions of the whole experiment set; unset: {DEFAULT_CYCLES}.",
     )
     order: Order = Field(
         "interleaved",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.config.campaign import DEFAULT_CYCLES
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.errors import ConfigError
@@ -47,7 +48,6 @@ def detach(
     campaign: Campaign,
     settings: UserSettings,
     runner_plan: RunnerPlan,
-    default_cycles: int,
     body: ArrayBody | None = None,
 ) -> Detached:
     """Create the campaign and submit all its runs; the manifest records every job id.
@@ -61,7 +61,7 @@ def detach(
     directory = create_campaign(
         campaign,
         Path(settings.results_dir),
-        default_cycles=default_cycles,
+        default_cycles=DEFAULT_CYCLES,
         settings=settings,
         runner_name=runner_plan.name,
     )

@@ -28,13 +28,14 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from llenergymeasure.errors import DispatchError, Option
+from llenergymeasure.faces import cli_words
 from llenergymeasure.orchestrator.manifest import utcnow
 
 LOCK_DIR_ENV = "LEM_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = Path("/tmp/lem-gpu-locks")
 WAIT_NOTICE_EVERY_S = 60.0
 POLL_S = 0.2
-NO_WAIT_FLAG = "--no-wait-for-gpus"
+NO_WAIT = Option("wait_for_gpus", False)
 
 
 class DeviceBusyError(DispatchError):
@@ -151,7 +152,7 @@ class DeviceLocks:
     def _wait_for(self, lock: FileLock, what: str, holder: str) -> None:
         start = self.clock()
         self.notice(
-            f"waiting for {what}: in use by {holder} (Ctrl+C stops; {NO_WAIT_FLAG} refuses "
+            f"waiting for {what}: in use by {holder} (Ctrl+C stops; {cli_words(NO_WAIT)} refuses "
             "instead of waiting)"
         )
         next_notice = start + WAIT_NOTICE_EVERY_S

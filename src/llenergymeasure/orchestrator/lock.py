@@ -29,9 +29,10 @@ from pathlib import Path
 from types import TracebackType
 
 from llenergymeasure.errors import DispatchError, Option
+from llenergymeasure.faces import cli_words
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.manifest import utcnow
-from llenergymeasure.orchestrator.names import FORCE_FLAG, LOCK_FILE
+from llenergymeasure.orchestrator.names import LOCK_FILE
 
 FORCE = Option("force_unlock", True)
 
@@ -151,7 +152,7 @@ class CampaignLock:
                     "run the same command with {0}",
                     options=(FORCE,),
                 )
-            self.notice(f"took over the lock of {previous.describe()} ({FORCE_FLAG})")
+            self.notice(f"took over the lock of {previous.describe()} ({cli_words(FORCE)})")
         elif previous.alive() and previous.pid != os.getpid():
             # flock was free yet the holder lives: a filesystem where flock does not work
             if not self.force:
@@ -160,7 +161,7 @@ class CampaignLock:
                     "running; stop it first (or, if it is not running lem, use {0})",
                     options=(FORCE,),
                 )
-            self.notice(f"took over the lock of {previous.describe()} ({FORCE_FLAG})")
+            self.notice(f"took over the lock of {previous.describe()} ({cli_words(FORCE)})")
         else:
             self.notice(
                 f"took over a stale lock: {previous.describe()} is no longer running "

@@ -5,7 +5,6 @@ lock."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,3 @@ def campaign_status(campaign_dir: Path) -> list[RunState]:
                 RunState(entry.key, "lost", job_id, f"{why}, no result; lem resume runs it again")
             )
     return rows
-
-
-def counts(rows: list[RunState]) -> dict[str, int]:
-    return dict(Counter(r.status for r in rows))

@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+from llenergymeasure.contract import WORKER_START_ENV
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
     ContainerRecord,
@@ -30,7 +31,6 @@ from llenergymeasure.orchestrator.runners.docker import (
     service_of,
 )
 from llenergymeasure.orchestrator.runners.local import worker_env_launch
-from llenergymeasure.worker.launch import WORKER_START_ENV
 
 COLD_START = "spawn: cold start on purpose (the docker runner: a fresh container per run)"
 

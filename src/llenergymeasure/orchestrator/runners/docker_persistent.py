@@ -27,6 +27,7 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from llenergymeasure.config.descriptor import descriptor
+from llenergymeasure.contract import WORKER_START_ENV
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
@@ -50,7 +51,6 @@ from llenergymeasure.orchestrator.runners.local import (
     spawn_reason,
     worker_env_launch,
 )
-from llenergymeasure.worker.launch import WORKER_START_ENV
 
 FORK_CLIENT = ["python", "-m", "llenergymeasure.worker.container_fork"]
 """Runs in the container: `serve` (the fork server), `run exp.json` (one forked worker)."""

@@ -29,9 +29,14 @@ from pathlib import Path
 from typing import IO
 
 from llenergymeasure.config.descriptor import descriptors
+from llenergymeasure.contract import (
+    HOST_PID_ENV,
+    LAUNCH_ENV,
+    PRELOAD,
+    WORKER_START_ENV,
+    fork_target,
+)
 from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, RunnerBase, gpu_env
-from llenergymeasure.worker.forked import PRELOAD, child_main
-from llenergymeasure.worker.launch import HOST_PID_ENV, LAUNCH_ENV, WORKER_START_ENV
 
 POLL_S = 0.1
 
@@ -127,7 +132,7 @@ class ForkedWorker(WorkerProcess):
 
     def start(self) -> None:
         context = multiprocessing.get_context("forkserver")
-        self.proc = context.Process(target=child_main, args=self.args, daemon=False)
+        self.proc = context.Process(target=fork_target, args=self.args, daemon=False)
         self.proc.start()
 
     @property
