@@ -1,0 +1,120 @@
+"""`lem results`, `lem compare` and `lem report`: what a campaign measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from llenergymeasure.cli import options as opts
+from llenergymeasure.cli import running
+from llenergymeasure.cli.options import app, out
+from llenergymeasure.errors import printable
+
+
+@app.command()
+def results(
+    campaign_dir: opts.CampaignDir,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="Parameters to group by, e.g. backend,batch_size (default: the campaign's "
+            "statistics.group_by, else one group per experiment).",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the counts.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also failures and the recorded settings.")
+    ] = False,
+    json_out: opts.JsonOut = False,
+) -> None:
+    """Print the statistics across cycles: mean and CI per configuration (or group)."""
+    from llenergymeasure.api import load_results
+    from llenergymeasure.display import summary_table
+
+    keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
+    loaded = load_results(campaign_dir, group_by=keys)
+    manifest = loaded.manifest
+    recorded = manifest.execution.settings
+    if json_out:
+        records = json.loads(loaded.summary.to_json(orient="records"))
+        data = {
+            "campaign_id": manifest.campaign_id,
+            "campaign_dir": str(loaded.campaign_dir),
+            "counts": manifest.counts(),
+            "settings": recorded.model_dump(mode="json") if recorded is not None else None,
+            "failed": [running.failure(e) for e in loaded.failed],
+            "summary": records,
+        }
+        out.print_json(json.dumps(data))
+        return
+    if not quiet:
+        out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))
+    out.print(f"{manifest.counts_text()}.")
+    if verbose:
+        for entry in loaded.failed:
+            error = escape(printable(entry.error or ""))
+            out.print(f"[red]{entry.status}[/] {running.describe(entry)}: {error}", soft_wrap=True)
+        if recorded is not None:
+            running.print_settings(out, recorded.model_dump(mode="json"))
+
+
+@app.command()
+def compare(
+    campaign_dir: opts.CampaignDir,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="Experiment id, unique prefix or label; default: all pairs."
+        ),
+    ] = None,
+    json_out: opts.JsonOut = False,
+) -> None:
+    """Ratios of energy per output token, throughput and p99 latency, paired by cycle, with
+    bootstrap intervals and Holm-corrected p-values."""
+    from llenergymeasure.api import load_results
+    from llenergymeasure.results import compare as cmp
+
+    loaded = load_results(campaign_dir)
+    stats = loaded.manifest.execution.statistics
+    labels = cmp.run_labels(loaded.runs)
+    found = cmp.compare(
+        loaded.runs,
+        baseline,
+        labels=labels,
+        resamples=stats.bootstrap_resamples,
+        confidence=stats.confidence,
+        seed=stats.seed,
+    )
+    if json_out:
+        rows = [c.as_dict() | {"label": labels.get(c.experiment_id)} for c in found]
+        out.print_json(json.dumps({"correction": cmp.CORRECTION, "comparisons": rows}))
+        return
+    out.print(cmp.render(found, labels, stats.confidence))
+
+
+@app.command()
+def report(
+    campaign_dir: opts.CampaignDir,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where to write (default: <campaign>/report)."),
+    ] = None,
+    timeseries: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--timeseries",
+            help="Experiment id (or unique prefix) whose power time-series to plot; repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Write report.html (self-contained) and PNG plots for a campaign."""
+    from llenergymeasure.api import load_results
+    from llenergymeasure.results.report import write_report  # matplotlib: only when asked
+
+    path = write_report(load_results(campaign_dir), output_dir, timeseries)
+    out.print(f"Report: {path} (plots beside it)", soft_wrap=True)
