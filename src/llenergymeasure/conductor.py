@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from llenergymeasure.orchestrator.repair import RepairReport
     from llenergymeasure.orchestrator.status import RunState
 
-__all__ = ["Events", "Manifest", "ManifestEntry", "RunSummary", "parse_gpus"]
+__all__ = ["DEFAULT_CYCLES", "Events", "Manifest", "ManifestEntry", "RunSummary", "parse_gpus"]
 """What the faces name from the host, through here."""
 
 Face = Literal["cli", "api"]

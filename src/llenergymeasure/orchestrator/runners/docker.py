@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -426,8 +425,8 @@ def read_spec(job: Job) -> ExperimentSpec:
 
 
 class CliProcess:
-    """A docker CLI command writing into a log file; stop() (also on leaving a with-block)
-    kills its process group unless it ended."""
+    """A docker CLI command writing into a log file; stop() kills its process group unless
+    it ended (CampaignProject.run_cli starts and stops it)."""
 
     def __init__(self, cmd: list[str], log_path: Path) -> None:
         self.cmd, self.log_path = cmd, log_path
@@ -470,18 +469,6 @@ class CliProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-
-    def __enter__(self) -> CliProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def outcome(

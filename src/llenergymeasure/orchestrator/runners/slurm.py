@@ -37,33 +37,14 @@ from llenergymeasure.orchestrator.runners import (
 
 POLL_S = 0.5
 PROVISION = "scripts/provision-slurm.sh"
-ENDED = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "REVOKED",
-}
-
-LIVE = {
-    "PENDING",
-    "CONFIGURING",
-    "RUNNING",
-    "COMPLETING",
-    "REQUEUED",
-    "REQUEUE_FED",
-    "REQUEUE_HOLD",
-    "RESIZING",
-    "SUSPENDED",
-    "STOPPED",
-    "SIGNALING",
-    "STAGE_OUT",
-}
+ENDED = frozenset(
+    "COMPLETED FAILED CANCELLED TIMEOUT NODE_FAIL PREEMPTED OUT_OF_MEMORY BOOT_FAIL "  # noqa: SIM905
+    "DEADLINE REVOKED".split()
+)
+LIVE = frozenset(
+    "PENDING CONFIGURING RUNNING COMPLETING REQUEUED REQUEUE_FED REQUEUE_HOLD RESIZING "  # noqa: SIM905
+    "SUSPENDED STOPPED SIGNALING STAGE_OUT".split()
+)
 """squeue states of a job that has not ended: it is waited for, never submitted again."""
 
 
@@ -148,9 +129,9 @@ def _squeue_state(job_id: str) -> str | None:
 
 def preflight(
     settings: SlurmSettings, results_dir: Path, sources: Mapping[str, str] | None = None
-) -> None:
-    """Bad settings fail here, before anything is submitted (exit code 2). sources: where
-    each `slurm.<key>` came from, to name it in the message."""
+) -> str:
+    """Bad settings fail here, before anything is submitted (exit code 2); else what was
+    found, for `lem doctor`. sources: where each `slurm.<key>` came from, to name it."""
     sources = sources or {}
     for tool in ("sbatch", "squeue", "scancel", "sinfo"):
         if shutil.which(tool) is None:
@@ -181,32 +162,24 @@ def preflight(
             f"runner slurm: unknown partition {settings.partition!r} (from "
             f"{sources.get('slurm.partition', 'default')}); known: {', '.join(partitions)}"
         )
+    found = f"partitions: {', '.join(partitions)}; results dir {results_dir}"
     nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
-    if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
-        fs = filesystem_type(results_dir)
-        if fs not in SHARED_FS:
-            raise PreflightError(
-                f"runner slurm: the results directory {results_dir} is on {fs}, which the "
-                f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
-                f"filesystem ({', '.join(sorted(SHARED_FS))}) with {{0}}",
-                options=(Option("output_dir"),),
-            )
+    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        return f"{found}: one node, this machine (shared trivially)"
+    fs = filesystem_type(results_dir)
+    if fs not in SHARED_FS:
+        raise PreflightError(
+            f"runner slurm: the results directory {results_dir} is on {fs}, which the "
+            f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
+            f"filesystem ({', '.join(sorted(SHARED_FS))}) with {{0}}",
+            options=(Option("output_dir"),),
+        )
+    return f"{found} on {fs}"
 
 
-SHARED_FS = {
-    "nfs",
-    "nfs4",
-    "lustre",
-    "gpfs",
-    "beegfs",
-    "cephfs",
-    "ceph",
-    "fuse.glusterfs",
-    "smb2",
-    "cifs",
-    "wekafs",
-    "fuse.juicefs",
-}
+SHARED_FS = frozenset(
+    "nfs nfs4 lustre gpfs beegfs cephfs ceph fuse.glusterfs smb2 cifs wekafs fuse.juicefs".split()  # noqa: SIM905
+)
 
 
 def max_array_size() -> int:
@@ -217,19 +190,6 @@ def max_array_size() -> int:
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
             return max(1, int(value.strip()))
     return 1001
-
-
-def partitions() -> list[str]:
-    """Slurm's partitions (sinfo), the default one without its '*'."""
-    return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
-
-
-def shared_how(results_dir: Path) -> str:
-    """Why every node sees results_dir: one node (this machine), or its filesystem type."""
-    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
-    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
-        return f"results dir {results_dir}: one node, this machine (shared trivially)"
-    return f"results dir {results_dir} on {filesystem_type(results_dir)}"
 
 
 def filesystem_type(path: Path) -> str:
@@ -476,12 +436,11 @@ class SlurmQueue:
         root = Path(settings.results_dir if settings is not None else "results").resolve()
         try:
             slurm = settings.slurm if settings is not None else SlurmSettings()
-            preflight(slurm, root, settings.sources if settings is not None else None)
+            found = preflight(slurm, root, settings.sources if settings is not None else None)
         except PreflightError as e:
             fix = "LEM_SLURM_PARTITION: one sinfo lists; results on a shared filesystem (-o DIR)"
             return ("fail" if needed else "warn"), printable(str(e), 600), fix
-        found = f"sbatch, squeue found; partitions: {', '.join(partitions())}; "
-        return "ok", found + shared_how(root), ""
+        return "ok", f"sbatch, squeue found; {found}", ""
 
     def refuse_strays(self, campaign_id: str, known: set[str], unknown: list[str]) -> None:
         """A detached submission killed between sbatch and recording the task ids leaves runs
