@@ -76,3 +76,11 @@ def test_dir_shows_the_api_and_help_flags_are_plain(capsys: pytest.CaptureFixtur
         assert cli(args) == 0
         text = capsys.readouterr().out
         assert "Usage: lem" in text and "<bool>" not in text, text
+
+
+def test_resume_without_a_directory_picks_from_the_results_folder(tmp_path: Path) -> None:
+    """lem.resume() chooses as `lem resume` does (the conductor's one selection): with no
+    unfinished campaign under the folder, it says so and names the folder."""
+    with pytest.raises(ConfigError, match="nothing to resume") as info:
+        lem.resume(results_dir=tmp_path)
+    assert str(tmp_path.resolve()) in str(info.value)
