@@ -120,12 +120,7 @@ class RunnerBase:
         self.open()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         with self._lock:
             self._closed = True
         self.close()
@@ -149,9 +144,6 @@ class RunnerBase:
         if self._closed:
             raise DispatchError(f"the {self.name} runner was closed; no new worker starts")
         return self.stop_at is not None
-
-    def run(self, job: Job) -> Outcome:
-        raise NotImplementedError
 
 
 @runtime_checkable
