@@ -88,8 +88,7 @@ bench: $(STAMP)
 		$(LEM_BENCH_IMAGE_TAG),--image-tag $(LEM_BENCH_IMAGE_TAG))
 	$(BIN)/python benchmarks/persistent_fork.py --rounds $(BENCH_ROUNDS) $(if \
 		$(LEM_BENCH_IMAGE_TAG),--image-tag $(LEM_BENCH_IMAGE_TAG))
-	$(BIN)/python benchmarks/bootstrap_coverage.py --out benchmarks/results/bootstrap_coverage.json
-	$(BIN)/python benchmarks/paired_coverage.py --out benchmarks/results/paired_coverage.json
+	$(BIN)/python benchmarks/stats_coverage.py --record
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .mypy_cache .ruff_cache .pytest_cache

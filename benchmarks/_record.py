@@ -4,7 +4,6 @@ replaced on each run so the page always shows the last recorded run of each benc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -105,16 +104,3 @@ def spread(values: list[float]) -> dict[str, float]:
         "min": ordered[0],
         "max": ordered[-1],
     }
-
-
-def coverage_args(doc: str | None, trials: int, resamples: int) -> argparse.Namespace:
-    """The command line shared by the coverage simulations (bootstrap_coverage, paired_coverage),
-    printed back so a table carries the settings it was made with."""
-    parser = argparse.ArgumentParser(description=doc)
-    parser.add_argument("--trials", type=int, default=trials)
-    parser.add_argument("--resamples", type=int, default=resamples)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--out", help="also write the coverage table as JSON here")
-    args = parser.parse_args()
-    print(f"trials {args.trials}, resamples {args.resamples}, confidence {args.confidence}")
-    return args

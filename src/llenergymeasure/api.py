@@ -51,6 +51,7 @@ from llenergymeasure.faces import in_library_words
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.collate import results_frame
+from llenergymeasure.results.compare import Comparisons, compare, run_labels
 from llenergymeasure.results.schema import ExperimentResult
 
 ConfigOrPath = str | Path | Mapping[str, Any] | BaseModel
@@ -87,12 +88,35 @@ class CampaignResults:
     runs: pd.DataFrame
     """results.csv: one flat row per run, failed and pending ones included."""
     summary: pd.DataFrame
-    """summary.csv: mean, spread and bootstrap CI per group and metric."""
+    """summary.csv: mean, spread and Student-t CI per group and metric."""
 
     @property
     def failed(self) -> list[ManifestEntry]:
         """Runs that ended without a result on their own (status failed or oom)."""
         return self.manifest.failed()
+
+    def compare(
+        self, a: str | None = None, b: str | None = None, *, baseline: str | None = None
+    ) -> Comparisons:
+        """`lem compare`: a against b (ids, unique prefixes or labels), else every experiment
+        against baseline (default: the first of the campaign file's grid), paired by cycle."""
+        if (a is None) != (b is None) or (a is not None and baseline is not None):
+            raise ConfigError("compare takes a and b, or neither and optionally baseline")
+        return compare(
+            self.runs,
+            self.experiment_order,
+            pair=(a, b) if a is not None and b is not None else None,
+            baseline=baseline,
+            labels=run_labels(self.runs),
+            confidence=self.manifest.execution.statistics.confidence,
+        )
+
+    @property
+    def experiment_order(self) -> list[str]:
+        """Experiment ids in the campaign file's grid order (experiments.json keeps it)."""
+        from llenergymeasure.conductor import experiment_order
+
+        return experiment_order(self.campaign_dir)
 
 
 @library_words

@@ -232,6 +232,13 @@ def load_manifest(campaign_dir: Path) -> Manifest:
     return ManifestStore(campaign_dir).load()
 
 
+def experiment_order(campaign_dir: Path) -> list[str]:
+    """Experiment ids in the campaign file's grid order (experiments.json keeps it)."""
+    from llenergymeasure.orchestrator.experiments import ExperimentSpecs
+
+    return ExperimentSpecs(campaign_dir).experiment_ids()
+
+
 @dataclass(frozen=True)
 class Resumable:
     """What a resume of a campaign directory would run, read before it is planned."""

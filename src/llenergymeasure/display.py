@@ -15,8 +15,9 @@ from rich.table import Table
 
 from llenergymeasure.orchestrator.campaign import Events
 from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry
-from llenergymeasure.results.aggregate import FEW_RUNS, FEW_RUNS_CAVEAT, QUALITY, VARIES_WITHIN
+from llenergymeasure.results.aggregate import QUALITY, VARIES_WITHIN
 from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.stats import MEAN_METHOD
 
 
 def describe(entry: ManifestEntry) -> str:
@@ -177,9 +178,8 @@ TABLE_METRICS = {
 }
 
 
-def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> Table:
-    """One row per group of summary.csv: the mean and CI of the headline metrics. caveat:
-    say when too few runs back an interval (not for a single `lem run`, which asks none)."""
+def summary_table(title: str, statistics: pd.DataFrame) -> Table:
+    """One row per group of summary.csv: the mean and CI of the headline metrics."""
     table = Table(title=title)
     labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
     shown = [c for c in labels if c != "experiment_id"] or labels
@@ -206,11 +206,9 @@ def summary_table(title: str, statistics: pd.DataFrame, caveat: bool = True) -> 
     if len(statistics):
         confidence = float(statistics["confidence"].iloc[0])
         table.caption = (
-            f"mean [{confidence:.0%} CI, percentile bootstrap across runs]; "
+            f"mean [{confidence:.0%} CI, {MEAN_METHOD} over the row's runs; none from 1 run]; "
             "n/a: not measured (never 0)"
         )
-        if caveat and int(statistics["n"].max()) < FEW_RUNS:
-            table.caption += f"\n{FEW_RUNS_CAVEAT}"
     return table
 
 

@@ -137,7 +137,7 @@ def test_grid_ends_with_the_statistics_table(grid: GridRun) -> None:
     assert f"Campaign {grid.manifest.campaign_id}" in stdout
     assert "tokens/s" in stdout and "J/token" in stdout
     assert "n/a" in stdout  # energy: not measured, not 0
-    assert "fewer than 10 runs" in stdout  # 2 cycles: the CI caveat
+    assert "95% CI, Student t over the row's runs" in stdout  # the method, not a caveat
     summary = pd.read_csv(grid.dir / "summary.csv")
     assert len(summary) == 4 * len(METRICS)
     assert set(summary["experiment_id"]) == {e.experiment_id for e in grid.manifest.entries}
@@ -165,7 +165,8 @@ def test_lem_results_json_matches_the_results(grid: GridRun) -> None:
             assert row["n"] == 2
             assert row["mean"] == pytest.approx(sum(values) / 2)
             assert row["min"] == pytest.approx(min(values))
-            assert row["min"] <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= row["max"]
+            assert row["ci_low"] < row["mean"] < row["ci_high"]  # t, 1 degree of freedom
+            assert row["ci_method"] == "Student t"
             assert {row["batch_size"], row["precision"]} == {
                 runs[0].config.batch_size,
                 runs[0].config.precision,
@@ -361,8 +362,8 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
     campaign_dir = only_campaign_dir(tmp_path / "out")
     manifest = load_manifest(campaign_dir)
     assert [(e.status, e.attempts, e.cycle) for e in manifest.entries] == [("done", 1, 1)]
-    # A single run asks for no interval: no CI caveat; -v names its worker log.
-    assert "fewer than 10 runs" not in proc.stdout, explain(proc)
+    # A single run has no interval; -v names its worker log.
+    assert "none from 1 run" in " ".join(proc.stdout.split()), explain(proc)
     log = campaign_dir / Path(manifest.entries[0].exp_path).parent / "worker.log"
     assert f"log {log}" in proc.stdout and log.is_file(), explain(proc)
     assert manifest.campaign_name == "experiment"

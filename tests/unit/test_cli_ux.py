@@ -415,7 +415,7 @@ def test_tables_off_a_terminal_keep_every_column_and_name(tmp_path: Path) -> Non
     assert max(map(len, lines)) > 80  # not cut at a terminal's default width
     for text in ("J/token adjusted", "p50 latency s", "decoding.temperature", "max_output_tokens"):
         assert any(text in line for line in lines), (text, proc.stdout)
-    assert any("fewer than 10 runs" in line for line in lines)  # the CI caveat, on one line
+    assert any("95% CI, Student t over the row's runs" in line for line in lines)  # one line
     # rows whole and sorted by the swept values (max_output_tokens, batch_size, temperature)
     rows = [line for line in lines if line.startswith("│ ")]
     assert [r.split("│")[1].strip() for r in rows[:3]] == ["8, 1, 0.5", "8, 1, 0.7", "8, 2, 0.5"]

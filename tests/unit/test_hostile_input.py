@@ -68,7 +68,7 @@ VALID: dict[str, Any] = {
     "output_dir": "results",
     "timeout_s": 60,
     "gaps": {"between_experiments_s": 0, "between_cycles_s": 0},
-    "statistics": {"group_by": ["batch_size"], "bootstrap_resamples": 200},
+    "statistics": {"group_by": ["batch_size"], "confidence": 0.9},
     "base": {
         "model": "builtin:tiny-llama",
         "backend": "pytorch",

@@ -95,6 +95,13 @@ def test_the_orchestrator_never_imports_the_worker(path: Path) -> None:
     assert _names(path, ("llenergymeasure.worker",)) == []
 
 
+def test_stats_is_a_leaf() -> None:
+    """llenergymeasure.stats imports nothing of the project: library users, results and the
+    benchmarks share it without pulling in anything else."""
+    assert _names(PACKAGE / "stats.py", ("llenergymeasure",)) == []
+    assert _names(PACKAGE / "stats.py", ("scipy.special",))  # the walker sees its imports
+
+
 def test_worker_boundary_file_names_are_written_once() -> None:
     """exp.json, result.json, error.json, timeseries.parquet and worker.log are spelled only in
     contract.py; every other module names them through it."""

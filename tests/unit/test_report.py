@@ -37,7 +37,7 @@ grid:
   batch_size: [1, 4]
   precision: [fp32, bf16]
 """
-PER_EXPERIMENT = StatisticsConfig(bootstrap_resamples=500)
+PER_EXPERIMENT = StatisticsConfig()
 
 
 def energy_for(spec: ExperimentSpec) -> dict[str, object]:
@@ -182,7 +182,8 @@ def test_report_files_are_self_contained(tmp_path: Path, write_yaml: WriteYaml) 
         assert width > 400 and height > 300
     assert loaded.manifest.campaign_id in page
     assert "interleaved" in page
-    assert "fewer than 10 runs" in page  # 2 cycles: the CI caveat is shown
+    assert "fewer than 10 runs" not in page  # the intervals keep their coverage at 2 runs
+    assert "95% CI (Student t, over the n runs of each row)" in page
     assert "No energy was measured" not in page
     bf16_4 = summarize(loaded.runs, PER_EXPERIMENT)
     mean = bf16_4[

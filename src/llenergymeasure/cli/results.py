@@ -12,7 +12,7 @@ from rich.markup import escape
 from llenergymeasure.cli import options as opts
 from llenergymeasure.cli import running
 from llenergymeasure.cli.options import app, out
-from llenergymeasure.errors import printable
+from llenergymeasure.errors import ConfigError, printable
 
 
 @app.command()
@@ -66,35 +66,34 @@ def results(
 @app.command()
 def compare(
     campaign_dir: opts.CampaignDir,
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(help="A B: compare experiment A with B (ids, unique prefixes or labels)."),
+    ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
-            "--baseline", help="Experiment id, unique prefix or label; default: all pairs."
+            "--baseline",
+            help="Without A B: compare every experiment with this one (id, unique prefix or "
+            "label); default: the first of the campaign file's grid.",
         ),
     ] = None,
     json_out: opts.JsonOut = False,
 ) -> None:
-    """Ratios of energy per output token, throughput and p99 latency, paired by cycle, with
-    bootstrap intervals and Holm-corrected p-values."""
+    """Say which configuration uses less energy per output token, has more throughput and
+    lower p99 latency, by how much: paired by cycle, t intervals on the log ratios,
+    Holm-corrected p-values."""
     from llenergymeasure.api import load_results
-    from llenergymeasure.results import compare as cmp
+    from llenergymeasure.results.compare import lines as compare_lines
 
-    loaded = load_results(campaign_dir)
-    stats = loaded.manifest.execution.statistics
-    labels = cmp.run_labels(loaded.runs)
-    found = cmp.compare(
-        loaded.runs,
-        baseline,
-        labels=labels,
-        resamples=stats.bootstrap_resamples,
-        confidence=stats.confidence,
-        seed=stats.seed,
-    )
+    if experiments is not None and (len(experiments) != 2 or baseline is not None):
+        raise ConfigError("lem compare takes two experiments (A B), or none and --baseline")
+    found = load_results(campaign_dir).compare(*(experiments or []), baseline=baseline)
     if json_out:
-        rows = [c.as_dict() | {"label": labels.get(c.experiment_id)} for c in found]
-        out.print_json(json.dumps({"correction": cmp.CORRECTION, "comparisons": rows}))
+        out.print_json(json.dumps(found.as_dict()))
         return
-    out.print(cmp.render(found, labels, stats.confidence))
+    for line in compare_lines(found):
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -95,7 +95,7 @@ def resume(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_resume(directory, overrides)
-    options = running.RunView(quiet, verbose, json_out, single=False)
+    options = running.RunView(quiet, verbose, json_out)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "

@@ -70,7 +70,7 @@ def campaign(
                 soft_wrap=True,
             )
         return
-    running.start(plan, running.RunView(quiet, verbose, json_out, single=False), dry_run)
+    running.start(plan, running.RunView(quiet, verbose, json_out), dry_run)
 
 
 @app.command()
@@ -100,4 +100,4 @@ def run(
         wait_for_gpus=wait_for_gpus,
     )
     plan = conductor.plan_campaign(lambda _keys, _limit: load_experiment(file), overrides)
-    running.start(plan, running.RunView(quiet, verbose, json_out, single=True), dry_run)
+    running.start(plan, running.RunView(quiet, verbose, json_out), dry_run)

@@ -29,8 +29,6 @@ class RunView:
     quiet: bool
     verbose: bool
     json_out: bool
-    single: bool
-    """One experiment, one run (`lem run`): no caveat about too few runs for a CI."""
 
     @property
     def verbosity(self) -> int:
@@ -109,7 +107,7 @@ def execute(plan: Plan, options: RunView, on_created: Callable[[Path], None] | N
             from llenergymeasure.display import summary_table
 
             title = f"Campaign {summary.manifest.campaign_id}"
-            out.print(summary_table(title, summary.statistics, caveat=not options.single))
+            out.print(summary_table(title, summary.statistics))
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)

@@ -1,5 +1,6 @@
 """Statistics across cycles: for each configuration (or each `group_by` group) the mean, spread
-and a percentile-bootstrap confidence interval of every headline metric.
+and the Student-t confidence interval of the mean (llenergymeasure.stats) of every headline
+metric.
 
 The summary is long ("tidy"): one row per group and metric, with n, mean, std, cv, min, max,
 ci_low, ci_high. A metric nobody measured (energy on a CPU) has n = 0 and nulls, never 0.
@@ -16,6 +17,7 @@ import pandas as pd
 
 from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.results.collate import QUALITY_REASONS, QUALITY_STATUS, write_tables
+from llenergymeasure.stats import MEAN_METHOD, mean_ci
 
 SUMMARY_STEM = "summary"
 
@@ -47,12 +49,6 @@ LEVEL_ORDER = "level_index"
 
 STAT_COLUMNS = ("n", "mean", "std", "cv", "min", "max", "ci_low", "ci_high")
 
-FEW_RUNS = 10
-FEW_RUNS_CAVEAT = (
-    "With fewer than 10 runs per group the percentile-bootstrap intervals are too narrow: in "
-    "simulation (normal samples) nominal 95% intervals held the true mean 75% of the time at "
-    "n=3, 83% at n=5 and 90% at n=10 (benchmarks/RESULTS.md)."
-)
 CONFIG_PREFIX = "config."
 
 
@@ -68,39 +64,13 @@ class Stats:
     ci_high: float | None = None
 
 
-def bootstrap_ci(
-    values: np.ndarray, *, resamples: int, confidence: float, seed: int
-) -> tuple[float, float] | None:
-    """Percentile-bootstrap CI of the mean; None below two values (no spread to resample)."""
-    if len(values) < 2:
-        return None
-    from scipy import stats  # ~0.5 s to import: only when there is something to resample
-
-    result = stats.bootstrap(
-        (values,),
-        np.mean,
-        n_resamples=resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    interval = result.confidence_interval
-    return float(interval.low), float(interval.high)
-
-
 def describe(values: np.ndarray, settings: StatisticsConfig) -> Stats:
-    """n, mean, sample std, CV, min, max and the bootstrap CI of the mean of `values`."""
+    """n, mean, sample std, CV, min, max and the Student-t CI of the mean of `values`."""
     n = len(values)
     if n == 0:
         return Stats(n=0)
-    mean = float(values.mean())
+    mean, low, high = mean_ci(values, settings.confidence)
     std = float(values.std(ddof=1)) if n > 1 else None
-    ci = bootstrap_ci(
-        values,
-        resamples=settings.bootstrap_resamples,
-        confidence=settings.confidence,
-        seed=settings.seed,
-    )
     return Stats(
         n=n,
         mean=mean,
@@ -108,8 +78,8 @@ def describe(values: np.ndarray, settings: StatisticsConfig) -> Stats:
         cv=std / mean if std is not None and mean != 0 else None,
         min=float(values.min()),
         max=float(values.max()),
-        ci_low=ci[0] if ci else None,
-        ci_high=ci[1] if ci else None,
+        ci_low=low,
+        ci_high=high,
     )
 
 
@@ -159,6 +129,7 @@ def summarize(
         "metric",
         *STAT_COLUMNS,
         "confidence",
+        "ci_method",
     ]
     rows: list[dict[str, Any]] = []
     if len(done):
@@ -182,6 +153,7 @@ def summarize(
                         "metric": metric,
                         **{s: getattr(described, s) for s in STAT_COLUMNS},
                         "confidence": settings.confidence,
+                        "ci_method": MEAN_METHOD,
                     }
                 )
     frame = pd.DataFrame(rows, columns=out_columns)

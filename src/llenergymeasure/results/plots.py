@@ -8,6 +8,7 @@ experiment), the per-run table (results.csv) and power time-series (timeseries.p
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 ENERGY = "energy_raw_per_output_token_j"
 THROUGHPUT = "output_tokens_per_s"
@@ -330,37 +332,61 @@ def _ordered(values: Any) -> list[Any]:
         return sorted(items, key=str)
 
 
-def forest_figure(comparisons: Sequence[Any], labels: dict[str, str], caption: str) -> Figure:
-    """Ratio against the baseline with its paired interval, one panel per compared metric
-    (results/compare.py's Comparison rows); 1 = same as the baseline."""
-    metrics = list(dict.fromkeys(c.metric for c in comparisons))
-    per_panel = max(1, len(comparisons) // max(1, len(metrics)))
-    fig = Figure(figsize=(13, max(3.5, 1.5 + 0.4 * per_panel)))
+RATIO_TICKS = [0.01, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 0.95, 0.98, 1, 1.02, 1.05, 1.1]
+RATIO_TICKS += [1.25, 1.5, 2, 3, 5, 10, 100]
+FOREST_DIRECTION = {
+    "energy_per_output_token": "energy per output token",
+    "output_tokens_per_s": "throughput",
+    "latency_p99_s": "p99 latency",
+}
+
+
+def forest_figure(found: Any, labels: dict[str, str]) -> Figure:
+    """Each configuration's ratio to the baseline with its paired interval, one panel per
+    measured metric (results/compare.py's Comparisons; unmeasured ones are left out and
+    named below), on a log axis centred on 1, labels in full (wrapped)."""
+    rows = found.rows if found is not None else []
+    metrics = list(dict.fromkeys(c.metric for c in rows))
+    names = list(dict.fromkeys(c.experiment_id for c in rows))
+    wrapped = {i: textwrap.fill(labels.get(i, i), 34) for i in names}
+    height = sum(wrapped[i].count("\n") + 1 for i in names) * 0.28
+    fig = Figure(figsize=(4 + 3.6 * max(1, len(metrics)), max(3.5, 2.2 + height)))
     fig.set_layout_engine("constrained")
-    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)[0]
-    if not comparisons:
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False, sharey=True)[0]
+    if not rows:
         _say(axes[0], "Nothing to compare", "needs two experiments with done runs")
         return fig
+    ys = {i: len(names) - 1 - k for k, i in enumerate(names)}
     for ax, metric in zip(axes, metrics, strict=True):
-        rows = [c for c in comparisons if c.metric == metric]
-        ys = list(range(len(rows)))[::-1]
-        for y, c in zip(ys, rows, strict=True):
-            if c.ratio is None:
-                continue
-            low = c.ci_low if c.ci_low is not None else c.ratio
-            high = c.ci_high if c.ci_high is not None else c.ratio
+        shown = [c for c in rows if c.metric == metric]
+        ends = [v for c in shown for v in (c.ratio, c.ci_low, c.ci_high) if v is not None]
+        for c in shown:
+            low, high = c.ci_low or c.ratio, c.ci_high or c.ratio
             ax.errorbar(
                 c.ratio,
-                y,
-                xerr=[[max(0.0, c.ratio - low)], [max(0.0, high - c.ratio)]],
+                ys[c.experiment_id],
+                xerr=[[c.ratio - low], [high - c.ratio]],
                 fmt="o",
                 color="C3" if c.significant else "C0",
                 capsize=3,
             )
+        reach = 1.15 * max(abs(math.log(v)) for v in ends) or 0.05
+        ax.set_xscale("log")
+        ax.set_xlim(math.exp(-reach), math.exp(reach))
+        ticks = [t for t in RATIO_TICKS if t == 1 or reach / 5 <= abs(math.log(t)) <= reach]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.axvline(1.0, color="black", linewidth=0.8)
-        names = [labels.get(c.experiment_id, c.experiment_id) for c in rows]
-        ax.set_yticks(ys, [n if len(n) <= 40 else n[:39] + "…" for n in names], fontsize=8)
-        ax.set_title(f"{metric} ratio", fontsize=10)
-        ax.grid(alpha=0.3, axis="x")
-    fig.suptitle(caption, fontsize=9)
+        ax.set_title(f"{FOREST_DIRECTION[metric]}\n< 1: less than the baseline", fontsize=9)
+        ax.grid(alpha=0.3, axis="x", which="both")
+    axes[0].set_yticks(list(ys.values()), list(wrapped.values()), fontsize=8)
+    base = labels.get(found.baseline_id, found.baseline_id)
+    notes = "".join(f"; {n}" for n in found.notes)
+    fig.suptitle(
+        f"Ratio to the baseline {base} (log axis; < 1: less than the baseline), paired by "
+        f"cycle: {found.confidence:.0%} intervals, t on log ratios; red: Holm-corrected "
+        f"p < {1 - found.confidence:.2f}{notes}",
+        fontsize=9,
+        wrap=True,
+    )
     return fig

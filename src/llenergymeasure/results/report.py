@@ -18,14 +18,8 @@ from matplotlib.figure import Figure
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import compare, plots, serving_plots
-from llenergymeasure.results.aggregate import (
-    CONFIG_PREFIX,
-    FEW_RUNS,
-    FEW_RUNS_CAVEAT,
-    LEVEL,
-    summarize,
-    swept_parameters,
-)
+from llenergymeasure.results.aggregate import CONFIG_PREFIX, LEVEL, summarize, swept_parameters
+from llenergymeasure.stats import MEAN_METHOD, RATIO_METHOD
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
@@ -138,30 +132,18 @@ def _server_figures(level_runs: pd.DataFrame, statistics: StatisticsConfig) -> l
 
 
 def _forest(loaded: LoadedCampaign, labels: dict[str, str]) -> Plot:
-    """Every configuration against the first one (`lem compare` for other baselines)."""
-    statistics = loaded.manifest.execution.statistics
+    """Every configuration against the first of the grid (`lem compare` for others)."""
     done = loaded.runs[loaded.runs["status"] == "done"] if len(loaded.runs) else loaded.runs
-    ids = list(dict.fromkeys(str(i) for i in done["experiment_id"])) if len(done) else []
+    confidence = loaded.manifest.execution.statistics.confidence
     found = (
-        compare.compare(
-            loaded.runs,
-            ids[0],
-            resamples=statistics.bootstrap_resamples,
-            confidence=statistics.confidence,
-            seed=statistics.seed,
-        )
-        if len(ids) > 1
-        else []
-    )
-    base = labels.get(ids[0], ids[0]) if ids else "-"
-    caption = (
-        f"Against {base}, paired by cycle: {statistics.confidence:.0%} bootstrap intervals; "
-        f"red: Holm-corrected p < {1 - statistics.confidence:.2f}"
+        compare.compare(loaded.runs, loaded.experiment_order, labels=labels, confidence=confidence)
+        if len(done) and done["experiment_id"].nunique() > 1
+        else None
     )
     return Plot(
         "compare_forest",
-        "Ratios against the first configuration",
-        plots.forest_figure(found, labels, caption),
+        "Ratios against the first configuration of the grid",
+        plots.forest_figure(found, labels),
     )
 
 
@@ -250,9 +232,8 @@ def _page(
         ("device", ", ".join(devices)),
         (
             "statistics",
-            f"mean and {execution.statistics.confidence:.0%} percentile-bootstrap CI "
-            f"({execution.statistics.bootstrap_resamples} resamples, seed "
-            f"{execution.statistics.seed})",
+            f"mean and {execution.statistics.confidence:.0%} CI ({MEAN_METHOD}, over the n "
+            f"runs of each row); comparisons: paired by cycle, {RATIO_METHOD}, Holm-corrected",
         ),
     ]
     warnings = _warnings(loaded, per_experiment) + notes
@@ -308,12 +289,7 @@ def _warnings(loaded: LoadedCampaign, per_experiment: pd.DataFrame) -> list[str]
             f"{len(throttled)} run(s) had GPU clocks slowed during the measured window "
             "(flags.throttled; thermal or power): their energy and speed are not steady-state."
         )
-    entry_warnings = sorted({w for e in loaded.manifest.entries for w in e.warnings})
-    out += entry_warnings
-    n_max = per_experiment["n"].max() if len(per_experiment) else 0
-    if len(per_experiment) and int(n_max) < FEW_RUNS:
-        out.append(FEW_RUNS_CAVEAT)
-    return out
+    return out + sorted({w for e in loaded.manifest.entries for w in e.warnings})
 
 
 def _table(summary: pd.DataFrame) -> str:
