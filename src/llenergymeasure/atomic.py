@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -9,8 +10,20 @@ from pathlib import Path
 from llenergymeasure.faults import crashpoint
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, fsync it, os.replace, then fsync the dir."""
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write via a temp file in the same directory, fsync it, os.replace, then fsync the dir.
+    The file gets `mode`, default 0o666 under the umask, as open() would (issue 27.10); the
+    rename replaces a link at `path` instead of writing through it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
@@ -20,7 +33,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             crashpoint(f"atomic.{path.name}.written")
             f.flush()
             os.fsync(f.fileno())
-        tmp.chmod(0o644)
+        tmp.chmod(mode if mode is not None else 0o666 & ~current_umask())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

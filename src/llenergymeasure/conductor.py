@@ -33,6 +33,7 @@ from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
 from llenergymeasure.orchestrator.detach import ArrayBody, Detached
 from llenergymeasure.orchestrator.detach import detach as submit_all
+from llenergymeasure.orchestrator.entries import check_entry_folder
 from llenergymeasure.orchestrator.gpu_locks import (
     DeviceBusyError,
     DeviceLocks,
@@ -250,8 +251,16 @@ class Resumable:
     @property
     def unfinished(self) -> bool:
         """Its orchestrator died (its lock is left): its end (results.csv, summary.csv, the
-        lock itself) is still to be done, even with nothing left to run."""
-        return (self.campaign_dir / LOCK_FILE).exists()
+        lock itself) is still to be done, even with nothing left to run; so are tables that a
+        full disk kept from being written (issue 27.8)."""
+        from llenergymeasure.results.aggregate import SUMMARY_STEM
+        from llenergymeasure.results.collate import RESULTS_STEM
+
+        tables = [f"{s}.{x}" for s in (RESULTS_STEM, SUMMARY_STEM) for x in ("csv", "parquet")]
+        directory = self.campaign_dir
+        return (directory / LOCK_FILE).exists() or not all(
+            (directory / t).is_file() for t in tables
+        )
 
     def result_missing(self, entry: ManifestEntry) -> bool:
         return result_missing(self.campaign_dir, entry)
@@ -269,7 +278,10 @@ def resumable(
         return root, None
     directory = directory.resolve()
     manifest = load_manifest(directory)
-    return root, Resumable(directory, manifest, to_resume(directory, manifest, retry_failed))
+    pending = to_resume(directory, manifest, retry_failed)
+    for entry in pending:
+        check_entry_folder(directory, entry)
+    return root, Resumable(directory, manifest, pending)
 
 
 def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:

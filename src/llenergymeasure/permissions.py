@@ -5,7 +5,7 @@ containers as the user's uid:gid (PUID/PGID in compose.yaml). Modes do: a permis
 (000, common in containers and shared accounts) would make every result, log and table
 writable by anyone on the machine. So while lem writes, the umask also masks world-write;
 worker processes inherit it. Group-write is left to the user's umask (shared-group setups).
-Atomic writes (atomic.py) set 0o644 explicitly.
+Atomic writes (atomic.py) follow the umask, as open() does.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def test_auto_runs_in_docker_when_the_image_is_there(pytorch_image: str, tmp_pat
     assert proc.returncode == 0, explain(proc)
     (entry,) = load_manifest(only_campaign_dir(tmp_path / "out")).entries
     assert entry.runner == "docker"
-    assert "notice" not in proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("notice")]
+    assert notices == [f"notice: settings from {tmp_path / '.lem-config.yaml'}"], explain(proc)
 
 
 def test_auto_runs_locally_without_the_image(pytorch_image: str, tmp_path: Path) -> None:

@@ -44,6 +44,11 @@ class Run:
     hf_token: str
     webhook_secret: str
     recorder: Recorder
+    slurm_secrets: tuple[str, str] = ("", "")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.hf_token, self.webhook_secret, *self.slurm_secrets)
 
 
 def lem_as_careless_user(
@@ -67,12 +72,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     work = tmp_path_factory.mktemp("secrets")
     hf_token = "hf_" + secrets.token_hex(16)
     webhook_secret = "whsec" + secrets.token_hex(12)
+    slurm = ("hf_" + secrets.token_hex(16), "sb" + secrets.token_hex(12))
     with webhook_server() as (url, recorder):
         write(
             work / ".lem-config.yaml",
             NO_GAPS_SETTINGS
             + "runner: local\ncarbon_intensity_g_per_kwh: 300\npue: 1.3\n"
-            + f"webhooks:\n  urls: ['{url}/hooks/{webhook_secret}']\n  timeout_s: 5\n",
+            + f"webhooks:\n  urls: ['{url}/hooks/{webhook_secret}']\n  timeout_s: 5\n"
+            # issue 27.3: recorded (and printed by -v) with the values redacted
+            + f"slurm:\n  environment: {{HF_TOKEN: {slurm[0]}}}\n"
+            + f"  extra_sbatch: ['--comment={slurm[1]}']\n",
         )
         write(work / "campaign.yaml", CAMPAIGN)
         env = {**lem_env(), "HF_TOKEN": hf_token}
@@ -87,7 +96,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             lem_as_careless_user(work, env, "report", campaign_dir),
             lem_as_careless_user(work, env, "doctor", "--json"),
         ]
-        yield Run(work, campaign_dir, console, hf_token, webhook_secret, recorder)
+        yield Run(work, campaign_dir, console, hf_token, webhook_secret, recorder, slurm)
 
 
 def every_file(root: Path) -> list[Path]:
@@ -103,10 +112,10 @@ def test_no_secret_in_any_file_or_output(run: Run) -> None:
         if path.name == ".lem-config.yaml":
             continue  # where the user put the webhook URL
         data = path.read_bytes()
-        for secret in (run.hf_token, run.webhook_secret):
+        for secret in run.secrets:
             assert secret.encode() not in data, f"{secret[:6]}... in {path}"
     for proc in run.console:
-        for secret in (run.hf_token, run.webhook_secret):
+        for secret in run.secrets:
             assert secret not in proc.stdout + proc.stderr, explain(proc)
 
 
@@ -121,6 +130,9 @@ def test_the_settings_are_recorded_without_the_url(run: Run) -> None:
     verbose = run.console[0].stderr
     assert "setting pue = 1.3" in verbose
     assert "setting webhook_hosts = ['http://127.0.0.1:" in verbose
+    assert recorded["slurm"]["environment"] == {"HF_TOKEN": "<redacted>"}
+    assert recorded["slurm"]["extra_sbatch"] == ["--comment=<redacted>"]
+    assert "'extra_sbatch': ['--comment=<redacted>']" in verbose
     data = json.loads(run.console[2].stdout)
     assert data["settings"]["pue"] == 1.3
     assert [f["error"] for f in data["failed"]] == [

@@ -3,6 +3,7 @@ backoff, giving up, never blocking the caller, never showing the URL."""
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_gives_up_after_the_retries_naming_only_the_host(manifest: Manifest) -> 
             notifier.experiment_finished(finished(manifest.entries[0], "done"), None)
         assert rec.attempts == 2
     assert notifier.failed == 1
-    assert problems == [f"webhook to {url} failed after 2 attempts: HTTP 500"]
+    assert problems == [f"webhook 1 ({url}) failed after 2 attempts: HTTP 500"]
     assert "secret" not in problems[0]
 
 
@@ -112,7 +113,7 @@ def test_a_client_error_is_not_retried(manifest: Manifest) -> None:
         with WebhookNotifier(hooks(url), on_problem=problems.append, backoff_s=0.01) as notifier:
             notifier.experiment_finished(finished(manifest.entries[0], "done"), None)
         assert rec.attempts == 1
-    assert problems == [f"webhook to {url} failed after 1 attempt: HTTP 404"]
+    assert problems == [f"webhook 1 ({url}) failed after 1 attempt: HTTP 404"]
 
 
 def test_a_dead_endpoint_is_reported_without_the_url(manifest: Manifest) -> None:
@@ -123,7 +124,7 @@ def test_a_dead_endpoint_is_reported_without_the_url(manifest: Manifest) -> None
     url = f"http://127.0.0.1:{port}"
     with WebhookNotifier(hooks(url, retries=1), on_problem=problems.append, backoff_s=0.01) as n:
         n.experiment_finished(finished(manifest.entries[0], "done"), None)
-    assert problems == [f"webhook to {url} failed after 2 attempts: Connection refused"]
+    assert problems == [f"webhook 1 ({url}) failed after 2 attempts: Connection refused"]
 
 
 def test_a_slow_endpoint_never_blocks_the_caller(manifest: Manifest) -> None:
@@ -200,3 +201,30 @@ def test_broadcast_calls_every_listener_in_order(manifest: Manifest) -> None:
     both.experiment_finished(entry, None)
     expected = ["notice n", "started", "waiting gap", "start 1", "finish 1"]
     assert first.calls == second.calls == expected
+
+
+def test_user_and_password_in_the_url_are_sent_as_basic_auth(manifest: Manifest) -> None:
+    """Issue 27.11: http://user:pass@host/... is delivered (urllib alone refuses it), with the
+    credentials as an Authorization header, not in the request line."""
+    with webhook_server() as (url, rec):
+        login = url.replace("http://", "http://hook%40user:p%3Ass@")
+        with WebhookNotifier(hooks(login)) as notifier:
+            notifier.experiment_finished(finished(manifest.entries[0], "done"), None)
+        got = rec.received
+    assert notifier.delivered == 1 and [r.path for r in got] == [SECRET_PATH]
+    assert (
+        got[0].headers["Authorization"] == "Basic " + base64.b64encode(b"hook@user:p:ss").decode()
+    )
+
+
+def test_two_urls_on_one_host_are_told_apart_without_the_secret(manifest: Manifest) -> None:
+    problems: list[str] = []
+    with webhook_server(Recorder(statuses=[200, 404])) as (url, rec):
+        paths = ["/a/secret-one", "/b/secret-two"]
+        settings = WebhookSettings.model_validate(
+            {"urls": [SecretStr(url + p) for p in paths], "retries": 0}
+        )
+        with WebhookNotifier(settings, on_problem=problems.append) as notifier:
+            notifier.experiment_finished(finished(manifest.entries[0], "done"), None)
+        assert [r.path for r in rec.received] == paths[:1]
+    assert problems == [f"webhook 2 ({url}) failed after 1 attempt: HTTP 404"]

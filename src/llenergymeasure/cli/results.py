@@ -13,6 +13,7 @@ from llenergymeasure.cli import options as opts
 from llenergymeasure.cli import running
 from llenergymeasure.cli.options import app, out
 from llenergymeasure.errors import ConfigError, printable
+from llenergymeasure.redact import redact
 
 
 @app.command()
@@ -46,7 +47,7 @@ def results(
             "campaign_id": manifest.campaign_id,
             "campaign_dir": str(loaded.campaign_dir),
             "counts": manifest.counts(),
-            "settings": recorded.model_dump(mode="json") if recorded is not None else None,
+            "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [running.failure(e) for e in loaded.failed],
             "summary": records,
         }

@@ -96,6 +96,8 @@ def resume(
     )
     plan = conductor.plan_resume(directory, overrides)
     options = running.RunView(quiet, verbose, json_out)
+    if not quiet:
+        running.settings_notice(plan)
     if not quiet and not json_out:
         err.print(
             f"Resuming {directory}: {len(pending)} of {len(manifest.entries)} to run, "

@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llenergymeasure.cli.options import err, out
 from llenergymeasure.contract import LOG_FILE
+from llenergymeasure.redact import redact
 
 if TYPE_CHECKING:
     from llenergymeasure.conductor import ManifestEntry, Plan, RunSummary
-from llenergymeasure.cli.options import err, out
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def start(plan: Plan, options: RunView, dry_run: bool) -> None:
     campaign = plan.campaign
     assert campaign is not None
     if not options.quiet:
+        settings_notice(plan)
         for notice in campaign.notices:
             err.print(f"[yellow]notice[/]: {notice}")
         for skipped in campaign.skipped:
@@ -115,10 +117,17 @@ def execute(plan: Plan, options: RunView, on_created: Callable[[Path], None] | N
         raise typer.Exit(1)
 
 
+def settings_notice(plan: Plan) -> None:
+    if plan.settings.file is not None:
+        err.print(
+            f"[yellow]notice[/]: settings from {escape(str(plan.settings.file))}", soft_wrap=True
+        )
+
+
 def print_settings(console: Console, record: dict[str, Any]) -> None:
     """The effective user settings and where each came from (secrets are not in a record)."""
     sources = record.pop("sources", {})
-    for key, value in record.items():
+    for key, value in redact(record).items():
         source = next((s for k, s in sources.items() if k == key or k.startswith(f"{key}.")), None)
         console.print(
             f"setting {key} = {escape(str(value))} ({escape(source or 'default')})",

@@ -10,10 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from llenergymeasure.config.describe import Parameter
 from llenergymeasure.cli import options as opts
 from llenergymeasure.cli.options import app, config_app, out
+
+if TYPE_CHECKING:
+    from llenergymeasure.config.describe import Parameter
 
 
 @app.command()

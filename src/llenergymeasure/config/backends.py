@@ -91,6 +91,7 @@ class VLLMConfig(BackendSettings):
     kv_cache_memory_bytes: int | None = Field(
         None,
         ge=1,
+        le=2**50,
         description="Fixed KV-cache size in bytes; overrides gpu_memory_utilization for the "
         "cache, so the cache is the same size on every device." + ENGINE_DEFAULT,
         json_schema_extra=OMIT_IF_NULL,

@@ -12,6 +12,9 @@ from llenergymeasure.config.experiment import parameter_names
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 DAY_S = 24 * 3600
+SECRET_SECTIONS = ("slurm",)
+"""Campaign-file sections whose values may hold secrets (a runner's environment and flags):
+never echoed in an error, redacted in the campaign's copy of its file."""
 DEFAULT_CYCLES = 3
 """Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
 a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
@@ -37,6 +40,7 @@ class SlurmSettings(BaseModel):
     time_min: int | None = Field(
         None,
         ge=1,
+        le=10**6,
         description="sbatch --time per run in minutes; null: the run's timeout_s plus a minute.",
     )
     node_runner: NodeRunner = Field(
@@ -51,7 +55,10 @@ class SlurmSettings(BaseModel):
         default_factory=dict, description="Variables set for the worker in every task."
     )
     array_parallelism: int = Field(
-        256, ge=1, description="Most tasks of one job array running at once (--array=...%N)."
+        256,
+        ge=1,
+        le=10**6,
+        description="Most tasks of one job array running at once (--array=...%N).",
     )
 
     def over(self, base: SlurmSettings) -> SlurmSettings:

@@ -40,7 +40,7 @@ class BackendSettings(BaseModel):
     """Base of every backend's settings section (`<backend>:` in an experiment): strict and
     frozen like the rest of the config. A null setting is left to the engine's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     def gpus_required(self) -> int:
         """GPUs one run occupies, for the scheduler (tensor x pipeline parallel size)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from pydantic import (
@@ -48,7 +49,8 @@ SettingsT = TypeVar("SettingsT", bound=BackendSettings)
 
 class _Strict(BaseModel):
     # strict: `batch_size: true` or `"4"` is a mistake to report, not a value to coerce.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan: `.inf` would pass here, then be written to JSON as null (issue 27.5).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PromptSource(_Strict):
@@ -71,6 +73,13 @@ class PromptSource(_Strict):
         description="Tokens of prompt text per synthetic prompt (source: synthetic); the "
         "tokenizer may add special tokens such as BOS, which results count as input.",
     )
+
+    def file(self, base_dir: Path) -> Path | None:
+        """The JSONL file (source: jsonl); a relative path is relative to the campaign file."""
+        if self.source != "jsonl" or self.path is None:
+            return None
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else base_dir / path
 
     @model_validator(mode="after")
     def _fields_match_source(self) -> PromptSource:
@@ -95,8 +104,8 @@ class DecodingConfig(_Strict):
     )
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 disables it.")
-    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0 disables it.")
+    top_k: int = Field(0, ge=0, le=1_000_000, description="Top-k sampling; 0 disables it.")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0, description="1.0 disables it.")
     ignore_eos: bool = Field(
         True,
         description="Generate exactly max_output_tokens per request, so energy per token "
@@ -105,6 +114,7 @@ class DecodingConfig(_Strict):
     min_output_tokens: int | None = Field(
         None,
         ge=1,
+        le=1_000_000,
         description="Tokens generated before EOS may end a request (with ignore_eos: false); "
         "null: no minimum.",
         json_schema_extra=OMIT_IF_NULL,

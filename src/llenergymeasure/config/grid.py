@@ -26,14 +26,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llenergymeasure.config.campaign import CampaignConfig
+from llenergymeasure.config.campaign import SECRET_SECTIONS, CampaignConfig
 from llenergymeasure.config.capabilities import UNSUPPORTED_VALUE
 from llenergymeasure.config.descriptor import DEFAULT_BACKEND, backend_names, descriptor
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.loader import (
+    MAX_PROMPT_FILE_BYTES,
     Locator,
     PathPart,
     YamlDocument,
+    check_regular_file,
     explain_validation_error,
     read_yaml,
 )
@@ -154,9 +156,12 @@ def _campaign(
     try:
         config = CampaignConfig.model_validate(doc.data)
     except ValidationError as e:
-        raise explain_validation_error(e, CampaignConfig, doc) from e
+        raise explain_validation_error(e, CampaignConfig, doc, secret=SECRET_SECTIONS) from e
     check_size(config, doc, limit)
     experiments, notices, skipped = expand(config, doc)
+    files = {e.config.prompts.file(base_dir) for e in experiments} - {None}
+    for file in sorted(f for f in files if f is not None):  # a dry run reads none of them
+        check_regular_file(file, "prompt file", MAX_PROMPT_FILE_BYTES, "a JSONL file")
     return Campaign(
         config,
         experiments,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.grid import DEFAULT_MAX_EXPERIMENTS, HARD_MAX_EXPERIMENTS
 from llenergymeasure.config.loader import explain_validation_error, format_path, read_yaml
 from llenergymeasure.errors import ConfigError, printable
+from llenergymeasure.redact import redact, restore
 
 SETTINGS_FILE = ".lem-config.yaml"
 
@@ -139,6 +141,12 @@ class UserSettings(BaseModel):
         default_factory=SlurmSettings, description="runner slurm: how runs are submitted."
     )
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _file: Path | None = PrivateAttr(None)
+
+    @property
+    def file(self) -> Path | None:
+        """The settings file these settings were read from, if any (always shown: 27.2)."""
+        return self._file
 
     @property
     def sources(self) -> dict[str, str]:
@@ -165,8 +173,8 @@ class UserSettings(BaseModel):
 
     def restored(self, record: SettingsRecord) -> UserSettings:
         """These settings with the values and sources a campaign recorded: what `lem resume`
-        continues with, whatever the environment and `.lem-config.yaml` say now. Webhooks
-        are kept from these settings (their URLs are secrets, never recorded)."""
+        continues with, whatever the environment and `.lem-config.yaml` say now. Secrets are
+        kept from these settings (webhook URLs and slurm's redacted values: never recorded)."""
         updated = self.model_copy(
             update={
                 "results_dir": record.results_dir,
@@ -175,7 +183,11 @@ class UserSettings(BaseModel):
                 "max_experiments": record.max_experiments,
                 "carbon_intensity_g_per_kwh": record.carbon_intensity_g_per_kwh,
                 "pue": record.pue,
-                "slurm": record.slurm or self.slurm,
+                "slurm": SlurmSettings.model_validate(
+                    restore(record.slurm.model_dump(), self.slurm.model_dump())
+                )
+                if record.slurm
+                else self.slurm,
             }
         )
         webhooks = {k: v for k, v in self._sources.items() if k.startswith("webhooks")}
@@ -192,7 +204,7 @@ class UserSettings(BaseModel):
             carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
             pue=self.pue,
             webhook_hosts=self.webhooks.hosts() if self.webhooks is not None else [],
-            slurm=self.slurm,
+            slurm=SlurmSettings.model_validate(redact(self.slurm.model_dump())),
             sources=self.sources,
         )
 
@@ -257,15 +269,29 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
 }
 """Environment variable -> the setting it sets and how its text is read. Unset or empty
 variables are ignored."""
-SECRET_ENV_VARS = frozenset({"LEM_WEBHOOK_URL"})
+SECRET_ENV_VARS = frozenset({"LEM_WEBHOOK_URL", "LEM_SLURM_ENVIRONMENT", "LEM_SLURM_EXTRA_SBATCH"})
 
 
 def find_settings_file(start: Path) -> Path | None:
+    """The nearest settings file at or above start; one that another user owns or can write
+    (a file planted in a shared parent folder) is refused, never obeyed (issue 27.2)."""
     for directory in (start.resolve(), *start.resolve().parents):
         candidate = directory / SETTINGS_FILE
         if candidate.is_file():
+            _check_trusted(candidate)
             return candidate
     return None
+
+
+def _check_trusted(path: Path) -> None:
+    for info in (path.lstat(), path.stat()):  # the link, if it is one, and its target
+        if info.st_uid not in (os.getuid(), 0) or info.st_mode & stat.S_IWOTH:
+            whose = f"owned by uid {info.st_uid}" if info.st_uid not in (os.getuid(), 0) else ""
+            raise ConfigError(
+                f"settings file {path} is {whose or 'writable by every user'}: refused, as "
+                "another user could set where results and webhooks go; remove it, or make it "
+                "your own and not writable by others"
+            )
 
 
 def load_settings(start: Path | None = None, env: Mapping[str, str] | None = None) -> UserSettings:
@@ -282,7 +308,7 @@ def load_settings(start: Path | None = None, env: Mapping[str, str] | None = Non
             settings = UserSettings.model_validate(file_data)
         except ValidationError as e:
             raise explain_validation_error(
-                e, UserSettings, doc, context="in user settings", secret=("webhooks",)
+                e, UserSettings, doc, context="in user settings", secret=("webhooks", "slurm")
             ) from e
     env_data, env_names = _from_environment(os.environ if env is None else env)
     if env_data:
@@ -291,6 +317,7 @@ def load_settings(start: Path | None = None, env: Mapping[str, str] | None = Non
             settings = UserSettings.model_validate(_merge(file_data, env_data))
         except ValidationError as e:
             raise _explain_env(e, env_names) from e
+    settings._file = path
     settings._sources = {
         **dict.fromkeys(_dotted_keys(file_data), str(path)),
         **{key: f"environment ({name})" for key, name in env_names.items()},

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from llenergymeasure.config.loader import MAX_PROMPT_FILE_BYTES, check_regular_file
 from llenergymeasure.errors import ConfigError
 
 _BUILTIN_FILE = "builtin_prompts.jsonl"
@@ -96,10 +97,9 @@ def read_jsonl(path: Path) -> list[str]:
             names the file and the line number).
     """
     path = Path(path)
+    check_regular_file(path, "prompt file", MAX_PROMPT_FILE_BYTES, "a JSONL file")
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as e:
-        raise ConfigError(f"prompt file not found: {path}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"prompt file {path} is not valid UTF-8: {e}") from e
     except OSError as e:

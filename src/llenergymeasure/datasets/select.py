@@ -10,10 +10,9 @@ from llenergymeasure.errors import ConfigError
 
 
 def prompt_file(source: PromptSource, base_dir: Path) -> Path:
-    """A JSONL source's path; relative paths are relative to the campaign file."""
-    assert source.path is not None
-    path = Path(source.path).expanduser()
-    return path if path.is_absolute() else base_dir / path
+    path = source.file(base_dir)
+    assert path is not None
+    return path
 
 
 def fixed_prompts(source: PromptSource, base_dir: Path) -> list[str] | None:

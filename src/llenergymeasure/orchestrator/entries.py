@@ -4,12 +4,14 @@ finished before a crash (its result.json complete: recovered, not run again)."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import cast
 
 from pydantic import ValidationError
 
 from llenergymeasure.contract import ERROR_FILE, LOG_FILE, RESULT_FILE
+from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.diagnose import describe_exit, diagnose, how_stopped
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import (
@@ -33,6 +35,7 @@ def prepare_entry(
 ) -> Job:
     """Write the entry's exp.json for a new attempt, mark it running (the caller records it)
     and describe it as a Job."""
+    check_entry_folder(specs.campaign_dir, entry)
     out_dir = (specs.campaign_dir / entry.exp_path).parent
     for stale in (RESULT_FILE, ERROR_FILE):
         (out_dir / stale).unlink(missing_ok=True)
@@ -47,6 +50,31 @@ def prepare_entry(
     entry.job_gpus = None
     entry.container_start_s = None
     return entry_job(specs.campaign_dir, manifest, entry, timeout_s, exp_path)
+
+
+def check_entry_folder(campaign_dir: Path, entry: ManifestEntry) -> None:
+    """What a run writes stays in real folders of the campaign (issue 27.4, 27.9): a link, or a
+    file where a folder belongs, is refused before anything is written, never written through.
+    (exp.json is replaced by rename and stale results unlinked: a link there is harmless.)"""
+    cycle_dir = (campaign_dir / entry.exp_path).parent
+    for path, folder in (
+        (cycle_dir.parent, True),
+        (cycle_dir, True),
+        (cycle_dir / LOG_FILE, False),
+    ):
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode):
+            continue
+        what = (
+            "a symbolic link" if stat.S_ISLNK(mode) else "not a " + ("folder" if folder else "file")
+        )
+        raise ConfigError(
+            f"{path} is {what}, where {entry.key} keeps its {'folder' if folder else 'log'}; "
+            "lem writes only into the campaign's own folders: move it away, then resume"
+        )
 
 
 def entry_job(

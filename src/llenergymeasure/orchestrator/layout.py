@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import SECRET_SECTIONS
 from llenergymeasure.config.experiment import config_hash
 from llenergymeasure.config.grid import Campaign, PlannedExperiment
 from llenergymeasure.config.settings import UserSettings, load_settings, resolve_settings
@@ -37,6 +38,7 @@ from llenergymeasure.orchestrator.manifest import (
 )
 from llenergymeasure.orchestrator.preflight import check_energy_sources, check_models
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
+from llenergymeasure.redact import redact
 from llenergymeasure.results.schema import schema_fingerprint
 
 
@@ -73,11 +75,15 @@ def create_campaign(
     except OSError as e:
         raise ConfigError(f"cannot create campaign directory {campaign_dir}: {e}") from e
     campaign_dir = campaign_dir.resolve()
-    if campaign.source is not None:
+    given = campaign.config.model_dump(mode="json", exclude_unset=True)
+    secret = {k: given[k] for k in SECRET_SECTIONS if k in given}
+    if campaign.source is not None and redact(secret) == secret:
         shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
-    else:  # given as data: keep what was given, as a file that `lem campaign` could run
-        given = campaign.config.model_dump(mode="json", exclude_unset=True)
-        write_text_atomic(campaign_dir / "campaign.yaml", yaml.safe_dump(given, sort_keys=False))
+    else:  # given as data, or holding secrets: what was given (redacted), as a file that
+        # `lem campaign` could run
+        given |= redact(secret)
+        text = yaml.safe_dump(given, sort_keys=False)
+        write_text_atomic(campaign_dir / "campaign.yaml", text)
 
     with gc_paused():  # 100,000 entries: see gc_pause.py
         write_experiments(campaign_dir, campaign.base_dir, campaign.experiments)

@@ -10,6 +10,7 @@ are reported with the URL's host only (see config/settings.py).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import queue
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -161,13 +163,14 @@ class WebhookNotifier(Events):
             if payload is None:
                 return
             body = json.dumps(payload, default=str).encode()
-            for url in self.settings.urls:
+            for i, url in enumerate(self.settings.urls):
                 if self._stop.is_set():
                     return
-                self._deliver(url, body)
+                self._deliver(url, body, f"webhook {i + 1} ({webhook_host(url)})")
 
-    def _deliver(self, url: SecretStr, body: bytes) -> None:
-        host = webhook_host(url)
+    def _deliver(self, url: SecretStr, body: bytes, name: str) -> None:
+        """name: the URL's place in the settings and its host, which tell two URLs on one
+        host apart without showing the secret (issue 27.11)."""
         attempts = self.settings.retries + 1
         reason = ""
         for attempt in range(attempts):
@@ -183,19 +186,22 @@ class WebhookNotifier(Events):
                 break
         self.failed += 1
         tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-        self.on_problem(f"webhook to {host} failed after {tries}: {reason}")
+        self.on_problem(f"{name} failed after {tries}: {reason}")
 
     def _post(self, url: SecretStr, body: bytes) -> tuple[bool, str]:
         """(retry?, reason) of one POST; reason is empty when it was accepted. Reasons never
         quote the URL."""
+        parts = urlsplit(url.get_secret_value())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"llenergymeasure/{__version__}",
+        }
+        if parts.username is not None:  # user:pass@host: HTTP basic auth, as curl does
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
         request = urllib.request.Request(
-            url.get_secret_value(),
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": f"llenergymeasure/{__version__}",
-            },
+            urlunsplit(parts), data=body, method="POST", headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:

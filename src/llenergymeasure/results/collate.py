@@ -152,6 +152,10 @@ def write_tables(frame: pd.DataFrame, directory: Path, stem: str) -> None:
 
 def _replace(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:  # a full disk: no torn temp file left behind (issue 27.8)
+        tmp.unlink(missing_ok=True)
+        raise
     crashpoint(f"table.{path.name}")
     tmp.replace(path)
