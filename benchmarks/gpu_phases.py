@@ -12,7 +12,7 @@ prompts, 128/128 tokens (ignore_eos), batch 32, 3 warm-up runs, local runner, ga
           with and without Backend.initialize() first;
   hostprobe: in one process, batches back to back and after 0.5 s idle gaps, each with the
           serving thread's CPU time, steal, the SM clock while it ran and the host CPU's speed;
-  graphs: 'after' with `pytorch: {cache_implementation: static}` (decode as CUDA graphs, not
+  graphs: 'after' with `pytorch: {decode: cuda_graphs}` (decode as CUDA graph replays, not
           host-bound), sampler 0 and 10 Hz, --cycles cycles;
   peer:   the seeds' release `llenergymeasure==0.7.0` (installed into --peer-site), `llem run
           study.yaml` on the same model, prompts, lengths, batch and cycles (NVML sampler named,
@@ -38,10 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, BATCH, TOKENS = 64, 32, 128
 CYCLES, HZ = 3, "[0, 10]"
-GRAPHS = "  pytorch: {cache_implementation: static}\n"
-"""The 'graphs' arm: a static KV cache, which transformers' generate compiles on a GPU with
-CUDA graphs (CompileConfig's reduce-overhead), so a decode step is one graph replay and the
-batch time stops following the host CPU's pace."""
+GRAPHS = "  pytorch: {decode: cuda_graphs}\n"
+"""The 'graphs' arm (issue 30): a static KV cache whose decode step generate compiles with
+CUDA graphs (CompileConfig's reduce-overhead), so a step is one graph replay and the batch
+time stops following the host CPU's pace."""
 
 CAMPAIGN = """\
 name: {name}
@@ -73,6 +73,7 @@ def campaign(
     warmup: str,
     env: dict[str, str],
     engine: str = "",
+    deadline: float = float("inf"),
 ) -> dict[str, Any]:
     path = out / f"{name}.yaml"
     text = CAMPAIGN.format(
@@ -88,15 +89,28 @@ def campaign(
     )
     path.write_text(text)
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure.cli", "campaign", str(path), "-o", str(out / name)],
-        env=os.environ | env,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
+    try:  # cut at the call's budget: the runs finished by then are still read below
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llenergymeasure.cli",
+                "campaign",
+                str(path),
+                "-o",
+                str(out / name),
+            ],
+            env=os.environ | env,
+            text=True,
+            capture_output=True,
+            check=False,
+            timeout=max(30.0, deadline - t0),
+        )
+        returncode, tail = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    except subprocess.TimeoutExpired as e:
+        returncode, tail = None, f"cut at the budget: {str(e.stdout or '')[-3000:]}"
     wall_s = time.monotonic() - t0
-    print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
+    print(tail, flush=True)
     runs = []
     for result_path in sorted((out / name).glob("*/*/cycle-*/result.json")):
         r = json.loads(result_path.read_text())
@@ -128,6 +142,12 @@ def campaign(
                 "window_batch_host_cpu_s": r.get("window_batch_host_cpu_s"),
                 "warmup_last_pass_host_cpu_s": r["warmup"].get("last_run_batch_host_cpu_s"),
                 "window_host_steal_s": r.get("window_host_steal_s"),
+                "quality_host": {
+                    k: (r.get("quality") or {}).get(k)
+                    for k in ("host_steal_s", "host_cpu_s", "gpu_busy_share", "host_bound")
+                },
+                "quality_status": (r.get("quality") or {}).get("status"),
+                "decode_ran": (r.get("engine_settings") or {}).get("decode"),
                 "window_batch_latencies_s": r.get("window_batch_latencies_s"),
                 "warmup_last_pass_s": r["warmup"].get("last_run_batch_latencies_s"),
                 "warmup_latencies_s": r["warmup"]["latencies_s"],
@@ -141,13 +161,22 @@ def campaign(
     for hz in sorted({r["sampler_hz"] for r in runs}):
         tps = [r["output_tokens_per_s"] for r in runs if r["sampler_hz"] == hz]
         ratios = [r["window_to_warmup_latency_ratio"] for r in runs if r["sampler_hz"] == hz]
+        adj = [r["energy_adjusted_per_output_token_j"] for r in runs if r["sampler_hz"] == hz]
         by_hz[str(hz)] = {
             "tokens_per_s": tps,
-            "cv": statistics.stdev(tps) / statistics.fmean(tps) if len(tps) > 1 else None,
+            "cv": _cv(tps),
+            "adjusted_j_per_token": adj,
+            "adjusted_cv": _cv([a for a in adj if a is not None]),
             "ratios": ratios,
         }
+    ratios = [r["window_to_warmup_latency_ratio"] for r in runs]
     summary = {
-        "returncode": proc.returncode,
+        "returncode": returncode,
+        "ratios_within_5pct": sum(1 for x in ratios if x is not None and abs(x - 1) <= 0.05),
+        "n_runs": len(runs),
+        "max_outside_window_and_warmup_s": max(
+            (r["outside_window_and_warmup_s"] for r in runs), default=None
+        ),
         "campaign_wall_s": wall_s,
         "measured_share": window_total / wall_s,
         "median_outside_window_s": statistics.median(r["outside_window_s"] for r in runs)
@@ -163,6 +192,10 @@ def campaign(
     }
     print(name, json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1), flush=True)
     return summary
+
+
+def _cv(values: list[float]) -> float | None:
+    return statistics.stdev(values) / statistics.fmean(values) if len(values) > 1 else None
 
 
 def _ratio_vs_last_pass(r: dict[str, Any]) -> float | None:
@@ -328,7 +361,9 @@ def profile(model: Path, out: Path) -> dict[str, Any]:
     return report
 
 
-def peer(model: Path, out: Path, site: Path, deadline: float, baseline_s: float) -> dict[str, Any]:
+def peer(
+    model: Path, out: Path, site: Path, deadline: float, baseline_s: float, cycles: int
+) -> dict[str, Any]:
     """The seeds' 0.7.0 release on the same workload (its own package, its own site dir)."""
     from llenergymeasure.datasets import builtin_prompts
 
@@ -340,7 +375,7 @@ def peer(model: Path, out: Path, site: Path, deadline: float, baseline_s: float)
     study.write_text(
         f"""study_name: peer
 runners: {{transformers: process}}
-study_execution: {{n_cycles: {CYCLES}, experiment_gap_seconds: 2, cycle_gap_seconds: 2}}
+study_execution: {{n_cycles: {cycles}, experiment_gap_seconds: 2, cycle_gap_seconds: 2}}
 experiments:
   - task:
       model: {model}
@@ -422,6 +457,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=480.0, help="the peer stops by then")
     parser.add_argument("--small", action="store_true", help="CPU smoke: 8 prompts, 8 tokens")
     parser.add_argument("--n-prompts", type=int, default=64)
+    parser.add_argument("--peer-cycles", type=int, default=0, help="0: --cycles")
     parser.add_argument(
         "--peer-baseline-s", type=float, default=30.0, help="0.7.0's idle baseline (its default)"
     )
@@ -444,9 +480,11 @@ def main() -> None:
         t0 = time.monotonic()
         try:
             if step == "after":
-                summary[step] = campaign("after", out, model, CYCLES, "{runs: 3}", {})
+                summary[step] = campaign("after", out, model, CYCLES, "{runs: 3}", {}, "", deadline)
             elif step == "graphs":
-                summary[step] = campaign("graphs", out, model, CYCLES, "{runs: 3}", {}, GRAPHS)
+                summary[step] = campaign(
+                    "graphs", out, model, CYCLES, "{runs: 3}", {}, GRAPHS, deadline
+                )
             elif step == "before":
                 env = {"LEM_FORK_SERVER": "0"}
                 summary[step] = campaign(
@@ -457,7 +495,14 @@ def main() -> None:
             elif step == "hostprobe":
                 summary[step] = hostprobe(model, deadline)
             elif step == "peer" and args.peer_site:
-                summary[step] = peer(model, out, args.peer_site, deadline, args.peer_baseline_s)
+                summary[step] = peer(
+                    model,
+                    out,
+                    args.peer_site,
+                    deadline,
+                    args.peer_baseline_s,
+                    args.peer_cycles or CYCLES,
+                )
         except Exception as e:
             summary[step] = {"error": repr(e)}
             print(step, "failed:", repr(e), flush=True)

@@ -8,8 +8,9 @@ import importlib.util
 from typing import Any
 
 import pytest
+import torch
 
-from llenergymeasure.backends.pytorch import PyTorchBackend
+from llenergymeasure.backends.pytorch import PyTorchBackend, reused_static_cache
 from llenergymeasure.config.experiment import DecodingConfig, ExperimentConfig
 from llenergymeasure.errors import BackendError
 
@@ -54,6 +55,35 @@ def test_torch_compile_with_a_static_kv_cache() -> None:
     assert settings["torch_compile"] == "default"
     assert settings["cache_implementation"] == "static"
     assert tokens == [4, 4, 4]
+
+
+def test_decode_ran_is_recorded_and_cuda_graphs_needs_a_gpu() -> None:
+    settings, _ = run()
+    assert settings["decode"] == "eager"  # no compiled step on the model
+    # auto device on this CPU-only machine: the backend refuses rather than run eager
+    with pytest.raises(BackendError, match="cuda_graphs needs a CUDA device"):
+        run(pytorch={"decode": "cuda_graphs"})
+
+
+def test_the_reused_static_cache_decodes_as_generates_own() -> None:
+    """decode: cuda_graphs keeps one static cache per batch size across generate calls
+    (emptied in place, so captured graphs keep its addresses): the tokens must be those of
+    generate's own fresh cache, batch after batch of different lengths."""
+    config = ExperimentConfig.model_validate({"max_output_tokens": 6, "batch_size": 2})
+    caches: dict[int, Any] = {}
+    with PyTorchBackend(config) as backend:
+        batches = backend.prepare([*PROMPTS, "One more, longer prompt than the others here"])
+        pointers = set()
+        for batch in [*batches, *batches]:
+            with torch.inference_mode():
+                cache = reused_static_cache(caches, backend.model, 2, config)
+                fresh = backend.model.generate(**batch.inputs, **backend.generate_kwargs())
+                reused = backend.model.generate(
+                    **batch.inputs, **backend.generate_kwargs(), past_key_values=cache
+                )
+            assert torch.equal(fresh, reused)
+            pointers.add(cache.layers[0].keys.data_ptr())
+    assert len(caches) == 1 and len(pointers) == 1
 
 
 def test_decoding_settings_reach_generate() -> None:

@@ -15,6 +15,7 @@ import pytest
 from llenergymeasure.backends.common import load_tokenizer
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.measure.hoststat import steal_s
 from llenergymeasure.models import resolve_model
 from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
 from llenergymeasure.worker.run import run_experiment
@@ -106,6 +107,13 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert quality.edge_uncertainty_j is None
     assert quality.counter_update_period_s is None
     assert quality.status == ("check" if quality.reasons else "ok")
+    # host noise: the worker's CPU time over the window (it served every batch, at least the
+    # serving thread's time), steal as /proc/stat says, no GPU share without a GPU
+    assert quality.host_cpu_s is not None
+    assert quality.host_cpu_s >= sum(result.window_batch_host_cpu_s) * 0.99
+    assert result.window_host_steal_s == quality.host_steal_s
+    assert (quality.host_steal_s is None) is (steal_s() is None)
+    assert (quality.gpu_busy_share, quality.host_bound) == (None, None)
 
 
 def test_warm_up_and_window_both_run_with_the_collector_paused(

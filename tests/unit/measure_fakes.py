@@ -111,6 +111,7 @@ class ScriptedGpu:
     reset_at_s: float | None = None
     throttle_reasons: int | None = 0
     temperature_c: float | None = 40.0
+    gpu_util_pct: float | None = 50.0
     fail_sample: bool = False
     pids: list[set[int] | None] = field(default_factory=list)
     """compute_pids() answers, one per call in order (the last repeats); none: no processes."""
@@ -167,7 +168,7 @@ class ScriptedGpu:
             power_avg_w=power if self.average else None,
             power_instant_w=power if self.instant else None,
             temperature_c=self.temperature_c,
-            gpu_util_pct=50.0,
+            gpu_util_pct=self.gpu_util_pct,
             mem_util_pct=10.0,
             memory_used_mb=1024.0,
             sm_clock_mhz=1980.0,

@@ -17,6 +17,8 @@ from llenergymeasure.config.campaign import StatisticsConfig
 from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.display import summary_table
+from llenergymeasure.measure.hoststat import HostUsage
+from llenergymeasure.measure.quality import host_bound_reason
 from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.results.aggregate import (
@@ -228,17 +230,22 @@ def test_swept_parameters(tmp_path: Path, write_yaml: WriteYaml) -> None:
     assert swept_parameters(runs[runs["config.batch_size"] == 1]) == ["precision"]
 
 
+HOST_BOUND = host_bound_reason(0.25, HostUsage(steal_s=0.01, process_cpu_s=10.3), 10.2)
+
+
 def quality_for(spec: ExperimentSpec) -> dict[str, object]:
-    """Cycle 2 of batch size 2 failed its quality record; every other run passed."""
+    """Cycle 2 of batch size 2 failed its quality record (host-bound); every other run passed."""
     bad = spec.config.batch_size == 2 and spec.cycle == 2
     return {
         "quality": QualityRecord(
             status="check" if bad else "ok",
-            reasons=["window of 4.00 s is under its minimum of 10 s"] if bad else [],
-            window_s=4.0,
-            min_window_s=10.0 if bad else 0.0,
-            window_meets_minimum=not bad,
+            reasons=[HOST_BOUND] if bad else [],
+            window_s=10.2,
+            min_window_s=10.0,
+            window_meets_minimum=True,
             passes=1,
+            gpu_busy_share=0.25 if bad else 0.9,
+            host_bound=bad,
         )
     }
 
@@ -250,15 +257,17 @@ def test_summary_flags_runs_that_fail_their_quality_record(
     assert set(runs["quality.status"]) == {"ok", "check"}
     summary = summarize(runs, SETTINGS)
     firsts = summary.drop_duplicates("experiment_id")
-    reason = "window of 4.00 s is under its minimum of 10 s"
+    assert HOST_BOUND.startswith("host-bound: a GPU kernel ran in 25% of the window (under 50%)")
+    assert HOST_BOUND.endswith("worker CPU 10.3 s, steal 0.01 s over 10.2 s")
     for _, row in firsts.iterrows():
-        expected = f"check (1 of 3 runs): {row['experiment_id']} cycle 2: {reason}"
+        expected = f"check (1 of 3 runs): {row['experiment_id']} cycle 2: {HOST_BOUND}"
         assert row["quality"] == (expected if row["batch_size"] == 2 else "ok")
     console = Console(record=True, width=300)
     console.print(summary_table("t", summary))
     text = console.export_text()
     assert "quality" in text
     assert text.count("check (1 of 3 runs)") == 2
+    assert text.count("host-bound: a GPU kernel ran in") == 2  # what lem results shows
     # a result written before the quality record existed says so, never 'ok'
     old = summarize(campaign_runs(tmp_path / "old", write_yaml), SETTINGS)
     assert set(old["quality"]) == {"n/a"}

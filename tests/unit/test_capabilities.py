@@ -257,9 +257,28 @@ def test_min_output_tokens_needs_eos_to_matter() -> None:
         ExperimentConfig.model_validate({"decoding": {"min_output_tokens": 2}})
 
 
-def test_device_map_cannot_go_with_a_cpu_device() -> None:
-    with pytest.raises(ValidationError, match="device_map spreads the model over GPUs"):
-        ExperimentConfig.model_validate({"pytorch": {"device": "cpu", "device_map": "auto"}})
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"pytorch": {"device": "cpu", "device_map": "auto"}}, "device_map spreads the model"),
+        ({"pytorch": {"device": "cpu", "decode": "cuda_graphs"}}, "cuda_graphs needs a CUDA"),
+        (
+            {"pytorch": {"decode": "cuda_graphs", "torch_compile": "default"}},
+            "leave torch_compile",
+        ),
+        (
+            {"pytorch": {"decode": "cuda_graphs"}, "warmup": {"runs": 1}},
+            "set warmup.runs to 2 or more",
+        ),
+        (
+            {"pytorch": {"decode": "cuda_graphs"}, "warmup": {"cover": "first_batch"}},
+            "leave warmup.cover at shapes or batches",
+        ),
+    ],
+)
+def test_pytorch_settings_that_cannot_go_together(data: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        ExperimentConfig.model_validate(data)
 
 
 # ------------------------------------------------------------------------------- experiment ids
@@ -274,7 +293,12 @@ def test_unset_new_settings_leave_the_pytorch_id_unchanged() -> None:
             "vllm": None,
             "tensorrt": None,
             "decoding": {"min_output_tokens": None},
-            "pytorch": {"device_map": None, "torch_compile": None, "cache_implementation": None},
+            "pytorch": {
+                "device_map": None,
+                "torch_compile": None,
+                "cache_implementation": None,
+                "decode": None,
+            },
         }
     )
     assert explicit.experiment_id() == plain.experiment_id()
@@ -291,6 +315,7 @@ def test_unset_new_settings_leave_the_pytorch_id_unchanged() -> None:
         {"decoding": {"ignore_eos": False, "min_output_tokens": 2}},
         {"pytorch": {"torch_compile": "default"}},
         {"pytorch": {"cache_implementation": "static"}},
+        {"pytorch": {"decode": "cuda_graphs"}},
         {"pytorch": {"device_map": "auto"}},
         {"pytorch": {"attn_implementation": "flash_attention_2"}},
         {"backend": "vllm"},

@@ -19,6 +19,7 @@ from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
 
 from llenergymeasure.config.experiment import BaselineConfig, MeasurementConfig
 from llenergymeasure.measure.energy import COUNTER, INTEGRATED_INSTANT, NO_ENERGY_WARNING
+from llenergymeasure.measure.hoststat import HostUsage
 from llenergymeasure.measure.nvml import GpuReader
 from llenergymeasure.measure.phase_split import split_energy
 from llenergymeasure.measure.rapl import RaplReader
@@ -627,6 +628,51 @@ def test_quality_without_a_gpu_has_null_energy_items(tmp_path: Path) -> None:
     assert quality.baseline_source is None
     assert quality.baseline_stale is None
     assert quality.window_s == exact(3.0)
+
+
+def test_quality_names_host_noise_read_at_the_window_edges(tmp_path: Path) -> None:
+    clock = FakeClock(100.0013)
+    edges = iter([HostUsage(steal_s=50.0, process_cpu_s=3.0), HostUsage(50.25, 14.5)])
+    session = fake_session(tmp_path, clock, [ScriptedGpu("GPU-a", clock, LOAD_A)])
+    session.host = lambda: next(edges)
+    run_window(session, clock)
+    quality = session.quality(min_window_s=10.0, passes=1, latency_ratio=None)
+    assert (quality.host_steal_s, quality.host_cpu_s) == (exact(0.25), exact(11.5))
+    assert (quality.gpu_busy_share, quality.host_bound) == (None, None)  # sampler off
+    assert quality.status == "ok", quality.reasons
+
+
+@pytest.mark.parametrize(
+    ("util_pct", "host_bound"), [(30.0, True), (49.0, True), (50.0, False), (95.0, False)]
+)
+def test_host_bound_from_the_gpu_busy_share_of_the_window(
+    tmp_path: Path, util_pct: float, host_bound: bool
+) -> None:
+    # a busy GPU outside the window must not count; a second GPU only raises the share
+    gpu = ScriptedGpu("GPU-a", time.monotonic, constant(250), counter=False, gpu_util_pct=100.0)
+    idle = ScriptedGpu("GPU-b", time.monotonic, constant(90), counter=False, gpu_util_pct=0.0)
+    session = real_session(tmp_path, [gpu, idle])
+    with session:
+        session.attach(None)
+        with session.sampling():
+            time.sleep(0.1)
+            gpu.gpu_util_pct = util_pct
+            time.sleep(0.06)  # every sample still in flight now reads util_pct
+            with session.window():
+                time.sleep(0.2)
+            time.sleep(0.06)
+            gpu.gpu_util_pct = 100.0
+            time.sleep(0.1)
+        session.report(100, 4)
+    quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=None)
+    assert quality.gpu_busy_share == exact(util_pct / 100)
+    assert quality.host_bound is host_bound
+    bound = [r for r in quality.reasons if r.startswith("host-bound")]
+    assert len(bound) == host_bound
+    if host_bound:
+        assert f"a GPU kernel ran in {util_pct:.0f}% of the window" in bound[0]
+        assert "throughput follows the host CPU's pace" in bound[0]
+        assert "worker CPU" in bound[0]
 
 
 def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> None:

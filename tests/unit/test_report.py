@@ -27,7 +27,7 @@ from llenergymeasure.orchestrator.layout import create_campaign
 from llenergymeasure.results import plots
 from llenergymeasure.results.aggregate import summarize, swept_parameters
 from llenergymeasure.results.report import without_unused_settings, write_report
-from llenergymeasure.results.schema import EnergyFigures, MeasurementFlags
+from llenergymeasure.results.schema import EnergyFigures, MeasurementFlags, QualityRecord
 
 WriteYaml = Callable[..., Path]
 GRID = """\
@@ -219,13 +219,34 @@ def test_report_timeseries_choice(tmp_path: Path, write_yaml: WriteYaml) -> None
         write_report(loaded, timeseries=["nope"])
 
 
-def test_report_flags_throttled_runs(tmp_path: Path, write_yaml: WriteYaml) -> None:
-    def throttled_in_cycle_1(spec: ExperimentSpec) -> dict[str, object]:
-        return {"flags": MeasurementFlags(throttled=spec.cycle == 1)}
+def _host_bound(cycle_1: bool) -> QualityRecord:
+    return QualityRecord(
+        status="check" if cycle_1 else "ok",
+        window_s=10.0,
+        min_window_s=10.0,
+        window_meets_minimum=True,
+        passes=1,
+        gpu_busy_share=0.25 if cycle_1 else 0.9,
+        host_bound=cycle_1,
+    )
 
-    loaded = load_results(make_campaign(tmp_path, write_yaml, throttled_in_cycle_1))
-    page = write_report(loaded).read_text(encoding="utf-8")
-    assert "4 run(s) had GPU clocks slowed during the measured window" in page
+
+@pytest.mark.parametrize(
+    ("in_cycle_1", "words"),
+    [
+        (lambda c: {"flags": MeasurementFlags(throttled=c)}, "had GPU clocks slowed"),
+        (lambda c: {"quality": _host_bound(c)}, "were host-bound (quality.host_bound"),
+    ],
+)
+def test_report_flags_throttled_and_host_bound_runs(
+    tmp_path: Path,
+    write_yaml: WriteYaml,
+    in_cycle_1: Callable[[bool], dict[str, object]],
+    words: str,
+) -> None:
+    directory = make_campaign(tmp_path, write_yaml, lambda spec: in_cycle_1(spec.cycle == 1))
+    page = write_report(load_results(directory)).read_text(encoding="utf-8")
+    assert f"4 run(s) {words}" in page
 
 
 FOUR_PARAMETERS = """\

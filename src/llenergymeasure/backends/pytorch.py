@@ -8,6 +8,7 @@ the decoding settings.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import resource
 import sys
 import time
@@ -44,14 +45,18 @@ class PyTorchBackend(Backend):
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
         self.settings: PyTorchConfig = config.backend_settings(PyTorchConfig)
-        self.device = self._pick_device(self.settings.device)
+        self.device = self._pick_device(self.settings.device, self.settings.decode is not None)
         self._model: PreTrainedModel | None = None
         self._tokenizer: Any = None
+        self._caches: dict[int, Any] = {}
+        """decode: cuda_graphs: the static KV cache of each batch size (rows)."""
 
     @staticmethod
-    def _pick_device(choice: str) -> torch.device:
+    def _pick_device(choice: str, graphs: bool = False) -> torch.device:
         if choice == "cuda" and not torch.cuda.is_available():
             raise BackendError("pytorch.device is 'cuda' but torch sees no CUDA device")
+        if graphs and not torch.cuda.is_available():
+            raise BackendError("pytorch.decode: cuda_graphs needs a CUDA device; torch sees none")
         if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
             return torch.device("cpu")
         return torch.device("cuda", torch.cuda.current_device())
@@ -126,6 +131,10 @@ class PyTorchBackend(Backend):
             kwargs["min_new_tokens"] = decoding.min_output_tokens
         if self.settings.cache_implementation is not None:
             kwargs["cache_implementation"] = self.settings.cache_implementation
+        if self.settings.decode == "cuda_graphs":
+            # generate compiles the decode step of a static cache (prefill stays eager);
+            # reduce-overhead captures it as CUDA graphs, replayed each step.
+            kwargs["compile_config"] = transformers.CompileConfig(mode="reduce-overhead")
         if decoding.strategy == "sampling":
             kwargs |= {
                 "temperature": decoding.temperature,
@@ -158,6 +167,7 @@ class PyTorchBackend(Backend):
         in the load phase, not in the warm-up of the workload's own shapes."""
         encoded = self.tokenizer(["a"], return_tensors="pt").to(self.model.device)
         kwargs = self.generate_kwargs() | {"max_new_tokens": 2, "min_new_tokens": None}
+        kwargs["disable_compile"] = True  # decode: cuda_graphs compiles per shape, in warm-up
         with torch.inference_mode():
             self.model.generate(**encoded, **kwargs)
         self.synchronize()
@@ -166,8 +176,9 @@ class PyTorchBackend(Backend):
         encoded = batch.inputs
         eos_id = self.tokenizer.eos_token_id
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            generated = self.model.generate(**encoded, **self.generate_kwargs())
+        with torch.inference_mode():  # the cache's tensors are inference tensors: reset here
+            kwargs = self.generate_kwargs() | self._static_cache(encoded["input_ids"].shape[0])
+            generated = self.model.generate(**encoded, **kwargs)
         self.synchronize()
         latency_s = time.perf_counter() - t0
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
@@ -176,6 +187,17 @@ class PyTorchBackend(Backend):
             RequestOutput(int(n_in), _count_generated(row, eos_id), latency_s)
             for row, n_in in zip(new_tokens, input_counts, strict=True)
         ]
+
+    def _static_cache(self, rows: int) -> dict[str, Any]:
+        """decode: cuda_graphs: one static KV cache per batch size, long enough for every batch,
+        emptied and reused by each generate. The captured graphs hold its addresses: a new
+        cache per call (generate's own) re-records them every batch, at the host's pace."""
+        if self.settings.decode != "cuda_graphs":
+            return {}
+        # transformers renamed generate's past_key_values to cache (5.2x); both still work
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else ""
+        cache = reused_static_cache(self._caches, self.model, rows, self.config)
+        return {name or "past_key_values": cache}
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -241,13 +263,15 @@ class PyTorchBackend(Backend):
             "device_map": {k: str(v) for k, v in placement.items()} if placement else None,
             "weight_devices": sorted({str(p.device) for p in model.parameters()}),
             "torch_compile": self.settings.torch_compile,
-            "cache_implementation": self.generate_kwargs().get("cache_implementation"),
+            "cache_implementation": "static"
+            if self.settings.decode
+            else self.generate_kwargs().get("cache_implementation"),
+            "decode": _decode_ran(model),
             "quantization": quantization.to_dict() if quantization is not None else None,
         }
 
     def close(self) -> None:
-        self._model = None
-        self._tokenizer = None
+        self._model, self._tokenizer, self._caches = None, None, {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -258,6 +282,28 @@ def _count_generated(row: torch.Tensor, eos_id: int | None) -> int:
         return int(row.numel())
     hits = (row == eos_id).nonzero()
     return int(hits[0].item()) + 1 if hits.numel() else int(row.numel())
+
+
+def reused_static_cache(
+    caches: dict[int, Any], model: PreTrainedModel, rows: int, config: ExperimentConfig
+) -> Any:
+    """The static cache for `rows`, made on first use, emptied in place (addresses kept)."""
+    cache = caches.get(rows)
+    if cache is None:
+        length = config.max_input_tokens + config.max_output_tokens
+        cache = caches[rows] = transformers.StaticCache(config=model.config, max_cache_len=length)
+    cache.reset()
+    return cache
+
+
+def _decode_ran(model: PreTrainedModel) -> str:
+    """What decode ran as, not what was asked: generate keeps its compiled step on the model,
+    and inductor counts the CUDA graphs it declined to capture."""
+    if not hasattr(model, "_compiled_call"):
+        return "eager"
+    from torch._dynamo.utils import counters
+
+    return "compiled_without_graphs" if counters["inductor"]["cudagraph_skips"] else "cuda_graphs"
 
 
 def _require(package: str, setting: str) -> None:

@@ -49,16 +49,29 @@ class PyTorchConfig(BackendSettings):
         "cache_implementation); null: transformers' dynamic cache.",
         json_schema_extra=OMIT_IF_NULL,
     )
+    decode: Literal["cuda_graphs"] | None = Field(
+        None,
+        description="cuda_graphs: each decode step is one CUDA graph replay (a static KV cache "
+        "and torch.compile mode reduce-overhead, through generate's CompileConfig), so a batch "
+        "no longer follows the host CPU's pace of thousands of kernel launches a step. It "
+        "compiles once per batch shape, in the warm-up's first pass (warm-up needs 2 runs "
+        "covering every shape). CUDA only. Null: eager decode, transformers' default.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
     padding_side: Literal["left"] = Field(
         "left", description="Decoder-only models must be left-padded for batched generation."
     )
 
     @model_validator(mode="after")
-    def _device_map_needs_gpus(self) -> PyTorchConfig:
+    def _settings_fit_together(self) -> PyTorchConfig:
         if self.device_map is not None and self.device == "cpu":
             raise ValueError(
                 "device_map spreads the model over GPUs; it cannot go with device: cpu"
             )
+        if self.decode == "cuda_graphs" and self.device == "cpu":
+            raise ValueError("decode: cuda_graphs needs a CUDA device; it cannot go with cpu")
+        if self.decode == "cuda_graphs" and self.torch_compile is not None:
+            raise ValueError("decode: cuda_graphs compiles the decode step; leave torch_compile")
         return self
 
 

@@ -396,6 +396,14 @@ class ExperimentConfig(_Strict):
                 f"decoding.min_output_tokens ({minimum}) exceeds max_output_tokens "
                 f"({self.max_output_tokens})"
             )
+        warm = self.warmup
+        if getattr(getattr(self, "pytorch", None), "decode", None) == "cuda_graphs" and (
+            warm.runs < 2 or warm.pass_cover == "first_batch"
+        ):
+            raise ValueError(
+                "pytorch.decode: cuda_graphs compiles per batch shape in the warm-up's first "
+                "pass: set warmup.runs to 2 or more and leave warmup.cover at shapes or batches"
+            )
         return self
 
     def gpus_required(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llenergymeasure.measure.energy import COUNTER, INTEGRATED_AVERAGE, INTEGRATED_INSTANT
+from llenergymeasure.measure.hoststat import HostUsage
 from llenergymeasure.results.schema import GpuEnergyRecord, QualityRecord
 
 INTEGRATED = (INTEGRATED_INSTANT, INTEGRATED_AVERAGE, "mixed")
@@ -27,6 +28,9 @@ THROTTLED_SHARE_MAX = 0.05
 LATENCY_RATIO_MAX = 1.10
 """Above this the window's batches ran slower than warm-up's: warm-up costs reached the window
 (issue 20)."""
+HOST_BOUND_BUSY_SHARE = 0.5
+"""Below this share of the window with a kernel running (NVML utilisation, the busiest GPU),
+the device waited on the host: batch times follow the host CPU's pace (issue 30)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class SampledWindow:
     times_s: Sequence[float]
     throttled: Sequence[bool | None]
     """Per sample: a slowdown reason was set; None where the GPU did not say."""
+    busy_pct: Sequence[float | None] = ()
+    """Per sample: NVML utilisation, the share of its period with a kernel running."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class MeasuredQuality:
     baseline_state: str | None = None
     baseline_stale: bool | None = None
     short_window: bool | None = None
+    host: HostUsage | None = None
+    """Steal and this worker's CPU time over the window."""
 
 
 def assess(
@@ -105,6 +113,10 @@ def assess(
         reasons.append(f"window of {window_s:.2f} s is under its minimum of {min_window_s:g} s")
     elif measured.short_window:
         reasons.append(f"window of {window_s:.2f} s is under 10 s with min_window_s off")
+    busy = _busy_share(measured.sampled)
+    host_bound = None if busy is None else busy < HOST_BOUND_BUSY_SHARE
+    if host_bound:
+        reasons.append(host_bound_reason(busy, measured.host, window_s))
     if latency_ratio is not None and latency_ratio > LATENCY_RATIO_MAX:
         reasons.append(
             f"window batches took {latency_ratio:.2f}x warm-up's (over {LATENCY_RATIO_MAX:.2f})"
@@ -127,6 +139,21 @@ def assess(
         window_meets_minimum=meets,
         passes=passes,
         window_to_warmup_latency_ratio=latency_ratio,
+        host_steal_s=measured.host.steal_s if measured.host else None,
+        host_cpu_s=measured.host.process_cpu_s if measured.host else None,
+        gpu_busy_share=busy,
+        host_bound=host_bound,
+    )
+
+
+def host_bound_reason(busy: float | None, host: HostUsage | None, window_s: float) -> str:
+    """The warning of a host-bound window, with the host figures it rests on."""
+    cpu = f"; worker CPU {host.process_cpu_s:.1f} s" if host else ""
+    steal = f", steal {host.steal_s:.2f} s" if host and host.steal_s is not None else ""
+    return (
+        f"host-bound: a GPU kernel ran in {busy or 0:.0%} of the window (under "
+        f"{HOST_BOUND_BUSY_SHARE:.0%}), so throughput follows the host CPU's pace, not the GPU's"
+        f"{cpu}{steal} over {window_s:.1f} s"
     )
 
 
@@ -156,6 +183,16 @@ def _sampler_coverage(measured: MeasuredQuality) -> tuple[float | None, float | 
         points = [measured.window_start_s, *sorted(gpu.times_s), measured.window_end_s]
         gaps.append(max(b - a for a, b in itertools.pairwise(points)))
     return min(coverages), max(gaps)
+
+
+def _busy_share(sampled: Sequence[SampledWindow]) -> float | None:
+    """Mean NVML utilisation over the window of the busiest GPU, as a share; None unsampled."""
+    means = [
+        sum(known) / len(known)
+        for g in sampled
+        if (known := [b for b in g.busy_pct if b is not None])
+    ]
+    return max(means) / 100.0 if means else None
 
 
 def _throttled_share(sampled: Sequence[SampledWindow]) -> float | None:

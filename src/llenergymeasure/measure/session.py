@@ -30,6 +30,7 @@ from llenergymeasure.errors import ConfigError, MeasurementError
 from llenergymeasure.measure import energy as energy_mod
 from llenergymeasure.measure.baseline import Baseline, BaselineCache, measure_baseline
 from llenergymeasure.measure.environment import driver_versions, gpu_info, preflight_warnings
+from llenergymeasure.measure.hoststat import HostUsage, host_usage, usage_between
 from llenergymeasure.measure.nvml import (
     POWER_BITS,
     SLOWDOWN_BITS,
@@ -115,11 +116,15 @@ class MeasurementSession:
         sleep: Callable[[float], None] = time.sleep,
         rapl: RaplReader | None = None,
         source: EnergySource | None = None,
+        host: Callable[[], HostUsage] = host_usage,
     ) -> None:
         """readers: inject GPU readings (tests); by default they come from NVML in attach().
         clock, wall_clock and sleep go together: a test's fake clock needs its own sleep.
-        source: inject the energy source (tests); by default energy_source's, in attach()."""
+        source: inject the energy source (tests); by default energy_source's, in attach().
+        host: reads steal and this process's CPU time at the window's edges."""
         self.config, self.clock, self.wall_clock = config, clock, wall_clock
+        self.host = host
+        self._host_edges: tuple[HostUsage | None, HostUsage | None] = (None, None)
         self.sleep = sleep
         # Set by the worker when repeating passes stopped at the time limit before min_window_s.
         self.window_cut_by_time_limit = False
@@ -265,6 +270,7 @@ class MeasurementSession:
         process lists are read just outside both edges: who else ran on them meanwhile."""
         self._note_window_pids()
         self._start_reads = energy_mod.read_synced(self.readers, self.clock)
+        host_start = self.host()
         if self.rapl.available:
             self.rapl.start()
         if self.sampler is not None:
@@ -276,6 +282,7 @@ class MeasurementSession:
         yield self.window_edges
         self.window_edges.end_s = self.clock()
         self.window_edges.end_unix_s = self.wall_clock()
+        self._host_edges = (host_start, self.host())
         if self.source is not None:
             self._source_j = self._stop_source(self.source)
         if self.sampler is not None:
@@ -428,6 +435,7 @@ class MeasurementSession:
         sampled = [
             SampledWindow(
                 times_s=[r.t_s for r in rows if r.uuid == reader.uuid],
+                busy_pct=[r.sample.gpu_util_pct for r in rows if r.uuid == reader.uuid],
                 throttled=[
                     None
                     if r.sample.throttle_reasons is None
@@ -455,6 +463,7 @@ class MeasurementSession:
             else None,
             baseline_stale=baselines.stale if self.readers else None,
             short_window=flags.short_window,
+            host=usage_between(*self._host_edges),
         )
         return assess(
             measured, min_window_s=min_window_s, passes=passes, latency_ratio=latency_ratio

@@ -289,6 +289,12 @@ def _warnings(loaded: LoadedCampaign, per_experiment: pd.DataFrame) -> list[str]
             f"{len(throttled)} run(s) had GPU clocks slowed during the measured window "
             "(flags.throttled; thermal or power): their energy and speed are not steady-state."
         )
+    host_bound = [r for r in loaded.results if r.quality is not None and r.quality.host_bound]
+    if host_bound:
+        out.append(
+            f"{len(host_bound)} run(s) were host-bound (quality.host_bound: a GPU kernel ran in "
+            "under half of the window): their throughput follows the host CPU's pace."
+        )
     return out + sorted({w for e in loaded.manifest.entries for w in e.warnings})
 
 

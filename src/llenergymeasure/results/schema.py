@@ -296,6 +296,24 @@ class QualityRecord(_Result):
         "warmup.window after the first), shape by shape with each shape's median (sum over "
         "sum); above 1.10 warm-up costs reached the window. Null without warm-up.",
     )
+    host_steal_s: float | None = Field(
+        None,
+        description="CPU time the hypervisor gave to other guests during the window, summed "
+        "over this machine's CPUs (/proc/stat steal); null where not reported.",
+    )
+    host_cpu_s: float | None = Field(
+        None, description="CPU time (user + system, all threads) the worker spent in the window."
+    )
+    gpu_busy_share: float | None = Field(
+        None,
+        description="Mean NVML utilisation over the window (share of time a kernel ran), of "
+        "the busiest GPU. Null with the sampler off or no GPU.",
+    )
+    host_bound: bool | None = Field(
+        None,
+        description="gpu_busy_share under 0.5: the device waited on the host, so throughput "
+        "follows the host CPU's pace (then a reason says so). Null without samples.",
+    )
 
 
 class GpuInfo(_Result):
@@ -500,9 +518,7 @@ class ExperimentResult(_Result):
         "thread was off the CPU.",
     )
     window_host_steal_s: float | None = Field(
-        None,
-        description="CPU time the hypervisor gave to other guests during the window, summed "
-        "over this machine's CPUs (/proc/stat steal); null where not reported.",
+        None, description="quality.host_steal_s, also here for results written before it."
     )
     window_same_shape_latency_cv: float | None = Field(
         None,

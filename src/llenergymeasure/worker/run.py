@@ -28,7 +28,6 @@ from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.flops import total_flops
-from llenergymeasure.measure.hoststat import steal_s
 from llenergymeasure.measure.phase_split import split_energy
 from llenergymeasure.measure.session import MeasurementSession, SideWindow, Window
 from llenergymeasure.results.schema import (
@@ -206,7 +205,7 @@ def run_experiment(spec: ExperimentSpec) -> ExperimentResult:
         window_batch_shapes=[list(s) for s in window_shapes],
         window_batch_latencies_s=measured.served.batch_latencies_s,
         window_batch_host_cpu_s=measured.served.batch_host_cpu_s,
-        window_host_steal_s=measured.steal_s,
+        window_host_steal_s=quality.host_steal_s,
         window_same_shape_latency_cv=spread,
         phase_split=(
             _phase_split(prefill, report.energy.energy_raw_j, outputs) if prefill else None
@@ -229,7 +228,6 @@ class Measured:
     filled: PassRecord
     served: Served
     """Every batch's latency and host CPU time in the window (outputs are in `filled`)."""
-    steal_s: float | None
     gap_s: float
     """From the warm-up's end to the window's start."""
 
@@ -250,7 +248,6 @@ def _measure(
     backend.reset_peak_memory()
     backend.synchronize()
     all_served = Served([], [], [])
-    steal_before_s = steal_s()
     with session.window() as window:
         gap_s = time.perf_counter() - warm_end
         crashpoint("worker.generate")
@@ -260,7 +257,6 @@ def _measure(
             time_limit_s=time_limit_s,
             elapsed_before_s=elapsed_before_s,
         )
-    steal_after_s = steal_s()
     session.window_cut_by_time_limit = filled.cut_by_time_limit
     log.info(
         "measured window: %d requests in %d pass(es), %.3f s",
@@ -268,12 +264,7 @@ def _measure(
         filled.passes,
         window.duration_s,
     )
-    stolen_s = (
-        steal_after_s - steal_before_s
-        if steal_before_s is not None and steal_after_s is not None
-        else None
-    )
-    return Measured(window, filled, all_served, stolen_s, gap_s)
+    return Measured(window, filled, all_served, gap_s)
 
 
 def _one_pass(backend: Backend, batches: list[PreparedBatch], into: Served) -> list[RequestOutput]:

@@ -167,5 +167,5 @@ def spread_warnings(cv: float | None) -> list[str]:
         f"the window's batches of one shape varied with a CV of {cv:.1%} (identical work): the "
         "pace moved inside the window, so its throughput and raw energy carry that much "
         "uncertainty; on a host-bound engine this is the host CPU's speed "
-        "(window_batch_host_cpu_s, window_host_steal_s)"
+        "(window_batch_host_cpu_s, quality.host_steal_s)"
     ]
