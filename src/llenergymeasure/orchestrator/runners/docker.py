@@ -425,8 +425,8 @@ def read_spec(job: Job) -> ExperimentSpec:
 
 
 class CliProcess:
-    """A docker CLI command writing into a log file; stop() kills its process group unless
-    it ended (CampaignProject.run_cli starts and stops it)."""
+    """A docker CLI command writing into a log file; stop() (also on leaving a with-block)
+    kills its process group unless it ended."""
 
     def __init__(self, cmd: list[str], log_path: Path) -> None:
         self.cmd, self.log_path = cmd, log_path
@@ -469,6 +469,13 @@ class CliProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def __enter__(self) -> CliProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def outcome(
