@@ -217,14 +217,17 @@ def resume(
     force_unlock: bool = False,
     wait_for_gpus: bool = True,
 ) -> CampaignResults:
-    """Finish a campaign with the settings it recorded (default: the newest one with something
-    to run under results_dir, else the user settings' results_dir); arguments given here
-    replace them (and are recorded). Finished results are never redone. force_unlock: take
-    over a lock that names another machine (only once no orchestrator runs it there)."""
+    """Finish a campaign with the settings it recorded; arguments given here replace them
+    (and are recorded). Finished results are never redone. force_unlock: take over a lock
+    that names another machine (only once no orchestrator runs it there). campaign_dir None:
+    the newest unfinished campaign under results_dir (default: the user settings'), as `lem
+    resume` picks it; a campaign there whose manifest cannot be read is logged, or raised if it
+    is the only one."""
     given_dir = Path(campaign_dir) if campaign_dir is not None else None
-    root, found = resumable(given_dir, Path(results_dir) if results_dir else None, retry_failed)
+    root_dir = Path(results_dir) if results_dir is not None else None
+    root, found = resumable(given_dir, root_dir, retry_failed, log.warning)
     if found is None:
-        raise ConfigError(f"nothing to resume: no unfinished campaign under {root}")
+        raise ConfigError(f"nothing to resume: no unfinished campaign under {root}/")
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
@@ -270,9 +273,17 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     )
 
 
+class _LoggedNotices(Events):
+    """Without events of the caller's, notices still reach the user as the CLI prints them:
+    a call waiting for a device another campaign holds says so, and who holds it."""
+
+    def notice(self, message: str) -> None:
+        log.warning(message)
+
+
 def _run(plan: Plan, events: Events | None) -> CampaignResults:
     with no_world_write():
-        summary = execute(plan, events, log.warning)
+        summary = execute(plan, events or _LoggedNotices(), log.warning)
     if summary.interrupted:
         raise KeyboardInterrupt
     return load_results(summary.campaign_dir)

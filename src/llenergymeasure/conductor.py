@@ -47,7 +47,7 @@ from llenergymeasure.orchestrator.manifest import (
     result_missing,
     to_resume,
 )
-from llenergymeasure.orchestrator.names import LOCK_FILE, MANIFEST_FILE
+from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE, LOCK_FILE, MANIFEST_FILE
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
 from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
 
@@ -161,6 +161,39 @@ def plan_campaign(load: Callable[[dict[str, Any], int], Campaign], overrides: Ov
     )
 
 
+def campaign_to_resume(
+    results_dir: Path, retry_failed: bool, notice: Callable[[str], None]
+) -> Path | None:
+    """The newest campaign under results_dir with something to run (None: there is none).
+    Every campaign whose manifest cannot be read is named with its `lem repair` hint: through
+    notice beside a readable candidate, else as the error (exit 2), since such a campaign may
+    be the unfinished one and "nothing to resume" would be a guess."""
+    candidates, damaged = [], []
+    found = {
+        p.parent
+        for name in (MANIFEST_FILE, EXPERIMENTS_FILE)
+        for p in results_dir.glob(f"*/{name}")
+    }
+    for directory in sorted(found):
+        try:
+            manifest = ManifestStore(directory).load()
+        except LemError as e:
+            damaged.append(str(e))
+            continue
+        if to_resume(directory, manifest, retry_failed):
+            candidates.append((manifest.created_at, directory))
+    if candidates:
+        for problem in damaged:
+            notice(f"not resumable as it is: {problem}")
+        return max(candidates)[1]
+    if damaged:
+        raise ConfigError(
+            f"no readable unfinished campaign under {results_dir}/, and {len(damaged)} could "
+            "not be read:\n  " + "\n  ".join(damaged)
+        )
+    return None
+
+
 def plan_resume(campaign_dir: Path, overrides: Overrides) -> Plan:
     """Plan the rest of an existing campaign with the settings it recorded; overrides given
     now replace them (and are recorded with their source)."""
@@ -267,13 +300,16 @@ class Resumable:
 
 
 def resumable(
-    campaign_dir: Path | None, results_dir: Path | None, retry_failed: bool
+    campaign_dir: Path | None,
+    results_dir: Path | None,
+    retry_failed: bool,
+    notice: Callable[[str], None],
 ) -> tuple[Path, Resumable | None]:
-    """The campaign a resume continues: campaign_dir, else the newest one with something to
-    run under results_dir (default: the user settings' results_dir), and that root; None when
-    there is none."""
+    """The campaign a resume continues: campaign_dir, else campaign_to_resume under
+    results_dir (default: the user settings' results_dir), and that root; None when there is
+    none."""
     root = (results_dir or Path(load_settings().results_dir)).resolve()
-    directory = campaign_dir or _newest_unfinished(root, retry_failed)
+    directory = campaign_dir or campaign_to_resume(root, retry_failed, notice)
     if directory is None:
         return root, None
     directory = directory.resolve()
@@ -282,18 +318,6 @@ def resumable(
     for entry in pending:
         check_entry_folder(directory, entry)
     return root, Resumable(directory, manifest, pending)
-
-
-def _newest_unfinished(results_dir: Path, retry_failed: bool) -> Path | None:
-    candidates = []
-    for manifest_path in results_dir.glob(f"*/{MANIFEST_FILE}"):
-        try:
-            manifest = load_manifest(manifest_path.parent)
-        except LemError:
-            continue
-        if to_resume(manifest_path.parent, manifest, retry_failed):
-            candidates.append((manifest.created_at, manifest_path.parent))
-    return max(candidates)[1] if candidates else None
 
 
 def status(campaign_dir: Path) -> list[RunState]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -19,7 +19,7 @@ class CliConsole(Console):
         if (
             self.is_terminal
             or "COLUMNS" in os.environ
-            or not any(isinstance(o, Table) for o in objects)
+            or not any(isinstance(o, (Table, Group)) for o in objects)
         ):
             super().print(*objects, **kwargs)
             return

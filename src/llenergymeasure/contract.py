@@ -21,6 +21,8 @@ HOST_PID_ENV = "LEM_HOST_PID"
 the worker dies with it (worker/__main__.py)."""
 PRELOAD = "llenergymeasure.worker.preload"
 """What a fork server imports before it forks workers: the engines."""
+WORKER_NAME = "lem-worker"
+"""A forked worker's multiprocessing name: the fork server skips the host's main script for it."""
 
 
 def fork_target(exp_path: str, env: dict[str, str], log_path: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from types import TracebackType
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -178,30 +179,34 @@ TABLE_METRICS = {
 }
 
 
-def summary_table(title: str, statistics: pd.DataFrame) -> Table:
-    """One row per group of summary.csv: the mean and CI of the headline metrics."""
+def summary_table(title: str, statistics: pd.DataFrame, verbose: bool = False) -> Group:
+    """One row per group of summary.csv: a column per swept parameter, the mean and CI of the
+    headline metrics, and the quality: compact (status, runs flagged, a code per kind of
+    reason, the codes explained once below the table) or, verbose, every reason in full."""
     table = Table(title=title)
     labels = list(statistics.columns[: list(statistics.columns).index("n_experiments")])
     shown = [c for c in labels if c != "experiment_id"] or labels
-    heading = "experiment" if shown == ["experiment_id"] else "\n".join(shown)
-    table.add_column(heading, min_width=min(24, max(len(line) for line in heading.split("\n"))))
+    for column in shown:
+        table.add_column("experiment" if column == "experiment_id" else column)
     table.add_column("runs", justify="right")
     for name in TABLE_METRICS.values():
         table.add_column(name, justify="right")
     quality = QUALITY in statistics.columns
     if quality:
-        table.add_column("quality", max_width=40)
+        table.add_column("quality", max_width=None if verbose else 24)
+    codes: dict[str, str] = {}
     for _, group in statistics.groupby(labels, dropna=False, sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = group.iloc[0]
-        label = ", ".join(_cell(first[c]) for c in shown)
+        cells = [_cell(first[c]) for c in shown]
         if first.get(VARIES_WITHIN):
-            label += f"\n(pools {first[VARIES_WITHIN]})"
+            cells[-1] += f"\n(pools {first[VARIES_WITHIN]})"
+        note = str(first[QUALITY]) if quality else ""
         table.add_row(
-            escape(label),
+            *map(escape, cells),
             str(by_metric["output_tokens_per_s"]["n"]),
             *(_estimate(by_metric[m]) for m in TABLE_METRICS),
-            *([escape(str(first[QUALITY]))] if quality else []),
+            *([escape(note if verbose else _quality_code(note, codes))] if quality else []),
         )
     if len(statistics):
         confidence = float(statistics["confidence"].iloc[0])
@@ -209,7 +214,27 @@ def summary_table(title: str, statistics: pd.DataFrame) -> Table:
             f"mean [{confidence:.0%} CI, {MEAN_METHOD} over the row's runs; none from 1 run]; "
             "n/a: not measured (never 0)"
         )
-    return table
+    key = [f"{code}: {escape(kind)}" for kind, code in codes.items()]
+    if key:
+        key.insert(0, "quality: check k/n = k of n runs flagged; N = a number; -v: in full")
+    return Group(table, *key)
+
+
+def _quality_code(note: str, codes: dict[str, str]) -> str:
+    """summary.csv's quality note ('check (k of n runs): <exp> cycle <c>: <r1>; <r2> | ...')
+    as 'check k/n: q1 q2', a code per kind of reason (its text with numbers as N, without the
+    level it names: a level is a row of its own)."""
+    if not note.startswith("check ("):
+        return note
+    head, _, runs = note.partition("): ")
+    found = []
+    for run in runs.split(" | "):
+        for reason in run.partition(": ")[2].split("; "):
+            kind = re.sub(r"(?<![\w.])\d+(?:\.\d+)?", "N", re.sub(r"^level \S+: ", "", reason))
+            code = codes.setdefault(kind, f"q{len(codes) + 1}")
+            found += [code] if code not in found else []
+    counted = head.removeprefix("check (").removesuffix(" runs").replace(" of ", "/")
+    return f"check {counted}: {' '.join(found)}"
 
 
 def _estimate(row: pd.Series) -> str:

@@ -3,15 +3,20 @@ recorded in results, and load_results."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from lem_cli import write
+from lem_cli import CLI_TIMEOUT_S, lem_env, only_campaign_dir, write
 
 import llenergymeasure as lem
 from llenergymeasure.api import ExperimentFailedError
 from llenergymeasure.errors import ConfigError
+from llenergymeasure.orchestrator.gpu_locks import DeviceLocks
 from llenergymeasure.results.aggregate import METRICS
 
 pytestmark = pytest.mark.integration
@@ -85,3 +90,44 @@ def test_run_campaign_takes_overrides_and_loads_back(
     assert loaded.summary.equals(campaign.summary)
     pooled = lem.load_results(campaign.campaign_dir, group_by=["backend"]).summary
     assert set(pooled["n_experiments"]) == {2}
+
+
+# The README's snippet as a new user pastes it: no `if __name__ == "__main__":` guard.
+SNIPPET = """import llenergymeasure as lem
+
+result = lem.run_experiment({"model": "builtin:tiny-llama", "n_prompts": 2}, batch_size=2)
+print("tokens/s:", result.output_tokens_per_s)
+"""
+
+
+def test_snippet_without_a_main_guard_runs_once_and_says_it_waits(tmp_path: Path) -> None:
+    """The forked worker must not re-run the script: that started a second campaign, which
+    waited for ever on the first one's CPU lock (issue 28.1). While the call waits for a
+    device another campaign holds, it says so (a logging warning), as the CLI does."""
+    script = write(tmp_path / "snippet.py", SNIPPET)
+    locks = tmp_path / "locks"
+    env = lem_env() | {"LEM_GPU_LOCK_DIR": str(locks)}
+    with DeviceLocks(["cpu"], "holder", notice=print, directory=locks) as held:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # pytest-timeout ends a call that never says it
+            assert "waiting for the CPU" in first and "campaign holder" in first, first
+            held.release()
+            stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, stdout + stderr
+    assert stdout.count("tokens/s:") == 1, stdout  # the script ran once, not once per worker
+    assert "got the CPU" in stderr, stderr
+    only_campaign_dir(tmp_path / "results")

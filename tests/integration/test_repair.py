@@ -88,6 +88,12 @@ def test_lem_repair_rebuilds_a_damaged_manifest_and_resume_finishes(
         assert f"lem repair {campaign_dir}" in proc.stderr, explain(proc)
         assert len(proc.stderr.strip().splitlines()) == 1, explain(proc)
         assert "validation error" not in proc.stderr and "Traceback" not in proc.stderr
+    # Bare `lem resume` too: the only candidate is damaged, so it names it, never "nothing to
+    # resume" (issue 28.2).
+    for flags in ([], ["--dry-run"]):
+        proc = run_lem("resume", "--results-dir", tmp_path / "out", *flags, cwd=tmp_path)
+        assert proc.returncode == 2, explain(proc)
+        assert f"lem repair {campaign_dir}" in proc.stderr and "Nothing" not in proc.stderr
 
     proc = run_lem("repair", campaign_dir, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
@@ -115,6 +121,14 @@ def test_lem_repair_rebuilds_a_damaged_manifest_and_resume_finishes(
     # A readable manifest is left alone.
     proc = run_lem("repair", campaign_dir, cwd=tmp_path)
     assert proc.returncode == 0 and "nothing to repair" in proc.stdout, explain(proc)
+
+    # Beside a readable unfinished campaign, a damaged one is named and the other one chosen.
+    beside = shutil.copytree(campaign_dir, tmp_path / "out" / "beside_20000101T000000Z")
+    (beside / "manifest.json").write_bytes(b"garbage")
+    proc = run_lem("resume", "--results-dir", tmp_path / "out", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0 and "Would run (1)" in proc.stdout, explain(proc)
+    assert f"lem repair {beside}" in proc.stderr, explain(proc)
+    shutil.rmtree(beside)
 
     # The rebuilt campaign resumes: cycle 3 runs; cycle 1 is not redone, the oom stays.
     result_1 = (campaign_dir / rebuilt.entries[0].result_path).read_bytes()

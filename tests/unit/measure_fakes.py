@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -174,3 +175,14 @@ class ScriptedGpu:
             sm_clock_mhz=1980.0,
             throttle_reasons=self.throttle_reasons,
         )
+
+
+def wait_for_samples(gpu: ScriptedGpu, more: int = 2, within_s: float = 120.0) -> None:
+    """Block until the real sampler thread has started `more` further samples of gpu (with 2,
+    at least one read wholly after whatever the test just changed): tests wait for samples
+    rather than sleep a guess, which a loaded machine may not honour (issue 28.8)."""
+    target = gpu.sample_calls + more
+    deadline = time.monotonic() + within_s
+    while gpu.sample_calls < target:
+        assert time.monotonic() < deadline, f"{gpu.sample_calls} samples, not {target}"
+        time.sleep(0.002)

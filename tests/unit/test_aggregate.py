@@ -264,10 +264,12 @@ def test_summary_flags_runs_that_fail_their_quality_record(
         assert row["quality"] == (expected if row["batch_size"] == 2 else "ok")
     console = Console(record=True, width=300)
     console.print(summary_table("t", summary))
-    text = console.export_text()
-    assert "quality" in text
-    assert text.count("check (1 of 3 runs)") == 2
-    assert text.count("host-bound: a GPU kernel ran in") == 2  # what lem results shows
+    text = console.export_text()  # compact: a code per kind of reason, explained once below
+    assert text.count("check 1/3: q1 q2") == 2 and HOST_BOUND not in text
+    assert text.count("q1: host-bound: a GPU kernel ran in N% of the window (under N%)") == 1
+    assert text.count("q2: worker CPU N s, steal N s over N s") == 1
+    console.print(summary_table("t", summary, verbose=True))  # -v: in full, what lem results shows
+    assert console.export_text().count("host-bound: a GPU kernel ran in 25%") == 2
     # a result written before the quality record existed says so, never 'ok'
     old = summarize(campaign_runs(tmp_path / "old", write_yaml), SETTINGS)
     assert set(old["quality"]) == {"n/a"}

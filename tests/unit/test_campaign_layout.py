@@ -769,3 +769,29 @@ def test_an_engine_child_running_out_of_memory_is_read_from_the_log(
     assert first.error.endswith(
         "(EngineCore pid=42) ValueError: No available memory for the cache blocks."
     )
+
+
+def test_the_campaign_to_resume_is_never_guessed_past_a_damaged_one(
+    loaded: Campaign, tmp_path: Path
+) -> None:
+    """Issue 28.2, the conductor's rule that `lem resume` and api.resume() share: every
+    campaign whose manifest cannot be read is named with its `lem repair` hint; with a
+    readable unfinished one beside, that one is chosen; without, it is an error (exit 2)."""
+    from llenergymeasure.conductor import campaign_to_resume
+
+    root = tmp_path / "results"
+    first, second = (create_campaign(loaded, output_root=root / n) for n in ("a", "b"))
+    moved = [root / first.name, root / f"{second.name}-x"]
+    first.rename(moved[0])
+    second.rename(moved[1])
+    (moved[1] / MANIFEST_FILE).unlink()  # deleted: its experiments.json still names it
+    notices: list[str] = []
+    assert campaign_to_resume(root, False, notices.append) == moved[0]
+    (line,) = notices
+    assert f"lem repair {moved[1]}" in line and "is missing" in line
+    (moved[0] / MANIFEST_FILE).write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError) as caught:
+        campaign_to_resume(root, False, notices.append)
+    assert caught.value.exit_code == 2
+    assert all(f"lem repair {d}" in str(caught.value) for d in moved)
+    assert campaign_to_resume(tmp_path / "empty", False, notices.append) is None

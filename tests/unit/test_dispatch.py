@@ -276,7 +276,7 @@ def test_a_stop_while_waiting_for_a_gap_ends_at_once() -> None:
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
         dispatcher(runner, rec, pool, gaps=gaps, stop=stop).run(entries(2, 1))
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 120  # far below the 600 s gap, whatever the load
     assert len(rec.completed) == 1
     assert runner.interrupted == []  # nothing was running to interrupt
 

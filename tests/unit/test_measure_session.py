@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from measure_fakes import FakeClock, ScriptedGpu, Trace, constant
+from measure_fakes import FakeClock, ScriptedGpu, Trace, constant, wait_for_samples
 
 from llenergymeasure.config.experiment import BaselineConfig, MeasurementConfig
 from llenergymeasure.measure.energy import COUNTER, INTEGRATED_INSTANT, NO_ENERGY_WARNING
@@ -429,16 +429,16 @@ def test_throttle_flags_come_from_the_measured_phase_only(
     with session:
         session.attach(None)
         with session.sampling():
-            time.sleep(0.06)
+            wait_for_samples(gpu)
             gpu.throttle_reasons, gpu.temperature_c = 0, 60.0
-            time.sleep(0.06)  # every sample still in flight now reads 0
+            wait_for_samples(gpu)  # every sample still in flight now reads 0
             with session.window():
                 gpu.throttle_reasons, gpu.temperature_c = bits, 71.0
-                time.sleep(0.2)
+                wait_for_samples(gpu, 3)
                 gpu.throttle_reasons, gpu.temperature_c = 0, 60.0
-                time.sleep(0.06)
+                wait_for_samples(gpu)
             gpu.throttle_reasons, gpu.temperature_c = 0x8 | 0x20 | 0x4, 95.0
-            time.sleep(0.06)
+            wait_for_samples(gpu)
         report = session.report(100, 4)
     flags = report.flags
     assert (flags.throttled, flags.thermal_throttled, flags.power_capped) == expected
@@ -457,10 +457,10 @@ def test_sampled_fallback_energy_and_timeseries(tmp_path: Path) -> None:
     with session:
         session.attach(None)
         with session.sampling():
-            time.sleep(0.1)
+            wait_for_samples(gpu)
             with session.window():
-                time.sleep(0.2)
-            time.sleep(0.1)
+                wait_for_samples(gpu, 5)
+            wait_for_samples(gpu)
         report = session.report(100, 4)
         assert session.write_timeseries(tmp_path / "timeseries.parquet")
     w = session.window_edges
@@ -501,10 +501,11 @@ def test_sampled_fallback_energy_and_timeseries(tmp_path: Path) -> None:
     assert len(measured) >= 3
     assert measured.between(-0.01, w.duration_s + 0.01).all()
     assert gpu.energy_calls == 2  # asked at each edge, found unsupported, never polled
-    # The sampler's own time in reads is a small, positive share of the window.
+    # The sampler's own time in reads is a positive share of the window (how small is the
+    # machine's load: benchmarks measure it on a GPU).
     busy = session.sampler_busy_fraction()
     assert busy is not None
-    assert 0 < busy < 0.5
+    assert 0 < busy <= 1
 
 
 def test_sampler_failure_still_gives_a_report_with_a_warning(tmp_path: Path) -> None:
@@ -512,33 +513,29 @@ def test_sampler_failure_still_gives_a_report_with_a_warning(tmp_path: Path) -> 
     session = real_session(tmp_path, [gpu])
     with session:
         session.attach(None)
-        with session.sampling():
-            time.sleep(0.05)
-            with session.window():
-                time.sleep(0.25)
+        with session.sampling(), session.window():
+            wait_for_samples(gpu)  # each one fails
         report = session.report(100, 4)
         assert session.write_timeseries(tmp_path / "ts.parquet") is False
-    assert gpu.sample_calls > 0
     assert any(
         w.startswith("sampler read errors") and "NVML_ERROR_UNKNOWN" in w for w in report.warnings
     ), report.warnings
-    # the counter (real clock, 100 ms ticks) still gives the energy: 250 W over the window,
-    # give or take the edges (a tick lies within each edge's read gap; slack for preemption)
+    # the counter (real clock, 100 ms ticks) still gives the window's energy. How many joules
+    # is the fake-clock tests' (test_one_gpu_counter_window_baseline_and_per_token and on):
+    # on a real clock a loaded machine decides how long the window and its edges' reads take,
+    # which once failed a bound here (issue 28.8)
     e = report.energy
     assert e.energy_method == COUNTER
-    assert e.energy_raw_j is not None and e.energy_window_s is not None
+    assert e.energy_raw_j is not None and e.energy_raw_j >= 0
     (g,) = e.per_gpu
     assert g.edge_synced is True
-    assert g.edge_uncertainty_s is not None
-    assert e.energy_window_s >= session.window_edges.duration_s >= 0.25
-    assert abs(e.energy_raw_j - 250.0 * e.energy_window_s) <= 250.0 * (g.edge_uncertainty_s + 0.05)
     assert report.flags.throttled is None  # no samples, no verdict
 
 
 def test_timeseries_power_w_falls_back_to_average_power(tmp_path: Path) -> None:
     gpu = ScriptedGpu("GPU-a", time.monotonic, constant(123), counter=False, instant=False)
     with Sampler([gpu], 50) as sampler:
-        time.sleep(0.1)
+        wait_for_samples(gpu)
     assert sampler.rows
     assert sampler.warnings() == []
     sampler.write_parquet(tmp_path / "ts.parquet", sampler.rows[0].t_s)
@@ -681,9 +678,9 @@ def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> Non
     with session:
         session.attach(None)
         with session.sampling(), session.window():
-            time.sleep(0.3)
+            wait_for_samples(gpu, 3)
             gpu.throttle_reasons = 0x20  # SW thermal slowdown for the rest of the window
-            time.sleep(0.3)
+            wait_for_samples(gpu, 3)
         session.report(100, 4)
     quality = session.quality(min_window_s=0.0, passes=1, latency_ratio=None)
     rows = [r for r in session.sampler.rows if r.phase == "measured"] if session.sampler else []
@@ -692,8 +689,8 @@ def test_quality_sampler_coverage_gap_and_throttled_share(tmp_path: Path) -> Non
     assert 0 < quality.throttled_share < 1
     assert quality.sampler_coverage is not None
     assert 0 < quality.sampler_coverage <= 1
-    assert quality.sampler_largest_gap_s is not None
-    assert 0 < quality.sampler_largest_gap_s < 0.6
+    assert quality.sampler_largest_gap_s is not None  # a wall-clock gap: bounded, not timed
+    assert 0 < quality.sampler_largest_gap_s <= session.window_edges.duration_s
     assert quality.status == "check"
     assert any("throttled in" in r for r in quality.reasons)
 

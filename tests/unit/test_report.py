@@ -24,6 +24,7 @@ from llenergymeasure.config.settings import UserSettings
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.orchestrator.layout import create_campaign
+from llenergymeasure.orchestrator.manifest import ManifestStore
 from llenergymeasure.results import plots
 from llenergymeasure.results.aggregate import summarize, swept_parameters
 from llenergymeasure.results.report import without_unused_settings, write_report
@@ -88,8 +89,8 @@ def test_parameter_figure_draws_the_means_and_cis(tmp_path: Path, write_yaml: Wr
     energy_ax, throughput_ax, _ = fig.axes
     # errorbar() groups its data line and bars in a container carrying the legend label
     lines = {c.get_label(): c.lines[0] for c in energy_ax.containers}
-    assert set(lines) == {"fp32", "bf16"}  # self-describing values carry no key
-    bf16 = lines["bf16"]
+    assert set(lines) == {"precision=fp32", "precision=bf16"}  # every parameter named
+    bf16 = lines["precision=bf16"]
     # swept values are evenly spaced categories (a tick each), lines nudged apart
     assert [round(x) for x in bf16.get_xdata()] == [0, 1]
     assert [t.get_text() for t in energy_ax.get_xticklabels()] == ["1", "4"]
@@ -200,7 +201,7 @@ def test_report_on_a_cpu_campaign_says_energy_was_not_measured(
     loaded = load_results(make_campaign(tmp_path, write_yaml, lambda spec: {}))
     page = write_report(loaded, tmp_path / "elsewhere").read_text(encoding="utf-8")
     assert "No energy was measured in this campaign" in page
-    assert "not measured" in page
+    assert "Not measured in any run: energy_raw_j" in page  # named, not a column of blanks
     assert (tmp_path / "elsewhere" / "pareto.png").is_file()
 
 
@@ -294,8 +295,19 @@ def test_report_of_a_four_parameter_grid_reads(tmp_path: Path, write_yaml: Write
     titles = {ax.get_title().split("\n")[1] for ax in fig.axes}
     assert titles == {"out tok: 8", "out tok: 16"}
     _outside_every_axes(fig)
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["bf16 greedy", "bf16 sampling", "fp32 greedy", "fp32 sampling"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # every parameter named
+    assert labels == [
+        f"precision={p} strategy={s}" for p in ("bf16", "fp32") for s in ("greedy", "sampling")
+    ]
+    for column in range(3):  # a metric's panels share one y scale across the rows
+        assert fig.axes[column].get_ylim() == fig.axes[3 + column].get_ylim()
+
+    def styles(figure: Figure) -> set[str]:  # each series' data line (an errorbar's first)
+        return {c.lines[0].get_linestyle() for ax in figure.axes for c in ax.containers}
+
+    assert styles(fig) == {"-"}  # numbers: joined
+    by_precision = plots.parameter_figure(per_experiment, "precision", swept)
+    assert styles(by_precision) == {"None"}  # categories: points, never joined
     # swept values evenly spaced, one tick each: 1 and 8 never run together into "18"
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     for ax in fig.axes[1:3]:
@@ -306,3 +318,46 @@ def test_report_of_a_four_parameter_grid_reads(tmp_path: Path, write_yaml: Write
     spread = plots.cycle_spread_figure(runs, {})
     _outside_every_axes(spread)
     assert len(spread.axes[0].get_yticklabels()) == 16  # a row per experiment
+
+
+def test_report_lists_failures_and_the_quality_of_every_run(
+    tmp_path: Path, write_yaml: WriteYaml
+) -> None:
+    """Issue 28.4: failed runs listed and marked, a quality section with each run's status,
+    reasons and the numbers behind them, and metrics measured in no run left out of the
+    summary's columns (named below it instead)."""
+
+    def short_window_in_cycle_2(spec: ExperimentSpec) -> dict[str, object]:
+        bad = spec.cycle == 2
+        reasons = ["window of 4.00 s is under its minimum of 10 s"] if bad else []
+        return {
+            "quality": QualityRecord(
+                status="check" if bad else "ok",
+                reasons=reasons,
+                window_s=4.0,
+                min_window_s=10.0,
+                window_meets_minimum=not bad,
+                passes=1,
+            )
+        }
+
+    directory = make_campaign(tmp_path, write_yaml, short_window_in_cycle_2)
+    store = ManifestStore(directory)
+    manifest = store.load()
+    lost = manifest.entries[0].experiment_id
+    for entry in manifest.entries:
+        if entry.experiment_id == lost:
+            entry.status, entry.error, entry.result_path = "failed", "BackendError: boom", None
+    store.save(manifest)
+    page = write_report(load_results(directory)).read_text(encoding="utf-8")
+    label = "batch=1 precision=fp32"
+    for cycle in (1, 2):
+        assert f"{label} cycle {cycle}: failed: BackendError: boom" in page
+    assert "failed: no finished run" in page
+    quality = page[page.index("Quality of each measurement") :]
+    assert quality.count("window of 4.00 s is under its minimum of 10 s") == 3
+    assert quality.count("<td>4</td><td>10</td>") == 6  # window s, min window s per run
+    summary = page[page.index("Summary per experiment") : page.index("Quality of each")]
+    assert "check (1 of 2 runs)" in summary
+    assert "<th>energy_raw_j</th>" not in summary and "Not measured in any run: energy" in summary
+    assert summary.index("output_tokens_per_s") < summary.index("latency_p50_s")

@@ -36,11 +36,13 @@ def results(
     """Print the statistics across cycles: mean and CI per configuration (or group)."""
     from llenergymeasure.api import load_results
     from llenergymeasure.display import summary_table
+    from llenergymeasure.results.collate import failed_levels, failed_levels_count
 
     keys = [k.strip() for k in group_by.split(",")] if group_by is not None else None
     loaded = load_results(campaign_dir, group_by=keys)
     manifest = loaded.manifest
     recorded = manifest.execution.settings
+    levels = failed_levels(loaded.runs)
     if json_out:
         records = json.loads(loaded.summary.to_json(orient="records"))
         data = {
@@ -49,13 +51,16 @@ def results(
             "counts": manifest.counts(),
             "settings": redact(recorded.model_dump(mode="json")) if recorded else None,
             "failed": [running.failure(e) for e in loaded.failed],
+            "failed_levels": levels,
             "summary": records,
         }
         out.print_json(json.dumps(data))
         return
     if not quiet:
-        out.print(summary_table(f"Campaign {manifest.campaign_id}", loaded.summary))
-    out.print(f"{manifest.counts_text()}.")
+        title = f"Campaign {manifest.campaign_id}"
+        out.print(summary_table(title, loaded.summary, verbose=verbose))
+    out.print(f"{manifest.counts_text()}{failed_levels_count(levels)}.")
+    running.print_failed_levels(levels)
     if verbose:
         for entry in loaded.failed:
             error = escape(printable(entry.error or ""))

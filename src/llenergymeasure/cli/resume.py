@@ -58,7 +58,12 @@ def resume(
     never redone. Failed experiments only run again with --retry-failed."""
     from llenergymeasure import conductor
 
-    root, found = conductor.resumable(campaign_dir, results_dir, retry_failed)
+    root, found = conductor.resumable(
+        campaign_dir,
+        results_dir,
+        retry_failed,
+        lambda problem: err.print(f"[yellow]notice[/]: {escape(problem)}", soft_wrap=True),
+    )
     if found is None:
         if not quiet:
             err.print(f"Nothing to resume: no unfinished campaign under {root}/")

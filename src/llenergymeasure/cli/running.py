@@ -17,6 +17,7 @@ from rich.table import Table
 
 from llenergymeasure.cli.options import err, out
 from llenergymeasure.contract import LOG_FILE
+from llenergymeasure.errors import printable
 from llenergymeasure.redact import redact
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def execute(plan: Plan, options: RunView, on_created: Callable[[Path], None] | N
         _print_outcome(summary, options.verbose)
     if summary.interrupted:
         raise typer.Exit(130)
-    if summary.failed:
+    if summary.failed or summary.failed_levels:  # a failed level is a failure too
         raise typer.Exit(1)
 
 
@@ -139,12 +140,11 @@ def print_settings(console: Console, record: dict[str, Any]) -> None:
 def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
     """The end summary: counts, what failed and why, and the command that continues;
     verbose: every run's worker log too."""
-    from llenergymeasure.results.collate import RESULTS_CSV
+    from llenergymeasure.results.collate import RESULTS_CSV, failed_levels_count
 
-    out.print(
-        f"{summary.manifest.counts_text()}. Results: {summary.campaign_dir / RESULTS_CSV}",
-        soft_wrap=True,
-    )
+    counts = summary.manifest.counts_text() + failed_levels_count(summary.failed_levels)
+    out.print(f"{counts}. Results: {summary.campaign_dir / RESULTS_CSV}", soft_wrap=True)
+    print_failed_levels(summary.failed_levels)
     if verbose:
         for entry in summary.ran:
             if entry.status == "done":
@@ -168,6 +168,13 @@ def _print_outcome(summary: RunSummary, verbose: bool = False) -> None:
         )
 
 
+def print_failed_levels(levels: list[dict[str, Any]]) -> None:
+    from llenergymeasure.results.collate import failed_levels_text
+
+    for line in failed_levels_text(levels):
+        out.print(f"[red]failed[/] {escape(printable(line))}", soft_wrap=True, highlight=False)
+
+
 def retry_command(campaign_dir: Path) -> str:
     return f"lem resume --retry-failed {campaign_dir}"
 
@@ -182,6 +189,7 @@ def _json_summary(summary: RunSummary) -> dict[str, object]:
         "interrupted": summary.interrupted,
         "results_csv": str(summary.campaign_dir / RESULTS_CSV),
         "failed": [failure(e) for e in summary.failed],
+        "failed_levels": summary.failed_levels,
         "retry_command": retry_command(summary.campaign_dir) if summary.failed else None,
     }
 

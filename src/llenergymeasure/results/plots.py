@@ -46,23 +46,17 @@ SHORT_NAMES = {
     "max_input_tokens": "in tok",
     "n_prompts": "prompts",
     "temperature": "T",
-    "strategy": "",
-    "precision": "",
-    "backend": "",
     "quantization": "quant",
+    "attn_implementation": "attn",
 }
 MAX_FACETS = 4  # rows of panels per figure; more values than that go into the legend
 
 
 def short_name(parameter: str) -> str:
-    """`decoding.temperature` -> `T`, `pytorch.attn_implementation` -> `attn_implementation`:
-    labels that fit a legend; self-describing values (fp16, greedy) get no name at all."""
+    """`decoding.temperature` -> `T`, `pytorch.attn_implementation` -> `attn`:
+    labels that fit a legend, every parameter named (never a bare `bf16`)."""
     last = parameter.rsplit(".", 1)[-1]
     return SHORT_NAMES.get(last, last)
-
-
-def _last(parameter: str) -> str:
-    return parameter.rsplit(".", 1)[-1]
 
 
 def short_label(names: Sequence[str], values: Sequence[Any]) -> str:
@@ -70,8 +64,7 @@ def short_label(names: Sequence[str], values: Sequence[Any]) -> str:
     for name, value in zip(names, values, strict=True):
         if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
             continue  # not a setting of this run (a greedy run's temperature)
-        short = short_name(name)
-        parts.append(f"{short}={value}" if short else str(value))
+        parts.append(f"{short_name(name)}={value}")
     return " ".join(parts) or "-"
 
 
@@ -79,8 +72,9 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
     """Energy per token, throughput and latency against one swept parameter (evenly spaced,
     one tick per swept value), with CI error bars. Of the other swept parameters, the one
     with the fewest values (2..MAX_FACETS) picks the row of panels and the rest pick the
-    line; one legend, outside the axes. Runs without the parameter (a greedy run has no
-    temperature) are left out of its figure."""
+    line; one legend, outside the axes. A metric's panels share their y scale; values that
+    are not numbers (precision, attention) are points, never joined by lines. Runs without
+    the parameter (a greedy run has no temperature) are left out of its figure."""
     others = [p for p in swept if p != parameter]
     rows_all = per_experiment[per_experiment[parameter].notna()]
     values = _ordered(rows_all[parameter].unique())
@@ -95,7 +89,8 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
             [None] if unset.any() else []
         )
     fig = Figure(figsize=(13, 0.6 + 3.1 * len(facet_values)), layout="constrained")
-    axes = fig.subplots(len(facet_values), 3, squeeze=False)
+    axes = fig.subplots(len(facet_values), 3, squeeze=False, sharey="col")
+    numeric = all(pd.api.types.is_number(v) and not pd.api.types.is_bool(v) for v in values)
     labelled: dict[str, Any] = {}
     colours: dict[str, str] = {}
     for row_axes, facet_value in zip(axes, facet_values, strict=True):
@@ -108,8 +103,7 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
         for ax, metric in zip(row_axes, (ENERGY, THROUGHPUT, LATENCY), strict=True):
             title = AXIS_LABELS[metric]
             if facet is not None:
-                name = short_name(facet) or _last(facet)
-                title += f"\n{name}: {'unset' if facet_value is None else facet_value}"
+                title += f"\n{short_name(facet)}: {'unset' if facet_value is None else facet_value}"
             ax.set_title(title, fontsize=9)
             if metric == ENERGY and not measured(per_experiment, ENERGY):
                 _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
@@ -131,6 +125,7 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
                     points["mean"].astype(float),
                     yerr=_error_bars(points),
                     marker="o",
+                    linestyle="-" if numeric else "none",
                     capsize=3,
                     color=colours.setdefault(label, f"C{len(colours) % 10}"),
                     label=label,
@@ -138,7 +133,7 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
                 labelled.setdefault(label, container)
             ax.set_xticks(range(len(values)), [str(v) for v in values])
             ax.set_xlim(-0.5, len(values) - 0.5)
-            ax.set_xlabel(short_name(parameter) or parameter, fontsize=9)
+            ax.set_xlabel(short_name(parameter), fontsize=9)
             ax.grid(alpha=0.3)
     if series_keys and labelled:
         fig.legend(
@@ -146,7 +141,7 @@ def parameter_figure(per_experiment: pd.DataFrame, parameter: str, swept: Sequen
             list(labelled),
             loc="outside right upper",
             fontsize=8,
-            title=" ".join(short_name(k) or _last(k) for k in series_keys),
+            title=", ".join(short_name(k) for k in series_keys),
         )
     fig.suptitle(f"Metrics vs {parameter} (mean and CI across runs)")
     return fig
@@ -373,7 +368,7 @@ def forest_figure(found: Any, labels: dict[str, str]) -> Figure:
         reach = 1.15 * max(abs(math.log(v)) for v in ends) or 0.05
         ax.set_xscale("log")
         ax.set_xlim(math.exp(-reach), math.exp(reach))
-        ticks = [t for t in RATIO_TICKS if t == 1 or reach / 5 <= abs(math.log(t)) <= reach]
+        ticks = _ratio_ticks(reach)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.axvline(1.0, color="black", linewidth=0.8)
@@ -382,11 +377,22 @@ def forest_figure(found: Any, labels: dict[str, str]) -> Figure:
     axes[0].set_yticks(list(ys.values()), list(wrapped.values()), fontsize=8)
     base = labels.get(found.baseline_id, found.baseline_id)
     notes = "".join(f"; {n}" for n in found.notes)
-    fig.suptitle(
+    title = (
         f"Ratio to the baseline {base} (log axis; < 1: less than the baseline), paired by "
         f"cycle: {found.confidence:.0%} intervals, t on log ratios; red: Holm-corrected "
-        f"p < {1 - found.confidence:.2f}{notes}",
-        fontsize=9,
-        wrap=True,
+        f"p < {1 - found.confidence:.2f}{notes}"
     )
+    # matplotlib's wrap=True wraps at the figure's edge only after centring, which cut the
+    # title on both sides: wrap to the figure's width (about 13 characters an inch at 9 pt).
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 13)), fontsize=9)
     return fig
+
+
+def _ratio_ticks(reach: float) -> list[float]:
+    """Ticks for a log ratio axis spanning exp(-reach)..exp(reach): the round ratios where the
+    span is narrow, whole decades where it is wide (an interval from 2 cycles can span 1e6)."""
+    decades = int(reach / math.log(10))
+    if decades >= 2:
+        step = max(1, decades // 3)
+        return [10.0**k for k in range(-decades, decades + 1, step)]
+    return [t for t in RATIO_TICKS if t == 1 or reach / 5 <= abs(math.log(t)) <= reach]

@@ -7,10 +7,11 @@ import base64
 import html
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,18 +19,26 @@ from matplotlib.figure import Figure
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import compare, plots, serving_plots
-from llenergymeasure.results.aggregate import CONFIG_PREFIX, LEVEL, summarize, swept_parameters
+from llenergymeasure.results.aggregate import (
+    CONFIG_PREFIX,
+    LEVEL,
+    QUALITY,
+    summarize,
+    swept_parameters,
+)
+from llenergymeasure.results.collate import QUALITY_REASONS, QUALITY_STATUS
 from llenergymeasure.stats import MEAN_METHOD, RATIO_METHOD
 from llenergymeasure.version import __version__
 
 if TYPE_CHECKING:
     from llenergymeasure.config.campaign import StatisticsConfig
-    from llenergymeasure.results.views import LoadedCampaign
+    from llenergymeasure.results.views import EntryView, LoadedCampaign
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 TIMESERIES_COLUMNS = ("t_s", "phase", "power_w")
 DEFAULT_TIMESERIES = 6
+FAILED = ("failed", "oom", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -49,12 +58,12 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     statistics = loaded.manifest.execution.statistics
     runs = without_unused_settings(loaded.runs)
+    labels = _labels(runs, loaded.manifest.entries)
     # server levels get their own figures; the offline figures read one row per run
     at_level = runs[LEVEL].notna() if LEVEL in runs else pd.Series(False, index=runs.index)
     level_runs, runs = runs[at_level], runs[~at_level]
     per_experiment = summarize(runs, statistics.model_copy(update={"group_by": None}))
     swept = swept_parameters(runs)
-    labels = _labels(per_experiment, swept)
     series, notes = _timeseries(loaded, labels, timeseries)
 
     figures = [
@@ -81,7 +90,7 @@ def write_report(
             _forest(loaded, labels),
         ]
     if len(level_runs):
-        figures += _server_figures(level_runs, statistics)
+        figures += _server_figures(level_runs, statistics, labels)
     images: list[tuple[Plot, str]] = []
     for plot in figures:
         buffer = io.BytesIO()
@@ -90,7 +99,7 @@ def write_report(
         (out / f"{plot.name}.png").write_bytes(png)
         images.append((plot, base64.b64encode(png).decode("ascii")))
 
-    page = _page(loaded, per_experiment, swept, images, notes)
+    page = _page(loaded, per_experiment, swept, images, notes, labels)
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
@@ -114,9 +123,10 @@ def without_unused_settings(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def _server_figures(level_runs: pd.DataFrame, statistics: StatisticsConfig) -> list[Plot]:
+def _server_figures(
+    level_runs: pd.DataFrame, statistics: StatisticsConfig, labels: dict[str, str]
+) -> list[Plot]:
     per_level = summarize(level_runs, statistics.model_copy(update={"group_by": None}))
-    labels = _labels(per_level, swept_parameters(level_runs))
     return [
         Plot(
             "server_load",
@@ -147,13 +157,24 @@ def _forest(loaded: LoadedCampaign, labels: dict[str, str]) -> Plot:
     )
 
 
-def _labels(per_experiment: pd.DataFrame, swept: list[str]) -> dict[str, str]:
-    """experiment id -> 'batch=8 bf16' (its swept values, short), else the id."""
-    labels: dict[str, str] = {}
-    for _, row in per_experiment.drop_duplicates("experiment_id").iterrows():
-        text = plots.short_label(swept, [row[p] for p in swept]) if swept else ""
-        labels[str(row["experiment_id"])] = text or str(row["experiment_id"])
-    return labels
+def _labels(runs: pd.DataFrame, entries: Sequence[EntryView]) -> dict[str, str]:
+    """experiment id -> its configuration: the values that differ between experiments, each
+    named ('batch_size=8 precision=bf16'); a failed one's from its manifest label; else the id."""
+    firsts = runs[runs["status"] == "done"].drop_duplicates("experiment_id")
+    swept = [
+        str(c)
+        for c in firsts.columns
+        if str(c).startswith(CONFIG_PREFIX) and firsts[c].astype(str).nunique() > 1
+    ]
+    names = [c.removeprefix(CONFIG_PREFIX) for c in swept]
+    labels = {}
+    for _, row in firsts.iterrows():
+        labels[str(row["experiment_id"])] = plots.short_label(names, [row[c] for c in swept])
+    for entry in entries:
+        labels.setdefault(
+            entry.experiment_id, plots.short_label(list(entry.label), list(entry.label.values()))
+        )
+    return {i: i if text == "-" else text for i, text in labels.items()}
 
 
 def _timeseries(
@@ -205,6 +226,7 @@ def _page(
     swept: list[str],
     images: list[tuple[Plot, str]],
     notes: list[str],
+    labels: dict[str, str],
 ) -> str:
     manifest = loaded.manifest
     execution = manifest.execution
@@ -251,20 +273,35 @@ def _page(
         parts += ["<h2>Read this first</h2>", "<ul class='warnings'>"]
         parts += [f"<li>{_e(w)}</li>" for w in warnings]
         parts.append("</ul>")
+    runs = loaded.runs
+    failed = runs[runs["status"].isin(FAILED)] if len(runs) else runs
+    if len(failed):  # no result.json: their configuration comes from the manifest
+        label_of = {e.experiment_id: e.label for e in manifest.entries}
+        configs = [
+            {CONFIG_PREFIX + k: v for k, v in label_of.get(str(i), {}).items()}
+            for i in failed["experiment_id"]
+        ]
+        failed = failed.drop(columns=[c for c in failed if str(c).startswith(CONFIG_PREFIX)])
+        failed = pd.concat([failed, pd.DataFrame(configs, index=failed.index)], axis=1)
+    if len(failed):
+        parts += ["<h2 class='failed'>Failed runs and levels: not in the figures</h2>", "<ul>"]
+        parts += [
+            f"<li class='failed'>{_e(_run_name(r, labels))}: {r['status']}: "
+            f"{_e(_text(r['error']))}</li>"
+            for _, r in failed.iterrows()
+        ]
+        parts.append("</ul>")
     group_by = execution.statistics.group_by
     parts.append(
         f"<h2>Summary{' by ' + _e(', '.join(group_by)) if group_by else ' per experiment'}</h2>"
     )
-    parts.append(_table(loaded.summary))
+    parts.append(_table(loaded.summary, failed))
+    parts += ["<h2>Quality of each measurement</h2>", _quality_table(runs, labels)]
     for plot, data in images:
         parts += [
             f"<h2>{_e(plot.title)}</h2>",
             f"<img alt='{_e(plot.title)}' src='data:image/png;base64,{data}'>",
         ]
-    if loaded.failed:
-        parts += ["<h2>Failed runs</h2>", "<ul>"]
-        parts += [f"<li>{_e(e.key)}: {_e(e.error or '')}</li>" for e in loaded.failed]
-        parts.append("</ul>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts += [f"<footer>llenergymeasure {_e(__version__)}, {stamp}</footer>", "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -298,19 +335,27 @@ def _warnings(loaded: LoadedCampaign, per_experiment: pd.DataFrame) -> list[str]
     return out + sorted({w for e in loaded.manifest.entries for w in e.warnings})
 
 
-def _table(summary: pd.DataFrame) -> str:
-    """summary.csv as HTML: one row per group, mean [CI] per metric."""
-    if summary.empty:
+def _table(summary: pd.DataFrame, failed: pd.DataFrame) -> str:
+    """summary.csv as HTML: one row per group, mean [CI] per measured metric (those measured
+    in no run are named below it, not given columns), its quality status and failed runs;
+    an experiment (or level) with no finished run is a row marked failed."""
+    if summary.empty and failed.empty:
         return "<p>No finished runs yet.</p>"
-    labels = list(summary.columns[: list(summary.columns).index("n_experiments")])
-    metrics = list(dict.fromkeys(summary["metric"]))
-    head = "".join(f"<th>{_e(c)}</th>" for c in [*labels, "runs", *metrics])
+    labels = [str(c) for c in summary.columns[: list(summary.columns).index("n_experiments")]]
+    means = summary.groupby("metric", sort=False)["mean"]
+    metrics = [str(m) for m, values in means if values.notna().any()]
+    unmeasured = [str(m) for m, values in means if values.isna().all()]
+    head = "".join(f"<th>{_e(c)}</th>" for c in [*labels, "runs", *metrics, QUALITY])
     rows = []
     for _, group in summary.groupby(labels, dropna=False, sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = group.iloc[0]
         cells = [_e(_text(first[c])) for c in labels]
-        cells.append(_e(str(by_metric["output_tokens_per_s"]["n"])))
+        lost = _matching(failed, first, labels)
+        cells.append(
+            f"{by_metric['output_tokens_per_s']['n']}"
+            + (f" <span class='failed'>+{lost} failed</span>" if lost else "")
+        )
         for metric in metrics:
             row = by_metric[metric]
             if pd.isna(row["mean"]):
@@ -322,8 +367,93 @@ def _table(summary: pd.DataFrame) -> str:
                 else ""
             )
             cells.append(f"{row['mean']:.4g}{ci}")
+        note = str(first[QUALITY]).split(":")[0]
+        cells.append(f"<span class='{note.split()[0]}'>{_e(note)}</span>")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<table class='summary'><tr>{head}</tr>{''.join(rows)}</table>"
+    shown = {tuple(_text(v) for v in k) for k in summary[labels].itertuples(index=False)}
+    for _, run in failed.iterrows():  # nothing finished: a row of its own, marked
+        values = [_text(run.get(CONFIG_PREFIX + c, run.get(c))) for c in labels]
+        if tuple(values) not in shown:
+            shown.add(tuple(values))
+            rows.append(
+                "<tr class='failed'>"
+                + "".join(f"<td>{_e(v)}</td>" for v in values)
+                + f"<td colspan='{len(metrics) + 2}'>failed: no finished run</td></tr>"
+            )
+    table = f"<table class='summary'><tr>{head}</tr>{''.join(rows)}</table>"
+    if unmeasured:
+        table += f"<p class='na'>Not measured in any run: {_e(', '.join(unmeasured))}.</p>"
+    return table
+
+
+def _matching(failed: pd.DataFrame, group: pd.Series, labels: list[str]) -> int:
+    """How many failed runs (or levels) belong to a summary group."""
+    keys = [c for c in labels if c in ("experiment_id", LEVEL)] or labels
+    hit = pd.Series(True, index=failed.index)
+    for c in keys:
+        column = failed.get(CONFIG_PREFIX + c, failed.get(c))
+        if column is None:
+            return 0
+        hit &= column.map(_text) == _text(group[c])
+    return int(hit.sum())
+
+
+QUALITY_NUMBERS = {
+    "quality.window_s": "window s",
+    "quality.min_window_s": "min window s",
+    "quality.window_to_warmup_latency_ratio": "window / warm-up latency",
+    "quality.edge_uncertainty_pct": "edge uncertainty %",
+    "quality.sampler_coverage": "sampler coverage",
+    "quality.sampler_largest_gap_s": "largest sampler gap s",
+    "quality.throttled_share": "throttled share",
+    "quality.baseline_age_s": "baseline age s",
+    "quality.gpu_busy_share": "GPU busy share",
+    "quality.host_cpu_s": "worker CPU s",
+    "quality.host_steal_s": "host steal s",
+}
+"""The numbers a run's quality checks read (measure/quality.py holds the thresholds)."""
+
+
+def _quality_table(runs: pd.DataFrame, labels: dict[str, str]) -> str:
+    """Every run (each level of a server run): its quality status and reasons beside the
+    numbers they rest on (a column only where some run has the number); failed ones marked."""
+    if runs.empty:
+        return "<p>No runs yet.</p>"
+    numbers = [c for c in QUALITY_NUMBERS if c in runs and runs[c].notna().any()]
+    head = ["configuration", "cycle", "status", "reasons", *map(QUALITY_NUMBERS.get, numbers)]
+    order = {i: n for n, i in enumerate(dict.fromkeys(runs["experiment_id"]))}
+    rows = []
+    for _, run in runs.sort_values(
+        "experiment_id", key=lambda c: c.map(order), kind="stable"
+    ).iterrows():
+        done = run["status"] == "done"
+        status = _text(run.get(QUALITY_STATUS)) if done else str(run["status"])
+        reasons = _text(run.get(QUALITY_REASONS) or "") if done else _text(run["error"])
+        cells = [
+            _e(_run_name(run, labels, cycle=False)),
+            str(run["cycle"]),
+            f"<span class='{_e(status)}'>{_e(status)}</span>",
+            _e(reasons),
+        ]
+        cells += [_number(run[c]) for c in numbers]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heading = "".join(f"<th>{_e(str(h))}</th>" for h in head)
+    return (
+        "<p>ok: every check passed; check: the reasons say which did not, and why (thresholds "
+        "in measure/quality.py); a flagged run stays in the statistics.</p>"
+        f"<table class='quality'><tr>{heading}</tr>{''.join(rows)}</table>"
+    )
+
+
+def _run_name(run: pd.Series, labels: dict[str, str], cycle: bool = True) -> str:
+    name = labels.get(str(run["experiment_id"]), str(run["experiment_id"]))
+    level = run.get(LEVEL)
+    name += f" level {level}" if isinstance(level, str) else ""
+    return name + (f" cycle {run['cycle']}" if cycle else "")
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{float(value):.3g}"
 
 
 def _text(value: object) -> str:
@@ -347,6 +477,9 @@ table.summary td { text-align: right; }
 .facts th { background: #f4f4f4; }
 .warnings li { color: #8a4b00; margin: 0.3em 0; }
 .na { color: #999; }
+.failed, .oom, .interrupted { color: #b00020; font-weight: 600; }
+.check { color: #8a4b00; font-weight: 600; }
+table.quality td { font-size: 0.85em; }
 img { max-width: 100%; border: 1px solid #eee; }
 footer { margin-top: 3em; color: #888; font-size: 0.8em; }
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -40,6 +40,8 @@ class EntryView(Protocol):
     def warnings(self) -> list[str]: ...
     @property
     def key(self) -> str: ...
+    @property
+    def label(self) -> dict[str, Any]: ...
 
 
 class CampaignView(Protocol):

@@ -10,7 +10,9 @@ worker sees the inherited CUDA state and re-executes itself as a fresh interpret
 from __future__ import annotations
 
 import sys
-import warnings
+from collections.abc import Mapping
+from multiprocessing import spawn
+from typing import Any
 
 import torch  # noqa: F401  (the point: imported here once, then forked)
 
@@ -18,18 +20,26 @@ import llenergymeasure.worker.__main__
 import llenergymeasure.worker.run  # noqa: F401
 from llenergymeasure.backends import get_backend
 from llenergymeasure.config.descriptor import descriptors
+from llenergymeasure.contract import WORKER_NAME
 from llenergymeasure.worker.forked import CUDA_IN_SERVER, cuda_initialised
 
 for _name, _found in descriptors().items():
     if _found.forkable:
         get_backend(_name)
 
-# Every forked child re-runs the host's main module first (multiprocessing's preparation);
-# under `python -m llenergymeasure.cli` runpy then warns, once per run on the campaign's
-# terminal, that the module is already imported, which here is the point of preloading it.
-warnings.filterwarnings(
-    "ignore", message=r"'llenergymeasure\.cli' found in sys\.modules", category=RuntimeWarning
-)
+_prepare = spawn.prepare
+
+
+def _prepare_worker(data: Mapping[str, Any]) -> None:
+    """multiprocessing re-runs the host's main script in every child before its target; a
+    worker needs nothing from it, and a library user's script without an `if __name__ ==
+    "__main__":` guard would start a second campaign there, waiting on the first one's lock."""
+    if data.get("name") == WORKER_NAME:
+        data = {k: v for k, v in data.items() if not k.startswith("init_main_from")}
+    _prepare(data)
+
+
+spawn.prepare = _prepare_worker  # this fork server's children only (it is lem's own)
 
 if cuda_initialised():
     print(

@@ -33,6 +33,7 @@ from llenergymeasure.contract import (
     HOST_PID_ENV,
     LAUNCH_ENV,
     PRELOAD,
+    WORKER_NAME,
     WORKER_START_ENV,
     fork_target,
 )
@@ -132,7 +133,9 @@ class ForkedWorker(WorkerProcess):
 
     def start(self) -> None:
         context = multiprocessing.get_context("forkserver")
-        self.proc = context.Process(target=fork_target, args=self.args, daemon=False)
+        self.proc = context.Process(
+            target=fork_target, args=self.args, name=WORKER_NAME, daemon=False
+        )
         self.proc.start()
 
     @property
@@ -145,10 +148,6 @@ class ForkedWorker(WorkerProcess):
         return self.proc.exitcode
 
 
-PRELOADS = ["llenergymeasure.cli", PRELOAD]
-"""The fork server's imports: the engine (PRELOAD), and the `lem` CLI because Python 3.11's
-forkserver re-runs the parent's main script in every child before its target (0.6 s a worker
-on 2 cores for `lem`; instant with what the script imports already loaded)."""
 FORK_SERVER_ENV = "LEM_FORK_SERVER"
 IMPORT_SAFE_ENV = ("LEM_", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 """Job environment read after import (at CUDA start or by the worker): fine to set after a fork."""
@@ -213,7 +212,7 @@ class LocalRunner(RunnerBase):
         with job.log_path.open("ab") as log:
             worker: WorkerProcess
             if reason is None:
-                multiprocessing.set_forkserver_preload(PRELOADS)
+                multiprocessing.set_forkserver_preload([PRELOAD])
                 # its parent is the fork server: it also watches this process (HOST_PID_ENV)
                 env |= {HOST_PID_ENV: str(os.getpid())}
                 worker = ForkedWorker(job.exp_path, env, job.log_path)
