@@ -102,7 +102,7 @@ delay). CPU share: the generator's user + system time over wall time (1.0 = one 
 Highest rate with send-lag p99 under {BUDGET_S * 1e3:g} ms: **{verdict}**. On a shared 2-core
 machine the p99 is set by how soon the OS runs the generator again after each sleep, not by the
 generator's own work (see its CPU share); a level records its own lag and is flagged
-`generator_limited` when its p99 passes `server.lag_budget_s`.
+`generator_limited` when its p99 passes `server.max_lag_fraction` of the mean inter-arrival time.
 
 | rate (rps) | requests | failed | send lag p50 (ms) | send lag p99 (ms) | CPU share |
 |---|---|---|---|---|---|

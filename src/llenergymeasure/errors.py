@@ -69,6 +69,15 @@ class BackendError(LemError):
     """An inference engine failed to load or generate."""
 
 
+class ServerStoppedError(BackendError):
+    """A `mode: server` experiment's server exited during a level: the experiment failed;
+    `partial` is the result of the levels finished before it, if any (written, marked partial)."""
+
+    def __init__(self, message: str, partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
 class MeasurementError(LemError):
     """A measurement could not be taken or is not trustworthy."""
 

@@ -1,7 +1,7 @@
 """Server mode end to end through `lem campaign`: the PyTorch path (`transformers serve
 --continuous-batching`) with the built-in model on the CPU, two levels (open loop at 4 rps,
-closed loop at 3 in flight) against one server launch; Ctrl+C during its launch; and `lem
-resume` after a SIGKILL between experiments."""
+closed loop at 3 in flight) against one server launch; Ctrl+C during its launch; `lem
+resume` after a SIGKILL between experiments; and the server SIGKILLed mid-level."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from lem_cli import (
     lem_cmd,
     lem_env,
     load_manifest,
+    only_campaign_dir,
     processes_mentioning,
     run_lem,
     wait_for_running_worker,
@@ -34,6 +35,7 @@ from serving_checks import (
 )
 
 from llenergymeasure.models import resolve_model
+from llenergymeasure.orchestrator.manifest import to_resume
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "transformers")),
@@ -137,4 +139,50 @@ def test_sigkilled_server_campaign_resumes_at_experiment_granularity(tmp_path: P
         result = json.loads((campaign_dir / str(entry.result_path)).read_text())
         assert [lv["requests_ok"] for lv in result["server"]["levels"]] == [4, 4]
         check_server_gone(result["server"])
+    assert not _my_servers()
+
+
+KILL_CAMPAIGN = serve_campaign("killed", "[{rate_rps: 8}, {concurrency: 1}]", requests=40)
+
+
+@pytest.mark.timeout(600)
+def test_a_server_killed_mid_level_fails_the_experiment_and_keeps_the_level_before(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the real server as its second level starts (issue 25.1): exit 1, the first
+    level's result kept (partial), the cut level failed in results.csv, `lem results` and the
+    manifest, `lem resume --retry-failed` would run it again, and nothing is left behind."""
+    proc = subprocess.Popen(
+        lem_cmd("campaign", write(tmp_path / "kill.yaml", KILL_CAMPAIGN), "--yes"),
+        cwd=tmp_path,
+        env=lem_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 400
+    while not list((tmp_path / "results").glob("*/*/cycle-1/requests-r8.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+        time.sleep(0.05)
+    for pid in _my_servers():  # the second level (40 requests one at a time) has begun
+        os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    directory = only_campaign_dir(tmp_path / "results")
+    rows = pd.read_csv(directory / "results.csv")
+    assert list(rows["level"]) == ["r8", "c1"] and list(rows["status"]) == ["done", "failed"]
+    assert rows["requests_ok"][0] == 40
+    cut = "server was killed by signal 9 during level c1 after "
+    assert cut in rows["error"][1], rows["error"][1]
+    (entry,) = load_manifest(directory).entries
+    assert entry.status == "failed" and cut in (entry.error or ""), entry.error
+    assert to_resume(directory, load_manifest(directory), retry_failed=True) == [entry]
+    result_path = directory / Path(entry.exp_path).parent / "result.json"
+    result = json.loads(result_path.read_text())
+    assert result["partial"] is True and (result_path.parent / "requests-c1.parquet").is_file()
+    shown = run_lem("results", directory, cwd=tmp_path)
+    assert "0 done, 1 failed" in shown.stdout and "failed level c1 of " in shown.stdout, explain(
+        shown
+    )
+    check_server_gone(result["server"])
     assert not _my_servers()

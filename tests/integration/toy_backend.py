@@ -35,3 +35,7 @@ CUDA_AT_IMPORT = replace(
 )
 """The toy engine from a module that initialises CUDA at import, marked forkable: the local
 runner's fork server preloads it and so holds CUDA state (test_fork_server.py)."""
+
+
+STANDIN = replace(TOY, name="standin", server="standin_server:StandInServer")
+"""A backend only for `mode: server` against the stand-in (the plugin hook registers it)."""

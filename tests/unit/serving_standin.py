@@ -2,8 +2,12 @@
 
 For the load generator's own tests and benchmark (issue 15.8): fixed first-token delay, fixed
 gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error,
-and so does every request after the first `fail_after`. GET /health answers 200. Run as a script
-(`python serving_standin.py PORT [--fail-after N] ...`) it is a server process to launch.
+and so does every request after the first `fail_after`. GET /health answers 200. Misbehaviours
+for the client's robustness (issue 25): every `bad_every`-th request first gets the `data:` chunk
+`bad_chunk`; requests after `keepalive_after` get `: keepalive` lines forever; `trickle_health`
+answers /health one byte a second, never finishing; after `hang_after` requests nothing (health
+included) is answered at all. Run as a script (`python serving_standin.py
+PORT [--fail-after N] ...`) it is a server process to launch.
 """
 
 from __future__ import annotations
@@ -27,9 +31,22 @@ class StandIn:
     fail_after: int | None = None
     exit_after: int | None = None
     """Run as a script: the process dies (a crashed server) on the request after this many."""
+    bad_chunk: str | None = None
+    bad_every: int = 0
+    keepalive_after: int | None = None
+    trickle_health: bool = False
+    hang_after: int | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        if self.hang_after is not None and self.requests >= self.hang_after:
+            await asyncio.sleep(3600)
+        if head.startswith(b"GET /health") and self.trickle_health:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while True:
+                await writer.drain()
+                await asyncio.sleep(1.0)
+                writer.write(b" ")
         if head.startswith(b"GET /health"):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
@@ -55,6 +72,13 @@ class StandIn:
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
             )
+            if self.keepalive_after is not None and self.requests > self.keepalive_after:
+                while True:
+                    writer.write(b": keepalive\n\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+            if self.bad_every and self.requests % self.bad_every == 0:
+                writer.write(f"data: {self.bad_chunk}\n\n".encode())
             await asyncio.sleep(self.first_token_s)
             n = min(self.tokens, int(body.get("max_tokens", self.tokens)))
             for i in range(n):
@@ -102,23 +126,35 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("port", type=int)
+    parser.add_argument("port", type=int, nargs="?")
+    parser.add_argument("--port", type=int, dest="port_option")  # as real servers take it
     parser.add_argument("--tokens", type=int, default=4)
     parser.add_argument("--gap-s", type=float, default=0.0)
     parser.add_argument("--first-token-s", type=float, default=0.0)
     parser.add_argument("--fail-after", type=int, default=None)
     parser.add_argument("--exit-after", type=int, default=None)
+    parser.add_argument("--bad-chunk", default=None)
+    parser.add_argument("--bad-every", type=int, default=0)
+    parser.add_argument("--keepalive-after", type=int, default=None)
+    parser.add_argument("--trickle-health", action="store_true")
+    parser.add_argument("--hang-after", type=int, default=None)
     args = parser.parse_args()
+    port = args.port if args.port is not None else args.port_option
     standin = StandIn(
         args.tokens,
         args.first_token_s,
         args.gap_s,
         fail_after=args.fail_after,
         exit_after=args.exit_after,
+        bad_chunk=args.bad_chunk,
+        bad_every=args.bad_every,
+        keepalive_after=args.keepalive_after,
+        trickle_health=args.trickle_health,
+        hang_after=args.hang_after,
     )
 
     async def serve() -> None:
-        server = await asyncio.start_server(standin.handle, "127.0.0.1", args.port, backlog=1024)
+        server = await asyncio.start_server(standin.handle, "127.0.0.1", port, backlog=1024)
         await server.serve_forever()
 
     asyncio.run(serve())

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from llenergymeasure.config.server import ServerSpec
-from llenergymeasure.errors import BackendError
-from llenergymeasure.worker.serving.run import Load, run_server_experiment
+from llenergymeasure.errors import BackendError, ServerStoppedError
+from llenergymeasure.worker.serving.run import Load, ServerRun, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 STANDIN = Path(__file__).with_name("serving_standin.py")
@@ -72,19 +72,29 @@ def test_level_energy_and_per_request_shares_add_up(tmp_path: Path) -> None:
     assert run.record.levels[0].achieved_rate_rps == pytest.approx(20, rel=0.10)
 
 
-@pytest.mark.parametrize(
-    ("how", "reason"), [("--fail-after", "HTTP 500"), ("--exit-after", "Error")]
-)
-def test_a_failing_level_keeps_the_other_levels_result(
-    tmp_path: Path, how: str, reason: str
-) -> None:
-    # 1 warm-up + 20 requests answered, then every request fails (HTTP 500), or the server dies
-    run, port = _run(tmp_path, [{"rate_rps": 40}, {"rate_rps": 40}], how, "21")
+@pytest.mark.parametrize("how", ["--fail-after", "--exit-after", "--hang-after"])
+def test_a_failing_level_keeps_the_other_levels_result(tmp_path: Path, how: str) -> None:
+    # 1 warm-up + 20 requests answered, then every request fails (HTTP 500), or the server dies:
+    # then the experiment fails (issue 25.1), carrying the run so far
+    # (exits, or stops answering even /health: its requests cut at request_timeout_s)
+    levels = [{"rate_rps": 40}, {"rate_rps": 40}]
+    if how == "--fail-after":
+        run, port = _run(tmp_path, levels, how, "21")
+        reason = "20 of 20 requests failed (HTTP 500"
+    else:
+        with pytest.raises(ServerStoppedError) as caught:
+            _run(tmp_path, levels, how, "21", request_timeout_s=1)
+        assert isinstance(caught.value.partial, ServerRun)
+        run, port = caught.value.partial, int(caught.value.partial.record.command[2])
+        reason = {
+            "--exit-after": "server exited with code 3 during level r40 after ",
+            "--hang-after": "server stopped answering: server not healthy within 10 s (log: ",
+        }[how]
     first, second = run.record.levels
     assert not first.failed and first.requests_ok == 20
     assert second.failed and second.requests_ok == 0
     assert second.failed_reason is not None and reason in second.failed_reason
-    assert pq.read_table(tmp_path / second.requests_file).num_rows == 20
+    assert pq.read_table(tmp_path / second.requests_file).num_rows <= 20
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the stand-in server outlived the run"
 

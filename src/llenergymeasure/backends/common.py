@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,49 @@ def checkpoint_shape(path: str) -> ModelShape | None:
         return None
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
     return ModelShape(total, total - embeddings, int(layers), int(heads) * int(head_dim))
+
+
+CPU_KV_SHARE = 0.10
+"""On a CPU a server's KV cache gets this share of the host's available memory (the engines'
+own default, a share of all memory, starves or kills a shared host)."""
+CPU_KV_BLOCKS = (4, 256)
+"""transformers serve's blocks (256 tokens of every layer) on a CPU: at least, at most."""
+
+
+def on_cpu() -> bool:
+    """No NVIDIA GPU for a server: CUDA sees none, or the host has no driver device node."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not Path("/dev/nvidiactl").exists()
+
+
+def host_memory_bytes() -> tuple[int, int]:
+    """(available, total) host memory, from /proc/meminfo; (0, 1) where it cannot be read."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in lines)}
+        return info["MemAvailable"], info["MemTotal"]
+    except (OSError, ValueError, KeyError):
+        return 0, 1
+
+
+def cpu_kv_blocks(path: str, dtype_bytes: int) -> int:
+    """KV-cache blocks for transformers serve on a CPU: CPU_KV_SHARE of available memory over
+    one block's bytes (from config.json), within CPU_KV_BLOCKS (the least without either)."""
+    low, high = CPU_KV_BLOCKS
+    try:
+        config = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
+        heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        block = 256 * 2 * config["num_hidden_layers"] * heads * head_dim * dtype_bytes
+    except (OSError, ValueError, KeyError, TypeError):
+        return low
+    return max(low, min(high, int(CPU_KV_SHARE * host_memory_bytes()[0] // block)))
+
+
+def cpu_memory_share() -> float:
+    """vLLM's gpu_memory_utilization on a CPU (a share of host memory): CPU_KV_SHARE of what
+    is available now, at least 1 %."""
+    available, total = host_memory_bytes()
+    return max(0.01, round(CPU_KV_SHARE * available / total, 2))
 
 
 def _safetensors_params(path: Path) -> int:

@@ -1,6 +1,7 @@
 """PyTorch's server for `mode: server`: transformers' own `transformers serve
 --continuous-batching` (extra `serve`: fastapi, uvicorn). It refuses request fields it does
-not know, so it gets OpenAI's alone (no ignore_eos: some requests may end early)."""
+not know, so it gets OpenAI's alone (no ignore_eos: some requests may end early). On a CPU its
+KV cache is sized by backends.common.cpu_kv_blocks unless passthrough_kwargs sets a `cb_*`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.backends.base import Server, cli_flags
-from llenergymeasure.backends.common import ENGINE_DTYPES
+from llenergymeasure.backends.common import ENGINE_DTYPES, cpu_kv_blocks, on_cpu
 from llenergymeasure.config.backends import PyTorchConfig
 from llenergymeasure.config.experiment import ExperimentConfig
 
@@ -25,6 +26,12 @@ class TransformersServer(Server):
         }
         if torch_cfg.torch_compile is not None:
             settings["compile"] = True
+        cb_set = any(k.startswith("cb_") for k in config.passthrough_kwargs)
+        cpu = torch_cfg.device == "cpu" or (torch_cfg.device == "auto" and on_cpu())
+        if cpu and not cb_set:
+            # its default sizes the cache from free memory: 14 GB for the built-in model
+            dtype_bytes = 4 if config.precision == "fp32" else 2
+            settings["cb_num_blocks"] = cpu_kv_blocks(model_path, dtype_bytes)
         return [
             str(Path(sys.executable).parent / "transformers"),
             "serve",

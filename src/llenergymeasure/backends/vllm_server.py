@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from llenergymeasure.backends.base import Server, cli_flags
-from llenergymeasure.backends.common import ENGINE_DTYPES
+from llenergymeasure.backends.common import ENGINE_DTYPES, cpu_memory_share, on_cpu
 from llenergymeasure.config.backends import VLLMConfig
 from llenergymeasure.config.experiment import ExperimentConfig
 
@@ -17,7 +17,11 @@ class VLLMServer(Server):
         settings: dict[str, Any] = {"dtype": ENGINE_DTYPES[config.precision], "seed": config.seed}
         if config.quantization is not None:
             settings["quantization"] = config.quantization
-        settings |= config.backend_settings(VLLMConfig).model_dump(exclude_none=True)
+        vllm = config.backend_settings(VLLMConfig)
+        if on_cpu() and vllm.gpu_memory_utilization is None and vllm.kv_cache_memory_bytes is None:
+            # on a CPU its default 0.92 is a share of host RAM, refused if not free at start
+            settings["gpu_memory_utilization"] = cpu_memory_share()
+        settings |= vllm.model_dump(exclude_none=True)
         return [
             sys.executable,
             "-m",

@@ -37,7 +37,7 @@ from llenergymeasure.config.descriptor import (
     backend_names,
     descriptors,
 )
-from llenergymeasure.config.server import ServerSpec, server_mode_refusal
+from llenergymeasure.config.server import SERVER_BINDING_KEYS, ServerSpec, server_mode_refusal
 
 DEFAULT_MIN_WINDOW_S = 10.0
 """Shortest measured window worth an energy reading (measurement.min_window_s)."""
@@ -340,6 +340,19 @@ class ExperimentConfig(_Strict):
                 "itself); remove it, or set the engine's own limit such as vllm.max_num_seqs"
             )
         return self
+
+    @field_validator("passthrough_kwargs")
+    @classmethod
+    def _server_stays_on_loopback(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        """mode: server binds the server to 127.0.0.1 and a free port the worker picks: a key
+        that would rebind it (a second --host after ours wins) is refused."""
+        bound = sorted(k for k in value if k.replace("-", "_").lower() in SERVER_BINDING_KEYS)
+        if info.data.get("mode") == "server" and bound:
+            raise ValueError(
+                f"passthrough_kwargs {', '.join(bound)} would rebind the server, which the "
+                "worker keeps on 127.0.0.1 and a port of its own; remove them"
+            )
+        return value
 
     @field_validator("precision", "quantization")
     @classmethod

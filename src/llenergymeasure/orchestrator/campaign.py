@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pandas as pd
 
@@ -45,7 +46,7 @@ from llenergymeasure.orchestrator.runners import AdoptingRunner, Job, Outcome, R
 from llenergymeasure.orchestrator.schedule import check_gpu_needs
 from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
 from llenergymeasure.results.aggregate import summarize, write_summary
-from llenergymeasure.results.collate import collate
+from llenergymeasure.results.collate import collate, failed_levels
 from llenergymeasure.results.schema import ExperimentResult, schema_fingerprint
 
 STOP_GRACE_S = 60.0
@@ -62,6 +63,8 @@ class RunSummary:
     interrupted: bool = False
     statistics: pd.DataFrame | None = None
     """summary.csv's table, once the campaign stops."""
+    failed_levels: list[dict[str, Any]] = field(default_factory=list)
+    """Server levels that failed (results.collate.failed_levels), once the campaign stops."""
 
     @property
     def failed(self) -> list[ManifestEntry]:
@@ -260,6 +263,7 @@ class _CampaignRun:
                 crashpoint("campaign.before_collate")
                 runs = collate(self.campaign_dir, self.manifest)
                 self.summary.statistics = summarize(runs, self.manifest.execution.statistics)
+                self.summary.failed_levels = failed_levels(runs)
                 write_summary(self.campaign_dir, self.summary.statistics)
                 crashpoint("campaign.after_summary")
 

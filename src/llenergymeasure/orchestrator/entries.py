@@ -196,7 +196,7 @@ def complete_result(
     cycle, and with its time-series file where it names one. Else None: the directory holds
     a cut-short attempt, which runs again."""
     result = read_result(out_dir / RESULT_FILE)
-    if result is None:
+    if result is None or result.partial:  # a failed server experiment's finished levels
         return None
     if (result.campaign_id, result.experiment_id, result.cycle) != (
         manifest.campaign_id,

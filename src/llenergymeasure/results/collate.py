@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from pydantic import ValidationError
 
+from llenergymeasure.contract import RESULT_FILE
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.flatten import flatten
 from llenergymeasure.results.schema import ExperimentResult, ServerLevel
 
 if TYPE_CHECKING:
-    from llenergymeasure.results.views import CampaignView
+    from llenergymeasure.results.views import CampaignView, EntryView
 
 RESULTS_STEM = "results"
 RESULTS_CSV = f"{RESULTS_STEM}.csv"
@@ -52,6 +53,13 @@ def results_frame(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
             "facility_energy_j": None,
             "co2_g": None,
         }
+        if entry.status != "done" and (partial := _partial(campaign_dir, entry)) is not None:
+            # a server experiment failed mid-run: the levels it finished, and the one it cut
+            for level in partial.server.levels if partial.server else []:
+                rows.append(
+                    row | level_columns(level, entry.warnings) | level_quality(partial, level)
+                )
+            continue
         if entry.status == "done" and entry.result_path:
             try:
                 result = ExperimentResult.model_validate_json(
@@ -76,8 +84,41 @@ def results_frame(campaign_dir: Path, manifest: CampaignView) -> pd.DataFrame:
     return pd.DataFrame(rows).convert_dtypes()
 
 
+def _partial(campaign_dir: Path, entry: EntryView) -> ExperimentResult | None:
+    """The partial result.json a failed server experiment left (its finished levels)."""
+    try:
+        path = campaign_dir / Path(entry.exp_path).parent / RESULT_FILE
+        result = ExperimentResult.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+    return result if result.partial and result.experiment_id == entry.experiment_id else None
+
+
 LEVEL_COLUMN = "level"
 """results.csv: the server load level a row measured (empty for offline experiments)."""
+
+
+def failed_levels(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The server levels that failed (rows of results.csv's shape), each with its reason:
+    every table and report names them, as it names failed runs."""
+    if LEVEL_COLUMN not in runs or not len(runs):
+        return []
+    rows = runs[runs[LEVEL_COLUMN].notna() & (runs["status"] == "failed")]
+    columns = ["experiment_id", "cycle", LEVEL_COLUMN, "error"]
+    plain = rows[columns].astype(object).where(rows[columns].notna(), None)  # JSON-ready
+    return [{str(c): v for c, v in r.items()} for r in plain.to_dict("records")]
+
+
+def failed_levels_count(levels: list[dict[str, Any]]) -> str:
+    """What the runs' counts add for failed levels ('' when none)."""
+    return f", {len(levels)} server level(s) failed" if levels else ""
+
+
+def failed_levels_text(levels: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"level {lv['level']} of {lv['experiment_id']} cycle {lv['cycle']}: {lv['error']}"
+        for lv in levels
+    ]
 
 
 def level_columns(level: ServerLevel, entry_warnings: list[str]) -> dict[str, Any]:

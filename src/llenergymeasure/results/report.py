@@ -26,7 +26,12 @@ from llenergymeasure.results.aggregate import (
     summarize,
     swept_parameters,
 )
-from llenergymeasure.results.collate import QUALITY_REASONS, QUALITY_STATUS
+from llenergymeasure.results.collate import (
+    QUALITY_REASONS,
+    QUALITY_STATUS,
+    failed_levels,
+    failed_levels_count,
+)
 from llenergymeasure.stats import MEAN_METHOD, RATIO_METHOD
 from llenergymeasure.version import __version__
 
@@ -241,7 +246,7 @@ def _page(
     facts = [
         ("campaign", manifest.campaign_id),
         ("created", manifest.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
-        ("runs", manifest.counts_text()),
+        ("runs", manifest.counts_text() + failed_levels_count(failed_levels(loaded.runs))),
         ("cycles", str(manifest.total_cycles)),
         ("order", f"{execution.order}{seed}"),
         (

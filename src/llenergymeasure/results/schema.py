@@ -538,6 +538,11 @@ class ExperimentResult(_Result):
         description="Settings as the loaded engine reported them, its own defaults resolved.",
     )
     server: ServerRecord | None = Field(None, description="mode: server only: launch and levels.")
+    partial: bool = Field(
+        False,
+        description="The experiment failed (its server stopped) after the levels marked done: "
+        "kept for them, never a finished result (its entry is failed).",
+    )
 
 
 class ErrorRecord(_Result):

@@ -151,10 +151,9 @@ def _orchestrated(spec: ExperimentSpec) -> bool:
 
 def _finished(path: Path) -> bool:
     try:
-        ExperimentResult.model_validate_json(path.read_bytes())
+        return not ExperimentResult.model_validate_json(path.read_bytes()).partial
     except (OSError, ValueError):
         return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.backends import get_server
 from llenergymeasure.backends.common import load_tokenizer, model_path
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.contract import RESULT_FILE
 from llenergymeasure.datasets.select import select_prompts
-from llenergymeasure.errors import BackendError
+from llenergymeasure.errors import BackendError, ServerStoppedError
 from llenergymeasure.measure.environment import snapshot
 from llenergymeasure.measure.quality import MeasuredQuality, assess
 from llenergymeasure.measure.session import MeasurementSession
@@ -34,7 +36,7 @@ from llenergymeasure.results.schema import (
 )
 from llenergymeasure.worker.latency import latency_stats_of
 from llenergymeasure.worker.launch import WORKER_START_ENV
-from llenergymeasure.worker.serving.run import Load, run_server_experiment
+from llenergymeasure.worker.serving.run import Load, ServerRun, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 log = logging.getLogger("lem.worker")
@@ -76,19 +78,26 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
         session.attach(None)
         load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
-        run = run_server_experiment(
-            server,
-            command,
-            port,
-            load,
-            out_dir,
-            readers=session.readers,
-            baseline_s=config.measurement.baseline.duration_s,
-        )
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
-        environment = snapshot(
-            device, {}, session.gpus, session.driver
-        )  # engine versions: measure.environment
+        environment = snapshot(device, {}, session.gpus, session.driver)  # engine versions too
+        try:
+            run = run_server_experiment(
+                server,
+                command,
+                port,
+                load,
+                out_dir,
+                readers=session.readers,
+                baseline_s=config.measurement.baseline.duration_s,
+            )
+        except ServerStoppedError as e:
+            # the levels finished before the server stopped keep their result, marked partial
+            partial = e.partial if isinstance(e.partial, ServerRun) else None
+            if partial is not None and any(not lv.failed for lv in partial.record.levels):
+                result = _result(spec, partial, environment, started_at, prompt_prep_s)
+                result = result.model_copy(update={"partial": True})
+                write_text_atomic(out_dir / RESULT_FILE, result.model_dump_json(indent=2))
+            raise
     return _result(spec, run, environment, started_at, prompt_prep_s)
 
 

@@ -45,8 +45,11 @@ def level_metrics(
     energy_j: float | None,
     slo: Slo,
     target_rate_rps: float | None,
-    lag_budget_s: float,
+    max_lag_fraction: float = 0.05,
+    max_failed_fraction: float = 0.01,
 ) -> dict[str, Any]:
+    """The level's figures; failed (with counts and reasons) when no request completed or
+    more than max_failed_fraction of them failed, its failures in its warnings otherwise."""
     ok = [r for r in records if r.ok]
     out: dict[str, Any] = {
         "requests_sent": len(records),
@@ -64,17 +67,28 @@ def level_metrics(
     )
     lags = [r.lag_s for r in records if not math.isnan(r.send_s)]
     out["send_lag_p99_s"] = float(np.percentile(lags, 99)) if lags else None
-    out["generator_limited"] = bool(lags) and out["send_lag_p99_s"] > lag_budget_s
+    # against the level's own mean inter-arrival time: open loop at a finite rate only
+    budget_s = max_lag_fraction / target_rate_rps if target_rate_rps else math.inf
+    out["generator_limited"] = bool(lags) and out["send_lag_p99_s"] > budget_s
     out |= _pcts([r.first_token_s - r.send_s for r in ok if r.first_token_s is not None], "ttft")
     itl = [float(g) for r in ok for g in np.diff(r.chunk_times_s)]
     out |= _pcts(itl, "itl")
     out |= _pcts([r.end_s - r.send_s for r in ok if r.end_s is not None], "e2e")
-    warnings: list[str] = []
+    n_failed = out["requests_failed"]
+    counted = f"{n_failed} of {len(records)} requests failed ({'; '.join(errors[:3])})"
+    warnings: list[str] = [counted] if n_failed else []
     if window is None:
         out |= {"window_s": None, "window_coverage": None, "output_tokens_per_s": None}
         out["warnings"] = ["no request completed: the level failed"]
-        out["failed_reason"] = errors[0] if errors else "no request completed"
+        out["failed_reason"] = counted if records else "no request was sent"
+        out["failed"] = True
         return out
+    if n_failed > max_failed_fraction * len(records):
+        out["failed"] = True
+        out["failed_reason"] = (
+            f"{counted}, above server.max_failed_fraction {max_failed_fraction:g}"
+        )
+        warnings = []
     a, b = window.start_s, window.end_s
     out_tokens = sum(chunk_tokens(r) * sum(1 for t in r.chunk_times_s if a <= t <= b) for r in ok)
     in_window = [r for r in ok if r.end_s is not None and a <= r.end_s <= b]
@@ -109,8 +123,8 @@ def level_metrics(
     warnings += window.warnings()
     if out["generator_limited"]:
         warnings.append(
-            f"send-lag p99 {out['send_lag_p99_s'] * 1e3:.2f} ms > budget "
-            f"{lag_budget_s * 1e3:.2f} ms:"
+            f"send-lag p99 {out['send_lag_p99_s'] * 1e3:.2f} ms > {max_lag_fraction:.0%} of the "
+            f"mean inter-arrival time ({budget_s * 1e3:.2f} ms):"
             " the load generator, not the server, was the limit"
         )
     out["warnings"] = warnings

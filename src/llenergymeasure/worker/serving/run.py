@@ -2,7 +2,9 @@
 
 Writes requests-<level>.parquet per level and returns the launch record and every level (a
 failed level carries its reason). A failed level never costs another level its result; the
-server is stopped however this returns.
+server is stopped however this returns. The server is watched throughout: if it exits (or a
+failed level leaves it not answering /health), the level it cut is failed and
+ServerStoppedError carries the run so far (the levels before it).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llenergymeasure.config.server import ServerSpec
+from llenergymeasure.errors import ServerStoppedError
 from llenergymeasure.measure.nvml import GpuReader
 from llenergymeasure.results.schema import ServerLevel, ServerRecord
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
@@ -37,7 +40,9 @@ class Load:
     prompts: Sequence[str]
     max_tokens: int
     extra_body: Mapping[str, object] = field(default_factory=dict)
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    """Set from the ServerSpec by run_server_experiment, as `alive` from its server."""
+    alive: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -67,33 +72,52 @@ def run_server_experiment(
         t_launch = time.monotonic()
         with launched(command, port, spec.startup_timeout_s, out_dir / SERVER_LOG, env) as srv:
             load.base_url = srv.base_url
+            load.alive = lambda: srv.proc.poll() is None
+            load.request_timeout_s = spec.request_timeout_s
             launch_j = counter.energy_j(t_launch, t_launch + srv.launch_s)
             t_idle = time.monotonic()
             time.sleep(baseline_s)
             idle_s = time.monotonic() - t_idle
             idle_j = counter.energy_j(t_idle, t_idle + idle_s)
             idle_w = idle_j / idle_s if idle_j is not None else None
+
+            def run_so_far() -> ServerRun:
+                record = ServerRecord(
+                    command=command,
+                    pid=srv.proc.pid,
+                    launch_s=srv.launch_s,
+                    launch_energy_j=launch_j,
+                    idle_power_w=idle_w,
+                    idle_s=idle_s,
+                    warmup_requests=spec.warmup_requests,
+                    log_file=SERVER_LOG,
+                    levels=levels,
+                )
+                return ServerRun(record, e2e, edges)
+
             if spec.warmup_requests:
                 asyncio.run(_send(load, offsets_s=[0.0] * spec.warmup_requests))
+            if (gone := srv.exit_text()) is not None:
+                raise ServerStoppedError(f"{gone} during the warm-up requests")
             for i in range(len(spec.levels)):
                 if i:
                     time.sleep(spec.cooldown_s)
                 level, recs, unix = _one_level(spec, i, load, counter, idle_w, out_dir)
+                gone = srv.exit_text() or (srv.unresponsive() if level.failed else None)
+                if gone is not None:
+                    reason = (
+                        f"{gone} during level {level.level} after {level.requests_sent} requests"
+                    )
+                    levels.append(
+                        level.model_copy(update={"failed": True, "failed_reason": reason})
+                    )
+                    edges.append(unix)
+                    raise ServerStoppedError(reason, run_so_far())
                 levels.append(level)
                 edges.append(unix)
-                e2e += [r.end_s - r.send_s for r in recs if r.ok and r.end_s is not None]
-    record = ServerRecord(
-        command=command,
-        pid=srv.pid,
-        launch_s=srv.launch_s,
-        launch_energy_j=launch_j,
-        idle_power_w=idle_w,
-        idle_s=idle_s,
-        warmup_requests=spec.warmup_requests,
-        log_file=SERVER_LOG,
-        levels=levels,
-    )
-    return ServerRun(record, e2e, edges)
+                if not level.failed:
+                    e2e += [r.end_s - r.send_s for r in recs if r.ok and r.end_s is not None]
+    return run_so_far()
 
 
 async def _send(
@@ -114,6 +138,7 @@ async def _send(
         duration_s=duration_s,
         request_timeout_s=load.request_timeout_s,
         extra_body=load.extra_body,
+        alive=load.alive,
     )
 
 
@@ -142,7 +167,15 @@ def _one_level(
         )
     window = steady_window(recs)
     energy = None if window is None else counter.energy_j(t0 + window.start_s, t0 + window.end_s)
-    m = level_metrics(recs, window, energy, spec.slo, level.rate_rps, spec.lag_budget_s)
+    m = level_metrics(
+        recs,
+        window,
+        energy,
+        spec.slo,
+        level.rate_rps,
+        spec.max_lag_fraction,
+        spec.max_failed_fraction,
+    )
     if energy is not None and window is not None and idle_w is not None:
         adjusted = max(0.0, energy - idle_w * window.duration_s)
         m["energy_window_adjusted_j"] = adjusted
@@ -156,11 +189,5 @@ def _one_level(
     write_parquet(out_dir / requests_file, recs, per_req)
     span = (0.0, max((r.end_s or r.send_s) for r in recs) if recs else 0.0)
     a, b = (window.start_s, window.end_s) if window is not None else span
-    result = ServerLevel(
-        level=level.label,
-        level_index=i,
-        failed=window is None,
-        requests_file=requests_file,
-        **m,
-    )
+    result = ServerLevel(level=level.label, level_index=i, requests_file=requests_file, **m)
     return result, recs, (t0 + unix_offset + a, t0 + unix_offset + b)

@@ -8,6 +8,7 @@ measured from Popen to the first healthy answer, apart from any level.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from llenergymeasure.errors import BackendError
+from llenergymeasure.oom import log_says_out_of_memory
 
 
 def free_port() -> int:
@@ -34,9 +36,39 @@ def free_port() -> int:
 @dataclass
 class RunningServer:
     base_url: str
-    pid: int
+    proc: subprocess.Popen[bytes]
     launch_s: float
     log_path: Path
+    oom_kills_at_start: int
+
+    def exit_text(self) -> str | None:
+        """None while the server runs; else how it ended, with `out of memory` (the error
+        category oom) and what to lower where the kernel's OOM killer or the engine said so."""
+        if (code := self.proc.poll()) is None:
+            return None
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        said = log_says_out_of_memory(self.log_path.read_text(errors="replace")[-20_000:])
+        if code == -signal.SIGKILL and oom_kills() > self.oom_kills_at_start:
+            said = "the kernel's OOM killer"
+        if said:
+            how += f": out of memory ({said}); lower the KV cache (pytorch: passthrough_kwargs "
+            how += "cb_num_blocks; vllm: kv_cache_memory_bytes) or the levels' load"
+        return f"server {how}"
+
+    def unresponsive(self, within_s: float = 10.0) -> str | None:
+        """Why the server no longer serves (after a failed level), or None: it answers."""
+        try:
+            asyncio.run(_healthy(self, time.monotonic() + within_s, f"{within_s:g} s"))
+        except BackendError as e:
+            return self.exit_text() or f"server stopped answering: {e}"
+        return None
+
+
+def oom_kills() -> int:
+    """The kernel's count of processes its OOM killer ended (/proc/vmstat; 0: unreadable)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/vmstat").read_text().split("oom_kill ", 1)[1].split()[0])
+    return 0
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -97,8 +129,10 @@ def launched(
     log_path: Path,
     env: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Start `cmd`, wait for health, yield; the process group is gone when the block exits."""
+    """Start `cmd`, wait for health (startup_timeout_s in total, however slowly /health
+    answers), yield; the process group is gone when the block exits."""
     t0 = time.monotonic()
+    oom_at_start = oom_kills()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -108,26 +142,30 @@ def launched(
             env=env,
             preexec_fn=_term_with_parent,  # noqa: PLW1509 (prctl only: async-signal-safe)
         )
-    base = f"http://127.0.0.1:{port}"
+    srv = RunningServer(f"http://127.0.0.1:{port}", proc, 0.0, log_path, oom_at_start)
     try:
-        deadline = t0 + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-800:]
-                raise BackendError(
-                    f"server exited with code {proc.returncode} before it was healthy:\n{tail}"
-                )
-            try:
-                if httpx.get(base + "/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise BackendError(
-                    f"server not healthy within startup_timeout_s={startup_timeout_s:g} s "
-                    f"(log: {log_path})"
-                )
-            time.sleep(0.25)
-        yield RunningServer(base, proc.pid, time.monotonic() - t0, log_path)
+        asyncio.run(
+            _healthy(srv, t0 + startup_timeout_s, f"startup_timeout_s={startup_timeout_s:g} s")
+        )
+        srv.launch_s = time.monotonic() - t0
+        yield srv
     finally:
         _kill_group(proc)
+
+
+async def _healthy(srv: RunningServer, deadline: float, within: str) -> None:
+    """Until GET /health answers 200; each try bounded by the time left, not per read."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while (exited := srv.exit_text()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendError(f"server not healthy within {within} (log: {srv.log_path})")
+            try:
+                async with asyncio.timeout(min(2.0, left)):
+                    if (await client.get(srv.base_url + "/health")).status_code == 200:
+                        return
+            except (httpx.HTTPError, TimeoutError):
+                pass
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    tail = srv.log_path.read_text(errors="replace")[-800:]
+    raise BackendError(f"{exited} before it was healthy:\n{tail}")
