@@ -315,11 +315,15 @@ def _page(
     )
     parts.append(_table(loaded.summary, failed))
     parts += ["<h2>Quality of each measurement</h2>", _quality_table(runs, labels)]
+    # every figure is marked with what it leaves out, not only the list at the top
+    left_out = [_run_name(r, labels) for _, r in failed.iterrows()] if len(failed) else []
     for plot, data in images:
         parts += [
             f"<h2>{_e(plot.title)}</h2>",
             f"<img alt='{_e(plot.title)}' src='data:image/png;base64,{data}'>",
         ]
+        if left_out and plot.name != "power_timeseries":
+            parts.append(f"<p class='failed'>Failed, not drawn: {_e('; '.join(left_out))}</p>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts += [f"<footer>llenergymeasure {_e(__version__)}, {stamp}</footer>", "</body></html>"]
     return "\n".join(parts) + "\n"
