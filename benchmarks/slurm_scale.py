@@ -74,8 +74,8 @@ def submit(root: Path, n: int) -> dict[str, Any]:
     import _slurm_body
 
     from llenergymeasure import conductor
+    from llenergymeasure.conductor import detach
     from llenergymeasure.config.grid import load_campaign
-    from llenergymeasure.detach import detach
     from llenergymeasure.orchestrator.runners import slurm
 
     path = root / "c.yaml"

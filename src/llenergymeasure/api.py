@@ -26,12 +26,16 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from llenergymeasure.conductor import (
+    Events,
+    Manifest,
+    ManifestEntry,
     Overrides,
     Plan,
-    campaign_to_resume,
     execute,
+    load_manifest,
     plan_campaign,
     plan_resume,
+    resumable,
 )
 from llenergymeasure.config.campaign import CampaignConfig, StatisticsConfig
 from llenergymeasure.config.choices import RunnerChoice
@@ -42,11 +46,8 @@ from llenergymeasure.config.grid import (
     load_campaign,
     load_experiment,
 )
-from llenergymeasure.config.settings import load_settings
 from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.faces import in_library_words
-from llenergymeasure.orchestrator.campaign import Events
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestEntry, ManifestStore
 from llenergymeasure.permissions import no_world_write
 from llenergymeasure.results.aggregate import summarize
 from llenergymeasure.results.collate import results_frame
@@ -113,9 +114,9 @@ class CampaignResults:
     @property
     def experiment_order(self) -> list[str]:
         """Experiment ids in the campaign file's grid order (experiments.json keeps it)."""
-        from llenergymeasure.orchestrator.experiments import ExperimentSpecs
+        from llenergymeasure.conductor import experiment_order
 
-        return ExperimentSpecs(self.campaign_dir).experiment_ids()
+        return experiment_order(self.campaign_dir)
 
 
 @library_words
@@ -206,6 +207,7 @@ def run_experiment(
 def resume(
     campaign_dir: str | Path | None = None,
     *,
+    results_dir: str | Path | None = None,
     events: Events | None = None,
     runner: str | None = None,
     timeout_s: float | None = None,
@@ -218,8 +220,14 @@ def resume(
     """Finish a campaign with the settings it recorded; arguments given here replace them
     (and are recorded). Finished results are never redone. force_unlock: take over a lock
     that names another machine (only once no orchestrator runs it there). campaign_dir None:
-    the newest unfinished campaign under the user settings' results_dir (as `lem resume`); a
-    campaign there whose manifest cannot be read is logged, or raised if it is the only one."""
+    the newest unfinished campaign under results_dir (default: the user settings'), as `lem
+    resume` picks it; a campaign there whose manifest cannot be read is logged, or raised if it
+    is the only one."""
+    given_dir = Path(campaign_dir) if campaign_dir is not None else None
+    root_dir = Path(results_dir) if results_dir is not None else None
+    root, found = resumable(given_dir, root_dir, retry_failed, log.warning)
+    if found is None:
+        raise ConfigError(f"nothing to resume: no unfinished campaign under {root}/")
     given = Overrides(
         face="api",
         runner=_runner_choice(runner),
@@ -230,12 +238,7 @@ def resume(
         force_unlock=force_unlock,
         wait_for_gpus=wait_for_gpus,
     )
-    if campaign_dir is None:
-        root = Path(load_settings().results_dir).resolve()
-        campaign_dir = campaign_to_resume(root, retry_failed, log.warning)
-        if campaign_dir is None:
-            raise LemError(f"nothing to resume: no unfinished campaign under {root}/")
-    return _run(plan_resume(Path(campaign_dir).resolve(), given), events)
+    return _run(plan_resume(found.campaign_dir, given), events)
 
 
 @library_words
@@ -243,7 +246,7 @@ def load_results(campaign_dir: str | Path, group_by: list[str] | None = None) ->
     """Read a campaign directory (finished or not). group_by overrides the campaign's own
     grouping for the summary (e.g. ["batch_size"]); the files on disk are not changed."""
     directory = Path(campaign_dir)
-    manifest = ManifestStore(directory).load()
+    manifest = load_manifest(directory)
     statistics = manifest.execution.statistics
     if group_by is not None:
         try:

@@ -1,7 +1,8 @@
 """The conductor: one path from (a campaign file or a campaign directory, overrides) to a run.
 
-Both faces call it: the CLI (`lem campaign`, `lem run`, `lem resume`) prints its events and
-summary; the library API (`run_campaign`, `run_experiment`, `resume`) returns objects. It
+Both faces call it, and reach the host through nothing else: the CLI (`lem campaign`, `lem
+run`, `lem resume`, `lem status`, `lem repair`) prints its events and summary; the library API
+(`run_campaign`, `run_experiment`, `resume`, `load_results`) returns objects. It
 resolves every effective setting once, each with its source (flag > campaign file >
 environment > `.lem-config.yaml` > default), expands the grid, runs pre-flight (prompts,
 runner, images) before anything is written, and records what it resolved in the manifest's
@@ -16,36 +17,48 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from llenergymeasure.config.campaign import DEFAULT_CYCLES, Execution
 from llenergymeasure.config.choices import Order, RunnerChoice
-from llenergymeasure.config.grid import HARD_MAX_EXPERIMENTS, Campaign
+from llenergymeasure.config.grid import HARD_MAX_EXPERIMENTS, Campaign, PlannedExperiment
 from llenergymeasure.config.settings import (
     UserSettings,
     load_settings,
     resolve_settings,
 )
 from llenergymeasure.errors import ConfigError, LemError
+from llenergymeasure.faces import cli_flag
 from llenergymeasure.orchestrator.broadcast import Broadcast
 from llenergymeasure.orchestrator.campaign import Events, RunSummary, run_campaign_dir
+from llenergymeasure.orchestrator.detach import ArrayBody, Detached
+from llenergymeasure.orchestrator.detach import detach as submit_all
+from llenergymeasure.orchestrator.entries import check_entry_folder
 from llenergymeasure.orchestrator.gpu_locks import (
-    REMOTE_RUNNERS,
     DeviceBusyError,
     DeviceLocks,
     host_devices,
 )
 from llenergymeasure.orchestrator.layout import create_campaign
-from llenergymeasure.orchestrator.manifest import Manifest, ManifestStore, to_resume
-from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE, MANIFEST_FILE
+from llenergymeasure.orchestrator.manifest import (
+    Manifest,
+    ManifestEntry,
+    ManifestStore,
+    result_missing,
+    to_resume,
+)
+from llenergymeasure.orchestrator.names import EXPERIMENTS_FILE, LOCK_FILE, MANIFEST_FILE
 from llenergymeasure.orchestrator.runners.select import RunnerPlan, Workload, plan_runner
+from llenergymeasure.orchestrator.schedule import parse_gpus, resolve_execution, run_order
 
-DEFAULT_CYCLES = 3
-"""Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
-a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
+if TYPE_CHECKING:
+    from llenergymeasure.orchestrator.repair import RepairReport
+    from llenergymeasure.orchestrator.status import RunState
+
+__all__ = ["DEFAULT_CYCLES", "Events", "Manifest", "ManifestEntry", "RunSummary", "parse_gpus"]
+"""What the faces name from the host, through here."""
 
 Face = Literal["cli", "api"]
-CLI_FLAGS = {"output_dir": "--output-dir", "timeout_s": "--timeout"}
-"""Override keys whose CLI flag is not simply --<key>."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +84,7 @@ class Overrides:
     def source(self, key: str) -> str:
         """How the record names a value set here: `--runner`, `lem resume --runner`,
         `argument runner` (library)."""
-        if self.face == "api":
-            name = f"argument {key}"
-        else:
-            name = CLI_FLAGS.get(key, "--" + key.replace("_", "-"))
+        name = f"argument {key}" if self.face == "api" else cli_flag(key)
         return f"lem resume {name}" if self.resuming and self.face == "cli" else name
 
     def campaign_keys(self) -> dict[str, Any]:
@@ -237,7 +247,101 @@ def execute(
         # Refused before anything ran: a new campaign's folder would only be an empty one
         # for `lem resume` to trip over.
         shutil.rmtree(directory, ignore_errors=True)
-        raise DeviceBusyError(f"{e} (nothing ran; {directory} was removed)") from None
+        raise DeviceBusyError(
+            f"{e.args[0]} (nothing ran; {directory} was removed)", options=e.options
+        ) from None
+
+
+def planned_runs(plan: Plan) -> tuple[Execution, list[tuple[PlannedExperiment, int]]]:
+    """A new campaign's execution settings and its runs in order (experiment, cycle): what a
+    dry run shows."""
+    assert plan.campaign is not None
+    execution = resolve_execution(plan.campaign.config, plan.settings)
+    experiments = plan.campaign.experiments
+    pairs = run_order(len(experiments), plan.cycles, execution.order, execution.order_seed)
+    return execution, [(experiments[i], cycle) for i, cycle in pairs]
+
+
+def load_manifest(campaign_dir: Path) -> Manifest:
+    return ManifestStore(campaign_dir).load()
+
+
+def experiment_order(campaign_dir: Path) -> list[str]:
+    """Experiment ids in the campaign file's grid order (experiments.json keeps it)."""
+    from llenergymeasure.orchestrator.experiments import ExperimentSpecs
+
+    return ExperimentSpecs(campaign_dir).experiment_ids()
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """What a resume of a campaign directory would run, read before it is planned."""
+
+    campaign_dir: Path
+    manifest: Manifest
+    pending: list[ManifestEntry]
+
+    @property
+    def unfinished(self) -> bool:
+        """Its orchestrator died (its lock is left): its end (results.csv, summary.csv, the
+        lock itself) is still to be done, even with nothing left to run; so are tables that a
+        full disk kept from being written (issue 27.8)."""
+        from llenergymeasure.results.aggregate import SUMMARY_STEM
+        from llenergymeasure.results.collate import RESULTS_STEM
+
+        tables = [f"{s}.{x}" for s in (RESULTS_STEM, SUMMARY_STEM) for x in ("csv", "parquet")]
+        directory = self.campaign_dir
+        return (directory / LOCK_FILE).exists() or not all(
+            (directory / t).is_file() for t in tables
+        )
+
+    def result_missing(self, entry: ManifestEntry) -> bool:
+        return result_missing(self.campaign_dir, entry)
+
+
+def resumable(
+    campaign_dir: Path | None,
+    results_dir: Path | None,
+    retry_failed: bool,
+    notice: Callable[[str], None],
+) -> tuple[Path, Resumable | None]:
+    """The campaign a resume continues: campaign_dir, else campaign_to_resume under
+    results_dir (default: the user settings' results_dir), and that root; None when there is
+    none."""
+    root = (results_dir or Path(load_settings().results_dir)).resolve()
+    directory = campaign_dir or campaign_to_resume(root, retry_failed, notice)
+    if directory is None:
+        return root, None
+    directory = directory.resolve()
+    manifest = load_manifest(directory)
+    pending = to_resume(directory, manifest, retry_failed)
+    for entry in pending:
+        check_entry_folder(directory, entry)
+    return root, Resumable(directory, manifest, pending)
+
+
+def status(campaign_dir: Path) -> list[RunState]:
+    """Where each run stands: the manifest, and a batch scheduler's word for runs it holds."""
+    from llenergymeasure.orchestrator.status import campaign_status
+
+    return campaign_status(campaign_dir)
+
+
+def repair(
+    campaign_dir: Path, *, force_unlock: bool = False, notice: Callable[[str], None]
+) -> RepairReport:
+    """Rebuild a damaged manifest.json from the result files and the journal."""
+    from llenergymeasure.orchestrator.repair import repair_campaign
+
+    return repair_campaign(campaign_dir, force_unlock=force_unlock, notice=notice)
+
+
+def detach(plan: Plan, body: ArrayBody | None = None) -> Detached:
+    """Lay out a new campaign and submit every run to its batch runner's scheduler, without
+    waiting (`lem campaign --detach`); body: the array tasks' function (benchmarks)."""
+    if plan.campaign is None:
+        raise ConfigError("only a new campaign is detached; a resume waits for its jobs")
+    return submit_all(plan.campaign, plan.settings, plan.runner, body)
 
 
 def _run(
@@ -276,7 +380,7 @@ def _device_locks(
 ) -> Callable[[Events], contextlib.AbstractContextManager[object]] | None:
     """The host-wide locks of the devices the campaign runs on here (none for a runner that
     runs elsewhere)."""
-    if plan.runner.name in REMOTE_RUNNERS:
+    if plan.runner.remote:
         return None
     devices = host_devices(plan.settings.gpus_tuple())
     return lambda events: DeviceLocks(

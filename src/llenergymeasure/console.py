@@ -11,7 +11,7 @@ from rich.table import Table
 
 
 class CliConsole(Console):
-    """A Console that, off a terminal (a pipe, nohup, Slurm, tee), never wraps text and prints
+    """A Console that, off a terminal (a pipe, nohup, a batch job, tee), never wraps text and prints
     each table at its natural width: a log keeps every column and never breaks a parameter
     name at 80 columns. COLUMNS set by hand still wins."""
 

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,7 @@ def run_checks() -> list[Check]:
         _gpus,
         _docker,
         _results_dir,
-        _slurm,
+        _schedulers,
         _hf_cache,
     ):
         rows += _guarded(probe, settings)
@@ -303,28 +302,11 @@ def _results_dir(settings: UserSettings | None) -> list[Check]:
     return [Check("results dir", "ok", f"{where}, writable")]
 
 
-def _slurm(settings: UserSettings | None) -> list[Check]:
-    """runner slurm: client tools, partitions, a results directory every node sees."""
-    from llenergymeasure.config.slurm import SlurmSettings
-    from llenergymeasure.errors import PreflightError
-    from llenergymeasure.orchestrator.runners.slurm import partitions, preflight, shared_how
+def _schedulers(settings: UserSettings | None) -> list[Check]:
+    """Each batch runner's scheduler: its client tools, and what its runs need."""
+    from llenergymeasure.orchestrator.runners.select import QUEUES
 
-    needed = settings is not None and settings.runner == "slurm"
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        if not needed:
-            return [Check("slurm", "ok", "sbatch not found (needed only for runner slurm)")]
-        fix = "install Slurm's client tools (Debian: slurm-client); one node: "
-        fix += "scripts/provision-slurm.sh"
-        return [Check("slurm", "fail", "runner slurm, but sbatch/squeue not found", fix)]
-    root = Path(settings.results_dir if settings is not None else "results").resolve()
-    try:
-        slurm = settings.slurm if settings is not None else SlurmSettings()
-        preflight(slurm, root, settings.sources if settings is not None else None)
-    except PreflightError as e:
-        fix = "LEM_SLURM_PARTITION: one sinfo lists; results on a shared filesystem (-o DIR)"
-        return [Check("slurm", "fail" if needed else "warn", printable(str(e), 600), fix)]
-    detail = f"sbatch, squeue found; partitions: {', '.join(partitions())}; {shared_how(root)}"
-    return [Check("slurm", "ok", detail)]
+    return [Check(name, *make().doctor(settings)) for name, make in QUEUES.items()]
 
 
 def _hf_cache(_settings: UserSettings | None) -> list[Check]:

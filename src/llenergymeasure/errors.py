@@ -6,11 +6,46 @@ with ``raise ... from e`` so the CLI can print one clear message and pick the ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting an error names as its remedy (runner local, allow_large): each face words it
+    in its own terms (faces.py: `--runner local` for the CLI, `runner="local"` for the
+    library), so no layer below a face writes a face's words."""
+
+    key: str
+    value: object = None
+
+
+RUN_LOCALLY = Option("runner", "local")
+"""The remedy when a container or scheduler runner cannot run here."""
+
 
 class LemError(Exception):
-    """Base of every error the tool raises on purpose."""
+    """Base of every error the tool raises on purpose. A message that names options holds
+    {0}, {1}, ... where each face words them."""
 
     exit_code: int = 1
+
+    def __init__(self, *args: object, options: tuple[Option, ...] = ()) -> None:
+        super().__init__(*args)
+        self.options = options
+
+    def worded(self, word: Callable[[Option], str]) -> str:
+        text = str(self.args[0]) if self.args else ""
+        for i, option in enumerate(self.options):
+            text = text.replace(f"{{{i}}}", word(option))
+        return text
+
+    def __str__(self) -> str:
+        if not self.options:
+            return super().__str__()
+        from llenergymeasure.faces import cli_words
+
+        return self.worded(cli_words)
 
 
 class ConfigError(LemError):

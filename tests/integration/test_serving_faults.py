@@ -88,6 +88,8 @@ def test_a_malformed_chunk_costs_its_request_and_fails_its_level_everywhere(
     assert report.returncode == 0, explain(report)
     html = next(directory.rglob("*.html")).read_text()
     assert "Failed runs and levels" in html and " level r40 cycle 1: failed: " in html
+    # each server figure is marked with the level it leaves out
+    assert html.count("Failed, not drawn: ") >= 2 and "level r40 cycle 1</p>" in html
 
 
 def test_a_trickled_health_answer_is_cut_at_startup_timeout(tmp_path: Path) -> None:

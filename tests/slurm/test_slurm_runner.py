@@ -76,11 +76,11 @@ def test_scancel_resubmits_requeue_waits_every_run_done_once(campaign_root: Path
     manifest = load_manifest(only_campaign_dir(campaign_root / "results"))
     entries = manifest.entries
     assert [e.status for e in entries] == ["done", "done"], out
-    job_ids = [e.slurm_job_id for e in entries]
+    job_ids = [e.job_id for e in entries]
     assert None not in job_ids and cancelled not in job_ids and len(set(job_ids)) == 2
     assert requeued in job_ids  # Slurm ran it again under the same id; lem waited for it
     assert sorted(e.attempts for e in entries) == [1, 2]  # only the cancelled run ran again
-    assert {e.slurm_node for e in entries} == {
+    assert {e.job_node for e in entries} == {
         subprocess.check_output(["hostname", "-s"], text=True).strip()
     }
     assert queued_jobs(campaign_root) == []
@@ -115,7 +115,7 @@ def test_ctrl_c_cancels_its_jobs(campaign_root: Path) -> None:
     assert queued_jobs(campaign_root) == [], out  # scancel'd: nothing left queued or running
     entries = load_manifest(only_campaign_dir(campaign_root / "results")).entries
     assert "done" not in {e.status for e in entries}, out
-    assert running in {e.slurm_job_id for e in entries}, out
+    assert running in {e.job_id for e in entries}, out
 
 
 def job_folders(campaign_dir: Path) -> set[str]:
@@ -135,16 +135,16 @@ def test_sigkilled_orchestrator_resumes_without_running_twice(campaign_root: Pat
         proc.kill()
     campaign_dir = only_campaign_dir(campaign_root / "results")
     entry = load_manifest(campaign_dir).entries[0]
-    assert (entry.status, entry.slurm_job_id) == ("running", first)  # recorded at submission
+    assert (entry.status, entry.job_id) == ("running", first)  # recorded at submission
     resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
     assert resumed.returncode == 0, explain(resumed)
     assert f"waiting for Slurm job {first}" in resumed.stderr, explain(resumed)
     entries = load_manifest(campaign_dir).entries
     assert [(e.status, e.attempts) for e in entries] == [("done", 1), ("done", 1)]
-    ids = [e.slurm_job_id for e in entries]
+    ids = [e.job_id for e in entries]
     assert ids[0] == first and ids[1] not in (None, first)
     assert job_folders(campaign_dir) == set(ids)  # no run was submitted twice
-    assert [a.slurm_job_id for e in entries for a in e.attempt_history] == ids
+    assert [a.job_id for e in entries for a in e.attempt_history] == ids
     assert queued_jobs(campaign_root) == []
 
 
@@ -161,7 +161,7 @@ def test_detached_campaign_status_and_resume_records_a_failed_run(campaign_root:
     assert "Submitted 2 runs in 1 Slurm job array(s)" in detached.stderr, explain(detached)
     campaign_dir = only_campaign_dir(campaign_root / "results")
     entries = load_manifest(campaign_dir).entries
-    ids = [e.slurm_job_id for e in entries]
+    ids = [e.job_id for e in entries]
     assert [e.status for e in entries] == ["running", "running"]
     assert ids[0] is not None and ids[1] == ids[0].replace("_0", "_1")  # one array, 2 tasks
     shown = run_lem("status", campaign_dir, cwd=campaign_root)
@@ -170,9 +170,9 @@ def test_detached_campaign_status_and_resume_records_a_failed_run(campaign_root:
     resumed = run_lem("resume", campaign_dir, cwd=campaign_root)
     assert resumed.returncode == 1, explain(resumed)  # one run failed
     bad, good = load_manifest(campaign_dir).entries
-    assert (bad.status, bad.attempts, bad.slurm_job_id) == ("failed", 1, ids[0])
+    assert (bad.status, bad.attempts, bad.job_id) == ("failed", 1, ids[0])
     assert bad.error == "BackendError: pytorch.device is 'cuda' but torch sees no CUDA device"
-    assert (good.status, good.attempts, good.slurm_job_id) == ("done", 1, ids[1])
+    assert (good.status, good.attempts, good.job_id) == ("done", 1, ids[1])
     assert job_folders(campaign_dir) == set(ids)
     after = run_lem("status", campaign_dir, cwd=campaign_root)
     assert "1 done, 1 failed" in after.stdout, explain(after)
@@ -198,7 +198,7 @@ def test_node_runner_docker_runs_the_worker_in_a_container(campaign_root: Path) 
     assert proc.returncode == 0, explain(proc)
     manifest = load_manifest(only_campaign_dir(campaign_root / "results"))
     (entry,) = manifest.entries
-    assert entry.status == "done" and entry.slurm_job_id is not None
+    assert entry.status == "done" and entry.job_id is not None
     campaign_dir = only_campaign_dir(campaign_root / "results")
     result = ExperimentResult.model_validate_json(
         (campaign_dir / str(entry.result_path)).read_bytes()
@@ -223,7 +223,7 @@ def test_detach_cut_short_before_recording_ids_runs_nothing_twice(campaign_root:
     assert cut.returncode == -signal.SIGKILL, explain(cut)
     campaign_dir = only_campaign_dir(campaign_root / "results")
     entries = load_manifest(campaign_dir).entries
-    assert [(e.status, e.slurm_job_id) for e in entries] == [("running", None)] * 2
+    assert [(e.status, e.job_id) for e in entries] == [("running", None)] * 2
     early = run_lem("resume", campaign_dir, cwd=campaign_root)
     assert early.returncode == 2, explain(early)  # its tasks still run: not submitted again
     assert "submission was cut short" in early.stderr, explain(early)

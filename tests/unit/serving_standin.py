@@ -2,12 +2,12 @@
 
 For the load generator's own tests and benchmark (issue 15.8): fixed first-token delay, fixed
 gap between chunks, usage in the last chunk. `status` != 200 answers every request with an error,
-and so does every request after the first `fail_after`. GET /health answers 200. Misbehaviours
-for the client's robustness (issue 25): every `bad_every`-th request first gets the `data:` chunk
-`bad_chunk`; requests after `keepalive_after` get `: keepalive` lines forever; `trickle_health`
-answers /health one byte a second, never finishing; after `hang_after` requests nothing (health
-included) is answered at all. Run as a script (`python serving_standin.py
-PORT [--fail-after N] ...`) it is a server process to launch.
+and so does every request after the first `fail_after`. GET /health answers 200, GET /v1/models
+lists "standin". Misbehaviours for the client's robustness (issue 25): every `bad_every`-th
+request first gets the `data:` chunk `bad_chunk`; requests after `keepalive_after` get
+`: keepalive` lines forever; `trickle_health` answers /health one byte a second, never finishing;
+after `hang_after` requests nothing (health included) is answered at all. Run as a script
+(`python serving_standin.py PORT [--fail-after N] ...`) it is a server process to launch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -28,6 +28,8 @@ class StandIn:
     gap_s: float = 0.0
     status: int = 200
     requests: int = 0
+    bodies: list[dict[str, object]] = field(default_factory=list)
+    """Every completion request's JSON body, in arrival order."""
     fail_after: int | None = None
     exit_after: int | None = None
     """Run as a script: the process dies (a crashed server) on the request after this many."""
@@ -52,11 +54,18 @@ class StandIn:
             await writer.drain()
             writer.close()
             return
+        if head.startswith(b"GET /v1/models"):
+            listed = b'{"object": "list", "data": [{"id": "standin", "object": "model"}]}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listed), listed))
+            await writer.drain()
+            writer.close()
+            return
         length = 0
         for line in head.decode().split("\r\n"):
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         body = json.loads(await reader.readexactly(length)) if length else {}
+        self.bodies.append(body)
         self.requests += 1
         if self.exit_after is not None and self.requests > self.exit_after:
             os._exit(3)

@@ -15,13 +15,13 @@ WORKER_SIDE = ("worker", "backends", "measure", "datasets")
 """Subpackages that run inside the worker process; everything else is the host's."""
 ENGINES = ("torch", "transformers", "vllm", "tensorrt_llm", "pynvml")
 HOST_MAY_IMPORT = {
-    "llenergymeasure.worker.launch": "the environment names a runner sets for a worker",
-    "llenergymeasure.worker.forked": "the fork server's target, named by the local runner",
     "llenergymeasure.datasets.select": "pre-flight: is a prompt file there, which one it is",
 }
 """Worker-side modules the host may name; test_host_imports_load_no_engine checks that they
 (and everything else the host imports) load no engine."""
 ENGINE_ON_PURPOSE = {"faults.py": "the injected 'oom' fault raises torch's own error"}
+FORK_TARGET = {"contract.py": "llenergymeasure.worker.forked"}
+"""contract.fork_target imports the worker in the forked child only, never in the host."""
 
 
 def _imports(path: Path) -> set[str]:
@@ -90,6 +90,25 @@ def test_one_module_builds_an_experiment_result() -> None:
     assert builders == ["worker/run.py"]
 
 
+def _faces() -> list[Path]:
+    cli = PACKAGE / "cli.py"
+    return [PACKAGE / "api.py", *([cli] if cli.is_file() else _modules("cli"))]
+
+
+@pytest.mark.parametrize("path", _faces(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_faces_reach_the_host_only_through_the_conductor(path: Path) -> None:
+    """The CLI and the library API name no orchestrator module (no allow-list): resume
+    selection, dry runs, status and repair come through conductor.py, for both alike."""
+    assert _names(path, ("llenergymeasure.orchestrator",)) == []
+
+
+@pytest.mark.parametrize("path", _modules("orchestrator"), ids=lambda p: p.name)
+def test_the_orchestrator_never_imports_the_worker(path: Path) -> None:
+    """Runners name the worker's launch environment and fork target through contract.py (no
+    allow-list): only files and those names cross the boundary."""
+    assert _names(path, ("llenergymeasure.worker",)) == []
+
+
 def test_stats_is_a_leaf() -> None:
     """llenergymeasure.stats imports nothing of the project: library users, results and the
     benchmarks share it without pulling in anything else."""
@@ -121,6 +140,7 @@ def test_host_modules_never_import_an_engine_or_nvml(path: Path) -> None:
     allowed = set(HOST_MAY_IMPORT)
     if str(path.relative_to(PACKAGE)) in ENGINE_ON_PURPOSE:
         allowed |= {"torch"}
+    allowed |= {FORK_TARGET.get(str(path.relative_to(PACKAGE)), "-")}
     found = _names(path, ENGINES + worker)
     assert [n for n in found if not any(n == a or n.startswith(f"{a}.") for a in allowed)] == []
 

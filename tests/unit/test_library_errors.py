@@ -9,8 +9,8 @@ import pytest
 
 import llenergymeasure as lem
 from llenergymeasure.cli import cli
-from llenergymeasure.errors import ConfigError, PreflightError
-from llenergymeasure.faces import LIBRARY_WORDS, for_library
+from llenergymeasure.errors import ConfigError, Option, PreflightError
+from llenergymeasure.faces import cli_words, library_words
 
 TWO = {
     "name": "two",
@@ -55,11 +55,17 @@ def test_the_cli_keeps_its_flags(
     assert "--yes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", sorted(LIBRARY_WORDS))
-def test_no_cli_flag_survives_translation(flag: str) -> None:
-    said = for_library(f"error: do this, or pass {flag} 1, then stop")
-    assert flag not in said.replace("=", " ").split(), said
-    assert LIBRARY_WORDS[flag] in said
+@pytest.mark.parametrize(
+    "option",
+    [Option(k, v) for k, v in [("runner", "local"), ("allow_large", True), ("gpus", None),
+     ("wait_for_gpus", True), ("force_unlock", True), ("output_dir", None)]],
+)  # fmt: skip
+def test_no_cli_flag_survives_translation(option: Option) -> None:
+    """An error's option is worded as the face's own: a flag for the CLI, never for the API."""
+    error = ConfigError("error: do this, or pass {0}, then stop", options=(option,))
+    assert str(error) == f"error: do this, or pass {cli_words(option)}, then stop"
+    said = error.worded(library_words)
+    assert "--" not in said and option.key in said, said
 
 
 def test_dir_shows_the_api_and_help_flags_are_plain(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,3 +76,11 @@ def test_dir_shows_the_api_and_help_flags_are_plain(capsys: pytest.CaptureFixtur
         assert cli(args) == 0
         text = capsys.readouterr().out
         assert "Usage: lem" in text and "<bool>" not in text, text
+
+
+def test_resume_without_a_directory_picks_from_the_results_folder(tmp_path: Path) -> None:
+    """lem.resume() chooses as `lem resume` does (the conductor's one selection): with no
+    unfinished campaign under the folder, it says so and names the folder."""
+    with pytest.raises(ConfigError, match="nothing to resume") as info:
+        lem.resume(results_dir=tmp_path)
+    assert str(tmp_path.resolve()) in str(info.value)

@@ -219,6 +219,23 @@ def test_attempt_history_round_trip(tmp_path: Path) -> None:
     assert loaded.attempt_history[2].finished_at == T0
 
 
+def test_a_manifest_of_slurm_fields_loads_as_the_generic_job_reference(tmp_path: Path) -> None:
+    """Manifests written before issue 29 name a batch job slurm_job_id/slurm_node/slurm_gpus:
+    they load (and resume) as job_id/job_node/job_gpus, and are saved under the new names."""
+    attempt = {"attempt": 1, "status": "lost", "runner": "slurm", "slurm_job_id": "41"}
+    old = entry(
+        "a", 1, "running", runner="slurm", attempts=2, attempt_history=[attempt],
+        slurm_job_id="42", slurm_node="node7", slurm_gpus=2,
+    )  # fmt: skip
+    store = ManifestStore(tmp_path)
+    store.save(manifest([old]))
+    (loaded,) = store.load().entries
+    assert (loaded.job_id, loaded.job_node, loaded.job_gpus) == ("42", "node7", 2)
+    assert loaded.attempt_history[0].job_id == "41"
+    saved = json.loads((tmp_path / MANIFEST_FILE).read_text())["entries"][0]
+    assert saved["job_id"] == "42" and "slurm_job_id" not in saved
+
+
 def test_entry_key() -> None:
     assert entry("pytorch-abc", 3).key == "pytorch-abc/cycle-3"
 

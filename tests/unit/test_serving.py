@@ -57,6 +57,13 @@ from llenergymeasure.worker.serving.server import free_port, launched
         ({"levels": [], "requests_per_level": 5}, "at least 1"),
         ({"levels": [{"rate_rps": 1}], "requests_per_level": 5, "burstiness": 2}, "gamma"),
         ({"levels": [{"rate_rps": 1}], "requests_per_level": 5, "rate": 1}, "Extra inputs"),
+        ({"trace": "t.jsonl", "url": "http://10.0.0.1:8000"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "http://[::2]:8000"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "http://127.0.0.1.example.com"}, "not loopback"),
+        ({"trace": "t.jsonl", "url": "ftp://127.0.0.1"}, "expected http"),
+        ({"trace": "t.jsonl", "gpus": [0]}, "server.gpus applies to server.url"),
+        ({"trace": "t.jsonl", "url": "http://127.0.0.1:1", "gpus": []}, "at least 1 item"),
+        ({"trace": "t.jsonl", "trace_speed": 0}, "greater than 0"),
     ],
 )
 def test_server_section_refuses_bad_input(section: dict[str, object], needle: str) -> None:
@@ -83,6 +90,16 @@ def test_server_section_accepts_inf_and_concurrency() -> None:
         {"levels": [{"rate_rps": "inf"}, {"concurrency": 4}], "duration_s": 5}
     )
     assert math.isinf(spec.levels[0].rate_rps or 0) and spec.levels[1].label == "c4"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/", "http://127.3.2.1:1", "http://[::1]:8000", "http://localhost"]
+)
+def test_server_url_on_loopback_needs_no_opt_in_and_a_trace_needs_no_levels(url: str) -> None:
+    spec = ServerSpec.model_validate({"url": url, "trace": "t.jsonl", "gpus": [1, 0]})
+    assert spec.url == url.rstrip("/") and spec.levels == () and spec.gpus == (1, 0)
+    remote = {"url": "http://10.1.2.3:8000", "allow_remote": True, "trace": "t.jsonl"}
+    assert ServerSpec.model_validate(remote).allow_remote
 
 
 @pytest.mark.parametrize(
@@ -118,6 +135,26 @@ def test_open_loop_records_ordered_times_and_server_token_counts() -> None:
         assert m["achieved_rate_rps"] == pytest.approx(20.0, rel=0.1)
     else:
         assert m["generator_limited"] and any("load generator" in w for w in m["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("dialect", "exact"), [({"temperature": 0.0}, False), ({"ignore_eos": False}, True)]
+)
+def test_a_trace_asks_each_request_for_its_own_length(
+    dialect: dict[str, object], exact: bool
+) -> None:
+    """max_tokens per request; where the engine takes ignore_eos (vLLM, TensorRT-LLM), also
+    min_tokens, so it produces exactly that many; transformers serve gets max_tokens alone."""
+    standin = StandIn(tokens=8)
+    with standin_server(standin) as url:
+        _, recs = asyncio.run(
+            run_level(url, "m", ["a", "b", "c"], [2, 7, 5], offsets_s=[0, 0, 0], extra_body=dialect)
+        )
+    assert [r.max_tokens for r in recs] == [r.completion_tokens for r in recs] == [2, 7, 5]
+    for body in standin.bodies:
+        n = body["max_tokens"]
+        expected = {"ignore_eos": True, "min_tokens": n} if exact else {"temperature": 0.0}
+        assert {k: body.get(k) for k in expected} == expected and ("min_tokens" in body) == exact
 
 
 def test_closed_loop_keeps_concurrency_and_duration_bounds_the_level() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llenergymeasure.detach import _chunks, _stretches
+from llenergymeasure.orchestrator.detach import _chunks, _stretches
 from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 

@@ -2,17 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llenergymeasure.config.choices import Order, RunnerChoice
 from llenergymeasure.config.experiment import parameter_names
-from llenergymeasure.config.slurm import SlurmSettings
 
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 DAY_S = 24 * 3600
+SECRET_SECTIONS = ("slurm",)
+"""Campaign-file sections whose values may hold secrets (a runner's environment and flags):
+never echoed in an error, redacted in the campaign's copy of its file."""
+DEFAULT_CYCLES = 3
+"""Cycles of a campaign whose file sets none, from the CLI and the library alike: enough for
+a spread and a confidence interval. A single experiment (`lem run`, run_experiment) runs once."""
+
+
+NodeRunner = Literal["local", "docker"]
+
+
+class SlurmSettings(BaseModel):
+    """Settings for `runner: slurm`. They come, per key, from the campaign file's `slurm:`
+    section > LEM_SLURM_* environment variables > `.lem-config.yaml`'s `slurm:` > these
+    defaults (config.settings resolves them and records each key's source as `slurm.<key>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    partition: str | None = Field(None, description="sbatch --partition; null: the default.")
+    account: str | None = Field(None, description="sbatch --account.")
+    qos: str | None = Field(None, description="sbatch --qos.")
+    exclusive: bool = Field(
+        True,
+        description="sbatch --exclusive: whole nodes, so no neighbour's load enters a reading.",
+    )
+    time_min: int | None = Field(
+        None,
+        ge=1,
+        le=10**6,
+        description="sbatch --time per run in minutes; null: the run's timeout_s plus a minute.",
+    )
+    node_runner: NodeRunner = Field(
+        "local",
+        description="How a task starts the worker on its node: local (a subprocess) or docker "
+        "(the docker runner, the backend's image on that node).",
+    )
+    extra_sbatch: list[str] = Field(
+        default_factory=list, description="Further long sbatch flags (--name=value), verbatim."
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Variables set for the worker in every task."
+    )
+    array_parallelism: int = Field(
+        256,
+        ge=1,
+        le=10**6,
+        description="Most tasks of one job array running at once (--array=...%N).",
+    )
+
+    def over(self, base: SlurmSettings) -> SlurmSettings:
+        """The keys set here over base (a campaign file's section over the user settings)."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
 
 
 class Gaps(BaseModel):
@@ -98,8 +149,7 @@ class CampaignConfig(BaseModel):
         None,
         ge=1,
         le=1000,
-        description="Repetitions of the whole experiment set; unset: 3 from the CLI, "
-        "1 from the library API.",
+        description=f"Repetitions of the whole experiment set; unset: {DEFAULT_CYCLES}.",
     )
     order: Order = Field(
         "interleaved",

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llenergymeasure.config.campaign import CampaignConfig
+from llenergymeasure.config.campaign import SECRET_SECTIONS, CampaignConfig
 from llenergymeasure.config.capabilities import UNSUPPORTED_VALUE
 from llenergymeasure.config.descriptor import DEFAULT_BACKEND, backend_names, descriptor
 from llenergymeasure.config.experiment import ExperimentConfig
@@ -39,7 +39,7 @@ from llenergymeasure.config.loader import (
     explain_validation_error,
     read_yaml,
 )
-from llenergymeasure.errors import ConfigError, printable
+from llenergymeasure.errors import ConfigError, Option, printable
 from llenergymeasure.flatten import flatten
 from llenergymeasure.gc_pause import gc_paused
 
@@ -54,8 +54,8 @@ HARD_MAX_EXPERIMENTS = 1_000_000
 class TooManyExperimentsError(ConfigError):
     """The campaign expands to more experiments than allowed; `count` says how many."""
 
-    def __init__(self, message: str, count: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, count: int, options: tuple[Option, ...] = ()) -> None:
+        super().__init__(message, options=options)
         self.count = count
 
 
@@ -137,8 +137,9 @@ def _check_output_dir(doc: YamlDocument) -> None:
         raise ConfigError(
             f"{doc.where(('output_dir',))}: output_dir in a campaign file must be a folder "
             f"under the working directory (relative, no '..'), got "
-            f"{printable(repr(value), 80)}; to write elsewhere use -o/--output-dir, "
-            "LEM_OUTPUT_DIR or results_dir in .lem-config.yaml"
+            f"{printable(repr(value), 80)}; to write elsewhere use {{0}}, "
+            "LEM_OUTPUT_DIR or results_dir in .lem-config.yaml",
+            options=(Option("output_dir"),),
         )
 
 
@@ -155,7 +156,7 @@ def _campaign(
     try:
         config = CampaignConfig.model_validate(doc.data)
     except ValidationError as e:
-        raise explain_validation_error(e, CampaignConfig, doc, secret=("slurm",)) from e
+        raise explain_validation_error(e, CampaignConfig, doc, secret=SECRET_SECTIONS) from e
     check_size(config, doc, limit)
     experiments, notices, skipped = expand(config, doc)
     files = {e.config.prompts.file(base_dir) for e in experiments} - {None}
@@ -205,8 +206,9 @@ def check_size(config: CampaignConfig, doc: YamlDocument, limit: int) -> None:
         raise TooManyExperimentsError(
             f"{doc.path}: the campaign expands to {count:,} experiments, more than "
             f"max_experiments ({limit:,}). Check the grid (each list multiplies the others); "
-            "to run them all, pass --yes (or raise max_experiments in .lem-config.yaml)",
+            "to run them all, pass {0} (or raise max_experiments in .lem-config.yaml)",
             count,
+            options=(Option("allow_large", True),),
         )
 
 

@@ -8,11 +8,24 @@ as an overflow or a worker killed at its timeout); inf only where it means somet
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import ipaddress
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from llenergymeasure.config.backends import OMIT_IF_NULL
 from llenergymeasure.config.descriptor import descriptors
+
+TRACE_LEVEL = "trace"
+"""The label of a trace's level in results (its `level` column)."""
 
 
 def server_backends() -> list[str]:
@@ -88,10 +101,47 @@ class Slo(_Strict):
     e2e_p99_s: float | None = _slo_s("End-to-end time a good request stays within.")
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`: the only hosts a campaign reaches without allow_remote."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ServerSpec(_Strict):
     levels: tuple[Level, ...] = Field(
+        (),
         strict=False,  # a YAML list; each level is strict itself
-        description="Load levels, measured one after another on one server launch.",
+        description="Load levels, measured one after another on one server (a trace: none).",
+    )
+    allow_remote: bool = Field(
+        False, description="Let server.url name a host outside 127.0.0.0/8 and ::1."
+    )
+    url: str | None = Field(
+        None,
+        description="An OpenAI-compatible server already running (http://127.0.0.1:PORT): lem "
+        "launches nothing and never stops it. null: lem launches the backend's own server.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    gpus: tuple[Annotated[int, Field(ge=0, le=1023)], ...] | None = Field(
+        None,
+        min_length=1,
+        strict=False,  # a YAML list
+        description="CUDA device numbers of server.url's GPUs, whose whole energy is counted "
+        "(null: every visible GPU).",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    trace: str | None = Field(
+        None,
+        description="JSONL request trace replayed as a level of its own (`t_s`, `input_tokens` "
+        "or `prompt`, `output_tokens` a line); relative to the campaign file.",
+        json_schema_extra=OMIT_IF_NULL,
+    )
+    trace_speed: float = Field(
+        1.0, gt=0, le=1000, description="Trace time scale: 2 sends the trace twice as fast."
     )
     arrival: Literal["poisson", "gamma", "constant"] = Field(
         "poisson", description="Open-loop arrival process (seeded)."
@@ -154,11 +204,28 @@ class ServerSpec(_Strict):
         "time flags the level: the generator, not the server, was the limit.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected http(s)://HOST:PORT, got {url!r}")
+        if not info.data.get("allow_remote") and not is_loopback(parts.hostname):
+            raise ValueError(
+                f"host {parts.hostname!r} is not loopback (127.0.0.0/8, ::1); set "
+                "server.allow_remote: true to measure a server elsewhere"
+            )
+        return url.rstrip("/")
+
     @model_validator(mode="after")
     def _consistent(self) -> ServerSpec:
-        if not self.levels:  # here, not min_length: a bad level then reports only itself
-            raise ValueError("levels needs at least 1 level")
-        if self.requests_per_level is None and self.duration_s is None:
+        if self.gpus is not None and self.url is None:
+            raise ValueError("server.gpus applies to server.url (a launched server's are ours)")
+        if not self.levels and self.trace is None:  # not min_length: a bad level reports itself
+            raise ValueError("levels needs at least 1 level (or set server.trace)")
+        if self.levels and self.requests_per_level is None and self.duration_s is None:
             raise ValueError("set requests_per_level or duration_s (a level must be bounded)")
         if self.burstiness is not None and self.arrival != "gamma":
             raise ValueError(f"burstiness applies to arrival: gamma, not {self.arrival}")

@@ -29,11 +29,10 @@ from pydantic import (
     field_validator,
 )
 
-from llenergymeasure.config.campaign import CampaignConfig, Gaps, SettingsRecord
+from llenergymeasure.config.campaign import CampaignConfig, Gaps, SettingsRecord, SlurmSettings
 from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.grid import DEFAULT_MAX_EXPERIMENTS, HARD_MAX_EXPERIMENTS
 from llenergymeasure.config.loader import explain_validation_error, format_path, read_yaml
-from llenergymeasure.config.slurm import SlurmSettings
 from llenergymeasure.errors import ConfigError, printable
 from llenergymeasure.redact import redact, restore
 

@@ -141,6 +141,17 @@ def _fit_to_length(tokenizer: Tokenizer, text: str, target: int) -> str | None:
     return None
 
 
+def sized_prompt(tokenizer: Tokenizer, text: str, target: int) -> str:
+    """``text`` repeated and cut to ``target`` tokens (a trace's lengths from a prompt source's
+    words): exactly, unless no cut re-encodes to that many, then the plain cut."""
+    reps = target // max(1, len(tokenizer.encode(text, add_special_tokens=False))) + 2
+    long = " ".join([text] * reps)
+    ids = tokenizer.encode(long, add_special_tokens=False)[:target]
+    return _fit_to_length(tokenizer, long, target) or tokenizer.decode(
+        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
+
+
 def _one_prompt(tokenizer: Tokenizer, rng: random.Random, target: int) -> str | None:
     # Grow the text until it has a few tokens more than needed (so the cut does not land on the
     # very end), estimating the words still missing from the tokens-per-word ratio so far.
@@ -198,4 +209,4 @@ def _new_prompt(tokenizer: Tokenizer, rng: random.Random, target: int, seen: set
     return fallback
 
 
-__all__ = ["Tokenizer", "builtin_prompts", "read_jsonl", "synthetic_prompts"]
+__all__ = ["Tokenizer", "builtin_prompts", "read_jsonl", "sized_prompt", "synthetic_prompts"]

@@ -40,6 +40,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    max_tokens: int | None = None
 
     @property
     def lag_s(self) -> float:

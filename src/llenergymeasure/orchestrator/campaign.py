@@ -27,7 +27,7 @@ from llenergymeasure.errors import ConfigError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.adopt import (
     Adopted,
-    held_by_slurm,
+    held_jobs,
     held_keys,
     refuse_other_runner,
     wait_adopted,
@@ -42,7 +42,7 @@ from llenergymeasure.orchestrator.manifest import (
     ManifestEntry,
     ManifestStore,
 )
-from llenergymeasure.orchestrator.runners import Job, Outcome, Runner
+from llenergymeasure.orchestrator.runners import AdoptingRunner, Job, Outcome, Runner
 from llenergymeasure.orchestrator.schedule import check_gpu_needs
 from llenergymeasure.orchestrator.thermal import TemperatureProbe, read_gpu_temperatures
 from llenergymeasure.results.aggregate import summarize, write_summary
@@ -223,6 +223,7 @@ class _CampaignRun:
                 ):
                     self.runner_name = active.name
                     if held:  # submitted before (killed orchestrator, --detach): waited for
+                        assert isinstance(active, AdoptingRunner)  # else _settle refused
                         again = wait_adopted(
                             held,
                             active,
@@ -279,7 +280,7 @@ class _CampaignRun:
         self.events.experiment_started(entry)
 
         def submitted(job_id: str) -> None:  # a batch runner's job id, recorded at once
-            entry.slurm_job_id = job_id
+            entry.job_id = job_id
             self.store.update(self.manifest, entry)
 
         return dataclasses.replace(job, gpus=pinned, on_submitted=submitted)
@@ -346,7 +347,7 @@ def _settle(
     runner: Runner | None = None,
 ) -> list[Adopted]:
     """Before anything runs: make the manifest say what the files say; returns the entries
-    whose Slurm job is still known (adopt.py), which are waited for, not run again.
+    whose batch job is still known (adopt.py), which are waited for, not run again.
 
     - `running` (its orchestrator died): done if its result.json is complete, else
       `interrupted`, the lost attempt in its history;
@@ -372,8 +373,8 @@ def _settle(
             entry.status, entry.result_path = "pending", None
         elif recover(campaign_dir, manifest, entry):
             summary.recovered.append(entry)
-    held = held_by_slurm(campaign_dir, manifest)
-    if held and runner is not None and not hasattr(runner, "adopt"):
+    held = held_jobs(campaign_dir, manifest)
+    if held and runner is not None and not isinstance(runner, AdoptingRunner):
         refuse_other_runner(held, runner)  # none still runs: those attempts are lost
         held = []
     keys = held_keys(held)

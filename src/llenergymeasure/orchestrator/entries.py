@@ -46,8 +46,8 @@ def prepare_entry(
     entry.status, entry.runner = "running", runner_name
     entry.started_at, entry.finished_at, entry.error = utcnow(), None, None
     entry.container_name = entry.container_id = entry.image_digest = None
-    entry.slurm_job_id = entry.slurm_node = None
-    entry.slurm_gpus = None
+    entry.job_id = entry.job_node = None
+    entry.job_gpus = None
     entry.container_start_s = None
     return entry_job(specs.campaign_dir, manifest, entry, timeout_s, exp_path)
 
@@ -118,10 +118,12 @@ def complete_entry(
         entry.container_name = outcome.container.name
         entry.container_id = outcome.container.id
         entry.image_digest = outcome.container.image_digest
-    if outcome.slurm is not None:
-        entry.slurm_job_id = outcome.slurm.job_id
-        entry.slurm_node = outcome.slurm.node
-        entry.slurm_gpus = outcome.slurm.gpus
+    if outcome.job is not None:
+        entry.job_id, entry.job_node, entry.job_gpus = (
+            outcome.job.id,
+            outcome.job.node,
+            outcome.job.gpus,
+        )
     if outcome.container_start_s:
         entry.container_start_s = round(outcome.container_start_s, 3)
     result = complete_result(job.output_dir, manifest, entry)
@@ -159,7 +161,7 @@ def end_attempt(
             status=how,
             reason=reason,
             runner=entry.runner,
-            slurm_job_id=entry.slurm_job_id,
+            job_id=entry.job_id,
             started_at=entry.started_at,
             finished_at=entry.finished_at,
         )

@@ -11,7 +11,8 @@ needs a held device waits for it, saying so and who holds it, or with wait=False
 Which devices: the GPU indices the campaign is pinned to (--gpus); unpinned, every GPU of the
 host (CUDA_VISIBLE_DEVICES, else /dev/nvidia<N>: the host never loads NVML); on a host without
 GPUs, the one device "cpu" (concurrent CPU campaigns skew each other's latency and RAPL
-energy just the same). Runners that run elsewhere (Slurm) lock nothing here.
+energy just the same). Runners that run elsewhere (a batch scheduler's
+nodes) lock nothing here.
 
 The directory is shared with every user, so nothing in it is trusted (issue 27.1): it must be
 a real directory that is the user's own, or sticky (no one can replace another's files);
@@ -33,16 +34,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from llenergymeasure.atomic import write_text_atomic
-from llenergymeasure.errors import DispatchError
+from llenergymeasure.errors import DispatchError, Option
+from llenergymeasure.faces import cli_words
 from llenergymeasure.orchestrator.manifest import utcnow
 
 LOCK_DIR_ENV = "LEM_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = Path("/tmp/lem-gpu-locks")
 WAIT_NOTICE_EVERY_S = 60.0
 POLL_S = 0.2
-NO_WAIT_FLAG = "--no-wait-for-gpus"
-REMOTE_RUNNERS = frozenset({"slurm"})
-"""Runners whose experiments run on other machines: their devices are not this host's."""
+NO_WAIT = Option("wait_for_gpus", False)
 
 
 class DeviceBusyError(DispatchError):
@@ -158,8 +158,9 @@ class DeviceLocks:
                 holder = _holder(path)
                 if not self.wait:
                     raise DeviceBusyError(
-                        f"{what} is in use by {holder}; wait for it to end, or run without "
-                        f"{NO_WAIT_FLAG} to wait for it"
+                        f"{what} is in use by {holder}; wait for it to end, or pass {{0}} to "
+                        "wait for it",
+                        options=(Option("wait_for_gpus", True),),
                     )
                 self._wait_for(path, fd, what, holder)
         except BaseException:
@@ -171,7 +172,7 @@ class DeviceLocks:
     def _wait_for(self, path: Path, fd: int, what: str, holder: str) -> None:
         start = self.clock()
         self.notice(
-            f"waiting for {what}: in use by {holder} (Ctrl+C stops; {NO_WAIT_FLAG} refuses "
+            f"waiting for {what}: in use by {holder} (Ctrl+C stops; {cli_words(NO_WAIT)} refuses "
             "instead of waiting)"
         )
         next_notice = start + WAIT_NOTICE_EVERY_S

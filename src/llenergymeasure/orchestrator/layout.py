@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from llenergymeasure.atomic import write_text_atomic
+from llenergymeasure.config.campaign import SECRET_SECTIONS
 from llenergymeasure.config.experiment import config_hash
 from llenergymeasure.config.grid import Campaign, PlannedExperiment
 from llenergymeasure.config.settings import UserSettings, load_settings, resolve_settings
@@ -35,7 +36,11 @@ from llenergymeasure.orchestrator.manifest import (
     SkippedEntry,
     utcnow,
 )
-from llenergymeasure.orchestrator.preflight import check_energy_sources, check_models
+from llenergymeasure.orchestrator.preflight import (
+    check_energy_sources,
+    check_models,
+    check_servers,
+)
 from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
 from llenergymeasure.redact import redact
 from llenergymeasure.results.schema import schema_fingerprint
@@ -59,6 +64,7 @@ def create_campaign(
     execution = resolve_execution(campaign.config, settings)
     _check_prompts(campaign)
     check_models(campaign)
+    check_servers(campaign)
     check_energy_sources(campaign, runner_name or settings.runner)
     root = Path(output_root or campaign.config.output_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -75,12 +81,12 @@ def create_campaign(
         raise ConfigError(f"cannot create campaign directory {campaign_dir}: {e}") from e
     campaign_dir = campaign_dir.resolve()
     given = campaign.config.model_dump(mode="json", exclude_unset=True)
-    slurm = given.get("slurm")  # its environment and extra_sbatch may hold secrets
-    if campaign.source is not None and redact(slurm) == slurm:
+    secret = {k: given[k] for k in SECRET_SECTIONS if k in given}
+    if campaign.source is not None and redact(secret) == secret:
         shutil.copyfile(campaign.source, campaign_dir / "campaign.yaml")
     else:  # given as data, or holding secrets: what was given (redacted), as a file that
         # `lem campaign` could run
-        given |= {"slurm": redact(slurm)} if slurm is not None else {}
+        given |= redact(secret)
         text = yaml.safe_dump(given, sort_keys=False)
         write_text_atomic(campaign_dir / "campaign.yaml", text)
 

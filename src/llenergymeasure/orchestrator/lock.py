@@ -28,10 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from llenergymeasure.errors import DispatchError
+from llenergymeasure.errors import DispatchError, Option
+from llenergymeasure.faces import cli_words
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.orchestrator.manifest import utcnow
-from llenergymeasure.orchestrator.names import FORCE_FLAG, LOCK_FILE
+from llenergymeasure.orchestrator.names import LOCK_FILE
+
+FORCE = Option("force_unlock", True)
 
 
 class CampaignLockedError(DispatchError):
@@ -146,17 +149,19 @@ class CampaignLock:
                 raise CampaignLockedError(
                     f"{self.path.parent} is locked by {previous.describe()}, another machine; "
                     "lem cannot see from here whether that process still runs. If it does not, "
-                    f"run the same command with {FORCE_FLAG}"
+                    "run the same command with {0}",
+                    options=(FORCE,),
                 )
-            self.notice(f"took over the lock of {previous.describe()} ({FORCE_FLAG})")
+            self.notice(f"took over the lock of {previous.describe()} ({cli_words(FORCE)})")
         elif previous.alive() and previous.pid != os.getpid():
             # flock was free yet the holder lives: a filesystem where flock does not work
             if not self.force:
                 raise CampaignLockedError(
                     f"{self.path.parent} is locked by {previous.describe()}, which is still "
-                    f"running; stop it first (or, if it is not running lem, use {FORCE_FLAG})"
+                    "running; stop it first (or, if it is not running lem, use {0})",
+                    options=(FORCE,),
                 )
-            self.notice(f"took over the lock of {previous.describe()} ({FORCE_FLAG})")
+            self.notice(f"took over the lock of {previous.describe()} ({cli_words(FORCE)})")
         else:
             self.notice(
                 f"took over a stale lock: {previous.describe()} is no longer running "

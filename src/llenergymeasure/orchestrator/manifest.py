@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.campaign import Execution
@@ -61,7 +61,11 @@ class Attempt(BaseModel):
     status: AttemptStatus
     reason: str | None = Field(None, description="Why it did not end done.")
     runner: str
-    slurm_job_id: str | None = Field(None, description="runner slurm: the attempt's job.")
+    job_id: str | None = Field(
+        None,
+        description="A batch runner's job of the attempt.",
+        validation_alias=AliasChoices("job_id", "slurm_job_id"),  # manifests before issue 29
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -88,9 +92,21 @@ class ManifestEntry(BaseModel):
         description="docker-persistent: seconds of this attempt spent starting its long-lived "
         "container (a campaign's first experiment per backend), inside started_at..finished_at.",
     )
-    slurm_job_id: str | None = Field(None, description="runner slurm: the job of the attempt.")
-    slurm_node: str | None = Field(None, description="runner slurm: the node it ran on.")
-    slurm_gpus: int | None = Field(None, description="runner slurm: GPUs requested.")
+    job_id: str | None = Field(
+        None,
+        description="A batch runner's job of the attempt.",
+        validation_alias=AliasChoices("job_id", "slurm_job_id"),  # manifests before issue 29
+    )
+    job_node: str | None = Field(
+        None,
+        description="A batch runner's node it ran on.",
+        validation_alias=AliasChoices("job_node", "slurm_node"),
+    )
+    job_gpus: int | None = Field(
+        None,
+        description="A batch runner's GPUs requested.",
+        validation_alias=AliasChoices("job_gpus", "slurm_gpus"),
+    )
     status: Status = "pending"
     attempts: int = 0
     started_at: datetime | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llenergymeasure.config.energy_sources import NVML, missing_extra
 from llenergymeasure.config.grid import Campaign
+from llenergymeasure.config.trace import read_trace, trace_path
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.models import is_builtin, resolve_model
 
@@ -52,3 +53,22 @@ def check_energy_sources(campaign: Campaign, runner: str | None) -> None:
         problem = missing_extra(source)
         if problem is not None:
             raise ConfigError(problem)
+
+
+def check_servers(campaign: Campaign) -> None:
+    """Each `server.trace` reads as a trace and each `server.url` answers /v1/models now: a
+    typo in either is found before anything runs, not after a worker start per attempt."""
+    specs = [e.config.server for e in campaign.experiments if e.config.server is not None]
+    for trace in sorted({s.trace for s in specs if s.trace is not None}):
+        read_trace(trace_path(trace, campaign.base_dir))
+    for url in sorted({s.url for s in specs if s.url is not None}):
+        import httpx
+
+        try:
+            httpx.get(url + "/v1/models", timeout=5.0, trust_env=False).raise_for_status()
+        except httpx.HTTPError as e:
+            where = f"{campaign.source}: " if campaign.source else ""
+            raise ConfigError(
+                f"{where}server.url {url} does not answer GET /v1/models ({e}); start the "
+                "server first, or fix the URL"
+            ) from e

@@ -31,7 +31,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llenergymeasure.config.campaign import Execution
+from llenergymeasure.config.campaign import DEFAULT_CYCLES, Execution
 from llenergymeasure.config.experiment import config_hash
 from llenergymeasure.config.grid import (
     HARD_MAX_EXPERIMENTS,
@@ -62,8 +62,6 @@ from llenergymeasure.orchestrator.schedule import resolve_execution, run_order
 from llenergymeasure.results.schema import ErrorRecord, schema_fingerprint
 
 CAMPAIGN_FILE = "campaign.yaml"
-DEFAULT_CYCLES = 3
-"""The conductor's default, for a campaign whose cycles no surviving file records."""
 UNKNOWN_RUNNER = "unknown"
 STAMP = re.compile(r"_(\d{8}T\d{6}Z)(?:-\d+)?$")
 ERROR_STATUS: dict[str, AttemptStatus] = {"oom": "oom", "interrupted": "interrupted"}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from llenergymeasure.config.campaign import CampaignConfig, Execution, Gaps
 from llenergymeasure.config.choices import Order
 from llenergymeasure.config.settings import UserSettings
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.errors import ConfigError, Option
 from llenergymeasure.orchestrator.manifest import ManifestEntry
 
 
@@ -106,6 +106,7 @@ def check_gpu_needs(needs: Sequence[tuple[str, int]], gpus: tuple[int, ...]) -> 
     for experiment_id, need in needs:
         if need > len(gpus):
             raise ConfigError(
-                f"experiment {experiment_id} needs {need} GPUs but --gpus lists "
-                f"{len(gpus)} ({', '.join(map(str, gpus))})"
+                f"experiment {experiment_id} needs {need} GPUs but {{0}} lists "
+                f"{len(gpus)} ({', '.join(map(str, gpus))})",
+                options=(Option("gpus"),),
             )

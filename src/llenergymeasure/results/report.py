@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from llenergymeasure.config.server import TRACE_LEVEL
 from llenergymeasure.contract import TIMESERIES_FILE
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results import compare, plots, serving_plots
@@ -96,6 +97,8 @@ def write_report(
         ]
     if len(level_runs):
         figures += _server_figures(level_runs, statistics, labels)
+    if traced := _trace_requests(loaded, labels):
+        figures.append(Plot("server_trace", "Trace level", serving_plots.trace_figure(traced)))
     images: list[tuple[Plot, str]] = []
     for plot in figures:
         buffer = io.BytesIO()
@@ -217,6 +220,16 @@ def _timeseries(
     return dict(found[i] for i in drawn), notes
 
 
+def _trace_requests(loaded: LoadedCampaign, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Per experiment, its first done run's trace requests (requests-trace.parquet)."""
+    found: dict[str, pd.DataFrame] = {}
+    for entry in loaded.manifest.entries:
+        path = loaded.campaign_dir / Path(entry.exp_path).parent / f"requests-{TRACE_LEVEL}.parquet"
+        if entry.status == "done" and entry.experiment_id not in found and path.is_file():
+            found[labels.get(entry.experiment_id, entry.experiment_id)] = pd.read_parquet(path)
+    return found
+
+
 def _resolve(prefix: str, ids: list[str]) -> str:
     matches = [i for i in ids if i.startswith(prefix)]
     if len(matches) != 1:
@@ -302,11 +315,15 @@ def _page(
     )
     parts.append(_table(loaded.summary, failed))
     parts += ["<h2>Quality of each measurement</h2>", _quality_table(runs, labels)]
+    # every figure is marked with what it leaves out, not only the list at the top
+    left_out = [_run_name(r, labels) for _, r in failed.iterrows()] if len(failed) else []
     for plot, data in images:
         parts += [
             f"<h2>{_e(plot.title)}</h2>",
             f"<img alt='{_e(plot.title)}' src='data:image/png;base64,{data}'>",
         ]
+        if left_out and plot.name != "power_timeseries":
+            parts.append(f"<p class='failed'>Failed, not drawn: {_e('; '.join(left_out))}</p>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts += [f"<footer>llenergymeasure {_e(__version__)}, {stamp}</footer>", "</body></html>"]
     return "\n".join(parts) + "\n"

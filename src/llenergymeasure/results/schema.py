@@ -360,7 +360,7 @@ class ServerLevel(_Result):
     """One load level of a `mode: server` experiment, every count over its steady-state
     window (times in seconds from the level's first send). Null energy: not measured."""
 
-    level: str = Field(description="r<rate> (open loop) or c<concurrency> (closed loop).")
+    level: str = Field(description="r<rate> (open loop), c<concurrency> (closed) or trace.")
     level_index: int
     failed: bool = False
     failed_reason: str | None = None
@@ -421,19 +421,33 @@ class ServerLevel(_Result):
         return out
 
 
+class GpuProcesses(_Result):
+    gpu: str = Field(description="The GPU's UUID.")
+    pids: list[int]
+
+
 class ServerRecord(_Result):
     """What a `mode: server` experiment measured apart from its levels, and the levels."""
 
-    command: list[str] = Field(description="The server's command line.")
-    pid: int = Field(description="The server's process id, also its process group's.")
-    launch_s: float = Field(description="From starting the server to its first healthy answer.")
+    command: list[str] = Field(description="The server's command line (none: server.url's).")
+    pid: int | None = Field(description="The launched server's process (group) id.")
+    launched_by_lem: bool = Field(True, description="False: server.url, never started or stopped.")
+    endpoint: str | None = Field(None, description="The base URL every request went to.")
+    served_model: str | None = Field(None, description="The model name the requests named.")
+    gpus: list[int] | None = Field(None, description="CUDA numbers of the GPUs counted.")
+    gpu_processes: list[GpuProcesses] = Field(
+        default_factory=list, description="Per GPU counted: the processes NVML showed on it."
+    )
+    launch_s: float = Field(
+        description="From starting the server to its first healthy answer (server.url: the wait)."
+    )
     launch_energy_j: float | None = Field(description="GPU energy over the launch.")
     idle_power_w: float | None = Field(
         description="Mean GPU power with the server up and the model loaded, no requests."
     )
     idle_s: float
     warmup_requests: int
-    log_file: str = Field(description="The server's own output, relative to result.json.")
+    log_file: str | None = Field(description="The server's own output, relative to result.json.")
     levels: list[ServerLevel]
 
 

@@ -1,7 +1,8 @@
 """Report figures for server levels (mode: server): energy per token and p99 latency against
 the achieved request rate, one line per configuration, and the energy-vs-latency Pareto front
-over every (configuration, level). Inputs: the per-level summary (summary.csv's shape, one
-group per experiment and level). Unmeasured energy is said, never drawn as zero."""
+over every (configuration, level), from the per-level summary (summary.csv's shape, one group
+per experiment and level); and a trace level's energy per request against its lengths, from its
+requests-trace.parquet. Unmeasured energy is said, never drawn as zero."""
 
 from __future__ import annotations
 
@@ -96,4 +97,26 @@ def pareto_figure(summary: pd.DataFrame, labels: dict[str, str]) -> Figure:
     ax.set_ylabel(LABELS[LATENCY])
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def trace_figure(requests: dict[str, pd.DataFrame]) -> Figure:
+    """Each trace request's attributed energy against its prompt (left) and output (right)
+    tokens, one colour per configuration; requests: label -> its requests-trace.parquet."""
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    measured = {k: f.dropna(subset=["energy_j"]) for k, f in requests.items()}
+    for ax, tokens in zip(axes, ("prompt_tokens", "completion_tokens"), strict=True):
+        if not any(len(f) for f in measured.values()):
+            _say(ax, NO_ENERGY, NO_ENERGY_DETAIL)
+            continue
+        for label, frame in measured.items():
+            ax.plot(frame[tokens], frame["energy_j"], "o", alpha=0.6, label=label)
+        ax.set_xlabel(tokens.replace("_", " ") + " (the server's count)")
+        ax.set_ylabel("energy per request (J, attributed)")
+        ax.grid(alpha=0.3)
+    handles, names = axes[1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside right upper", fontsize=8)
+    fig.suptitle("Trace level: energy per request against its lengths")
     return fig

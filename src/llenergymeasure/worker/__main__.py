@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.contract import ERROR_FILE, RESULT_FILE
+from llenergymeasure.contract import ERROR_FILE, HOST_PID_ENV, RESULT_FILE
 from llenergymeasure.errors import BackendError, ConfigError, LemError, MeasurementError
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.oom import is_out_of_memory
@@ -35,7 +35,6 @@ from llenergymeasure.results.schema import (
     ExperimentResult,
     schema_fingerprint,
 )
-from llenergymeasure.worker.launch import HOST_PID_ENV
 
 log = logging.getLogger("lem.worker")
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from llenergymeasure.worker.launch import WORKER_START_ENV
+from llenergymeasure.contract import WORKER_START_ENV
 
 SOCKET_PATH = Path("/tmp/lem-fork-server.sock")
 FAILED_PATH = SOCKET_PATH.with_suffix(".failed")
@@ -45,7 +45,7 @@ MAX_MESSAGE = 1 << 20
 
 def serve(path: Path = SOCKET_PATH) -> NoReturn:
     """Preload the engine, then fork a worker per request until the container stops."""
-    from llenergymeasure.worker.forked import PRELOAD
+    from llenergymeasure.contract import PRELOAD
 
     try:
         __import__(PRELOAD)

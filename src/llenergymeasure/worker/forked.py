@@ -16,11 +16,8 @@ import os
 import sys
 from multiprocessing import forkserver, resource_tracker
 
-from llenergymeasure.worker.launch import WORKER_START_ENV
+from llenergymeasure.contract import WORKER_START_ENV
 
-PRELOAD = "llenergymeasure.worker.preload"
-WORKER_NAME = "lem-worker"
-"""The worker's multiprocessing name: the fork server skips the host's main script for it."""
 CUDA_IN_SERVER = "the fork server initialised CUDA while preloading the engines"
 """Why a worker was spawned rather than forked, when cuda_initialised() held in its server."""
 

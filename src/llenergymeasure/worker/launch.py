@@ -1,12 +1,6 @@
-"""What a runner tells a worker about how it was launched (environment variables)."""
+"""The launch environment's names, defined in contract.py (the host and the worker share
+them); kept here for worker/serving, which the worker's rework will point at contract.py."""
 
-from __future__ import annotations
+from llenergymeasure.contract import HOST_PID_ENV, LAUNCH_ENV, WORKER_START_ENV
 
-LAUNCH_ENV = "LEM_LAUNCH_UNIX_S"
-"""time.time() when the runner launched the worker: the result's phases_s.worker_start_s."""
-WORKER_START_ENV = "LEM_WORKER_START"
-"""How the worker process started ('forkserver', or 'spawn' with the reason): the result's
-worker_start."""
-HOST_PID_ENV = "LEM_HOST_PID"
-"""The orchestrator's pid, for a worker whose parent is not the orchestrator (a forked one):
-the worker dies with it (worker/__main__.py)."""
+__all__ = ["HOST_PID_ENV", "LAUNCH_ENV", "WORKER_START_ENV"]

@@ -25,7 +25,7 @@ from llenergymeasure.backends import get_backend
 from llenergymeasure.backends.base import Backend, PreparedBatch, RequestOutput, Served
 from llenergymeasure.config.experiment import WarmupConfig
 from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.contract import TIMESERIES_FILE
+from llenergymeasure.contract import LAUNCH_ENV, TIMESERIES_FILE
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.faults import crashpoint
 from llenergymeasure.gc_pause import gc_paused
@@ -41,7 +41,6 @@ from llenergymeasure.results.schema import (
     WarmupRecord,
 )
 from llenergymeasure.worker.latency import latency_stats_of
-from llenergymeasure.worker.launch import LAUNCH_ENV
 from llenergymeasure.worker.passes import PassRecord, fill_window
 from llenergymeasure.worker.run import Measured
 from llenergymeasure.worker.warmup import (

@@ -20,7 +20,8 @@ import llenergymeasure.worker.__main__
 import llenergymeasure.worker.run  # noqa: F401
 from llenergymeasure.backends import get_backend
 from llenergymeasure.config.descriptor import descriptors
-from llenergymeasure.worker.forked import CUDA_IN_SERVER, WORKER_NAME, cuda_initialised
+from llenergymeasure.contract import WORKER_NAME
+from llenergymeasure.worker.forked import CUDA_IN_SERVER, cuda_initialised
 
 for _name, _found in descriptors().items():
     if _found.forkable:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.config.spec import ExperimentSpec
-from llenergymeasure.contract import RESULT_FILE
+from llenergymeasure.contract import RESULT_FILE, WORKER_START_ENV
 from llenergymeasure.errors import ServerStoppedError
 from llenergymeasure.results.schema import (
     EnergyFigures,
@@ -29,7 +29,6 @@ from llenergymeasure.results.schema import (
     ServerRecord,
 )
 from llenergymeasure.worker.latency import latency_stats_of
-from llenergymeasure.worker.launch import WORKER_START_ENV
 
 
 @dataclass(frozen=True)

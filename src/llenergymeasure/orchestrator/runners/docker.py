@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -40,7 +39,7 @@ from llenergymeasure.config.descriptor import descriptor
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.datasets.select import prompt_file
-from llenergymeasure.errors import DispatchError, PreflightError
+from llenergymeasure.errors import RUN_LOCALLY, DispatchError, PreflightError
 from llenergymeasure.models import is_builtin
 from llenergymeasure.orchestrator.runners import ContainerRecord, Job, Outcome
 from llenergymeasure.results.schema import schema_fingerprint
@@ -98,7 +97,8 @@ def find_compose_file(start: Path | None = None) -> Path:
     raise PreflightError(
         f"no {COMPOSE_FILE} of this project found (looked in: {'; '.join(looked)}): the docker "
         f"runners need it; set {COMPOSE_FILE_ENV}=/path/to/llenergymeasure/{COMPOSE_FILE}, run "
-        "lem from inside the project, or use --runner local"
+        "lem from inside the project, or use {0}",
+        options=(RUN_LOCALLY,),
     )
 
 
@@ -114,7 +114,8 @@ def compose_files() -> list[Path]:
             raise PreflightError(
                 f"{path} not found: the docker runners need this project's compose files; "
                 f"set {COMPOSE_FILE_ENV}=/path/to/llenergymeasure/compose.yaml "
-                "or use --runner local"
+                "or use {0}",
+                options=(RUN_LOCALLY,),
             )
     return files
 
@@ -153,19 +154,22 @@ class DockerEngine:
         except ClientNotFoundError as e:
             raise PreflightError(
                 "the docker CLI is not installed; install Docker (scripts/provision-docker.sh "
-                "does on Debian) or use --runner local"
+                "does on Debian) or use {0}",
+                options=(RUN_LOCALLY,),
             ) from e
         except DockerException as e:
             raise PreflightError(
                 f"no Docker engine answers ({last_line(e)}); start one "
-                "(scripts/provision-docker.sh) or use --runner local"
+                "(scripts/provision-docker.sh) or use {0}",
+                options=(RUN_LOCALLY,),
             ) from e
         try:
             version = engine.client.compose.version()
         except DockerException as e:
             raise PreflightError(
                 "Docker Compose v2 is not installed (`docker compose version` failed); install "
-                "the compose plugin (scripts/provision-docker.sh) or use --runner local"
+                "the compose plugin (scripts/provision-docker.sh) or use {0}",
+                options=(RUN_LOCALLY,),
             ) from e
         found = re.search(r"v?(\d+)\.(\d+)", version)
         if found is None or (int(found[1]), int(found[2])) < MIN_COMPOSE:
@@ -247,7 +251,8 @@ def service_of(backend: str) -> str:
     if service is None:
         raise PreflightError(
             f"backend {backend!r} has no image (its descriptor names no compose service); "
-            "use --runner local"
+            "use {0}",
+            options=(RUN_LOCALLY,),
         )
     return service
 
@@ -469,12 +474,7 @@ class CliProcess:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
 

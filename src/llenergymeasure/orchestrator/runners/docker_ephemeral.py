@@ -11,13 +11,14 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from types import TracebackType
 
+from llenergymeasure.contract import WORKER_START_ENV
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
     ContainerRecord,
     Job,
     Outcome,
+    RunnerBase,
     gpu_env,
 )
 from llenergymeasure.orchestrator.runners.docker import (
@@ -30,40 +31,29 @@ from llenergymeasure.orchestrator.runners.docker import (
     service_of,
 )
 from llenergymeasure.orchestrator.runners.local import worker_env_launch
-from llenergymeasure.worker.launch import WORKER_START_ENV
 
 COLD_START = "spawn: cold start on purpose (the docker runner: a fresh container per run)"
 
 
-class EphemeralDockerRunner:
+class EphemeralDockerRunner(RunnerBase):
     name = "docker"
     fresh_container_per_run = True
 
     def __init__(
         self, engine: DockerEngine, images: dict[str, Image], campaign_dir: Path, input_dir: Path
     ) -> None:
+        super().__init__()
         self.images = images
         self.project = CampaignProject(engine, campaign_dir, input_dir)
-        self._kill_at: float | None = None
-        """Set by interrupt(): running containers are removed at this time."""
 
-    def __enter__(self) -> EphemeralDockerRunner:
-        self.project.remove_all()  # left by an orchestrator that was killed outright
-        return self
+    def open(self) -> None:
+        self.project.remove_all()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.project.close()
 
-    def interrupt(self, grace_s: float) -> None:
-        self._kill_at = time.monotonic() + grace_s
-
     def run(self, job: Job) -> Outcome:
-        if self._kill_at is not None:
+        if self.stop_at is not None:
             return NOT_STARTED
         spec = read_spec(job)
         backend = spec.config.backend
@@ -82,11 +72,11 @@ class EphemeralDockerRunner:
             # --rm removes the container when it ends: note its id while it is there.
             if not found and (container := self.project.inspect(name)) is not None:
                 found.append(container)
-            if self._kill_at is None:
+            if self.stop_at is None:
                 return
             if not signalled and found:
                 signalled = self.project.signal(name, signal.SIGTERM)
-            if time.monotonic() >= self._kill_at:
+            if time.monotonic() >= self.stop_at:
                 self.project.remove(name)
                 cli.stop()
 

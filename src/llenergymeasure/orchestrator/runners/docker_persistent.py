@@ -19,22 +19,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from llenergymeasure.config.descriptor import descriptor
+from llenergymeasure.contract import WORKER_START_ENV
 from llenergymeasure.errors import DispatchError
 from llenergymeasure.orchestrator.runners import (
     NOT_STARTED,
     ContainerRecord,
     Job,
     Outcome,
+    RunnerBase,
     gpu_env,
 )
 from llenergymeasure.orchestrator.runners.docker import (
@@ -51,7 +51,6 @@ from llenergymeasure.orchestrator.runners.local import (
     spawn_reason,
     worker_env_launch,
 )
-from llenergymeasure.worker.launch import WORKER_START_ENV
 
 FORK_CLIENT = ["python", "-m", "llenergymeasure.worker.container_fork"]
 """Runs in the container: `serve` (the fork server), `run exp.json` (one forked worker)."""
@@ -98,9 +97,8 @@ def kill_matching(
         raise DispatchError(f"could not stop a worker in {container}: {last_line(e)}") from e
 
 
-class PersistentDockerRunner:
+class PersistentDockerRunner(RunnerBase):
     name = "docker-persistent"
-    fresh_container_per_run = False
 
     def __init__(
         self,
@@ -109,39 +107,28 @@ class PersistentDockerRunner:
         input_dir: Path,
         fork_server: bool | None = None,
     ) -> None:
+        super().__init__()
         self.fork_server = (
             os.environ.get(FORK_SERVER_ENV, "1") != "0" if fork_server is None else fork_server
         )
         self.project = CampaignProject(engine, campaign_dir, input_dir)
         # Worker threads share the containers: starting, counting and recycling them is locked.
-        self._lock = threading.Lock()
         self.services: dict[str, ContainerRecord] = {}
         self.busy: Counter[str] = Counter()
-        self._kill_at: float | None = None
-        """Set by interrupt(): running workers are stopped for good at this time."""
 
-    def __enter__(self) -> PersistentDockerRunner:
-        self.project.remove_all()  # left by an orchestrator that was killed outright
-        return self
+    def open(self) -> None:
+        self.project.remove_all()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         with self._lock:  # a container start under way ends first; none begins after
             self.project.close()
-
-    def interrupt(self, grace_s: float) -> None:
-        self._kill_at = time.monotonic() + grace_s
 
     def run(self, job: Job) -> Outcome:
         t0 = time.monotonic()
         spec = read_spec(job)
         backend = spec.config.backend
         with self._lock:
-            if self._kill_at is not None:
+            if self.stop_at is not None:
                 return NOT_STARTED
             container, start_s = self._service(backend)
             self.busy[backend] += 1
@@ -162,13 +149,13 @@ class PersistentDockerRunner:
 
         def poll() -> None:
             nonlocal signalled, killed
-            if self._kill_at is None or killed:
+            if self.stop_at is None or killed:
                 return
             if not signalled:  # `exec` does not pass signals on: signal the worker in place
                 signalled = True
                 with contextlib.suppress(DispatchError):  # then it is killed at _kill_at
                     kill_matching(self.project.client, container.name, marker, signal.SIGTERM)
-            if time.monotonic() >= self._kill_at:
+            if time.monotonic() >= self.stop_at:
                 killed = True
                 self._stop_late_worker(backend, container, job)
 

@@ -23,18 +23,21 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from llenergymeasure.config.descriptor import descriptors
-from llenergymeasure.errors import DispatchError
-from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, gpu_env
-from llenergymeasure.worker.forked import PRELOAD, WORKER_NAME, child_main
-from llenergymeasure.worker.launch import HOST_PID_ENV, LAUNCH_ENV, WORKER_START_ENV
+from llenergymeasure.contract import (
+    HOST_PID_ENV,
+    LAUNCH_ENV,
+    PRELOAD,
+    WORKER_NAME,
+    WORKER_START_ENV,
+    fork_target,
+)
+from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, RunnerBase, gpu_env
 
 POLL_S = 0.1
 
@@ -131,7 +134,7 @@ class ForkedWorker(WorkerProcess):
     def start(self) -> None:
         context = multiprocessing.get_context("forkserver")
         self.proc = context.Process(
-            target=child_main, args=self.args, name=WORKER_NAME, daemon=False
+            target=fork_target, args=self.args, name=WORKER_NAME, daemon=False
         )
         self.proc.start()
 
@@ -165,33 +168,21 @@ def spawn_reason(job: Job) -> str | None:
     return None
 
 
-class LocalRunner:
+class LocalRunner(RunnerBase):
     name = "local"
-    fresh_container_per_run = False
 
     def __init__(self, fork_server: bool | None = None) -> None:
+        super().__init__()
         # LEM_FORK_SERVER=0 turns it off (benchmarks compare the two; a last resort if a
         # platform's fork misbehaves).
         self.fork_server = (
             os.environ.get(FORK_SERVER_ENV, "1") != "0" if fork_server is None else fork_server
         )
         self._fork_server_started = False
-        self._lock = threading.Lock()
         self._active: set[WorkerProcess] = set()
-        self._closed = False
-        self._grace_s: float | None = None
 
-    def __enter__(self) -> LocalRunner:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         with self._lock:
-            self._closed = True
             active = list(self._active)
         for worker in active:
             worker.kill()
@@ -202,9 +193,8 @@ class LocalRunner:
             if stop is not None:
                 stop()
 
-    def interrupt(self, grace_s: float) -> None:
+    def on_interrupt(self, grace_s: float) -> None:
         with self._lock:
-            self._grace_s = grace_s
             active = list(self._active)
         for worker in active:
             worker.terminate(grace_s)
@@ -217,7 +207,7 @@ class LocalRunner:
             else spawn_reason(job)
         )
         t0 = time.monotonic()
-        if self._grace_s is not None:
+        if self.stop_at is not None:
             return NOT_STARTED
         with job.log_path.open("ab") as log:
             worker: WorkerProcess
@@ -234,9 +224,7 @@ class LocalRunner:
                 cmd = [sys.executable, "-m", "llenergymeasure.worker", str(job.exp_path)]
                 worker = SpawnedWorker(cmd, env, log)
             with self._lock:
-                if self._closed:
-                    raise DispatchError("the local runner was closed; no new worker starts")
-                if self._grace_s is not None:
+                if self.stopping():
                     return NOT_STARTED
                 if isinstance(worker, ForkedWorker):
                     self._fork_server_started = True

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from llenergymeasure.config.campaign import SlurmSettings
 from llenergymeasure.config.choices import RunnerChoice
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.grid import Campaign
 from llenergymeasure.config.settings import UserSettings
-from llenergymeasure.config.slurm import SlurmSettings
-from llenergymeasure.errors import PreflightError
+from llenergymeasure.errors import RUN_LOCALLY, PreflightError
 from llenergymeasure.orchestrator.experiments import ExperimentSpecs
 from llenergymeasure.orchestrator.manifest import ManifestStore, to_resume
-from llenergymeasure.orchestrator.runners import Runner
+from llenergymeasure.orchestrator.runners import JobQueue, Runner
 from llenergymeasure.orchestrator.runners.docker import DockerEngine, Image, unreachable_paths
 
 RunnerName = Literal["local", "docker", "docker-persistent", "slurm"]
@@ -76,6 +76,11 @@ class RunnerPlan:
     def open(self, campaign_dir: Path) -> Runner:
         return OPENERS[self.name](self, campaign_dir)
 
+    @property
+    def remote(self) -> bool:
+        """Its workers run elsewhere (a batch scheduler's nodes): no device here is locked."""
+        return self.name in QUEUES
+
 
 def _local(_plan: RunnerPlan, _campaign_dir: Path) -> Runner:
     from llenergymeasure.orchestrator.runners.local import LocalRunner
@@ -109,8 +114,24 @@ OPENERS: dict[str, Callable[[RunnerPlan, Path], Runner]] = {
     "docker-persistent": _docker_persistent,
     "slurm": _slurm,
 }
-"""How each runner opens on a campaign directory: a new runner (Slurm) plugs in with one
-entry here (and its name in RunnerName / config.choices.RunnerChoice)."""
+"""How each runner opens on a campaign directory: a new runner plugs in with one entry here
+(and its name in RunnerName / config.choices.RunnerChoice)."""
+
+
+def _slurm_queue() -> JobQueue:
+    from llenergymeasure.orchestrator.runners.slurm import SlurmQueue
+
+    return SlurmQueue()
+
+
+QUEUES: dict[str, Callable[[], JobQueue]] = {"slurm": _slurm_queue}
+"""The batch runners, whose jobs outlive the orchestrator, and how to ask their scheduler."""
+
+
+def job_queue(runner: str) -> JobQueue | None:
+    """The scheduler of a batch runner; None for a runner whose workers end with lem."""
+    make = QUEUES.get(runner)
+    return make() if make is not None else None
 
 
 def choose(settings: UserSettings) -> tuple[RunnerChoice, str]:
@@ -166,6 +187,7 @@ def plan_runner(workload: Workload, settings: UserSettings) -> RunnerPlan:
         raise PreflightError(
             f"runner {choice} (from {source}): a container sees only {workload.input_dir} "
             f"(read-only) and {workload.results_dir}, not: {'; '.join(hidden)}. Move them "
-            "there, or use --runner local"
+            "there, or use {0}",
+            options=(RUN_LOCALLY,),
         )
     return RunnerPlan(choice, notices, engine, images, workload.input_dir)

@@ -16,40 +16,36 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from llenergymeasure.config.slurm import NodeRunner, SlurmSettings
-from llenergymeasure.errors import DispatchError, PreflightError
-from llenergymeasure.orchestrator.runners import NOT_STARTED, Job, Outcome, Runner
+from llenergymeasure.config.campaign import NodeRunner, SlurmSettings
+from llenergymeasure.config.settings import UserSettings
+from llenergymeasure.errors import RUN_LOCALLY, ConfigError, Option, PreflightError, printable
+from llenergymeasure.orchestrator.runners import (
+    NOT_STARTED,
+    DoctorRow,
+    Job,
+    JobRef,
+    Outcome,
+    Runner,
+    RunnerBase,
+)
 
 POLL_S = 0.5
-ENDED = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "REVOKED",
-}
-
-
-@dataclass(frozen=True)
-class SlurmRecord:
-    """Where Slurm ran an attempt, for the manifest."""
-
-    job_id: str
-    node: str | None
-    gpus: int
+PROVISION = "scripts/provision-slurm.sh"
+ENDED = frozenset(
+    "COMPLETED FAILED CANCELLED TIMEOUT NODE_FAIL PREEMPTED OUT_OF_MEMORY BOOT_FAIL "  # noqa: SIM905
+    "DEADLINE REVOKED".split()
+)
+LIVE = frozenset(
+    "PENDING CONFIGURING RUNNING COMPLETING REQUEUED REQUEUE_FED REQUEUE_HOLD RESIZING "  # noqa: SIM905
+    "SUSPENDED STOPPED SIGNALING STAGE_OUT".split()
+)
+"""squeue states of a job that has not ended: it is waited for, never submitted again."""
 
 
 @dataclass(frozen=True)
@@ -133,15 +129,16 @@ def _squeue_state(job_id: str) -> str | None:
 
 def preflight(
     settings: SlurmSettings, results_dir: Path, sources: Mapping[str, str] | None = None
-) -> None:
-    """Bad settings fail here, before anything is submitted (exit code 2). sources: where
-    each `slurm.<key>` came from, to name it in the message."""
+) -> str:
+    """Bad settings fail here, before anything is submitted (exit code 2); else what was
+    found, for `lem doctor`. sources: where each `slurm.<key>` came from, to name it."""
     sources = sources or {}
     for tool in ("sbatch", "squeue", "scancel", "sinfo"):
         if shutil.which(tool) is None:
             raise PreflightError(
                 f"runner slurm: {tool} not found on PATH; install Slurm's client tools "
-                "(Debian: slurm-client) or use --runner local"
+                "(Debian: slurm-client) or use {0}",
+                options=(RUN_LOCALLY,),
             )
     out = subprocess.run(
         ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30, check=False
@@ -165,31 +162,24 @@ def preflight(
             f"runner slurm: unknown partition {settings.partition!r} (from "
             f"{sources.get('slurm.partition', 'default')}); known: {', '.join(partitions)}"
         )
+    found = f"partitions: {', '.join(partitions)}; results dir {results_dir}"
     nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
-    if nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
-        fs = filesystem_type(results_dir)
-        if fs not in SHARED_FS:
-            raise PreflightError(
-                f"runner slurm: the results directory {results_dir} is on {fs}, which the "
-                f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
-                f"filesystem ({', '.join(sorted(SHARED_FS))}) with --output-dir"
-            )
+    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
+        return f"{found}: one node, this machine (shared trivially)"
+    fs = filesystem_type(results_dir)
+    if fs not in SHARED_FS:
+        raise PreflightError(
+            f"runner slurm: the results directory {results_dir} is on {fs}, which the "
+            f"other nodes ({', '.join(sorted(nodes))}) do not see; put it on a shared "
+            f"filesystem ({', '.join(sorted(SHARED_FS))}) with {{0}}",
+            options=(Option("output_dir"),),
+        )
+    return f"{found} on {fs}"
 
 
-SHARED_FS = {
-    "nfs",
-    "nfs4",
-    "lustre",
-    "gpfs",
-    "beegfs",
-    "cephfs",
-    "ceph",
-    "fuse.glusterfs",
-    "smb2",
-    "cifs",
-    "wekafs",
-    "fuse.juicefs",
-}
+SHARED_FS = frozenset(
+    "nfs nfs4 lustre gpfs beegfs cephfs ceph fuse.glusterfs smb2 cifs wekafs fuse.juicefs".split()  # noqa: SIM905
+)
 
 
 def max_array_size() -> int:
@@ -200,19 +190,6 @@ def max_array_size() -> int:
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
             return max(1, int(value.strip()))
     return 1001
-
-
-def partitions() -> list[str]:
-    """Slurm's partitions (sinfo), the default one without its '*'."""
-    return [p.rstrip("*") for p in _lines(["sinfo", "-h", "-o", "%P"])]
-
-
-def shared_how(results_dir: Path) -> str:
-    """Why every node sees results_dir: one node (this machine), or its filesystem type."""
-    nodes = set(_lines(["sinfo", "-h", "-N", "-o", "%N"]))
-    if not nodes - {socket.gethostname(), socket.gethostname().split(".")[0]}:
-        return f"results dir {results_dir}: one node, this machine (shared trivially)"
-    return f"results dir {results_dir} on {filesystem_type(results_dir)}"
 
 
 def filesystem_type(path: Path) -> str:
@@ -249,41 +226,26 @@ def sbatch_flags(words: Sequence[str]) -> dict[str, Any]:
     return flags
 
 
-class SlurmRunner:
+class SlurmRunner(RunnerBase):
     name = "slurm"
-    fresh_container_per_run = False
 
     def __init__(self, settings: SlurmSettings, campaign_dir: Path) -> None:
+        super().__init__()
         self.settings = settings
         self.folder = campaign_dir / "slurm" / "%j"
-        self._lock = threading.Lock()
         self._active: dict[str, Any] = {}
-        self._closed = False
-        self._stopping = False
 
-    def __enter__(self) -> SlurmRunner:
-        return self
+    def close(self) -> None:
+        self.on_interrupt(0.0)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._lock:
-            self._closed = True
-        self._cancel_all()
-
-    def interrupt(self, grace_s: float) -> None:  # noqa: ARG002 (Slurm KillWait is the grace)
-        with self._lock:
-            self._stopping = True
-        self._cancel_all()
-
-    def _cancel_all(self) -> None:
+    def on_interrupt(self, grace_s: float) -> None:  # noqa: ARG002 (Slurm KillWait is the grace)
         with self._lock:
             ids = list(self._active)
         if ids:
             subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+
+    def max_array_size(self) -> int:
+        return max_array_size()
 
     def _executor(self, job: Job) -> Any:
         import submitit
@@ -315,9 +277,7 @@ class SlurmRunner:
     def run(self, job: Job) -> Outcome:
         t0 = time.monotonic()
         with self._lock:
-            if self._closed:
-                raise DispatchError("the slurm runner was closed; no new job is submitted")
-            if self._stopping:
+            if self.stopping():
                 return NOT_STARTED
             executor = self._executor(job)
             executor.update_parameters(job_name=job_name(job))
@@ -343,8 +303,7 @@ class SlurmRunner:
 
         t0 = time.monotonic()
         with self._lock:
-            if self._closed:
-                raise DispatchError("the slurm runner was closed")
+            self.stopping()  # raises once closed
             submitted: Any = submitit.SlurmJob(folder=self.folder, job_id=job_id)
             self._active[job_id] = submitted
         return self._outcome(job, submitted, job_id, t0)
@@ -354,7 +313,7 @@ class SlurmRunner:
         jobs: list[Job],
         gaps_s: list[float],
         after: str | None,
-        body: Callable[[Job, float, NodeRunner], NodeOutcome] | None = None,
+        body: Callable[..., object] | None = None,
     ) -> list[str]:
         """Submit runs as one job array (submitit map_array) and return the task ids, in
         order, without waiting: at most slurm.array_parallelism run at once, each task
@@ -436,18 +395,64 @@ def job_outcome(
             node: NodeOutcome = submitted.result()
         except Exception as e:  # the body raised: recorded, retried like a crash
             _note(job, f"slurm job {job_id}: the job body failed: {e}")
-            return Outcome(1, False, wall_s, slurm=SlurmRecord(job_id, None, gpus))
-        return Outcome(
-            node.returncode, node.timed_out, wall_s, slurm=SlurmRecord(job_id, node.node, gpus)
-        )
+            return Outcome(1, False, wall_s, job=JobRef(job_id, None, gpus))
+        return Outcome(node.returncode, node.timed_out, wall_s, job=JobRef(job_id, node.node, gpus))
     _note(
         job,
         f"slurm job {job_id} ended {state or 'lost'} without a result "
         "(cancelled, node failure, preemption or time limit)",
     )
-    return Outcome(None, state == "TIMEOUT", wall_s, slurm=SlurmRecord(job_id, None, gpus))
+    return Outcome(None, state == "TIMEOUT", wall_s, job=JobRef(job_id, None, gpus))
 
 
 def _note(job: Job, text: str) -> None:
     with job.log_path.open("a") as log:
         log.write(f"[lem slurm] {text}\n")
+
+
+class SlurmQueue:
+    """Slurm's word on a campaign's jobs (squeue), for a resume and `lem status`."""
+
+    scheduler = "Slurm"
+    cancel = "scancel"
+
+    def find(self, job: Job) -> str | None:
+        return find_job(job_name(job))
+
+    def state(self, job_id: str) -> str | None:
+        return _squeue_state(job_id)
+
+    def live(self, state: str | None) -> bool:
+        return state in LIVE
+
+    def doctor(self, settings: UserSettings | None) -> DoctorRow:
+        """Client tools, partitions, a results directory every node sees."""
+        needed = settings is not None and settings.runner == "slurm"
+        if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+            if not needed:
+                return "ok", "sbatch not found (needed only for runner slurm)", ""
+            fix = "install Slurm's client tools (Debian: slurm-client); one node: "
+            return "fail", "runner slurm, but sbatch/squeue not found", fix + PROVISION
+        root = Path(settings.results_dir if settings is not None else "results").resolve()
+        try:
+            slurm = settings.slurm if settings is not None else SlurmSettings()
+            found = preflight(slurm, root, settings.sources if settings is not None else None)
+        except PreflightError as e:
+            fix = "LEM_SLURM_PARTITION: one sinfo lists; results on a shared filesystem (-o DIR)"
+            return ("fail" if needed else "warn"), printable(str(e), 600), fix
+        return "ok", f"sbatch, squeue found; {found}", ""
+
+    def refuse_strays(self, campaign_id: str, known: set[str], unknown: list[str]) -> None:
+        """A detached submission killed between sbatch and recording the task ids leaves runs
+        `running` with no id while their array's tasks (named lem-<campaign id>) may still run:
+        running them again now could run them twice, so the resume waits for the user."""
+        rows = _lines(["squeue", "-h", "-r", "-n", f"lem-{campaign_id}", "-o", "%i %T"])
+        stray = sorted({r.split()[0] for r in rows if r.split()[-1] in LIVE} - known)
+        if stray:
+            raise ConfigError(
+                f"Slurm runs jobs of this campaign that its manifest does not name "
+                f"({', '.join(stray[:5])}{', ...' if len(stray) > 5 else ''}) while "
+                f"{len(unknown)} run(s) have no job id (e.g. {unknown[0]}): their submission "
+                "was cut short. Wait until they end (squeue), or scancel them, then resume: a "
+                "complete result is kept, the rest runs again"
+            )

@@ -9,6 +9,7 @@ load phase (model_load_s); no engine is imported in this process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 
 from llenergymeasure.backends import get_server
 from llenergymeasure.backends.common import load_tokenizer, model_path
+from llenergymeasure.config.server import ServerSpec
 from llenergymeasure.config.spec import ExperimentSpec
+from llenergymeasure.config.trace import read_trace, trace_path
+from llenergymeasure.datasets import sized_prompt
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError, ServerStoppedError
 from llenergymeasure.measure.environment import snapshot
@@ -28,10 +32,10 @@ from llenergymeasure.results.schema import (
     MeasurementFlags,
     PhaseTimes,
     QualityRecord,
-    ServerLevel,
+    ServerRecord,
 )
 from llenergymeasure.worker.run import Measured
-from llenergymeasure.worker.serving.run import Load, ServerRun, run_server_experiment
+from llenergymeasure.worker.serving.run import Load, ServerRun, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
 log = logging.getLogger("lem.worker")
@@ -48,6 +52,16 @@ def truncated(prompts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
     return out
 
 
+def _trace(server: ServerSpec, base_dir: Path, prompts: list[str], tokenizer: Any) -> Trace:
+    """The trace's requests: its own prompt text, or the prompt source's i-th prompt (cycled)
+    repeated and cut to the line's input_tokens; offsets over trace_speed."""
+    requests = read_trace(trace_path(str(server.trace), base_dir))
+    sized = functools.cache(lambda i, n: sized_prompt(tokenizer, prompts[i], n))
+    texts = [r.prompt or sized(i % len(prompts), r.input_tokens) for i, r in enumerate(requests)]
+    offsets = [r.t_s / server.trace_speed for r in requests]
+    return Trace(offsets, texts, [r.output_tokens for r in requests])
+
+
 def run_server_mode(spec: ExperimentSpec) -> Measured:
     config = spec.config
     server = config.server
@@ -61,14 +75,17 @@ def run_server_mode(spec: ExperimentSpec) -> Measured:
         select_prompts(config, Path(spec.base_dir), tokenizer), tokenizer, config.max_input_tokens
     )
     prompt_prep_s = time.perf_counter() - t0
+    trace = _trace(server, Path(spec.base_dir), prompts, tokenizer) if server.trace else None
     port = free_port()
     adapter = get_server(config.backend)
     command = adapter.command(config, path, port)
-    log.info("server mode: %s", " ".join(command))
+    log.info("server mode: %s", server.url or " ".join(command))
     with MeasurementSession(config.measurement, Path(spec.cache_dir)) as session:
         # the idle baseline is taken with the server up (run_server_experiment), not here
-        session.attach(None, baseline=False)
+        gpus = list(server.gpus) if server.gpus is not None else None
+        session.attach(gpus, baseline=False)
         load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
+        load.trace = trace
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
         environment = snapshot(device, {}, session.gpus, session.driver)  # engine versions too
         try:
@@ -80,6 +97,7 @@ def run_server_mode(spec: ExperimentSpec) -> Measured:
                 out_dir,
                 readers=session.readers,
                 baseline_s=config.measurement.baseline.duration_s,
+                gpus=[g.index for g in session.gpus if g.index is not None],
             )
         except ServerStoppedError as e:
             # the levels finished before it stopped are measured: the bracket writes them
@@ -121,9 +139,7 @@ def _measured(run: ServerRun, environment: Environment, prompt_prep_s: float) ->
         flags=MeasurementFlags(
             short_window=window_s < SHORT_WINDOW_S if energy.energy_raw_j else None
         ),
-        quality=_quality(
-            record.levels, window_s, record.idle_power_w, energy.energy_raw_j is not None
-        ),
+        quality=_quality(record, window_s, energy.energy_raw_j is not None),
         warnings=warnings,
         phases_s=PhaseTimes(
             model_load_s=record.launch_s, prompt_prep_s=prompt_prep_s, window_s=window_s
@@ -132,14 +148,13 @@ def _measured(run: ServerRun, environment: Environment, prompt_prep_s: float) ->
     )
 
 
-def _quality(
-    levels: list[ServerLevel], window_s: float, idle_w: float | None, energy_measured: bool
-) -> QualityRecord:
+def _quality(record: ServerRecord, window_s: float, energy_measured: bool) -> QualityRecord:
     """The quality record of a server experiment (issue 17.5): the shared items over its
     levels' windows together, plus each level's own doubts (its warnings: a short window
-    or under half its level, a load generator that fell behind) and failed levels."""
-    baseline = idle_w is not None
-    record = assess(
+    or under half its level, a load generator that fell behind) and failed levels; for
+    server.url, a GPU that NVML showed more than one process on."""
+    baseline = record.idle_power_w is not None
+    quality = assess(
         MeasuredQuality(
             window_start_s=0.0,
             window_end_s=window_s,
@@ -152,8 +167,14 @@ def _quality(
         passes=1,
         latency_ratio=None,
     )
-    reasons = [*record.reasons, *(d for lv in levels for d in lv.doubts())]
-    return record.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
+    shared = [
+        f"{g.gpu}: {len(g.pids)} processes used the GPU (pid {', '.join(map(str, g.pids))}); "
+        "lem did not launch server.url's server, and all of them are counted in its energy"
+        for g in record.gpu_processes
+        if not record.launched_by_lem and len(g.pids) > 1
+    ]
+    reasons = [*quality.reasons, *shared, *(d for lv in record.levels for d in lv.doubts())]
+    return quality.model_copy(update={"status": "check" if reasons else "ok", "reasons": reasons})
 
 
 def _energy(

@@ -114,7 +114,7 @@ async def run_level(
     base_url: str,
     model: str,
     prompts: Sequence[str],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     *,
     offsets_s: Sequence[float] | None = None,
     concurrency: int | None = None,
@@ -129,17 +129,22 @@ async def run_level(
     over all `prompts` otherwise. extra_body: decoding fields as the engine spells them. The
     level ends early when `alive()` turns false (the server exited): what was in flight is
     marked SERVER_GONE, nothing more is sent. Proxy variables are ignored: loopback traffic.
+    max_tokens per request (a trace): exactly that many where the engine takes ignore_eos.
     """
     url = base_url.rstrip("/") + "/v1/completions"
 
     def body(i: int) -> dict[str, object]:
+        n = _tokens(max_tokens, i)
+        extra = dict(extra_body or {})
+        if not isinstance(max_tokens, int) and "ignore_eos" in extra:
+            extra |= {"ignore_eos": True, "min_tokens": n}
         return {
             "model": model,
             "prompt": prompts[i % len(prompts)],
-            "max_tokens": max_tokens,
+            "max_tokens": n,
             "stream": True,
             "stream_options": {"include_usage": True},
-            **(extra_body or {}),
+            **extra,
         }
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
@@ -157,7 +162,8 @@ async def run_level(
             if duration_s is not None and off > duration_s:
                 break
             await _until(t0 + off)
-            tasks.append(asyncio.create_task(send(client, RequestRecord(i, off))))
+            rec = RequestRecord(i, off, max_tokens=_tokens(max_tokens, i))
+            tasks.append(asyncio.create_task(send(client, rec)))
         await asyncio.gather(*tasks)
 
     async def closed_loop(client: httpx.AsyncClient) -> None:
@@ -169,7 +175,7 @@ async def run_level(
                 now = time.monotonic() - t0
                 if duration_s is not None and now > duration_s:
                     return
-                await send(client, RequestRecord(i, now))
+                await send(client, RequestRecord(i, now, max_tokens=_tokens(max_tokens, i)))
 
         tasks.extend(asyncio.create_task(worker()) for _ in range(concurrency))
         await asyncio.gather(*tasks)
@@ -191,3 +197,7 @@ async def run_level(
             rec.error = SERVER_GONE
     records.sort(key=lambda r: r.index)
     return t0, records
+
+
+def _tokens(max_tokens: int | Sequence[int], i: int) -> int:
+    return max_tokens if isinstance(max_tokens, int) else max_tokens[i]

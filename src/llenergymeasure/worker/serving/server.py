@@ -1,4 +1,5 @@
-"""The backend's own OpenAI-compatible server, in the worker's process tree, always stopped.
+"""The backend's own OpenAI-compatible server, in the worker's process tree, always stopped;
+or server.url's, which lem only waits for (`external()`) and never stops.
 
 Started in a new session (its own process group) on a free 127.0.0.1 port; `launched()` waits
 for GET /health within startup_timeout_s and, on any exit from the block (timeout, Ctrl+C, a
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -36,15 +37,22 @@ def free_port() -> int:
 @dataclass
 class RunningServer:
     base_url: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None
+    """None: server.url's, which lem neither started nor stops; watched by its health alone."""
     launch_s: float
-    log_path: Path
-    oom_kills_at_start: int
+    log_path: Path | None
+    oom_kills_at_start: int = 0
+    health_path: str = "/health"
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     def exit_text(self) -> str | None:
         """None while the server runs; else how it ended, with `out of memory` (the error
         category oom) and what to lower where the kernel's OOM killer or the engine said so."""
-        if (code := self.proc.poll()) is None:
+        if self.proc is None or self.log_path is None or (code := self.proc.poll()) is None:
             return None
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         said = log_says_out_of_memory(self.log_path.read_text(errors="replace")[-20_000:])
@@ -153,19 +161,51 @@ def launched(
         _kill_group(proc)
 
 
-async def _healthy(srv: RunningServer, deadline: float, within: str) -> None:
-    """Until GET /health answers 200; each try bounded by the time left, not per read."""
+async def _healthy(srv: RunningServer, deadline: float, within: str) -> httpx.Response:
+    """Until GET health_path answers 200; each try bounded by the time left, not per read."""
+    url = srv.base_url + srv.health_path
     async with httpx.AsyncClient(trust_env=False) as client:
         while (exited := srv.exit_text()) is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BackendError(f"server not healthy within {within} (log: {srv.log_path})")
+                where = f"log: {srv.log_path}" if srv.log_path else url
+                raise BackendError(f"server not healthy within {within} ({where})")
             try:
                 async with asyncio.timeout(min(2.0, left)):
-                    if (await client.get(srv.base_url + "/health")).status_code == 200:
-                        return
+                    if (resp := await client.get(url)).status_code == 200:
+                        return resp
             except (httpx.HTTPError, TimeoutError):
                 pass
             await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-    tail = srv.log_path.read_text(errors="replace")[-800:]
+    tail = srv.log_path.read_text(errors="replace")[-800:] if srv.log_path else ""
     raise BackendError(f"{exited} before it was healthy:\n{tail}")
+
+
+@contextlib.contextmanager
+def external(url: str, startup_timeout_s: float) -> Iterator[RunningServer]:
+    """A server lem did not start (server.url): healthy once GET /v1/models lists its models,
+    within startup_timeout_s in all; left running on any exit from the block."""
+    t0 = time.monotonic()
+    srv = RunningServer(url, None, 0.0, None, health_path="/v1/models")
+    within = f"startup_timeout_s={startup_timeout_s:g} s"
+    resp = asyncio.run(_healthy(srv, t0 + startup_timeout_s, within))
+    try:
+        srv.models = [str(m["id"]) for m in resp.json()["data"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BackendError(f"server.url {url}: /v1/models is not a model list ({e})") from e
+    srv.launch_s = time.monotonic() - t0
+    yield srv
+
+
+def served_model(models: list[str], wanted: list[str], url: str) -> str:
+    """The model name to request from server.url: the one it serves, or, of several, the
+    experiment's (by name or path)."""
+    if len(models) == 1:
+        return models[0]
+    found = next((m for m in models if m in wanted), None)
+    if found is None:
+        raise BackendError(
+            f"server.url {url} serves {', '.join(models) or 'no model'}; none is the "
+            f"experiment's model ({', '.join(dict.fromkeys(wanted))})"
+        )
+    return found
