@@ -114,6 +114,7 @@ def campaign(
     runs = []
     for result_path in sorted((out / name).glob("*/*/cycle-*/result.json")):
         r = json.loads(result_path.read_text())
+        r |= r.get("offline") or {}  # schema 2: the offline figures are their own section
         phases = r.get("phases_s") or {}
         wall_run = (
             _ts(r["finished_at"]) - _ts(r["started_at"]) + (phases.get("worker_start_s") or 0.0)

@@ -130,16 +130,18 @@ def run_campaign(runner: str, n: int, work: Path, env: dict[str, str]) -> dict[s
         result = ExperimentResult.model_validate_json(
             (campaign_dir / entry.result_path).read_bytes()
         )
+        offline = result.offline
+        assert offline is not None
         wall = (entry.finished_at - entry.started_at).total_seconds()
-        phases = result.model_load_s + result.warmup_s + result.measured_duration_s
+        phases = result.model_load_s + offline.warmup_s + result.measured_duration_s
         start = entry.container_start_s or 0.0
         experiments.append(
             {
                 "wall_s": wall,
                 "container_start_s": start,
-                "engine_import_s": result.engine_import_s,
+                "engine_import_s": offline.engine_import_s,
                 "phases_s": phases,
-                "overhead_s": wall - start - result.engine_import_s - phases,
+                "overhead_s": wall - start - offline.engine_import_s - phases,
                 "overhead_incl_import_s": wall - start - phases,
             }
         )

@@ -243,6 +243,7 @@ grid:
     rows = []
     for result_path in sorted(campaign_dir.glob("*/cycle-*/result.json")):
         r = json.loads(result_path.read_text())
+        r |= r.get("offline") or {}  # schema 2: the offline figures are their own section
         e = r["energy"]
         start = r["window_start_unix_s"] - offset
         window_s = e["energy_window_s"] or (r["window_end_unix_s"] - r["window_start_unix_s"])

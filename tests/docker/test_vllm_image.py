@@ -78,10 +78,10 @@ def test_vllm_and_pytorch_in_containers_one_grid(
     vllm = results["vllm"]
     assert vllm.environment.in_container
     assert vllm.environment.library_versions["vllm"] == "0.32.0"
-    assert vllm.engine_settings["device"] == "cpu"
-    assert vllm.engine_settings["multiproc_method"] == "spawn"
-    assert vllm.engine_settings["kv_cache_memory_bytes"] == 67108864
-    assert vllm.ttft is not None
+    assert vllm.offline.engine_settings["device"] == "cpu"
+    assert vllm.offline.engine_settings["multiproc_method"] == "spawn"
+    assert vllm.offline.engine_settings["kv_cache_memory_bytes"] == 67108864
+    assert vllm.offline.ttft is not None
     assert (vllm.input_tokens, vllm.output_tokens) == (
         results["pytorch"].input_tokens,
         results["pytorch"].output_tokens,

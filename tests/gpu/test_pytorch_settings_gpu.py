@@ -121,7 +121,12 @@ def test_campaign_over_gpu_settings_measures_energy_for_each(tmp_path: Path) -> 
     assert len(results) == 4
     seen = set()
     for r in results:
-        seen.add((r["engine_settings"]["dtype"], r["engine_settings"]["attn_implementation"]))
+        seen.add(
+            (
+                r["offline"]["engine_settings"]["dtype"],
+                r["offline"]["engine_settings"]["attn_implementation"],
+            )
+        )
         assert r["energy"]["energy_raw_j"] > 0
         assert r["environment"]["device"].startswith("cuda")
     assert seen == {(d, a) for d in ("float16", "bfloat16") for a in ("eager", "sdpa")}

@@ -52,7 +52,7 @@ def test_a_backend_known_only_from_its_descriptor_runs_a_campaign(tmp_path: Path
     results = [read_json(campaign_dir / e.result_path) for e in entries if e.result_path]
     # the scoped grid key reached the engine through its settings section
     assert sorted(r["config"]["toy"]["width"] for r in results) == [8, 32]
-    assert sorted(r["engine_settings"]["width"] for r in results) == [8, 32]
+    assert sorted(r["offline"]["engine_settings"]["width"] for r in results) == [8, 32]
     for result in results:
         assert result["experiment_id"].startswith("toy-")
         assert result["config"]["backend"] == "toy"
@@ -62,7 +62,7 @@ def test_a_backend_known_only_from_its_descriptor_runs_a_campaign(tmp_path: Path
         environment = result["environment"]
         assert environment["device"] == "cpu (toy engine)"
         assert "numpy" in environment["library_versions"]  # the descriptor's distributions
-        assert result["flops_estimate"] > 0
+        assert result["offline"]["flops_estimate"] > 0
 
 
 def test_server_mode_on_a_backend_without_a_server_is_refused(tmp_path: Path) -> None:

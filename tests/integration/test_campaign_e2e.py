@@ -259,23 +259,23 @@ def test_grid_results_are_valid_and_measured(grid: GridRun) -> None:
         assert result.total_tokens_per_s > result.output_tokens_per_s
         assert result.requests_per_s > 0
         assert 0 < result.latency.p50_s <= result.latency.max_s
-        assert result.warmup.runs == 1
-        assert result.warmup.converged is None
-        assert len(result.warmup.latencies_s) == 1
-        assert result.warmup_s >= result.warmup.latencies_s[0] > 0
+        assert result.offline.warmup.runs == 1
+        assert result.offline.warmup.converged is None
+        assert len(result.offline.warmup.latencies_s) == 1
+        assert result.offline.warmup_s >= result.offline.warmup.latencies_s[0] > 0
         # the load phase: engine import (torch + transformers) timed apart from the model load
-        assert result.engine_import_s > 0
+        assert result.offline.engine_import_s > 0
         phases = (
-            result.engine_import_s
+            result.offline.engine_import_s
             + result.model_load_s
-            + result.warmup_s
+            + result.offline.warmup_s
             + result.measured_duration_s
         )
         assert phases <= (result.finished_at - result.started_at).total_seconds()
         assert entry.started_at is not None and entry.finished_at is not None
         assert entry.started_at <= result.started_at <= result.finished_at <= entry.finished_at
         assert result.environment.device == "cpu"
-        assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
+        assert result.offline.peak_memory_mb is not None and result.offline.peak_memory_mb > 0
         # no GPU energy source on a CPU: every GPU energy figure null (never 0), and said so
         # (CPU package energy comes from RAPL where the host exposes it; it is never GPU energy)
         host = {"cpu_package_energy_j", "cpu_dram_energy_j", "host"}
@@ -373,8 +373,8 @@ def test_run_single_experiment_file(tmp_path: Path) -> None:
     assert result.config.batch_size == 2
     assert result.n_requests == 2
     assert result.output_tokens == 2 * 4
-    assert result.warmup.runs == 0
-    assert result.warmup.latencies_s == []
+    assert result.offline.warmup.runs == 0
+    assert result.offline.warmup.latencies_s == []
     assert len(pd.read_csv(campaign_dir / "results.csv")) == 1
 
 

@@ -35,11 +35,11 @@ def test_run_experiment_returns_its_result(tmp_path: Path) -> None:
     assert result.output_tokens == 2 * 4
     assert result.cycle == 1
     # warm-up: at least a full window, at most max_runs; what it did is recorded
-    assert 2 <= result.warmup.runs <= 4
-    assert len(result.warmup.latencies_s) == result.warmup.runs
-    assert isinstance(result.warmup.converged, bool)
-    assert result.warmup.final_cv is not None
-    if not result.warmup.converged:
+    assert 2 <= result.offline.warmup.runs <= 4
+    assert len(result.offline.warmup.latencies_s) == result.offline.warmup.runs
+    assert isinstance(result.offline.warmup.converged, bool)
+    assert result.offline.warmup.final_cv is not None
+    if not result.offline.warmup.converged:
         assert any("warm-up did not converge" in w for w in result.measurement_warnings)
     (campaign_dir,) = (tmp_path / "out").iterdir()
     assert (campaign_dir / "summary.csv").is_file()
@@ -76,8 +76,8 @@ def test_run_campaign_takes_overrides_and_loads_back(
     assert campaign.manifest.execution.order == "grouped"
     assert campaign.failed == []
     fixed, never = campaign.results
-    assert (fixed.warmup.runs, fixed.warmup.converged) == (1, None)
-    assert (never.warmup.runs, never.warmup.converged) == (3, False)
+    assert (fixed.offline.warmup.runs, fixed.offline.warmup.converged) == (1, None)
+    assert (never.offline.warmup.runs, never.offline.warmup.converged) == (3, False)
     assert any("warm-up did not converge" in w for w in never.measurement_warnings)
     assert not any("warm-up did not converge" in w for w in fixed.measurement_warnings)
     assert len(campaign.summary) == 2 * len(METRICS)

@@ -63,7 +63,7 @@ def test_window_does_not_pay_for_tokenising_a_huge_prompt(tmp_path: Path) -> Non
     result = run(tmp_path, [huge, "short"], batch_size=1, max_input_tokens=16)
 
     assert result.phases_s is not None
-    assert result.window_batch_shapes[0] == [1, 16]  # truncated before serving
+    assert result.offline.window_batch_shapes[0] == [1, 16]  # truncated before serving
     assert result.input_tokens <= 16 + 4
     # Tokenising that line alone costs tokenise_s; the window served both prompts in a fraction.
     assert result.measured_duration_s < tokenise_s / 3, (result.measured_duration_s, tokenise_s)
@@ -81,19 +81,23 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
         tmp_path, [short, short, long, long], batch_size=2, warmup={"runs": 2, "cover": cover}
     )
 
-    window = {tuple(s) for s in result.window_batch_shapes}
-    warmed = {tuple(s) for s in result.warmup.batch_shapes}
+    window = {tuple(s) for s in result.offline.window_batch_shapes}
+    warmed = {tuple(s) for s in result.offline.warmup.batch_shapes}
     assert len(window) == 2  # two padded lengths
     assert window.issubset(warmed) is window_shapes_all_warmed
-    assert len(result.warmup.latencies_s) == 2
-    assert len(result.warmup.last_run_batch_latencies_s) == len(result.warmup.batch_shapes)
-    assert len(result.window_batch_latencies_s) == 2
-    assert result.warmup.reference_runs == 1  # the second pass; the first paid the start-up
+    assert len(result.offline.warmup.latencies_s) == 2
+    assert len(result.offline.warmup.last_run_batch_latencies_s) == len(
+        result.offline.warmup.batch_shapes
+    )
+    assert len(result.offline.window_batch_latencies_s) == 2
+    assert result.offline.warmup.reference_runs == 1  # the second pass; the first paid the start-up
     # The serving thread's CPU time, batch by batch, in both phases.
-    assert len(result.window_batch_host_cpu_s) == 2
-    assert len(result.warmup.last_run_batch_host_cpu_s) == len(result.warmup.batch_shapes)
-    assert all(c > 0 for c in result.window_batch_host_cpu_s)
-    assert result.window_same_shape_latency_cv is None  # each shape ran once in the window
+    assert len(result.offline.window_batch_host_cpu_s) == 2
+    assert len(result.offline.warmup.last_run_batch_host_cpu_s) == len(
+        result.offline.warmup.batch_shapes
+    )
+    assert all(c > 0 for c in result.offline.window_batch_host_cpu_s)
+    assert result.offline.window_same_shape_latency_cv is None  # each shape ran once in the window
 
     assert result.quality is not None
     ratio = result.quality.window_to_warmup_latency_ratio
@@ -102,7 +106,7 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     assert ("warm-up's" in " ".join(result.quality.reasons)) is (ratio > 1.10)
     # on a CPU: the window's own items are there, the energy items null (nothing measured)
     quality = result.quality
-    assert (quality.passes, quality.window_s) == (result.passes, result.measured_duration_s)
+    assert (quality.passes, quality.window_s) == (result.offline.passes, result.measured_duration_s)
     assert (quality.min_window_s, quality.window_meets_minimum) == (0.0, True)
     assert quality.edge_uncertainty_j is None
     assert quality.counter_update_period_s is None
@@ -110,8 +114,8 @@ def test_window_runs_only_batch_shapes_the_warm_up_ran(
     # host noise: the worker's CPU time over the window (it served every batch, at least the
     # serving thread's time), steal as /proc/stat says, no GPU share without a GPU
     assert quality.host_cpu_s is not None
-    assert quality.host_cpu_s >= sum(result.window_batch_host_cpu_s) * 0.99
-    assert result.window_host_steal_s == quality.host_steal_s
+    assert quality.host_cpu_s >= sum(result.offline.window_batch_host_cpu_s) * 0.99
+    assert result.offline.window_host_steal_s == quality.host_steal_s
     assert (quality.host_steal_s is None) is (steal_s() is None)
     assert (quality.gpu_busy_share, quality.host_bound) == (None, None)
 
@@ -123,7 +127,7 @@ def test_warm_up_and_window_both_run_with_the_collector_paused(
     the one collection comes before the warm-up, so none (0.2 s on the H200 host) idles the
     device between warm-up and window, where it slowed the next host-bound batch."""
     from llenergymeasure.backends.pytorch import PyTorchBackend
-    from llenergymeasure.worker import run as worker_run
+    from llenergymeasure.worker import offline as worker_offline
 
     events: list[str] = []
     serve, collect = PyTorchBackend.serve, gc.collect
@@ -137,7 +141,7 @@ def test_warm_up_and_window_both_run_with_the_collector_paused(
         return collect(*args)
 
     monkeypatch.setattr(PyTorchBackend, "serve", spy_serve)
-    monkeypatch.setattr(worker_run.gc, "collect", spy_collect)
+    monkeypatch.setattr(worker_offline.gc, "collect", spy_collect)
     assert gc.isenabled()
     result = run(tmp_path, ["Energy per token"] * 2, batch_size=2, warmup={"runs": 2})
 
@@ -159,7 +163,7 @@ def test_phase_split_runs_a_prefill_pass_of_the_same_requests(tmp_path: Path) ->
         decoding={"ignore_eos": True},
         measurement={"sampler_hz": 0, "phase_split": True},
     )
-    split = result.phase_split
+    split = result.offline.phase_split
     assert split is not None
     assert split.method == "prefill_pass"
     # the same requests again, one output token each, in a window of its own (one pass on a

@@ -76,6 +76,20 @@ def test_results_never_import_the_orchestrator_or_a_face(path: Path) -> None:
     assert _names(path, tuple(f"llenergymeasure.{f}" for f in faces)) == []
 
 
+def test_one_module_builds_an_experiment_result() -> None:
+    """Issue 29.1: each mode is a scenario that measures; worker/run.py alone builds the
+    ExperimentResult (the offline and the server one, a partial one included)."""
+    builders = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in _modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "ExperimentResult"
+    ]
+    assert builders == ["worker/run.py"]
+
+
 def _faces() -> list[Path]:
     cli = PACKAGE / "cli.py"
     return [PACKAGE / "api.py", *([cli] if cli.is_file() else _modules("cli"))]
@@ -156,6 +170,6 @@ def test_host_imports_load_no_engine() -> None:
 def test_the_rules_see_imports() -> None:
     """The walker finds what it must: the worker imports a backend and measure, a backend an
     engine (so an empty list above means no such import, not a blind reader)."""
-    run = PACKAGE / "worker" / "run.py"
+    run = PACKAGE / "worker" / "offline.py"
     assert _names(run, ("llenergymeasure.backends", "llenergymeasure.measure"))
     assert _names(PACKAGE / "backends" / "pytorch.py", ENGINES)

@@ -25,15 +25,15 @@ from llenergymeasure.config.descriptor import descriptors
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.server import ServerSpec, Slo
 from llenergymeasure.errors import BackendError, ConfigError
+from llenergymeasure.measure.counter import CounterSeries
+from llenergymeasure.measure.requests import RequestRecord, attribute, mser5, steady_window
 from llenergymeasure.models import resolve_model
 from llenergymeasure.oom import is_out_of_memory
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
-from llenergymeasure.worker.serving.attribution import attribute, write_parquet
-from llenergymeasure.worker.serving.energy import CounterSeries
-from llenergymeasure.worker.serving.loadgen import SERVER_GONE, RequestRecord, run_level
+from llenergymeasure.worker.serving.loadgen import SERVER_GONE, run_level
 from llenergymeasure.worker.serving.metrics import level_metrics
+from llenergymeasure.worker.serving.run import write_parquet
 from llenergymeasure.worker.serving.server import free_port, launched
-from llenergymeasure.worker.serving.window import mser5, steady_window
 
 
 @pytest.mark.parametrize(

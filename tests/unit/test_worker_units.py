@@ -15,9 +15,9 @@ from llenergymeasure.config import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.contract import ERROR_FILE
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.results.schema import ErrorRecord, schema_fingerprint
+from llenergymeasure.results.schema import ErrorRecord, LatencyStats, schema_fingerprint
 from llenergymeasure.worker.__main__ import load_spec, main
-from llenergymeasure.worker.run import latency_stats
+from llenergymeasure.worker.latency import latency_stats_of
 
 
 def outputs(*tokens_and_latency: tuple[int, float]) -> list[RequestOutput]:
@@ -27,6 +27,11 @@ def outputs(*tokens_and_latency: tuple[int, float]) -> list[RequestOutput]:
 
 
 # --------------------------------------------------------------------------- latency stats
+
+
+def latency_stats(outs: list[RequestOutput]) -> LatencyStats:
+    """What the result's `latency` is made of: each request's latency."""
+    return latency_stats_of([o.latency_s for o in outs])
 
 
 def test_latency_stats_percentiles() -> None:

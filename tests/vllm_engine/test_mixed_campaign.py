@@ -92,10 +92,10 @@ def test_backend_scoped_keys_reached_each_engine(run: Run) -> None:
         assert result.config.vllm is None
         assert result.config.pytorch is not None
         attn = result.config.pytorch.attn_implementation
-        assert result.engine_settings["attn_implementation"] == attn
+        assert result.offline.engine_settings["attn_implementation"] == attn
     for result in run.results("vllm"):
         assert result.config.pytorch is None
-        settings = result.engine_settings
+        settings = result.offline.engine_settings
         assert settings["max_num_seqs"] == 2
         assert settings["kv_cache_memory_bytes"] == KV_CACHE_BYTES
         assert settings["enforce_eager"] is True
@@ -124,16 +124,19 @@ def test_same_prompts_and_greedy_settings_give_the_same_token_counts(run: Run) -
 
 def test_engine_request_metrics_where_the_backend_has_them(run: Run) -> None:
     for result in run.results("vllm"):
-        assert result.ttft is not None and result.ttft.mean_s > 0
-        assert result.inter_token_latency is not None and result.inter_token_latency.mean_s > 0
-        assert result.ttft.max_s <= result.latency.max_s
+        assert result.offline.ttft is not None and result.offline.ttft.mean_s > 0
+        assert (
+            result.offline.inter_token_latency is not None
+            and result.offline.inter_token_latency.mean_s > 0
+        )
+        assert result.offline.ttft.max_s <= result.latency.max_s
     for result in run.results("pytorch"):
-        assert result.ttft is None
-        assert result.inter_token_latency is None
+        assert result.offline.ttft is None
+        assert result.offline.inter_token_latency is None
 
 
 def test_both_backends_report_the_same_model_size(run: Run) -> None:
-    sizes = {r.model_parameters for b in ("pytorch", "vllm") for r in run.results(b)}
+    sizes = {r.offline.model_parameters for b in ("pytorch", "vllm") for r in run.results(b)}
     assert len(sizes) == 1 and None not in sizes
 
 

@@ -18,6 +18,8 @@ from llenergymeasure.measure.hoststat import HostUsage
 from llenergymeasure.results.schema import GpuEnergyRecord, QualityRecord
 
 INTEGRATED = (INTEGRATED_INSTANT, INTEGRATED_AVERAGE, "mixed")
+SHORT_WINDOW_S = 10.0
+"""The short-window rule: energy over a window under this is noisy and biased low."""
 EDGE_UNCERTAINTY_MAX_PCT = 1.0
 """Window edges may cost at most this share of the window's energy (two ~4 ms reads on a 10 s
 window are ~0.08%; an edge that never met a counter tick is several %)."""
@@ -112,7 +114,9 @@ def assess(
     if not meets:
         reasons.append(f"window of {window_s:.2f} s is under its minimum of {min_window_s:g} s")
     elif measured.short_window:
-        reasons.append(f"window of {window_s:.2f} s is under 10 s with min_window_s off")
+        reasons.append(
+            f"window of {window_s:.2f} s is under {SHORT_WINDOW_S:g} s with min_window_s off"
+        )
     busy = _busy_share(measured.sampled)
     host_bound = None if busy is None else busy < HOST_BOUND_BUSY_SHARE
     if host_bound:

@@ -41,7 +41,12 @@ from llenergymeasure.measure.nvml import (
     nvml_session,
     visible_gpu_uuids,
 )
-from llenergymeasure.measure.quality import MeasuredQuality, SampledWindow, assess
+from llenergymeasure.measure.quality import (
+    SHORT_WINDOW_S,
+    MeasuredQuality,
+    SampledWindow,
+    assess,
+)
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.sources import EnergySource, make_source
@@ -53,8 +58,6 @@ from llenergymeasure.results.schema import (
     MeasurementFlags,
     QualityRecord,
 )
-
-SHORT_WINDOW_S = 10.0
 
 
 @dataclass
@@ -185,10 +188,10 @@ class MeasurementSession:
                 self._processes_before[uuid] = len(procs)
                 self._pids_before[uuid] = {int(p.pid) for p in procs}
 
-    def attach(self, cuda_devices: list[int] | None) -> None:
+    def attach(self, cuda_devices: list[int] | None, *, baseline: bool = True) -> None:
         """Bind to the GPUs the backend uses, by CUDA device number (None: unknown, use the
-        visible ones; []: none), record their state and take the idle baseline. Call after
-        load, before warm-up."""
+        visible ones; []: none), record their state and take the idle baseline (unless the
+        caller takes its own: baseline=False). Call after load, before warm-up."""
         if not self._injected and self._pynvml is not None and cuda_devices != []:
             uuids = cuda_device_uuids(self._pynvml, cuda_devices)
             self.readers = [NvmlGpu(self._pynvml, uuid) for uuid in uuids]
@@ -203,7 +206,7 @@ class MeasurementSession:
         for reader in self.readers:
             pids = reader.compute_pids()
             self._ours[reader.uuid] = (pids or set()) - self._pids_before.get(reader.uuid, set())
-        if self.readers and self.config.baseline.enabled:
+        if self.readers and baseline and self.config.baseline.enabled:
             self._baselines = self._take_baselines()
         if self.readers and self.config.energy_source not in (None, NVML) and self.source is None:
             indices = [g.index for g in self.gpus]

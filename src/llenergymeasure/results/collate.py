@@ -25,8 +25,12 @@ QUALITY_REASONS = "quality.reasons"
 
 
 def result_row(result: ExperimentResult) -> dict[str, Any]:
-    """Flatten a result: nested keys joined with '.', lists dropped, warnings joined."""
-    data = result.model_dump(mode="json", exclude={"request_latencies_s", "measurement_warnings"})
+    """Flatten a result: nested keys joined with '.', lists dropped, warnings joined; the
+    offline section's columns keep their names (the server's levels are rows of their own)."""
+    data = result.model_dump(
+        mode="json", exclude={"request_latencies_s", "measurement_warnings", "offline"}
+    )
+    data |= result.offline.model_dump(mode="json") if result.offline else {}
     row = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
     row["measurement_warnings"] = "; ".join(result.measurement_warnings)
     if result.quality is not None:

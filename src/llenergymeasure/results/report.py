@@ -336,7 +336,7 @@ def _warnings(loaded: LoadedCampaign, per_experiment: pd.DataFrame) -> list[str]
             "No energy was measured in this campaign (no NVIDIA GPU/NVML): every energy figure "
             "is null and energy plots say so; throughput and latency are real."
         )
-    unconverged = [r for r in loaded.results if r.warmup.converged is False]
+    unconverged = [r for r in loaded.results if r.offline and r.offline.warmup.converged is False]
     if unconverged:
         out.append(
             f"{len(unconverged)} run(s) stopped warming up at max_runs without the latency CV "

@@ -11,12 +11,13 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llenergymeasure.config.experiment import ExperimentConfig
 from llenergymeasure.config.spec import ExperimentSpec
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: a common core and one section per mode (1: one flat record, read by migration)."""
 
 MemorySource = Literal["cuda_max_allocated", "process_peak_rss"]
 ErrorCategory = Literal["config", "backend", "measurement", "oom", "interrupted", "crash"]
@@ -68,22 +69,23 @@ class WarmupRecord(_Result):
 
 
 class PhaseTimes(_Result):
-    """Wall time of each phase of the worker, in order; only window_s is measured."""
+    """Wall time of each phase of the worker, in order; only window_s is measured. Null: a
+    phase the experiment's mode does not have."""
 
     worker_start_s: float | None = Field(
         None,
         description="From the worker process's creation to the start of the experiment "
         "(interpreter start, or a fork from the fork server, and the worker's own imports).",
     )
-    engine_import_s: float
+    engine_import_s: float | None = None
     model_load_s: float
-    engine_init_s: float = Field(
-        description="The engine's first-call set-up (Backend.initialize), part of loading."
+    engine_init_s: float | None = Field(
+        None, description="The engine's first-call set-up (Backend.initialize), part of loading."
     )
     prompt_prep_s: float = Field(
         description="Selecting, tokenising, truncating and batching the prompts."
     )
-    warmup_s: float
+    warmup_s: float | None = None
     pre_window_gap_s: float | None = Field(
         None,
         description="From the end of the warm-up's last batch to the window's start, the device "
@@ -91,8 +93,8 @@ class PhaseTimes(_Result):
         "host-bound batch after a 0.5 s idle ran 35% slower (benchmarks/RESULTS.md).",
     )
     window_s: float
-    after_window_s: float = Field(
-        description="From the window's end to the result (reports, time series, snapshot)."
+    after_window_s: float | None = Field(
+        None, description="From the window's end to the result (reports, time series, snapshot)."
     )
 
 
@@ -449,41 +451,20 @@ class ServerRecord(_Result):
     levels: list[ServerLevel]
 
 
-class ExperimentResult(_Result):
-    """One experiment cycle, measured. In mode: server the top-level counts are the sums over
-    the levels' steady-state windows and `server` holds each level (results.csv: one row each)."""
+class OfflineRecord(_Result):
+    """What only a `mode: offline` experiment measures: the engine in this process, its
+    warm-up, the window's batches and the engine's own figures."""
 
-    schema_version: str = SCHEMA_VERSION
-    experiment_id: str
-    campaign_id: str
-    cycle: int
-    attempt: int
-    config: ExperimentConfig
-    started_at: datetime
-    finished_at: datetime
-    environment: Environment
     engine_import_s: float = Field(
         description="Importing the backend's inference engine (torch + transformers, vLLM, "
         "...) in the worker: the first part of loading, before model_load_s and not in it; "
         "outside the window. The load phase is engine_import_s + model_load_s."
     )
-    model_load_s: float = Field(description="Loading weights and tokenizer; outside the window.")
     warmup: WarmupRecord
     warmup_s: float
-    measured_duration_s: float = Field(description="Wall time of the measured window.")
-    window_start_unix_s: float = Field(description="Window start, for aligning external logs.")
-    window_end_unix_s: float
     passes: int = Field(
         1, ge=1, description="Whole passes of the prompt set in the window (min_window_s)."
     )
-    n_requests: int = Field(description="Requests served in the window, over all passes.")
-    input_tokens: int
-    output_tokens: int
-    output_tokens_per_s: float
-    total_tokens_per_s: float = Field(description="(input + output tokens) / window seconds.")
-    requests_per_s: float
-    latency: LatencyStats
-    request_latencies_s: list[float]
     ttft: LatencyStats | None = Field(
         None,
         description="Time to first token per request, from the engine's request metrics (vLLM, "
@@ -496,31 +477,11 @@ class ExperimentResult(_Result):
     )
     peak_memory_mb: float | None
     peak_memory_source: MemorySource | None
-    energy: EnergyFigures
-    flags: MeasurementFlags
     model_parameters: int | None = None
     flops_estimate: float | None = Field(
         None, description="Forward-pass FLOPs of the window (reference only, see measure/flops)."
     )
     achieved_tflops: float | None = Field(None, description="flops_estimate / window / 1e12.")
-    sampler_hz: float | None = Field(None, description="Time-series rate; null if off.")
-    sampler_busy_fraction: float | None = Field(
-        None,
-        description="Share of the window the sampler thread spent in NVML reads: an upper "
-        "bound on the host time it took from the workload.",
-    )
-    timeseries_file: str | None = Field(
-        None, description="Sidecar Parquet of sampled power etc., relative to this file."
-    )
-    phases_s: PhaseTimes | None = None
-    worker_start: str | None = Field(
-        None,
-        description="How the worker process started: 'forkserver' (forked from a server with "
-        "the engine preloaded, before any CUDA use; on the host, or in the persistent "
-        "container), 'spawn' (a fresh interpreter) or 'exec' (a plain exec in the persistent "
-        "container), with the reason where a fork server was not used (the docker runner's "
-        "cold start is on purpose).",
-    )
     window_batch_shapes: list[list[int]] = Field(
         default_factory=list, description="Shape of each batch the window served, in order."
     )
@@ -543,20 +504,85 @@ class ExperimentResult(_Result):
     phase_split: PhaseSplit | None = Field(
         None, description="Prefill / decode energy split (measurement.phase_split); else null."
     )
-    quality: QualityRecord | None = Field(
-        None, description="The measurement-quality record (null only in older results)."
-    )
-    measurement_warnings: list[str] = Field(default_factory=list)
     engine_settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings as the loaded engine reported them, its own defaults resolved.",
     )
+
+
+class ExperimentResult(_Result):
+    """One experiment cycle, measured: a core every mode fills, and one section per mode
+    (`offline`, `server`). In mode: server the core's counts are the sums over the levels'
+    steady-state windows and `server` holds each level (results.csv: one row each)."""
+
+    schema_version: str = SCHEMA_VERSION
+    experiment_id: str
+    campaign_id: str
+    cycle: int
+    attempt: int
+    config: ExperimentConfig
+    started_at: datetime
+    finished_at: datetime
+    environment: Environment
+    model_load_s: float = Field(
+        description="Loading weights and tokenizer (mode: server: the server's launch to its "
+        "first healthy answer); outside the window."
+    )
+    measured_duration_s: float = Field(description="Wall time of the measured window.")
+    window_start_unix_s: float = Field(description="Window start, for aligning external logs.")
+    window_end_unix_s: float
+    n_requests: int = Field(description="Requests served in the window, over all passes.")
+    input_tokens: int
+    output_tokens: int
+    output_tokens_per_s: float
+    total_tokens_per_s: float = Field(description="(input + output tokens) / window seconds.")
+    requests_per_s: float
+    latency: LatencyStats
+    request_latencies_s: list[float]
+    energy: EnergyFigures
+    flags: MeasurementFlags
+    sampler_hz: float | None = Field(None, description="Time-series rate; null if off.")
+    sampler_busy_fraction: float | None = Field(
+        None,
+        description="Share of the window the sampler thread spent in NVML reads: an upper "
+        "bound on the host time it took from the workload.",
+    )
+    timeseries_file: str | None = Field(
+        None, description="Sidecar Parquet of sampled power etc., relative to this file."
+    )
+    phases_s: PhaseTimes | None = None
+    worker_start: str | None = Field(
+        None,
+        description="How the worker process started: 'forkserver' (forked from a server with "
+        "the engine preloaded, before any CUDA use; on the host, or in the persistent "
+        "container), 'spawn' (a fresh interpreter) or 'exec' (a plain exec in the persistent "
+        "container), with the reason where a fork server was not used (the docker runner's "
+        "cold start is on purpose).",
+    )
+    quality: QualityRecord | None = Field(
+        None, description="The measurement-quality record (null only in older results)."
+    )
+    measurement_warnings: list[str] = Field(default_factory=list)
+    offline: OfflineRecord | None = Field(None, description="mode: offline only.")
     server: ServerRecord | None = Field(None, description="mode: server only: launch and levels.")
     partial: bool = Field(
         False,
         description="The experiment failed (its server stopped) after the levels marked done: "
         "kept for them, never a finished result (its entry is failed).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        """A version-1 result (one flat record) read as this version: its offline-only fields
+        move into `offline`; a server result's zero-filled ones are dropped."""
+        if not isinstance(data, dict) or data.get("schema_version") != "1":
+            return data
+        moved = {k: v for k, v in data.items() if k in OfflineRecord.model_fields}
+        out = {k: v for k, v in data.items() if k not in moved} | {"schema_version": "2"}
+        if out.get("server") is None:
+            out["offline"] = moved
+        return out
 
 
 class ErrorRecord(_Result):

@@ -1,45 +1,40 @@
-"""`mode: server` in the worker: the experiment config turned into a server command line and
-request fields, run through run_server_experiment, and written as one ExperimentResult whose
-`server` holds each level (collation makes each level a row).
+"""The server scenario (mode: server): the experiment config turned into a server command
+line and request fields, run through run_server_experiment; what it measured goes to the
+bracket (worker/run.py) with the server record, which holds each level (collation makes each
+level a row).
 
-The top-level counts of that result are sums over the levels' steady-state windows; the
-server's launch is its load phase (model_load_s); no engine is imported in this process.
+The core's counts are sums over the levels' steady-state windows; the server's launch is its
+load phase (model_load_s); no engine is imported in this process.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.atomic import write_text_atomic
 from llenergymeasure.backends import get_server
 from llenergymeasure.backends.common import load_tokenizer, model_path
 from llenergymeasure.config.server import ServerSpec
 from llenergymeasure.config.spec import ExperimentSpec
 from llenergymeasure.config.trace import read_trace, trace_path
-from llenergymeasure.contract import RESULT_FILE
 from llenergymeasure.datasets import sized_prompt
 from llenergymeasure.datasets.select import select_prompts
 from llenergymeasure.errors import BackendError, ServerStoppedError
 from llenergymeasure.measure.environment import snapshot
-from llenergymeasure.measure.quality import MeasuredQuality, assess
+from llenergymeasure.measure.quality import SHORT_WINDOW_S, MeasuredQuality, assess
 from llenergymeasure.measure.session import MeasurementSession
 from llenergymeasure.results.schema import (
     EnergyFigures,
-    ExperimentResult,
+    Environment,
     MeasurementFlags,
     PhaseTimes,
     QualityRecord,
     ServerRecord,
-    WarmupRecord,
 )
-from llenergymeasure.worker.latency import latency_stats_of
-from llenergymeasure.worker.launch import WORKER_START_ENV
+from llenergymeasure.worker.run import Measured
 from llenergymeasure.worker.serving.run import Load, ServerRun, Trace, run_server_experiment
 from llenergymeasure.worker.serving.server import free_port
 
@@ -67,12 +62,11 @@ def _trace(server: ServerSpec, base_dir: Path, prompts: list[str], tokenizer: An
     return Trace(offsets, texts, [r.output_tokens for r in requests])
 
 
-def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
+def run_server_mode(spec: ExperimentSpec) -> Measured:
     config = spec.config
     server = config.server
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request in worker.log
     assert server is not None  # ExperimentConfig refuses mode: server without it
-    started_at = datetime.now(timezone.utc)
     out_dir = Path(spec.output_dir)
     path = model_path(config.model)
     t0 = time.perf_counter()
@@ -86,12 +80,10 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
     adapter = get_server(config.backend)
     command = adapter.command(config, path, port)
     log.info("server mode: %s", server.url or " ".join(command))
-    # The idle baseline is taken with the server up (run_server_experiment), not the cache's.
-    measurement = config.measurement.model_copy(
-        update={"baseline": config.measurement.baseline.model_copy(update={"enabled": False})}
-    )
-    with MeasurementSession(measurement, Path(spec.cache_dir)) as session:
-        session.attach(list(server.gpus) if server.gpus is not None else None)
+    with MeasurementSession(config.measurement, Path(spec.cache_dir)) as session:
+        # the idle baseline is taken with the server up (run_server_experiment), not here
+        gpus = list(server.gpus) if server.gpus is not None else None
+        session.attach(gpus, baseline=False)
         load = Load("", path, prompts, config.max_output_tokens, adapter.request_fields(config))
         load.trace = trace
         device = f"{len(session.gpus)} GPU(s)" if session.gpus else "cpu"
@@ -108,23 +100,18 @@ def run_server_mode(spec: ExperimentSpec) -> ExperimentResult:
                 gpus=[g.index for g in session.gpus if g.index is not None],
             )
         except ServerStoppedError as e:
-            # the levels finished before the server stopped keep their result, marked partial
+            # the levels finished before it stopped are measured: the bracket writes them
             partial = e.partial if isinstance(e.partial, ServerRun) else None
-            if partial is not None and any(not lv.failed for lv in partial.record.levels):
-                result = _result(spec, partial, environment, started_at, prompt_prep_s)
-                result = result.model_copy(update={"partial": True})
-                write_text_atomic(out_dir / RESULT_FILE, result.model_dump_json(indent=2))
+            e.partial = (
+                _measured(partial, environment, prompt_prep_s)
+                if partial is not None and any(not lv.failed for lv in partial.record.levels)
+                else None
+            )
             raise
-    return _result(spec, run, environment, started_at, prompt_prep_s)
+    return _measured(run, environment, prompt_prep_s)
 
 
-def _result(
-    spec: ExperimentSpec,
-    run: Any,
-    environment: Any,
-    started_at: datetime,
-    prompt_prep_s: float,
-) -> ExperimentResult:
+def _measured(run: ServerRun, environment: Environment, prompt_prep_s: float) -> Measured:
     record = run.record
     done = [lv for lv in record.levels if not lv.failed]
     if not done:
@@ -139,55 +126,31 @@ def _result(
     if energy.energy_raw_j is None:
         warnings.append("no GPU energy source: energy fields are null")
     spans = [e for e, lv in zip(run.level_unix_s, record.levels, strict=True) if not lv.failed]
-    return ExperimentResult(
-        experiment_id=spec.experiment_id,
-        campaign_id=spec.campaign_id,
-        cycle=spec.cycle,
-        attempt=spec.attempt,
-        config=spec.config,
-        started_at=started_at,
-        finished_at=datetime.now(timezone.utc),
+    return Measured(
         environment=environment,
-        engine_import_s=0.0,
         model_load_s=record.launch_s,
-        warmup=WarmupRecord(
-            runs=record.warmup_requests, converged=None, final_cv=None, latencies_s=[]
-        ),
-        warmup_s=0.0,
-        measured_duration_s=window_s,
-        window_start_unix_s=spans[0][0],
-        window_end_unix_s=spans[-1][1],
+        window_s=window_s,
+        window_unix_s=(spans[0][0], spans[-1][1]),
         n_requests=n_req,
         input_tokens=in_tokens,
-        output_tokens=round(out_tokens),
-        output_tokens_per_s=out_tokens / window_s if window_s else 0.0,
-        total_tokens_per_s=(in_tokens + out_tokens) / window_s if window_s else 0.0,
-        requests_per_s=n_req / window_s if window_s else 0.0,
-        latency=latency_stats_of(run.e2e_s),  # every completed request has one: `done` is not empty
-        request_latencies_s=run.e2e_s,
-        peak_memory_mb=None,
-        peak_memory_source=None,
+        output_tokens=out_tokens,
+        request_latencies_s=run.e2e_s,  # every completed request's: `done` is not empty
         energy=energy,
-        flags=MeasurementFlags(short_window=window_s < 10 if energy.energy_raw_j else None),
-        phases_s=PhaseTimes(
-            engine_import_s=0.0,
-            model_load_s=record.launch_s,
-            engine_init_s=0.0,
-            prompt_prep_s=prompt_prep_s,
-            warmup_s=0.0,
-            window_s=window_s,
-            after_window_s=0.0,
+        flags=MeasurementFlags(
+            short_window=window_s < SHORT_WINDOW_S if energy.energy_raw_j else None
         ),
-        worker_start=os.environ.get(WORKER_START_ENV),
-        measurement_warnings=warnings,
-        server=record,
         quality=_quality(record, window_s, energy.energy_raw_j is not None),
+        warnings=warnings,
+        phases_s=PhaseTimes(
+            model_load_s=record.launch_s, prompt_prep_s=prompt_prep_s, window_s=window_s
+        ),
+        section=record,
     )
 
 
 def _quality(record: ServerRecord, window_s: float, energy_measured: bool) -> QualityRecord:
     """The quality record of a server experiment (issue 17.5): the shared items over its
-    levels' windows together, plus each level's own doubts (its warnings: a window under 10 s
+    levels' windows together, plus each level's own doubts (its warnings: a short window
     or under half its level, a load generator that fell behind) and failed levels; for
     server.url, a GPU that NVML showed more than one process on."""
     baseline = record.idle_power_w is not None

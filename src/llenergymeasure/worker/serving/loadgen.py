@@ -14,32 +14,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-
-@dataclass
-class RequestRecord:
-    index: int
-    scheduled_s: float
-    send_s: float = float("nan")
-    first_token_s: float | None = None
-    end_s: float | None = None
-    chunk_times_s: list[float] = field(default_factory=list)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    error: str | None = None
-    max_tokens: int | None = None
-
-    @property
-    def lag_s(self) -> float:
-        return self.send_s - self.scheduled_s
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.end_s is not None and self.completion_tokens is not None
+from llenergymeasure.measure.requests import RequestRecord
 
 
 class Malformed(ValueError):

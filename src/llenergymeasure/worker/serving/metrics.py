@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from llenergymeasure.config.server import Slo
-from llenergymeasure.worker.serving.loadgen import RequestRecord
-from llenergymeasure.worker.serving.window import Window, chunk_tokens
+from llenergymeasure.measure.requests import RequestRecord, SteadyWindow, chunk_tokens
 
 
 def _pcts(values: Sequence[float], name: str) -> dict[str, float | None]:
@@ -41,7 +40,7 @@ def meets_slo(r: RequestRecord, slo: Slo) -> bool:
 
 def level_metrics(
     records: Sequence[RequestRecord],
-    window: Window | None,
+    window: SteadyWindow | None,
     energy_j: float | None,
     slo: Slo,
     target_rate_rps: float | None,

@@ -20,15 +20,14 @@ from pathlib import Path
 
 from llenergymeasure.config.server import TRACE_LEVEL, ServerSpec
 from llenergymeasure.errors import ServerStoppedError
+from llenergymeasure.measure.counter import CounterSeries
 from llenergymeasure.measure.nvml import GpuReader
+from llenergymeasure.measure.requests import RequestRecord, attribute, steady_window
 from llenergymeasure.results.schema import GpuProcesses, ServerLevel, ServerRecord
 from llenergymeasure.worker.serving.arrivals import send_offsets_s
-from llenergymeasure.worker.serving.attribution import attribute, write_parquet
-from llenergymeasure.worker.serving.energy import CounterSeries
-from llenergymeasure.worker.serving.loadgen import RequestRecord, run_level
+from llenergymeasure.worker.serving.loadgen import run_level
 from llenergymeasure.worker.serving.metrics import level_metrics
 from llenergymeasure.worker.serving.server import external, launched, served_model
-from llenergymeasure.worker.serving.window import steady_window
 
 SERVER_LOG = "server.log"
 
@@ -239,3 +238,25 @@ def _traffic(
         _send(load, concurrency=level.concurrency, prompts=pool, duration_s=spec.duration_s)
     )
     return level.label, None, sent
+
+
+def write_parquet(
+    path: Path, records: Sequence[RequestRecord], energy_j: dict[int, float] | None
+) -> None:
+    """One row per request beside result.json; energy_j null when there is no GPU energy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {
+        "request": [r.index for r in records],
+        "scheduled_s": [r.scheduled_s for r in records],
+        "send_s": [r.send_s for r in records],
+        "first_token_s": [r.first_token_s for r in records],
+        "end_s": [r.end_s for r in records],
+        "prompt_tokens": [r.prompt_tokens for r in records],
+        "max_tokens": [r.max_tokens for r in records],
+        "completion_tokens": [r.completion_tokens for r in records],
+        "error": [r.error for r in records],
+        "energy_j": [None if energy_j is None else energy_j.get(r.index) for r in records],
+    }
+    pq.write_table(pa.table(rows), path)

@@ -1,4 +1,5 @@
-"""Steady-state window of a level, and the MSER-5 check on it.
+"""The maths of a server level's requests: their steady-state window (and the MSER-5 check on
+it) and the window's energy split over them.
 
 Rule (ML.ENERGY's, generalised from max_num_seqs to the observed plateau): let P be the peak
 number of requests in flight and n the number that completed. The window opens when the P-th
@@ -9,14 +10,46 @@ requests left 0.5 ms, one request end, and read as 5,666 tokens/s), the window i
 level, first send to last end, and says so.
 MSER-5 on per-second output-token throughput gives an independent truncation point; the window
 opening before it is reported, not hidden.
+
+Per-request energy (attribute): between consecutive power samples the energy is the trapezoid
+of power, scaled so the intervals add up to the counter's window energy. An interval's energy
+goes to the requests by the output tokens they received in it; one with no tokens to the
+requests in flight by their time in it; one with neither (idle inside the window) to every
+window request by its tokens over the window. So the per-request energies sum to the window
+energy exactly (to float rounding).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llenergymeasure.worker.serving.loadgen import RequestRecord
+from llenergymeasure.measure.counter import interp
+from llenergymeasure.measure.quality import SHORT_WINDOW_S
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    scheduled_s: float
+    send_s: float = float("nan")
+    first_token_s: float | None = None
+    end_s: float | None = None
+    chunk_times_s: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+    max_tokens: int | None = None
+
+    @property
+    def lag_s(self) -> float:
+        return self.send_s - self.scheduled_s
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.end_s is not None and self.completion_tokens is not None
+
 
 MIN_STEADY_S = 1.0
 """Shortest steady state measured as one: below it, rates and energies over the window are
@@ -24,7 +57,7 @@ a handful of events and a power reading or two, not a steady state."""
 
 
 @dataclass(frozen=True)
-class Window:
+class SteadyWindow:
     start_s: float
     end_s: float
     level_start_s: float
@@ -44,8 +77,8 @@ class Window:
 
     def warnings(self) -> list[str]:
         out = []
-        if self.duration_s < 10:
-            out.append(f"steady-state window {self.duration_s:.2f} s < 10 s")
+        if self.duration_s < SHORT_WINDOW_S:
+            out.append(f"steady-state window {self.duration_s:.2f} s < {SHORT_WINDOW_S:g} s")
         if self.coverage < 0.5:
             out.append(f"steady-state window covers {self.coverage:.0%} of the level (< 50%)")
         if self.mser5_truncation_s is not None and self.start_s < self.mser5_truncation_s:
@@ -105,7 +138,7 @@ def chunk_tokens(r: RequestRecord) -> float:
     return (r.completion_tokens or 0) / len(r.chunk_times_s)
 
 
-def steady_window(records: Sequence[RequestRecord]) -> Window | None:
+def steady_window(records: Sequence[RequestRecord]) -> SteadyWindow | None:
     done = [r for r in records if r.ok and r.first_token_s is not None]
     if not done:
         return None
@@ -129,4 +162,55 @@ def steady_window(records: Sequence[RequestRecord]) -> Window | None:
     series = tokens_per_second(done, level_start, level_end)
     trunc = mser5(series)
     mser_s = level_start + trunc if len(series) >= 10 else None
-    return Window(start, end, level_start, level_end, p, rule, mser_s)
+    return SteadyWindow(start, end, level_start, level_end, p, rule, mser_s)
+
+
+def attribute(
+    records: Sequence[RequestRecord],
+    power_w: Sequence[tuple[float, float]],
+    start_s: float,
+    end_s: float,
+    window_energy_j: float,
+) -> dict[int, float]:
+    """Joules per request index over [start_s, end_s]; power_w is (t_s, W) on the level clock."""
+    pts = [(t, w) for t, w in power_w if start_s < t < end_s]
+    w0 = interp(power_w, start_s)
+    w1 = interp(power_w, end_s)
+    edges = [(start_s, w0), *pts, (end_s, w1)]
+    raw = [(b - a) * (wa + wb) / 2 for (a, wa), (b, wb) in itertools.pairwise(edges)]
+    total_raw = sum(raw)
+    scale = window_energy_j / total_raw if total_raw > 0 else 0.0
+    live = [r for r in records if r.ok]
+    out = {r.index: 0.0 for r in live}
+    window_tokens = {r.index: 0.0 for r in live}
+    idle_j = 0.0
+    for ((a, _), (b, _)), e_raw in zip(itertools.pairwise(edges), raw, strict=True):
+        e = e_raw * scale
+        toks = {}
+        for r in live:
+            n = sum(1 for t in r.chunk_times_s if a < t <= b) * chunk_tokens(r)
+            if n:
+                toks[r.index] = n
+                window_tokens[r.index] += n
+        if toks:
+            _split(out, toks, e)
+            continue
+        overlap = {
+            r.index: min(b, r.end_s or b) - max(a, r.send_s)
+            for r in live
+            if min(b, r.end_s or b) > max(a, r.send_s)
+        }
+        if overlap:
+            _split(out, overlap, e)
+        else:
+            idle_j += e
+    if idle_j:
+        weights = {k: v for k, v in window_tokens.items() if v > 0} or dict.fromkeys(out, 1.0)
+        _split(out, weights, idle_j)
+    return out
+
+
+def _split(out: dict[int, float], weights: dict[int, float], energy_j: float) -> None:
+    total = sum(weights.values())
+    for k, w in weights.items():
+        out[k] += energy_j * w / total

@@ -7,11 +7,12 @@ period's share at each edge); the per-interval powers feed the per-request attri
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
+
+import numpy as np
 
 from llenergymeasure.measure.nvml import GpuReader
 
@@ -75,7 +76,7 @@ class CounterSeries:
             time.sleep(self.period_s / 10)
         if len(self.points) < 2 or start < self.points[0][0] or end > self.points[-1][0]:
             return None
-        return _at(self.points, end) - _at(self.points, start)
+        return interp(self.points, end) - interp(self.points, start)
 
     def power_w(self, offset: float = 0.0) -> list[tuple[float, float]]:
         """Mean power of each interval, placed at its midpoint, times shifted by -offset."""
@@ -86,8 +87,9 @@ class CounterSeries:
         ]
 
 
-def _at(points: Sequence[tuple[float, float]], t: float) -> float:
-    for (a, ea), (b, eb) in itertools.pairwise(points):
-        if a <= t <= b:
-            return ea if b == a else ea + (eb - ea) * (t - a) / (b - a)
-    return points[-1][1]
+def interp(points: Sequence[tuple[float, float]], t: float) -> float:
+    """The series' value at t, linear between points, held flat beyond them (0 when empty)."""
+    if not points:
+        return 0.0
+    xs, ys = zip(*points, strict=True)
+    return float(np.interp(t, xs, ys))
