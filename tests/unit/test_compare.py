@@ -132,7 +132,8 @@ def test_a_sentence_says_who_wins_and_by_how_much(
     runs = runs_table({"aaa": 1.0, "bbb": 0.8})
     row = next(c for c in compare(runs, ["aaa", "bbb"]).rows if c.metric.startswith("energy"))
     text = sentence(replace(row, ratio=ratio, ci_low=low, ci_high=high), {"bbb": "A", "aaa": "B"})
-    assert text.startswith(f"A {words}, p = ")
+    # the row's own p (6 pairs 20% apart) is tiny: it reads 'p < 0.001', not 'p = < 0.001'
+    assert text.startswith(f"A {words}, p < 0.001 (Holm < 0.001, significant)")
     assert text.endswith(", 6 pairs, t on log ratios")
 
 

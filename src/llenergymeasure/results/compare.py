@@ -145,7 +145,7 @@ def sentence(c: Comparison, labels: dict[str, str]) -> str:
         interval = f"[{_pct(c.ci_low)} {below}, {_pct(c.ci_high)} {above}]"
     verdict = "significant" if c.significant else "not significant"
     return (
-        f"{head} {interval}, p = {_p(c.p_value)} (Holm {_p(c.p_holm)}, {verdict}), "
+        f"{head} {interval}, p {_p(c.p_value, '= ')} (Holm {_p(c.p_holm)}, {verdict}), "
         f"{c.n_pairs} pairs, {c.method}"
     )
 
@@ -154,8 +154,8 @@ def _pct(ratio: float) -> str:
     return f"{abs(ratio - 1) * 100:.{0 if abs(ratio - 1) >= 0.1 else 1}f}%"
 
 
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+def _p(p: float, equals: str = "") -> str:
+    return "< 0.001" if p < 0.001 else f"{equals}{p:.3f}"
 
 
 def _one(
